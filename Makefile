@@ -1,0 +1,28 @@
+# Two commands a newcomer needs: `make demo` and `make test`.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+# torch/torchvision: the releases whose wheels lie on disk here; from PyPI elsewhere.
+TORCH   := torch==2.14.1 torchvision==0.29.1
+STAMP   := $(VENV)/.installed
+
+.PHONY: install demo test bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The main job: evaluate the shipped model on the un-augmented originals and the official TEST split.
+demo: $(STAMP)
+	$(BIN)/wbc evaluate --split TEST_SIMPLE --split TEST --out reports/demo --json reports/demo/metrics.json
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) reports .pytest_cache

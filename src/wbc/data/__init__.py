@@ -1,0 +1,1 @@
+"""Reading, checking, exploring and splitting folder-per-class image sets."""

@@ -1,0 +1,26 @@
+"""Where the Kaggle blood-cells data is: --data, then $WBC_DATA, then ../shared/data/blood-cells."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from wbc.errors import WbcError
+
+DEFAULTS = [Path("../shared/data/blood-cells"), Path(__file__).resolve().parents[4] / "shared" / "data" / "blood-cells"]
+
+
+def resolve_data(arg: str | None) -> str:
+    if arg:
+        return arg
+    env = os.environ.get("WBC_DATA")
+    if env:
+        p = Path(env)
+        return str(p / "blood-cells") if (p / "blood-cells").is_dir() else env
+    for p in DEFAULTS:
+        if p.is_dir():
+            return str(p)
+    raise WbcError(
+        "no blood-cells dataset found: pass --data DIR, set WBC_DATA, or run `wbc data download` "
+        "(or put the Kaggle 'blood-cells' folder at ../shared/data/blood-cells)"
+    )

@@ -1,0 +1,1 @@
+"""Backbones, offline ImageNet weights, the classifier and its file format."""

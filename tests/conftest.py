@@ -1,0 +1,58 @@
+"""Shared fixtures: real images from ../shared/data, copied into small temporary datasets."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("WBC_TEST_DATA", ROOT.parent / "shared" / "data"))
+BLOOD = DATA / "blood-cells"
+KAGGLE = BLOOD / "dataset2-master" / "images"
+CLASSES = ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]
+
+if not KAGGLE.is_dir():
+    pytest.exit(f"test data not found at {KAGGLE}: set WBC_TEST_DATA to the folder holding blood-cells/", returncode=2)
+
+
+def kaggle_images(split: str, cls: str, n: int | None = None) -> list[Path]:
+    files = sorted((KAGGLE / split / cls).glob("*.jpeg"))
+    return files[:n] if n else files
+
+
+def run_cli(*args: str, cwd: Path | None = None, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real `wbc` command in a subprocess, as a user would."""
+    cmd = [sys.executable, "-m", "wbc.cli", *args]
+    e = {**os.environ, "COLUMNS": "200", **(env or {})}
+    p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=e, timeout=1800)
+    if check and p.returncode != 0:
+        raise AssertionError(f"wbc {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+@pytest.fixture(scope="session")
+def wbc_cache(tmp_path_factory) -> Path:
+    """A cache for converted ImageNet weights shared by the session's tests."""
+    d = tmp_path_factory.mktemp("wbc-cache")
+    os.environ["WBC_CACHE"] = str(d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_kaggle(tmp_path_factory) -> Path:
+    """A Kaggle-layout copy: TRAIN 24 images a class (from several source cells), TEST 6, TEST_SIMPLE all."""
+    root = tmp_path_factory.mktemp("tiny") / "blood-cells"
+    base = root / "dataset2-master" / "images"
+    for cls in CLASSES:
+        for split, step, n in (("TRAIN", 97, 24), ("TEST", 101, 6)):
+            files = kaggle_images(split, cls)[::step][:n]  # spread over the folder: many source cells
+            (base / split / cls).mkdir(parents=True)
+            for f in files:
+                shutil.copy(f, base / split / cls / f.name)
+        shutil.copytree(KAGGLE / "TEST_SIMPLE" / cls, base / "TEST_SIMPLE" / cls)
+    return root

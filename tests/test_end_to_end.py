@@ -1,0 +1,107 @@
+"""A tiny real run through the CLI: split -> train (both rounds) -> resume -> evaluate -> predict."""
+
+import csv
+import json
+import shutil
+
+import pytest
+
+from conftest import CLASSES, run_cli
+from wbc.data.split import read_manifest
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_kaggle, wbc_cache):
+    work = tmp_path_factory.mktemp("run")
+    manifest = work / "split_manifest.csv"
+    p = run_cli("data", "split", "--data", str(tiny_kaggle), "--out", str(manifest), "--val-fraction", "0.25")
+    assert "manifest written" in p.stderr
+    run = work / "run"
+    run_cli("train", "--data", str(tiny_kaggle), "--manifest", str(manifest), "--out", str(run), "--height", "96", "--width", "128",
+            "--head", "64,32", "--round1-epochs", "4", "--round2-epochs", "1", "--epoch-size", "32", "--workers", "0")
+    return tiny_kaggle, manifest, run
+
+
+def test_split_is_group_disjoint(tiny_run):
+    data, manifest, _ = tiny_run
+    rows = read_manifest(manifest, data)
+    train = {r.group for r in rows if r.split == "train"}
+    val = {r.group for r in rows if r.split == "val"}
+    assert train and val and not train & val
+    assert {r.split for r in rows} >= {"train", "val", "test", "test_simple"}
+    # TEST_SIMPLE holds the originals TEST was made from: each TEST image joins an original's group
+    simple = {r.group for r in rows if r.split == "test_simple"}
+    test = [r.group for r in rows if r.split == "test"]
+    assert sum(g in simple for g in test) >= 0.9 * len(test)
+
+
+def test_run_folder_holds_config_log_checkpoint_model(tiny_run):
+    _, _, run = tiny_run
+    for name in ("config.json", "metrics.csv", "last.pt", "model.safetensors", "split_manifest.csv", "summary.json"):
+        assert (run / name).is_file(), name
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [r["round"] for r in rows].count("2") == 1 and [r["round"] for r in rows].count("1") >= 1
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["trained_on"]["train_groups"] > 0 and 0 <= summary["metrics"]["val"]["accuracy"] <= 1
+
+
+def test_resume_continues_a_run(tiny_run, tmp_path):
+    data, manifest, run = tiny_run
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    cfg = json.loads((copy / "config.json").read_text())
+    cfg["out"], cfg["round2_epochs"] = str(copy), 2  # one more epoch than the run did
+    (copy / "config.json").write_text(json.dumps(cfg))
+    p = run_cli("train", "--out", str(copy), "--resume")
+    assert "resuming" in p.stderr and "round 2, 1 epochs done" in p.stderr
+    rows = list(csv.DictReader(open(copy / "metrics.csv")))
+    assert [r["epoch"] for r in rows if r["round"] == "2"] == ["1", "2"]
+    # a finished run refuses to be overwritten
+    again = run_cli("train", "--data", str(data), "--out", str(copy), check=False)
+    assert again.returncode == 2 and "--resume" in again.stderr
+
+
+def test_evaluate_writes_report_and_metrics(tiny_run, tmp_path):
+    data, manifest, run = tiny_run
+    out = tmp_path / "eval"
+    run_cli("evaluate", "--model", str(run / "model.safetensors"), "--data", str(data), "--split", "TEST", "--split", "TEST_SIMPLE",
+            "--out", str(out), "--json", str(out / "all.json"), "--manifest", str(manifest))
+    m = json.loads((out / "all.json").read_text())
+    test = m["TEST"]
+    assert test["images"] == 24 and set(test["per_class"]) == set(CLASSES)
+    assert sum(c["support"] for c in test["per_class"].values()) == 24
+    assert sum(map(sum, test["confusion_matrix"]["rows_true"])) == 24
+    assert 0 <= test["ece"] <= 1
+    assert test["per_source_cell"]["n_sources"] >= 4
+    lo, hi = test["per_source_cell"]["ci95"]
+    assert lo <= test["per_source_cell"]["mean_accuracy_per_source"] <= hi
+    for f in ("confusion_matrix.png", "reliability.png", "report.md", "metrics.json"):
+        assert (out / "TEST" / f).is_file()
+    assert m["TEST_SIMPLE"]["images"] == 71
+
+
+def test_evaluate_unknown_class_folder(tiny_run, tmp_path):
+    data, _, run = tiny_run
+    extra = tmp_path / "blood-cells"
+    shutil.copytree(data, extra)
+    (extra / "dataset2-master/images/TEST/BASOPHIL").mkdir()
+    shutil.copy(next((data / "dataset2-master/images/TEST/MONOCYTE").iterdir()), extra / "dataset2-master/images/TEST/BASOPHIL/a.jpeg")
+    p = run_cli("evaluate", "--model", str(run / "model.safetensors"), "--data", str(extra), "--out", str(tmp_path / "e"), check=False)
+    assert p.returncode == 2 and "BASOPHIL" in p.stderr and "--ignore-unknown" in p.stderr
+    p = run_cli("evaluate", "--model", str(run / "model.safetensors"), "--data", str(extra), "--ignore-unknown", "--out", str(tmp_path / "e"))
+    assert "24 images" in p.stderr
+
+
+def test_predict_formats(tiny_run):
+    data, _, run = tiny_run
+    imgs = sorted((data / "dataset2-master/images/TEST/EOSINOPHIL").iterdir())[:3]
+    p = run_cli("predict", *map(str, imgs), "--model", str(run / "model.safetensors"), "--format", "json")
+    out = json.loads(p.stdout)
+    assert len(out) == 3
+    for r in out:
+        assert r["class"] in CLASSES and abs(sum(r["probabilities"].values()) - 1) < 1e-4
+        assert r["probability"] == max(r["probabilities"].values()) and isinstance(r["review"], bool)
+    p = run_cli("predict", *map(str, imgs), "--model", str(run / "model.safetensors"), "--format", "csv")
+    assert p.stdout.splitlines()[0].startswith("path,class,probability") and len(p.stdout.splitlines()) == 4
+    bad = run_cli("predict", str(data / "nope.jpeg"), "--model", str(run / "model.safetensors"), check=False)
+    assert bad.returncode == 2 and "nope.jpeg" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,0 +1,84 @@
+"""Offline ImageNet weights, the model file round trip, and refusal of bad model files."""
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from conftest import kaggle_images
+from wbc.data.transforms import load_rgb
+from wbc.errors import WbcError
+from wbc.models.classifier import CellClassifier, ModelSpec, set_trainable
+from wbc.models.io import load_model_file, save_model
+from wbc.models.weights import create_backbone, offline_weights
+from wbc.predict import load_model
+
+
+@pytest.mark.parametrize("name", ["tf_efficientnet_lite0", "tf_efficientnet_lite2"])
+def test_offline_weights_cover_every_tensor(wbc_cache, name):
+    import timm
+    from safetensors.torch import load_file
+
+    converted = load_file(str(offline_weights(name)))
+    target = timm.create_model(name, pretrained=False).state_dict()
+    assert set(converted) == set(target)
+    assert all(converted[k].shape == target[k].shape for k in target)
+
+
+def test_pretrained_backbone_differs_from_random_and_sees_cells(wbc_cache):
+    torch.manual_seed(0)
+    pre, rnd = create_backbone("tf_efficientnet_lite0", True).eval(), create_backbone("tf_efficientnet_lite0", False).eval()
+    imgs = torch.stack([load_rgb(p, (224, 224)) for p in kaggle_images("TEST_SIMPLE", "EOSINOPHIL", 2)]).float()
+    x = (imgs / 255 - 0.5) / 0.5
+    with torch.no_grad():
+        fp, fr = pre(x), rnd(x)
+    assert not torch.allclose(fp, fr)
+    # ImageNet features of real images are sparse and non-negative after the ReLU6 head
+    assert (fp >= 0).all() and (fp == 0).float().mean() < 0.9
+
+
+def test_unknown_backbone_and_offline_hub_give_clear_errors(wbc_cache):
+    with pytest.raises(WbcError, match="unknown backbone"):
+        create_backbone("no_such_net")
+    with pytest.raises(WbcError, match="--no-pretrained"):
+        create_backbone("legacy_xception", pretrained=True)  # no internet here
+    m = CellClassifier(ModelSpec(backbone="xception", input_size=(96, 128), head=(32,)), pretrained=False)
+    assert m(torch.zeros(1, 3, 96, 128)).shape == (1, 4)
+
+
+def test_save_load_round_trip(tmp_path, wbc_cache):
+    spec = ModelSpec(input_size=(96, 128), head=(64,), temperature=1.3, review_threshold=0.8)
+    model = CellClassifier(spec, pretrained=True).eval()
+    path = tmp_path / "m.safetensors"
+    save_model(model, path, {"note": "x"})
+    loaded, meta = load_model_file(path)
+    assert loaded.spec == spec and meta["info"] == {"note": "x"}
+    x = torch.stack([load_rgb(p, (96, 128)) for p in kaggle_images("TEST", "MONOCYTE", 3)]).float()
+    with torch.no_grad():
+        assert torch.allclose(model.probabilities(x), loaded.probabilities(x), atol=2e-3)  # weights stored as fp16
+
+
+def test_set_trainable_last_stages(wbc_cache):
+    m = CellClassifier(ModelSpec(head=(16,)), pretrained=False)
+    set_trainable(m, 2)
+    trainable = {n for n, p in m.backbone.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith(("blocks.6.", "conv_head.", "bn2.")) for n in trainable)
+    assert "conv_head.weight" in trainable and any(n.startswith("blocks.6.") for n in trainable)
+    assert all(p.requires_grad for p in m.head.parameters())
+    assert not m.backbone.conv_stem.weight.requires_grad
+
+
+@pytest.mark.parametrize("kind", ["truncated", "garbage", "foreign", "missing", "folder"])
+def test_bad_model_files_are_refused(tmp_path, wbc_cache, kind):
+    path = tmp_path / "bad.safetensors"
+    if kind in ("truncated", "garbage"):
+        model = CellClassifier(ModelSpec(input_size=(96, 128), head=(16,)), pretrained=False)
+        save_model(model, path)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2] if kind == "truncated" else b"\x00" * 100 + data[100:200])
+    elif kind == "foreign":
+        save_file({"w": torch.zeros(3)}, str(path))
+    elif kind == "folder":
+        path.mkdir()
+    with pytest.raises(WbcError) as e:
+        load_model(path)
+    assert str(path) in str(e.value)

@@ -1,0 +1,62 @@
+"""The model shipped in the package: loads, predicts real cells, and its CLI and Python API agree."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import wbc
+from conftest import CLASSES, KAGGLE, kaggle_images, run_cli
+from wbc.predict import shipped_model_path
+
+pytestmark = pytest.mark.skipif(not shipped_model_path().is_file(), reason="no shipped model in this checkout")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return wbc.load_model()
+
+
+def test_metadata_is_complete(model):
+    spec, info = model.spec, model.meta["info"]
+    assert spec.classes == CLASSES and spec.backbone == "tf_efficientnet_lite0"
+    assert 0.5 <= spec.review_threshold <= 0.95 and spec.temperature > 0
+    assert len(info["split_manifest_sha256"]) == 64
+    assert {"val", "test", "test_simple"} <= set(info["metrics"])
+    assert model.meta["wbc_version"] == wbc.__version__
+    assert shipped_model_path().stat().st_size < 10e6
+
+
+def test_classifies_the_test_simple_originals(model):
+    """The 71 un-augmented TEST originals: most are right (official TEST cells were never trained on)."""
+    paths = [p for c in CLASSES for p in kaggle_images("TEST_SIMPLE", c)]
+    truth = [p.parent.name for p in paths]
+    preds = model.predict(paths)
+    acc = np.mean([p.label == t for p, t in zip(preds, truth)])
+    assert acc >= 0.75, acc
+    assert all(abs(sum(p.probabilities.values()) - 1) < 1e-4 for p in preds)
+
+
+def test_python_inputs_agree(model):
+    path = kaggle_images("TEST_SIMPLE", "LYMPHOCYTE", 1)[0]
+    a = model.predict(path)[0]
+    b = model.predict(Image.open(path))[0]
+    c = model.predict(np.asarray(Image.open(path).convert("RGB")))[0]
+    assert a.label == b.label == c.label
+    assert abs(a.probability - b.probability) < 0.02 and abs(b.probability - c.probability) < 1e-6
+
+
+def test_cli_default_model_json(model):
+    paths = [str(kaggle_images("TEST_SIMPLE", c, 1)[0]) for c in CLASSES]
+    out = json.loads(run_cli("predict", *paths, "--format", "json").stdout)
+    assert [r["class"] for r in out] == [p.label for p in model.predict(paths)]
+
+
+def test_demo_evaluation_on_test_simple(tmp_path):
+    p = run_cli("evaluate", "--data", str(KAGGLE.parents[1]), "--split", "TEST_SIMPLE", "--out", str(tmp_path), "--json", str(tmp_path / "m.json"))
+    m = json.loads((tmp_path / "m.json").read_text())["TEST_SIMPLE"]
+    assert m["images"] == 71 and m["accuracy"] >= 0.75
+    assert m["per_source_cell"] is not None  # the shipped manifest knows the TEST_SIMPLE groups
+    assert (tmp_path / "TEST_SIMPLE" / "misclassified.png").is_file() or m["accuracy"] == 1.0
+    assert "TEST_SIMPLE" in p.stderr
