@@ -25,7 +25,7 @@ def test_metadata_is_complete(model):
     assert len(info["split_manifest_sha256"]) == 64
     assert {"val", "test", "test_simple"} <= set(info["metrics"])
     assert model.meta["wbc_version"] == wbc.__version__
-    assert shipped_model_path().stat().st_size < 10e6
+    assert shipped_model_path().stat().st_size < 12e6  # fp16: backbone 3.4M + reference head 1.9M parameters
 
 
 def test_classifies_the_test_simple_originals(model):
