@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from wbc.data.transforms import load_rgb
+from wbc.data.transforms import load_rgb, to_tensor
 from wbc.device import pick_device
 from wbc.errors import WbcError
 from wbc.models.io import load_model_file
@@ -53,8 +53,7 @@ class Predictor:
                 raise WbcError(f"expected an HxWx3 RGB array, got shape {image.shape}")
             image = Image.fromarray(image.astype(np.uint8))
         if isinstance(image, Image.Image):
-            im = image.convert("RGB").resize((w, h), Image.BILINEAR, reducing_gap=2.0)
-            return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
+            return to_tensor(image, (h, w))
         raise WbcError(f"cannot classify a {type(image).__name__}: pass a file path, a PIL image or an RGB array")
 
     @torch.no_grad()

@@ -11,17 +11,22 @@ from torchvision.transforms import v2
 from wbc.errors import WbcError
 
 
+def to_tensor(im: Image.Image, size_hw: tuple[int, int]) -> torch.Tensor:
+    """A PIL image as a uint8 3xHxW tensor of the model's input size (the whole frame, resized)."""
+    im = im.convert("RGB").resize((size_hw[1], size_hw[0]), Image.BILINEAR, reducing_gap=2.0)
+    return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).contiguous()
+
+
 def load_rgb(path, size_hw: tuple[int, int]) -> torch.Tensor:
-    """Decode an image file to a uint8 3xHxW tensor of the model's input size (the whole frame)."""
+    """Decode an image file straight to the model's input tensor; a bad file is a WbcError."""
     try:
         with Image.open(path) as im:
             im.draft("RGB", (size_hw[1], size_hw[0]))  # JPEG: decode at reduced scale when it can
-            im = im.convert("RGB").resize((size_hw[1], size_hw[0]), Image.BILINEAR, reducing_gap=2.0)
+            return to_tensor(im, size_hw)
     except FileNotFoundError:
         raise WbcError(f"image not found: {path}") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise WbcError(f"cannot read image {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__} (check the file)") from None
-    return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).contiguous()
 
 
 def train_augment() -> v2.Compose:
