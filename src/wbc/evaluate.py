@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 from wbc.data.scan import scan
@@ -145,16 +144,8 @@ def evaluate(predictor: Predictor, data: str, split: str, out: Path | None = Non
     classes = predictor.classes
     with bar() as progress:
         lab = match_classes(data, split, classes, ignore_unknown, progress)
-        probs = []
         task = progress.add_task(f"evaluating {split}", total=len(lab.paths))
-        from wbc.data.transforms import load_rgb
-
-        h, w = predictor.spec.input_size
-        for i in range(0, len(lab.paths), batch_size):
-            chunk = lab.paths[i : i + batch_size]
-            probs.append(predictor.probabilities(torch.stack([load_rgb(p, (h, w)) for p in chunk])).numpy())
-            progress.advance(task, len(chunk))
-    probs = np.concatenate(probs)
+        probs = predictor.predict_proba(lab.paths, batch_size, lambda n: progress.advance(task, n)).numpy()
     y, pred = lab.y, probs.argmax(1)
     prec, rec, f1, sup = precision_recall_fscore_support(y, pred, labels=range(len(classes)), zero_division=0)
     ece, calib = expected_calibration_error(probs, y)

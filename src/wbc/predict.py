@@ -61,22 +61,28 @@ class Predictor:
         x = batch.to(self.device, torch.float32).contiguous(memory_format=torch.channels_last)
         return self.model.probabilities(x).cpu()
 
+    def predict_proba(self, images: list, batch_size: int = 32, on_batch=None) -> torch.Tensor:
+        """Class probabilities (N x classes) in batches; on_batch(n) is told after each batch."""
+        out = []
+        for i in range(0, len(images), batch_size):
+            chunk = images[i : i + batch_size]
+            out.append(self.probabilities(torch.stack([self._tensor(im) for im in chunk])))
+            if on_batch:
+                on_batch(len(chunk))
+        return torch.cat(out) if out else torch.zeros(0, len(self.classes))
+
     def predict(self, images, batch_size: int = 32) -> list[Prediction]:
         images = [images] if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray)) else list(images)
         out: list[Prediction] = []
-        for i in range(0, len(images), batch_size):
-            chunk = images[i : i + batch_size]
-            probs = self.probabilities(torch.stack([self._tensor(im) for im in chunk]))
-            for im, p in zip(chunk, probs):
-                k = int(p.argmax())
-                out.append(Prediction(
-                    source=str(im) if isinstance(im, (str, os.PathLike)) else f"<{type(im).__name__}>",
-                    label=self.classes[k], probability=float(p[k]),
-                    probabilities={c: float(v) for c, v in zip(self.classes, p)},
-                    review=bool(p[k] < self.spec.review_threshold),
-                ))
+        for im, p in zip(images, self.predict_proba(images, batch_size)):
+            k = int(p.argmax())
+            out.append(Prediction(
+                source=str(im) if isinstance(im, (str, os.PathLike)) else f"<{type(im).__name__}>",
+                label=self.classes[k], probability=float(p[k]),
+                probabilities={c: float(v) for c, v in zip(self.classes, p)},
+                review=bool(p[k] < self.spec.review_threshold),
+            ))
         return out
-
 
 def load_model(path: str | os.PathLike | None = None, device: str | None = None) -> Predictor:
     """Load a model file (default: the one shipped in the package) ready to predict."""
