@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import typer
 from rich.table import Table
 
@@ -101,7 +102,7 @@ def data_download(dest: Path = typer.Option(Path("data"), help="folder to put th
 def train(data: Optional[str] = DataOpt, manifest: str = typer.Option("", help="split manifest (made when empty)"),
           out: Path = typer.Option(Path("runs/train"), help="run folder"), backbone: str = typer.Option("tf_efficientnet_lite0", help="timm model name (xception: the reference design)"),
           pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="start from ImageNet weights"),
-          height: int = typer.Option(192), width: int = typer.Option(256), head: str = typer.Option("1024,512,128,64", help="dense layer sizes"),
+          height: int = typer.Option(192), width: int = typer.Option(256), crop: int = typer.Option(0, help="0: whole frame; N: NxN square (320x240-frame px) centred on the stained cell"), head: str = typer.Option("1024,512,128,64", help="dense layer sizes"),
           dropout: float = typer.Option(0.3), batch_size: int = typer.Option(32), round1_epochs: int = typer.Option(60), round1_lr: float = typer.Option(1e-3),
           round2_epochs: int = typer.Option(8), round2_lr: float = typer.Option(1e-4), train_stages: int = typer.Option(3, help="backbone stages trained in round 2 (-1: all)"),
           epoch_size: int = typer.Option(0, help="images per round-2 epoch (0: all)"), patience: int = typer.Option(3), max_per_class: int = typer.Option(0, help="cap train/val images a class (quick runs)"),
@@ -117,7 +118,7 @@ def train(data: Optional[str] = DataOpt, manifest: str = typer.Option("", help="
     except ValueError:
         raise WbcError(f"--head must be comma-separated integers like 1024,512,128,64, not '{head}'") from None
     cfg = TrainConfig(data="" if resume else resolve_data(data), manifest=manifest, out=str(out), backbone=backbone, pretrained=pretrained,
-                      input_size=(height, width), head=head_sizes, dropout=dropout, batch_size=batch_size, round1_epochs=round1_epochs,
+                      input_size=(height, width), crop=crop, head=head_sizes, dropout=dropout, batch_size=batch_size, round1_epochs=round1_epochs,
                       round1_lr=round1_lr, round2_epochs=round2_epochs, round2_lr=round2_lr, train_stages=train_stages, epoch_size=epoch_size,
                       patience=patience, max_per_class=max_per_class, val_fraction=val_fraction, seed=seed, device=device)
     if workers is not None:
@@ -193,6 +194,97 @@ def predict(paths: list[str] = typer.Argument(..., help="cell image files (frame
         for p in preds:
             t.add_row(p.source, p.label, f"{p.probability:.3f}", *[f"{p.probabilities[c]:.3f}" for c in classes], "REVIEW" if p.review else "")
         console.print(t)
+
+
+@app.command()
+def export(out: Path = typer.Option(..., "--out", "-o", help="ONNX file to write (.onnx)"), model: Optional[str] = ModelOpt,
+           int8: bool = typer.Option(False, "--int8", help="static int8 quantisation, calibrated on TRAIN images"),
+           data: Optional[str] = DataOpt, check_split: str = typer.Option("TEST", help="split whose images check the export against PyTorch"),
+           check_max: int = typer.Option(256, help="check at most this many images (0: the whole split)"),
+           calibration: int = typer.Option(64, help="TRAIN images a class to calibrate int8 on")):
+    """Export the model to ONNX (uint8 pixels in, probabilities out) and check it against PyTorch on real images."""
+    from wbc.data.locate import resolve_data
+    from wbc.evaluate import match_classes
+    from wbc.export import calibration_images, compare, export_onnx
+    from wbc.predict import load_model
+    from wbc.progress import bar
+
+    native = load_model(model)
+    data_root = resolve_data(data)
+    calib = calibration_images(data_root, calibration) if int8 else None
+    with console.status("exporting" + (f" and calibrating int8 on {len(calib)} TRAIN images" if int8 else "")):
+        export_onnx(native, out, int8=int8, calibration=calib)
+    exported = load_model(out)
+    lab = match_classes(data_root, check_split, native.classes, ignore_unknown=True)
+    idx = np.arange(len(lab.paths)) if not check_max or check_max >= len(lab.paths) else np.linspace(0, len(lab.paths) - 1, check_max).astype(int)
+    with bar() as p:
+        task = p.add_task(f"checking on {check_split}", total=len(idx))
+        a = compare(native, exported, [lab.paths[i] for i in idx], [int(lab.y[i]) for i in idx], lambda n: p.advance(task, n))
+    console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {exported.engine.name})")
+    console.print(f"checked on {a.images} {check_split} images: max |p_onnx - p_torch| = {a.max_abs_diff:.2e}, "
+                  f"same top class {a.same_top_class:.2%}, accuracy PyTorch {a.accuracy_native:.4f} vs ONNX {a.accuracy_exported:.4f}", highlight=False)
+
+
+@app.command()
+def bench(model: Optional[str] = ModelOpt, images: Optional[Path] = typer.Option(None, help="folder of cell images (default: the TEST split of --data)"),
+          data: Optional[str] = DataOpt, seconds: float = typer.Option(5.0, help="seconds per measurement"),
+          threads: int = typer.Option(0, help="CPU threads for every row (0: all cores)"), max_images: int = typer.Option(256),
+          json_out: Path = typer.Option(Path("reports/bench.json"), "--json", help="write the figures here")):
+    """Time the reference Xception, the model in PyTorch, ONNX fp32 and ONNX int8 on the same images and threads."""
+    import os
+
+    from wbc.bench import bench as run_bench
+    from wbc.data.locate import resolve_data
+    from wbc.data.scan import IMAGE_EXTENSIONS, scan
+    from wbc.io_utils import atomic_write_text
+    from wbc.progress import bar
+
+    data_root = None
+    if images:
+        if not images.is_dir():
+            raise WbcError(f"--images {images} is not a folder of images")
+        files = sorted(str(f) for f in images.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS)
+    else:
+        data_root = resolve_data(data)
+        files = sorted(str(r.path) for r in scan(data_root, check=False).split("TEST"))
+    if not files:
+        raise WbcError(f"no images found in {images or data_root}: pass --images DIR")
+    files = [files[i] for i in np.linspace(0, len(files) - 1, min(max_images, len(files))).astype(int)]
+    if data_root is None:
+        try:
+            data_root = resolve_data(data)
+        except WbcError:
+            data_root = None  # int8 calibration then uses the benchmark images themselves (speed only)
+    threads = threads or os.cpu_count() or 1
+    with bar() as p:
+        r = run_bench(model, files, seconds, threads, data_root, progress=p)
+    m = r["machine"]
+    t = Table(title=f"{len(files)} images, {threads} threads, {m['cpu']} ({m['cores']} cores)")
+    for col in ("path", "input", "params", "b1 img/s", "p50 ms", "p99 ms", "b32 img/s", "xXcep", "files/s", "RSS MB"):
+        t.add_column(col, justify="left" if col in ("path", "input") else "right")
+    for row in r["inference"]:
+        t.add_row(row["path"], row["input"], f"{row['parameters'] / 1e6:.1f}M" if row["parameters"] else "-", f"{row['batch1_images_per_s']:.1f}",
+                  f"{row['batch1_p50_ms']:.1f}", f"{row['batch1_p99_ms']:.1f}", f"{row['batch32_images_per_s']:.1f}",
+                  f"{row['batch32_vs_xception']:.1f}", f"{row['end_to_end_files_per_s']:.1f}", f"{row['peak_rss_mb']:.0f}")
+    console.print(t)
+    console.print("b1/b32: batch 1/32 on decoded images; p50/p99: batch-1 latency; xXcep: b32 img/s over Xception's; "
+                  "files/s: end to end from JPEG files (decode, framing, batch 32); RSS: peak of the row's own process")
+    for row in r["training"]:
+        console.print(f"{row['path']}: {row['seconds_per_batch32']:.2f} s per batch of 32, ~{row['minutes_per_epoch']:.1f} min per "
+                      f"7,889-image epoch, peak RSS {row['peak_rss_mb']:.0f} MB", highlight=False)
+    atomic_write_text(json_out, json.dumps(r, indent=2))
+    console.print(f"figures written to {json_out}")
+
+
+@app.command()
+def serve(model: Optional[str] = ModelOpt, host: str = typer.Option("127.0.0.1", help="address to listen on"), port: int = typer.Option(8000),
+          engine: str = typer.Option("auto", help="auto (ONNX Runtime when installed), onnx or pytorch"),
+          max_files: int = typer.Option(50, help="images a request"), max_mb: float = typer.Option(10.0, help="MB an uploaded image"),
+          threads: int = typer.Option(0, help="CPU threads for inference (0: all cores)")):
+    """Web page and HTTP API (POST /api/v1/classify, GET /api/v1/model, /healthz, /readyz; docs at /docs)."""
+    from wbc.serve.server import serve as run_serve
+
+    run_serve(model, host, port, engine, max_files, max_mb, threads or None)
 
 
 def main() -> None:

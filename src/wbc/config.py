@@ -18,6 +18,7 @@ class TrainConfig:
     backbone: str = "tf_efficientnet_lite0"
     pretrained: bool = True
     input_size: tuple[int, int] = (192, 256)
+    crop: int = 0  # 0: whole frame; >0: square of this side (320x240-frame px) centred on the stained cell
     head: tuple[int, ...] = (1024, 512, 128, 64)
     dropout: float = 0.3
     batch_size: int = 32

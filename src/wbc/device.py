@@ -7,8 +7,8 @@ import os
 import torch
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    torch.set_num_threads(os.cpu_count() or 1)
+def pick_device(name: str = "auto", threads: int | None = None) -> torch.device:
+    torch.set_num_threads(threads or os.cpu_count() or 1)
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from wbc.data.transforms import load_rgb, to_tensor
+from wbc.data.framing import load_input
 from wbc.device import pick_device
 from wbc.errors import WbcError
 from wbc.models.io import load_model_file
@@ -36,30 +36,44 @@ class Prediction:
                 "probabilities": self.probabilities, "review": self.review}
 
 
-class Predictor:
-    """model.predict(paths / PIL images / HxWx3 uint8 arrays) -> list[Prediction]."""
+class TorchEngine:
+    """The native model in PyTorch (channels-last, no autograd)."""
 
-    def __init__(self, model, meta: dict, path: Path, device: torch.device):
-        self.model, self.meta, self.path, self.device = model, meta, path, device
-        self.spec = model.spec
-        self.classes = list(self.spec.classes)
+    name = "pytorch"
 
-    def _tensor(self, image) -> torch.Tensor:
-        h, w = self.spec.input_size
-        if isinstance(image, (str, os.PathLike)):
-            return load_rgb(image, (h, w))
-        if isinstance(image, np.ndarray):
-            if image.ndim != 3 or image.shape[2] != 3:
-                raise WbcError(f"expected an HxWx3 RGB array, got shape {image.shape}")
-            image = Image.fromarray(image.astype(np.uint8))
-        if isinstance(image, Image.Image):
-            return to_tensor(image, (h, w))
-        raise WbcError(f"cannot classify a {type(image).__name__}: pass a file path, a PIL image or an RGB array")
+    def __init__(self, model, device: torch.device):
+        self.model, self.device = model.to(memory_format=torch.channels_last), device
 
     @torch.no_grad()
-    def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         x = batch.to(self.device, torch.float32).contiguous(memory_format=torch.channels_last)
         return self.model.probabilities(x).cpu()
+
+
+class Predictor:
+    """model.predict(paths / bytes / PIL images / HxWx3 uint8 arrays) -> list[Prediction].
+
+    The engine (PyTorch or ONNX Runtime) maps a uint8 N x 3 x H x W batch to probabilities; the
+    Predictor owns what surrounds it: decoding, framing, batching, labels and the review flag.
+    """
+
+    def __init__(self, engine, meta: dict, path: Path):
+        from wbc.models.classifier import ModelSpec
+
+        self.engine, self.meta, self.path = engine, meta, path
+        self.spec = ModelSpec.from_dict(meta["spec"])
+        self.classes = list(self.spec.classes)
+
+    @property
+    def model(self):
+        """The PyTorch network (heat-maps, fine-tuning); None for an ONNX model."""
+        return getattr(self.engine, "model", None)
+
+    def _tensor(self, image) -> torch.Tensor:
+        return load_input(image, self.spec.input_size, self.spec.crop)
+
+    def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.engine(batch)
 
     def predict_proba(self, images: list, batch_size: int = 32, on_batch=None) -> torch.Tensor:
         """Class probabilities (N x classes) in batches; on_batch(n) is told after each batch."""
@@ -71,28 +85,36 @@ class Predictor:
                 on_batch(len(chunk))
         return torch.cat(out) if out else torch.zeros(0, len(self.classes))
 
-    def predict(self, images, batch_size: int = 32) -> list[Prediction]:
-        images = [images] if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray)) else list(images)
-        out: list[Prediction] = []
-        for im, p in zip(images, self.predict_proba(images, batch_size)):
-            k = int(p.argmax())
-            out.append(Prediction(
-                source=str(im) if isinstance(im, (str, os.PathLike)) else f"<{type(im).__name__}>",
-                label=self.classes[k], probability=float(p[k]),
-                probabilities={c: float(v) for c, v in zip(self.classes, p)},
-                review=bool(p[k] < self.spec.review_threshold),
-            ))
-        return out
+    def to_prediction(self, p: torch.Tensor, source: str) -> Prediction:
+        k = int(p.argmax())
+        return Prediction(source=source, label=self.classes[k], probability=float(p[k]),
+                          probabilities={c: float(v) for c, v in zip(self.classes, p)},
+                          review=bool(p[k] < self.spec.review_threshold))
 
-def load_model(path: str | os.PathLike | None = None, device: str | None = None) -> Predictor:
-    """Load a model file (default: the one shipped in the package) ready to predict."""
+    def predict(self, images, batch_size: int = 32) -> list[Prediction]:
+        images = [images] if isinstance(images, (str, os.PathLike, bytes, Image.Image, np.ndarray)) else list(images)
+        probs = self.predict_proba(images, batch_size)
+        return [self.to_prediction(p, str(im) if isinstance(im, (str, os.PathLike)) else f"<{type(im).__name__}>")
+                for im, p in zip(images, probs)]
+
+
+def load_model(path: str | os.PathLike | None = None, device: str | None = None, threads: int | None = None) -> Predictor:
+    """Load a model file (default: the one shipped in the package) ready to predict.
+
+    `.onnx` files run on ONNX Runtime's CPU provider; anything else is read as a native
+    (safetensors) wbc model and runs in PyTorch.
+    """
     p = Path(path) if path else shipped_model_path()
     if path is None and not p.is_file():
         raise WbcError(f"the shipped model is missing from this install ({p}); reinstall wbc or pass --model")
-    dev = pick_device(device or "auto")
+    if p.suffix.lower() == ".onnx":
+        from wbc.onnx_engine import OnnxEngine
+
+        engine = OnnxEngine(p, threads)
+        return Predictor(engine, engine.meta, p)
+    dev = pick_device(device or "auto", threads)
     model, meta = load_model_file(p, dev)
-    model = model.to(memory_format=torch.channels_last)
-    return Predictor(model, meta, p, dev)
+    return Predictor(TorchEngine(model, dev), meta, p)
 
 
 def default_manifest(predictor: Predictor) -> str | None:

@@ -85,7 +85,7 @@ def selection_score(v: dict) -> float:
 
 
 def loader(rows, classes, cfg: TrainConfig, augment: bool, epoch_size: int = 0) -> DataLoader:
-    ds = ImageDataset([r.path for r in rows], [classes.index(r.label) for r in rows], cfg.input_size, augment)
+    ds = ImageDataset([r.path for r in rows], [classes.index(r.label) for r in rows], cfg.input_size, augment, cfg.crop)
     sampler = RandomSampler(ds, num_samples=epoch_size) if augment and epoch_size else None
     return DataLoader(
         ds, batch_size=cfg.batch_size, shuffle=augment and sampler is None, sampler=sampler,
@@ -209,7 +209,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         train_rows, val_rows, classes, manifest = prepare_split(cfg, run, progress)
         console.print(f"train {len(train_rows)} images / {len({r.group for r in train_rows})} source cells, "
                       f"val {len(val_rows)} / {len({r.group for r in val_rows})} (group-disjoint), classes {classes}")
-        spec = ModelSpec(backbone=cfg.backbone, classes=classes, input_size=cfg.input_size, head=cfg.head, dropout=cfg.dropout)
+        spec = ModelSpec(backbone=cfg.backbone, classes=classes, input_size=cfg.input_size, crop=cfg.crop, head=cfg.head, dropout=cfg.dropout)
         model = CellClassifier(spec, pretrained=cfg.pretrained and ckpt is None).to(device).to(memory_format=torch.channels_last)
         best = {"score": -math.inf, "epoch": None, "round": None}
         stage = {"round": 1, "epoch": 0, "bad": 0}

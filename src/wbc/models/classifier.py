@@ -19,6 +19,7 @@ class ModelSpec:
     backbone: str = "tf_efficientnet_lite0"
     classes: list[str] = field(default_factory=lambda: ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"])
     input_size: tuple[int, int] = (192, 256)  # (height, width): the whole 320x240 frame, scaled 0.8
+    crop: int = 0  # >0: a square this many 320x240-frame pixels wide centred on the stained cell, then resized
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # of pixels scaled to 0..1
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     head: tuple[int, ...] = (1024, 512, 128, 64)  # the reference design's dense layers

@@ -1,0 +1,55 @@
+"""Run an exported wbc model (.onnx, preprocessing inside) on ONNX Runtime's CPU provider."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wbc.errors import WbcError
+
+FORMAT = "wbc-onnx/1"
+
+
+def session_options(threads: int | None = None):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or os.cpu_count() or 1
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3  # warnings about unused initialisers are noise to a user
+    return so
+
+
+class OnnxEngine:
+    """uint8 N x 3 x H x W -> probabilities, with the wbc metadata read from the file."""
+
+    name = "onnx"
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise WbcError("ONNX models need onnxruntime: pip install onnxruntime") from None
+        path = Path(path)
+        if not path.is_file():
+            raise WbcError(f"model file not found: {path} (make one with `wbc export`)")
+        try:
+            self.session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types for every kind of damage
+            raise WbcError(f"{path} is not a readable ONNX model ({str(e).splitlines()[0][:120]}); export it again with `wbc export`") from None
+        props = self.session.get_modelmeta().custom_metadata_map
+        if props.get("format") != FORMAT:
+            raise WbcError(f"{path} is an ONNX model but not one exported by `wbc export` (no '{FORMAT}' metadata)")
+        self.meta = {"spec": json.loads(props["spec"]), "info": json.loads(props.get("info", "{}")),
+                     "wbc_version": props.get("wbc_version"), "precision": props.get("precision", "fp32")}
+        self.name = f"onnx-{self.meta['precision']}"
+        self.input = self.session.get_inputs()[0].name
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        x = np.ascontiguousarray(batch.numpy() if isinstance(batch, torch.Tensor) else batch, dtype=np.uint8)
+        return torch.from_numpy(self.session.run(None, {self.input: x})[0])

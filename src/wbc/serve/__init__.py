@@ -1,0 +1,1 @@
+"""`wbc serve`: HTTP API and web page."""

@@ -1,0 +1,116 @@
+"""The HTTP API and the web page, one FastAPI app around one Predictor.
+
+Inference and Grad-CAM run in worker threads (FastAPI's threadpool), never on the event loop,
+so /healthz answers while a batch is being classified. Every user mistake is a 4xx with a
+`detail` that names the file and says what to do.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+from fastapi import FastAPI, File, HTTPException, Query, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+import wbc
+from wbc.data.framing import decode_bytes, frame
+from wbc.errors import BadImage, ImageTooLarge
+
+
+@dataclass
+class Limits:
+    max_files: int = 50  # images a request
+    max_mb: float = 10.0  # size of one uploaded file
+
+
+def static_dir() -> Path:
+    return Path(str(resources.files("wbc") / "serve" / "static"))
+
+
+def model_info(predictor) -> dict:
+    spec, info = predictor.spec, predictor.meta.get("info", {})
+    return {"classes": predictor.classes, "backbone": spec.backbone, "input_size": list(spec.input_size), "crop": spec.crop,
+            "engine": predictor.engine.name, "file": predictor.path.name, "wbc_version": predictor.meta.get("wbc_version"),
+            "temperature": spec.temperature, "review_threshold": spec.review_threshold, "metrics": info.get("metrics", {}),
+            "explain": True}
+
+
+def create_app(predictor, explainer=None, limits: Limits | None = None) -> FastAPI:
+    """`explainer`: a wbc.explain.Explainer for ?explain=true (None: heat-maps are refused with 409)."""
+    limits = limits or Limits()
+    app = FastAPI(title="wbc", version=wbc.__version__,
+                  description="White blood cell classification: class probabilities, a review flag and Grad-CAM heat-maps.")
+    info = model_info(predictor) | {"explain": explainer is not None}
+
+    @app.get("/healthz")
+    def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz():
+        return {"ready": True, "model": info["file"], "engine": info["engine"]}
+
+    @app.get("/api/v1/model")
+    def model():
+        return info
+
+    def classify_one(name: str, data: bytes, explain: bool) -> dict:
+        rgb = decode_bytes(data, name)
+        x = frame(rgb, predictor.spec.input_size, predictor.spec.crop)
+        p = predictor.probabilities(x[None])[0]
+        out = predictor.to_prediction(p, name).to_dict()
+        out["filename"] = out.pop("source")
+        out["size"] = [int(rgb.shape[1]), int(rgb.shape[0])]
+        if explain:
+            from wbc.explain import overlay, png_bytes
+
+            heat = explainer.heatmap(x, int(torch.argmax(p)))
+            out["heatmap_png"] = "data:image/png;base64," + base64.b64encode(png_bytes(overlay(x, heat))).decode()
+        return out
+
+    @app.post("/api/v1/classify")
+    async def classify(files: list[UploadFile] = File(default=[], description="cell images (JPEG, PNG, ...), framed like the 320x240 Kaggle crops"),
+                       explain: bool = Query(False, description="add a Grad-CAM heat-map overlay (PNG, base64 data URL) to each result")):
+        if not files:
+            raise HTTPException(400, "no image in the request: send one or more files in the multipart field 'files'")
+        if len(files) > limits.max_files:
+            raise HTTPException(413, f"{len(files)} images in one request: send at most {limits.max_files}")
+        if explain and explainer is None:
+            raise HTTPException(409, "heat-maps need the native model: start `wbc serve` with a .safetensors model, not an .onnx file")
+        cap = int(limits.max_mb * 1024 * 1024)
+        blobs = []
+        for f in files:
+            data = await f.read(cap + 1)
+            if len(data) > cap:
+                raise HTTPException(413, f"{f.filename} is over the {limits.max_mb:g} MB upload limit: send a smaller image")
+            blobs.append((f.filename or "upload", data))
+        results = []
+        for name, data in blobs:
+            try:
+                results.append(await run_in_threadpool(classify_one, name, data, explain))
+            except ImageTooLarge as e:
+                raise HTTPException(413, str(e)) from None
+            except BadImage as e:
+                raise HTTPException(415, str(e)) from None
+        return {"model": info["file"], "results": results}
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
+        return JSONResponse(status_code=422, content={"detail": f"bad request: {where or 'body'}: {first.get('msg', 'invalid')}"})
+
+    app.mount("/static", StaticFiles(directory=static_dir()), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def index():
+        return FileResponse(static_dir() / "index.html")
+
+    return app

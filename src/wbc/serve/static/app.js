@@ -1,0 +1,112 @@
+// The wbc page: one request per file (so one bad file gets its own message), a running tally, CSV export.
+"use strict";
+const state = { classes: [], rows: [] };
+const $ = (id) => document.getElementById(id);
+
+async function loadModel() {
+  try {
+    const r = await fetch("/api/v1/model");
+    const m = await r.json();
+    state.classes = m.classes;
+    const acc = m.metrics && m.metrics.test ? `, official TEST accuracy ${(100 * m.metrics.test.accuracy).toFixed(1)}%` : "";
+    $("model-info").textContent = `${m.backbone} (${m.engine}), classes: ${m.classes.join(", ")}${acc}`;
+    if (!m.explain) { $("explain").checked = false; $("explain").disabled = true; }
+  } catch (e) {
+    $("model-info").textContent = "cannot reach the wbc server";
+  }
+}
+
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") e.className = v; else if (k === "text") e.textContent = v; else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c);
+  return e;
+}
+
+function card(file) {
+  const c = el("div", { class: "card", "data-testid": "result" });
+  c.append(el("div", { class: "name", text: file.name }), el("div", { class: "label", text: "classifying…" }));
+  $("results").prepend(c);
+  return c;
+}
+
+function showResult(c, file, r) {
+  c.innerHTML = "";
+  const img = el("img", { alt: file.name, src: URL.createObjectURL(file) });
+  const original = img.src;
+  c.append(img, el("div", { class: "name", text: file.name }));
+  const label = el("div", { class: "label", "data-testid": "label", text: `${r.class} ${(100 * r.probability).toFixed(1)}%` });
+  if (r.review) label.append(el("span", { class: "review", "data-testid": "review", text: "review" }));
+  c.append(label);
+  for (const k of state.classes) {
+    const p = r.probabilities[k];
+    const fill = el("div", { class: "fill" });
+    fill.style.width = `${(100 * p).toFixed(1)}%`;
+    c.append(el("div", { class: "bar" }, el("span", { text: k }), el("div", { class: "track" }, fill), el("span", { text: `${(100 * p).toFixed(1)}%` })));
+  }
+  if (r.heatmap_png) {
+    const box = el("input", { type: "checkbox", "data-testid": "heatmap-toggle" });
+    box.addEventListener("change", () => { img.src = box.checked ? r.heatmap_png : original; });
+    c.append(el("label", { class: "toggle" }, box, " heat-map (what the model looked at, on the framed input)"));
+  }
+}
+
+function showError(c, file, message) {
+  c.className = "card error";
+  c.innerHTML = "";
+  c.append(el("div", { class: "name", text: file.name }), el("div", { class: "label", "data-testid": "error", text: message }));
+}
+
+async function classify(file) {
+  const c = card(file);
+  const form = new FormData();
+  form.append("files", file, file.name);
+  try {
+    const r = await fetch(`/api/v1/classify?explain=${$("explain").checked}`, { method: "POST", body: form });
+    const body = await r.json().catch(() => ({ detail: `server answered ${r.status}` }));
+    if (!r.ok) { showError(c, file, body.detail || `server answered ${r.status}`); return; }
+    const res = body.results[0];
+    state.rows.push(res);
+    showResult(c, file, res);
+    renderTally();
+  } catch (e) {
+    showError(c, file, `request failed: ${e.message}`);
+  }
+}
+
+function renderTally() {
+  const n = state.rows.length;
+  $("summary").hidden = n === 0;
+  $("summary-count").textContent = `(${n} cell${n === 1 ? "" : "s"})`;
+  const body = $("tally").querySelector("tbody");
+  body.innerHTML = "";
+  for (const k of state.classes) {
+    const m = state.rows.filter((r) => r.class === k).length;
+    body.append(el("tr", { "data-class": k }, el("td", { text: k }), el("td", { text: String(m) }), el("td", { text: n ? (100 * m / n).toFixed(1) : "0" })));
+  }
+  const review = state.rows.filter((r) => r.review).length;
+  $("review-count").textContent = `${review} flagged for review (low confidence)`;
+}
+
+function csv() {
+  const head = ["filename", "class", "probability", ...state.classes.map((k) => `p_${k}`), "review"];
+  const quote = (s) => `"${String(s).replace(/"/g, '""')}"`;
+  const lines = state.rows.map((r) => [quote(r.filename), r.class, r.probability.toFixed(4), ...state.classes.map((k) => r.probabilities[k].toFixed(4)), r.review ? 1 : 0].join(","));
+  return [head.join(","), ...lines].join("\n") + "\n";
+}
+
+function handle(files) { for (const f of files) classify(f); }
+
+$("files").addEventListener("change", (e) => { handle(e.target.files); e.target.value = ""; });
+const drop = $("drop");
+drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); handle(e.dataTransfer.files); });
+$("download").addEventListener("click", () => {
+  const a = el("a", { href: URL.createObjectURL(new Blob([csv()], { type: "text/csv" })), download: "wbc-results.csv" });
+  document.body.append(a); a.click(); a.remove();
+});
+$("clear").addEventListener("click", () => { state.rows = []; $("results").innerHTML = ""; renderTally(); });
+loadModel();

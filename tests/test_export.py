@@ -1,0 +1,84 @@
+"""ONNX export round trip, int8 quantisation, .onnx models in predict/evaluate, and the benchmark's short mode."""
+
+import json
+
+import numpy as np
+import pytest
+
+import wbc
+from conftest import BLOOD, CLASSES, KAGGLE, kaggle_images, run_cli
+from wbc.export import calibration_images, compare, export_onnx
+
+
+@pytest.fixture(scope="module")
+def native():
+    return wbc.load_model()
+
+
+@pytest.fixture(scope="module")
+def fp32(native, tmp_path_factory):
+    return export_onnx(native, tmp_path_factory.mktemp("onnx") / "model.onnx")
+
+
+def test_fp32_round_trip_matches_pytorch(native, fp32):
+    exported = wbc.load_model(fp32)
+    assert exported.engine.name == "onnx-fp32" and exported.classes == CLASSES
+    assert exported.spec == native.spec  # spec (input size, crop, temperature, review threshold) travels in the file
+    paths = [p for c in CLASSES for p in kaggle_images("TEST", c)[::150]]
+    a = compare(native, exported, paths)
+    assert a.images == len(paths) >= 16
+    assert a.same_top_class == 1.0 and a.max_abs_diff < 1e-4, a
+
+
+def test_int8_loads_and_predicts(native, tiny_kaggle, tmp_path):
+    out = export_onnx(native, tmp_path / "int8.onnx", int8=True, calibration=calibration_images(str(tiny_kaggle), per_class=8))
+    q = wbc.load_model(out)
+    assert q.engine.name == "onnx-int8"
+    assert out.stat().st_size < 0.5 * native.path.stat().st_size * 2  # int8 weights: under half the fp32 size
+    paths = [p for c in CLASSES for p in kaggle_images("TEST_SIMPLE", c)]
+    probs = q.predict_proba(paths).numpy()
+    assert np.allclose(probs.sum(1), 1, atol=1e-2)
+    truth = np.array([CLASSES.index(p.parent.name) for p in paths])
+    assert (probs.argmax(1) == truth).mean() >= 0.5  # it still classifies (accuracy vs fp32: see `wbc export --int8`)
+
+
+def test_cli_export_predict_and_evaluate_with_onnx(fp32, tmp_path):
+    out = tmp_path / "cli.onnx"
+    p = run_cli("export", "--out", str(out), "--data", str(BLOOD), "--check-split", "TEST_SIMPLE", "--check-max", "16")
+    assert "same top class 100.00%" in p.stderr and out.is_file()
+    cells = [str(kaggle_images("TEST_SIMPLE", c, 1)[0]) for c in CLASSES]
+    a = json.loads(run_cli("predict", *cells, "--model", str(out), "--format", "json").stdout)
+    b = json.loads(run_cli("predict", *cells, "--format", "json").stdout)
+    assert [r["class"] for r in a] == [r["class"] for r in b]
+    run_cli("evaluate", "--model", str(out), "--data", str(BLOOD), "--split", "TEST_SIMPLE", "--out", str(tmp_path / "ev"), "--json", str(tmp_path / "m.json"))
+    m = json.loads((tmp_path / "m.json").read_text())["TEST_SIMPLE"]
+    assert m["images"] == 71 and m["accuracy"] >= 0.75
+
+
+def test_bad_onnx_inputs_are_one_line_errors(fp32, tmp_path):
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x08\x01garbage")
+    p = run_cli("predict", str(kaggle_images("TEST_SIMPLE", "MONOCYTE", 1)[0]), "--model", str(junk), check=False)
+    assert p.returncode == 2 and "not a readable ONNX model" in p.stderr and "Traceback" not in p.stderr
+    p = run_cli("predict", "x.jpeg", "--model", str(tmp_path / "missing.onnx"), check=False)
+    assert p.returncode == 2 and "not found" in p.stderr
+    p = run_cli("export", "--out", str(tmp_path / "model.txt"), "--data", str(BLOOD), check=False)
+    assert p.returncode == 2 and "must end in .onnx" in p.stderr
+
+
+def test_bench_short_mode_prints_every_row(tmp_path, wbc_cache):
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for c in CLASSES:
+        for f in kaggle_images("TEST_SIMPLE", c, 4):
+            (images / f"{c}_{f.name}").write_bytes(f.read_bytes())
+    p = run_cli("bench", "--images", str(images), "--data", str(BLOOD), "--seconds", "1", "--json", str(tmp_path / "b.json"))
+    r = json.loads((tmp_path / "b.json").read_text())
+    assert [row["path"] for row in r["inference"]] == ["xception", "pytorch", "onnx-fp32", "onnx-int8"]
+    for row in r["inference"]:
+        assert row["batch1_images_per_s"] > 0 and row["batch32_images_per_s"] > 0 and row["end_to_end_files_per_s"] > 0
+        assert row["batch1_p99_ms"] >= row["batch1_p50_ms"] > 0 and row["peak_rss_mb"] > 50
+        assert row["path"] in p.stdout + p.stderr
+    assert r["inference"][0]["parameters"] > 20e6  # the reference Xception: ~23M parameters
+    assert len(r["training"]) == 2 and all(t["seconds_per_batch32"] > 0 for t in r["training"])
+    assert "train round 2" in p.stderr

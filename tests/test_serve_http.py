@@ -1,0 +1,101 @@
+"""`wbc serve` as a user runs it: a real process on a loopback port, real HTTP, a real browser."""
+
+import concurrent.futures as cf
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import CLASSES, kaggle_images
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(wbc_cache, tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "wbc.cli", "serve", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "WBC_CACHE": str(wbc_cache)})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"wbc serve exited ({proc.returncode}):\n{log.read_text()}")
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        raise AssertionError(f"wbc serve did not become ready:\n{log.read_text()}")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_concurrent_clients_all_served(server):
+    paths = [p for c in CLASSES for p in kaggle_images("TEST_SIMPLE", c, 2)]
+
+    def one(p: Path):
+        r = httpx.post(server + "/api/v1/classify", files=[("files", (p.name, p.read_bytes(), "image/jpeg"))], timeout=120)
+        return r.status_code, r.json()["results"][0]["class"] if r.status_code == 200 else r.text
+
+    with cf.ThreadPoolExecutor(8) as ex:
+        first = list(ex.map(one, paths * 2))
+    assert all(code == 200 for code, _ in first), first
+    assert [c for _, c in first[: len(paths)]] == [c for _, c in first[len(paths):]]  # same answers under load
+    assert httpx.get(server + "/healthz").json() == {"status": "ok"}
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed (.ci/run installs it)")
+def test_web_page_in_chromium(server, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    cells = [kaggle_images("TEST_SIMPLE", "LYMPHOCYTE", 1)[0], kaggle_images("TEST_SIMPLE", "NEUTROPHIL", 1)[0]]
+    want = [httpx.post(server + "/api/v1/classify", files=[("files", (p.name, p.read_bytes(), "image/jpeg"))]).json()["results"][0]["class"]
+            for p in cells]
+    bad = tmp_path / "notes.jpeg"
+    bad.write_text("this is not a picture")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1200, "height": 900}, accept_downloads=True)
+        page.goto(server)
+        expect(page.get_by_test_id("model-info")).to_contain_text("tf_efficientnet_lite0")
+        page.get_by_test_id("file-input").set_input_files([str(p) for p in cells])
+        labels = page.get_by_test_id("label")
+        expect(labels).to_have_count(2, timeout=120_000)
+        shown = sorted(t.split()[0] for t in labels.all_inner_texts())
+        assert shown == sorted(want)
+        expect(page.get_by_test_id("summary-count")).to_have_text("(2 cells)")
+        for cls in set(want):
+            expect(page.locator(f'#tally tr[data-class="{cls}"] td').nth(1)).to_have_text(str(want.count(cls)))
+        toggles = page.get_by_test_id("heatmap-toggle")
+        expect(toggles).to_have_count(2)
+        toggles.first.check()
+        assert page.locator(".card img").first.get_attribute("src").startswith("data:image/png;base64,")
+        page.get_by_test_id("file-input").set_input_files([str(bad)])
+        expect(page.get_by_test_id("error")).to_contain_text("not an image file", timeout=60_000)
+        with page.expect_download() as dl:
+            page.get_by_test_id("download").click()
+        lines = Path(dl.value.path()).read_text().splitlines()
+        assert lines[0].startswith("filename,class,probability") and len(lines) == 3
+        page.screenshot(path=str(tmp_path / "wbc-page.png"), full_page=True)
+        browser.close()
+    assert (tmp_path / "wbc-page.png").stat().st_size > 10_000
