@@ -101,7 +101,7 @@ def test_decompression_bomb_is_refused(client):
 
 def test_an_onnx_model_serves_but_refuses_heatmaps(served, tmp_path):
     from wbc.predict import load_model
-    from wbc.serve.server import cached_onnx
+    from wbc.export import cached_onnx
 
     onnx_only = load_model(cached_onnx(load_model()))
     c = TestClient(create_app(onnx_only, None))

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import CLASSES, kaggle_images
+from conftest import CLASSES, KAGGLE, kaggle_images
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -92,6 +92,12 @@ def test_web_page_in_chromium(server, tmp_path):
         assert page.locator(".card img").first.get_attribute("src").startswith("data:image/png;base64,")
         page.get_by_test_id("file-input").set_input_files([str(bad)])
         expect(page.get_by_test_id("error")).to_contain_text("not an image file", timeout=60_000)
+        smear = KAGGLE.parents[2] / "bccd" / "JPEGImages" / "BloodImage_00000.jpg"
+        if smear.is_file():  # the whole-field view: annotated image, counts, differential
+            page.get_by_test_id("smear-input").set_input_files([str(smear)])
+            expect(page.get_by_test_id("smear-counts")).to_contain_text("WBC 1", timeout=120_000)
+            expect(page.get_by_test_id("smear-totals")).to_contain_text("1 field(s)")
+            assert page.locator("#smear-results img").first.get_attribute("src").startswith("data:image/png;base64,")
         with page.expect_download() as dl:
             page.get_by_test_id("download").click()
         lines = Path(dl.value.path()).read_text().splitlines()

@@ -287,6 +287,118 @@ def serve(model: Optional[str] = ModelOpt, host: str = typer.Option("127.0.0.1",
     run_serve(model, host, port, engine, max_files, max_mb, threads or None)
 
 
+def _diff_table(title: str, rows: list[dict]) -> Table:
+    t = Table(title=title)
+    for col in ("class", "count", "%", "95% CI (Wilson)"):
+        t.add_column(col, justify="left" if col == "class" else "right")
+    for r in rows:
+        if not r["in_model"]:
+            t.add_row(r["class"], "-", "-", "not a class of this model")
+        else:
+            ci = f"{r['ci95'][0]:.1f}-{r['ci95'][1]:.1f}" if r["ci95"] else "-"
+            t.add_row(r["class"], str(r["count"]), f"{r['percent']:.1f}" if r["percent"] is not None else "-", ci)
+    return t
+
+
+@app.command()
+def count(images: list[str] = typer.Argument(..., help="smear field images (e.g. BCCD 640x480 JPEGs)"), model: Optional[str] = ModelOpt,
+          out: Optional[Path] = typer.Option(None, help="folder for annotated PNGs (one per image)"),
+          format: str = typer.Option("table", "--format", "-f", help="table, csv or json"),
+          px_per_um: float = typer.Option(14.0, help="pixels a micrometre of the images (BCCD 640x480: 14); other magnifications are rescaled to it")):
+    """Find and count RBCs, WBCs and platelets in whole smear fields; classify each WBC; report the differential."""
+    from wbc.count.count import count_field, differential, save_annotated
+    from wbc.predict import fastest, load_model
+
+    if format not in ("table", "csv", "json"):
+        raise WbcError(f"--format must be table, csv or json, not '{format}'")
+    predictor = fastest(load_model(model))
+    fields = []
+    for img in images:
+        fc = count_field(predictor, img, px_per_um)
+        if not fc.boxes:
+            console.print(f"[yellow]no cells found in {img}[/yellow]: is it a blood smear field at about {px_per_um:g} px/um? (see --px-per-um)", highlight=False)
+        if out:
+            fc.annotated = str(save_annotated(img, fc, out))
+        fields.append(fc)
+    labels = [w["class"] for fc in fields for w in fc.wbc]
+    diff = differential(labels, predictor.classes)
+    totals = {k: sum(fc.counts[k] for fc in fields) for k in ("RBC", "WBC", "Platelets")}
+    if format == "json":
+        print(json.dumps({"images": [fc.to_dict() | ({"annotated": fc.annotated} if out else {}) for fc in fields],
+                          "totals": totals, "differential": diff}, indent=2))
+        return
+    if format == "csv":
+        import csv
+
+        w = csv.writer(sys.stdout)
+        w.writerow(["image", "type", "x0", "y0", "x1", "y1", "class", "probability", "review"])
+        for fc in fields:
+            for c in fc.boxes:
+                if c.kind != "WBC":
+                    w.writerow([fc.source, c.kind, f"{c.x0:.0f}", f"{c.y0:.0f}", f"{c.x1:.0f}", f"{c.y1:.0f}", "", "", ""])
+            for wd in fc.wbc:
+                w.writerow([fc.source, "WBC", *[f"{v:.0f}" for v in wd["box"]], wd["class"], f"{wd['probability']:.4f}", int(wd["review"])])
+        return
+    t = Table(title="cells per field")
+    for col in ("image", "RBC", "WBC", "platelets", "WBC classes"):
+        t.add_column(col)
+    for fc in fields:
+        c = fc.counts
+        t.add_row(Path(fc.source).name, str(c["RBC"]), str(c["WBC"]), str(c["Platelets"]),
+                  ", ".join(f"{w['class']} {w['probability']:.2f}" + (" (review)" if w["review"] else "") for w in fc.wbc) or "-")
+    if len(fields) > 1:
+        t.add_row("total", str(totals["RBC"]), str(totals["WBC"]), str(totals["Platelets"]), "")
+    console.print(t)
+    console.print(_diff_table(f"WBC differential ({len(labels)} WBC)", diff))
+    if out:
+        console.print(f"annotated images in {out}")
+
+
+@app.command("evaluate-count")
+def evaluate_count(data: Optional[str] = typer.Option(None, "--data", help="BCCD in Pascal VOC form (default: $WBC_BCCD or ../shared/data/bccd)"),
+                   split: str = typer.Option("test", help="ImageSets/Main list to evaluate on"), model: Optional[str] = ModelOpt,
+                   labels: Optional[str] = typer.Option(None, help="dataset-master/labels.csv (default: from the blood-cells data when found)"),
+                   json_out: Optional[Path] = typer.Option(None, "--json", help="write the figures here")):
+    """Detection precision/recall/AP@0.5 per type, count error, and WBC class accuracy on a BCCD list."""
+    from wbc.count.evaluate import evaluate_count as run
+    from wbc.data.locate import resolve_bccd, resolve_data
+    from wbc.io_utils import atomic_write_text
+    from wbc.predict import fastest, load_model
+    from wbc.progress import bar
+
+    root = resolve_bccd(data)
+    test_simple = None
+    if labels is None:
+        try:
+            blood = Path(resolve_data(None))
+            cand = blood / "dataset-master" / "labels.csv"
+            labels = str(cand) if cand.is_file() else None
+            test_simple = blood / "dataset2-master" / "images" / "TEST_SIMPLE"
+        except WbcError:
+            pass
+    predictor = fastest(load_model(model))
+    with bar() as p:
+        r = run(predictor, root, split, labels, test_simple, progress=p)
+    t = Table(title=f"BCCD {split}: {r['images']} images, {1 / r['seconds_per_image']:.1f} images/s, mAP@0.5 {r['map50']:.3f}")
+    for col in ("type", "boxes", "counted", "precision", "recall", "AP@0.5", "count MAE", "count bias"):
+        t.add_column(col, justify="left" if col == "type" else "right")
+    for k, d in r["detection"].items():
+        t.add_row(k, str(d["truth_boxes"]), str(d["counted"]), f"{d['precision']:.3f}", f"{d['recall']:.3f}", f"{d['ap50']:.3f}",
+                  f"{d['count_mae']:.2f}", f"{d['count_bias']:+.2f}")
+    console.print(t)
+    for name, a in r["anchors"].items():
+        console.print(f"public anchor, {name}: WBC {a['WBC']:.3f}, overall {a['overall']:.3f}")
+    wc = r.get("wbc_class")
+    if wc:
+        for key, text in (("all_single_label", "all single-label images"), ("held_out_originals", "held-out originals (Kaggle TEST, never trained on)")):
+            a = wc[key]
+            acc = f"{a['accuracy']:.3f}" if a["accuracy"] is not None else "-"
+            console.print(f"WBC class accuracy vs labels.csv, {text}: {acc} on {a['images']} images ({a['no_wbc_found']} with no WBC found)")
+    if json_out:
+        atomic_write_text(json_out, json.dumps(r, indent=2))
+        console.print(f"figures written to {json_out}")
+
+
 def main() -> None:
     try:
         app()

@@ -138,6 +138,19 @@ def export_onnx(predictor, out: str | os.PathLike, int8: bool = False, calibrati
     return out
 
 
+def cached_onnx(predictor) -> Path:
+    """An fp32 ONNX export of a native model, made once and kept in the wbc cache (keyed by the file's hash)."""
+    import hashlib
+
+    from wbc.models.weights import cache_dir
+
+    digest = hashlib.sha256(predictor.path.read_bytes()).hexdigest()[:16]
+    out = cache_dir() / "onnx" / f"{predictor.path.stem}-{digest}.onnx"
+    if not out.is_file():
+        export_onnx(predictor, out)
+    return out
+
+
 def calibration_images(data: str, per_class: int = 64) -> list[Path]:
     """Evenly spaced TRAIN images of every class (training data only: test splits never tune anything)."""
     from wbc.data.scan import scan

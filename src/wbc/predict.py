@@ -117,6 +117,25 @@ def load_model(path: str | os.PathLike | None = None, device: str | None = None,
     return Predictor(TorchEngine(model, dev), meta, p)
 
 
+def fastest(predictor: Predictor, threads: int | None = None) -> Predictor:
+    """The same model on ONNX Runtime (fp32, exported once into the wbc cache) when that is
+    installed: about 2x PyTorch eager on 2 CPU cores, probabilities equal to 1e-5. Falls back
+    to `predictor` itself."""
+    if predictor.model is None:
+        return predictor
+    try:
+        from wbc.export import cached_onnx
+
+        fast = load_model(cached_onnx(predictor), threads=threads)
+    except (ImportError, WbcError) as e:
+        from wbc.progress import console
+
+        console.print(f"ONNX Runtime unavailable ({e}); using PyTorch", highlight=False)
+        return predictor
+    fast.path = predictor.path  # report the model the user chose, not the cache file
+    return fast
+
+
 def default_manifest(predictor: Predictor) -> str | None:
     """The split manifest shipped beside the model, when its hash is the one the model was trained with."""
     from wbc.data.split import manifest_hash

@@ -107,22 +107,31 @@ def cell_centre(rgb: np.ndarray) -> tuple[float, float]:
     return float(cx * step + step / 2), float(cy * step + step / 2)
 
 
-def crop_square(rgb: np.ndarray, cx: float, cy: float, side: int) -> np.ndarray:
-    """A side x side window centred on (cx, cy); the part outside the image is black (as the Kaggle fill)."""
+def crop_square(rgb: np.ndarray, cx: float, cy: float, side: int, height: int | None = None) -> np.ndarray:
+    """A side x side (or side x height) window centred on (cx, cy); outside the image is black (as the Kaggle fill)."""
     h, w = rgb.shape[:2]
-    x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
-    out = np.zeros((side, side, 3), np.uint8)
-    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
+    ch = height or side
+    x0, y0 = int(round(cx - side / 2)), int(round(cy - ch / 2))
+    out = np.zeros((ch, side, 3), np.uint8)
+    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + ch, h)
     if sx1 > sx0 and sy1 > sy0:
         out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = rgb[sy0:sy1, sx0:sx1]
     return out
 
 
-def frame(rgb: np.ndarray, size_hw: tuple[int, int], crop: int = 0) -> torch.Tensor:
-    """The model input (uint8 3xHxW) from an RGB image framed like a 320x240 Kaggle crop."""
-    if crop:
-        side = max(8, round(crop * rgb.shape[1] / KAGGLE_WIDTH))
-        rgb = crop_square(rgb, *cell_centre(rgb), side)
+def frame(rgb: np.ndarray, size_hw: tuple[int, int], crop: int = 0, centre: tuple[float, float] | None = None,
+          px_per_frame_px: float | None = None) -> torch.Tensor:
+    """The model input (uint8 3xHxW) from an RGB image.
+
+    By default the image is taken to be framed like a 320x240 Kaggle crop (its width is 320
+    frame pixels). `centre` and `px_per_frame_px` instead cut the model's view out of a larger
+    field (wbc count): centred on a known cell, at a known scale.
+    """
+    scale = px_per_frame_px or rgb.shape[1] / KAGGLE_WIDTH
+    if centre is not None and not crop:  # whole-frame model: a 320x240-frame window around the cell
+        rgb = crop_square(rgb, *centre, round(KAGGLE_WIDTH * scale), round(KAGGLE_WIDTH * 3 / 4 * scale))
+    elif crop:
+        rgb = crop_square(rgb, *(centre or cell_centre(rgb)), max(8, round(crop * scale)))
     h, w = size_hw
     if rgb.shape[:2] != (h, w):
         rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)

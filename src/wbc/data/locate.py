@@ -24,3 +24,15 @@ def resolve_data(arg: str | None) -> str:
         "no blood-cells dataset found: pass --data DIR, set WBC_DATA, or run `wbc data download` "
         "(or put the Kaggle 'blood-cells' folder at ../shared/data/blood-cells)"
     )
+
+
+def resolve_bccd(arg: str | None) -> str:
+    """BCCD (Pascal VOC): --data, then $WBC_BCCD, then ../shared/data/bccd."""
+    if arg:
+        return arg
+    if os.environ.get("WBC_BCCD"):
+        return os.environ["WBC_BCCD"]
+    for p in (d.parent / "bccd" for d in DEFAULTS):
+        if p.is_dir():
+            return str(p)
+    raise WbcError("no BCCD dataset found: pass --data DIR (a Pascal VOC folder from github.com/Shenggan/BCCD_Dataset) or set WBC_BCCD")

@@ -61,6 +61,30 @@ def create_app(predictor, explainer=None, limits: Limits | None = None) -> FastA
     def model():
         return info
 
+    async def _read_all(files: list[UploadFile]) -> list[tuple[str, bytes]]:
+        """The uploads as (name, bytes), with the request limits applied before any decoding."""
+        if not files:
+            raise HTTPException(400, "no image in the request: send one or more files in the multipart field 'files'")
+        if len(files) > limits.max_files:
+            raise HTTPException(413, f"{len(files)} images in one request: send at most {limits.max_files}")
+        cap = int(limits.max_mb * 1024 * 1024)
+        blobs = []
+        for f in files:
+            data = await f.read(cap + 1)
+            if len(data) > cap:
+                raise HTTPException(413, f"{f.filename} is over the {limits.max_mb:g} MB upload limit: send a smaller image")
+            blobs.append((f.filename or "upload", data))
+        return blobs
+
+    async def _in_worker(fn, *args):
+        """Run fn off the event loop; an unreadable or over-large image is the client's 415/413."""
+        try:
+            return await run_in_threadpool(fn, *args)
+        except ImageTooLarge as e:
+            raise HTTPException(413, str(e)) from None
+        except BadImage as e:
+            raise HTTPException(415, str(e)) from None
+
     def classify_one(name: str, data: bytes, explain: bool) -> dict:
         rgb = decode_bytes(data, name)
         x = frame(rgb, predictor.spec.input_size, predictor.spec.crop)
@@ -78,28 +102,38 @@ def create_app(predictor, explainer=None, limits: Limits | None = None) -> FastA
     @app.post("/api/v1/classify")
     async def classify(files: list[UploadFile] = File(default=[], description="cell images (JPEG, PNG, ...), framed like the 320x240 Kaggle crops"),
                        explain: bool = Query(False, description="add a Grad-CAM heat-map overlay (PNG, base64 data URL) to each result")):
-        if not files:
-            raise HTTPException(400, "no image in the request: send one or more files in the multipart field 'files'")
-        if len(files) > limits.max_files:
-            raise HTTPException(413, f"{len(files)} images in one request: send at most {limits.max_files}")
         if explain and explainer is None:
             raise HTTPException(409, "heat-maps need the native model: start `wbc serve` with a .safetensors model, not an .onnx file")
-        cap = int(limits.max_mb * 1024 * 1024)
-        blobs = []
-        for f in files:
-            data = await f.read(cap + 1)
-            if len(data) > cap:
-                raise HTTPException(413, f"{f.filename} is over the {limits.max_mb:g} MB upload limit: send a smaller image")
-            blobs.append((f.filename or "upload", data))
+        blobs = await _read_all(files)
         results = []
         for name, data in blobs:
-            try:
-                results.append(await run_in_threadpool(classify_one, name, data, explain))
-            except ImageTooLarge as e:
-                raise HTTPException(413, str(e)) from None
-            except BadImage as e:
-                raise HTTPException(415, str(e)) from None
+            results.append(await _in_worker(classify_one, name, data, explain))
         return {"model": info["file"], "results": results}
+
+    def count_one(name: str, data: bytes, px_per_um: float, annotate: bool) -> dict:
+        from wbc.count.count import count_field, draw
+        from wbc.explain import png_bytes
+
+        rgb = decode_bytes(data, name)
+        fc = count_field(predictor, rgb, px_per_um, name=name)
+        out = fc.to_dict() | {"image": name}
+        if annotate:
+            out["annotated_png"] = "data:image/png;base64," + base64.b64encode(png_bytes(draw(rgb, fc))).decode()
+        return out
+
+    @app.post("/api/v1/count")
+    async def count(files: list[UploadFile] = File(default=[], description="whole smear fields (e.g. BCCD 640x480 JPEGs)"),
+                    px_per_um: float = Query(14.0, gt=0, le=1000, description="pixels a micrometre (BCCD: 14); other magnifications are rescaled"),
+                    annotate: bool = Query(True, description="add the annotated field as a PNG data URL")):
+        from wbc.count.count import differential
+
+        blobs = await _read_all(files)
+        fields = []
+        for name, data in blobs:
+            fields.append(await _in_worker(count_one, name, data, px_per_um, annotate))
+        labels = [w["class"] for f in fields for w in f["wbc"]]
+        totals = {k: sum(f["counts"][k] for f in fields) for k in ("RBC", "WBC", "Platelets")}
+        return {"model": info["file"], "fields": fields, "totals": totals, "differential": differential(labels, predictor.classes)}
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(_, exc: RequestValidationError):

@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 from wbc.errors import WbcError
 from wbc.progress import console
 
 ENGINES = ("auto", "onnx", "pytorch")
-
-
-def cached_onnx(predictor) -> Path:
-    """An fp32 ONNX export of a native model, made once and kept in the wbc cache (keyed by the file's hash)."""
-    from wbc.export import export_onnx
-    from wbc.models.weights import cache_dir
-
-    digest = hashlib.sha256(predictor.path.read_bytes()).hexdigest()[:16]
-    out = cache_dir() / "onnx" / f"{predictor.path.stem}-{digest}.onnx"
-    if not out.is_file():
-        export_onnx(predictor, out)
-    return out
 
 
 def load_for_serving(model: str | None, engine: str = "auto", threads: int | None = None):
@@ -36,18 +21,14 @@ def load_for_serving(model: str | None, engine: str = "auto", threads: int | Non
             raise WbcError(f"{first.path} is an ONNX model: --engine pytorch needs the native .safetensors model")
         return first, None
     from wbc.explain import Explainer
+    from wbc.predict import fastest
 
     explainer = Explainer(first.model)
     if engine == "pytorch":
         return first, explainer
-    try:
-        fast = load_model(cached_onnx(first), threads=threads)
-    except (ImportError, WbcError) as e:
-        if engine == "onnx":
-            raise WbcError(f"cannot serve with ONNX Runtime: {e}") from None
-        console.print(f"ONNX Runtime unavailable ({e}); serving with PyTorch")
-        return first, explainer
-    fast.path = first.path  # report the model the user chose, not the cache file
+    fast = fastest(first, threads)
+    if fast is first and engine == "onnx":
+        raise WbcError("cannot serve with ONNX Runtime: it is not installed or the export failed (pip install onnxruntime onnx)")
     return fast, explainer
 
 

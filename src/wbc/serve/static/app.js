@@ -109,4 +109,58 @@ $("download").addEventListener("click", () => {
   document.body.append(a); a.click(); a.remove();
 });
 $("clear").addEventListener("click", () => { state.rows = []; $("results").innerHTML = ""; renderTally(); });
+// ---- whole smear fields: one request per field, totals and differential over all fields ----
+const smear = { fields: [] };
+
+async function countField(file) {
+  const c = el("div", { class: "card", "data-testid": "smear-result" }, el("div", { class: "name", text: file.name }), el("div", { class: "label", text: "counting…" }));
+  $("smear-results").prepend(c);
+  const form = new FormData();
+  form.append("files", file, file.name);
+  try {
+    const r = await fetch(`/api/v1/count?px_per_um=${encodeURIComponent($("px-per-um").value || 14)}`, { method: "POST", body: form });
+    const body = await r.json().catch(() => ({ detail: `server answered ${r.status}` }));
+    if (!r.ok) { showError(c, file, body.detail || `server answered ${r.status}`); return; }
+    const f = body.fields[0];
+    smear.fields.push(f);
+    c.innerHTML = "";
+    const n = f.counts;
+    c.append(el("img", { alt: file.name, src: f.annotated_png }), el("div", { class: "name", text: file.name }),
+      el("div", { class: "label", "data-testid": "smear-counts", text: `RBC ${n.RBC} · WBC ${n.WBC} · platelets ${n.Platelets}` }),
+      el("div", { class: "name", text: f.wbc.map((w) => `${w.class} ${(100 * w.probability).toFixed(0)}%${w.review ? " (review)" : ""}`).join(", ") || (f.cells.length ? "no WBC in this field" : "no cells found: check the magnification") }));
+    renderSmear();
+  } catch (e) {
+    showError(c, file, `request failed: ${e.message}`);
+  }
+}
+
+function wilson(k, n) {
+  if (!n) return null;
+  const z = 1.959964, p = k / n, d = 1 + z * z / n;
+  const centre = (p + z * z / (2 * n)) / d, half = (z * Math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))) / d;
+  return [Math.max(0, centre - half), Math.min(1, centre + half)];
+}
+
+function renderSmear() {
+  $("smear-summary").hidden = smear.fields.length === 0;
+  const tot = { RBC: 0, WBC: 0, Platelets: 0 };
+  const labels = [];
+  for (const f of smear.fields) { for (const k in tot) tot[k] += f.counts[k]; for (const w of f.wbc) labels.push(w.class); }
+  $("smear-totals").textContent = `${smear.fields.length} field(s): RBC ${tot.RBC}, WBC ${tot.WBC}, platelets ${tot.Platelets}`;
+  const body = $("smear-diff").querySelector("tbody");
+  body.innerHTML = "";
+  const order = ["NEUTROPHIL", "LYMPHOCYTE", "MONOCYTE", "EOSINOPHIL", "BASOPHIL"];
+  for (const k of order) {
+    if (!state.classes.includes(k)) { body.append(el("tr", {}, el("td", { text: k }), el("td", { text: "-" }), el("td", { text: "-" }), el("td", { text: "not a model class" }))); continue; }
+    const m = labels.filter((x) => x === k).length, n = labels.length, ci = wilson(m, n);
+    body.append(el("tr", { "data-class": k }, el("td", { text: k }), el("td", { text: String(m) }), el("td", { text: n ? (100 * m / n).toFixed(1) : "-" }),
+      el("td", { text: ci ? `${(100 * ci[0]).toFixed(1)}-${(100 * ci[1]).toFixed(1)}` : "-" })));
+  }
+}
+
+$("smear-files").addEventListener("change", (e) => { for (const f of e.target.files) countField(f); e.target.value = ""; });
+const sdrop = $("smear-drop");
+sdrop.addEventListener("dragover", (e) => { e.preventDefault(); sdrop.classList.add("over"); });
+sdrop.addEventListener("dragleave", () => sdrop.classList.remove("over"));
+sdrop.addEventListener("drop", (e) => { e.preventDefault(); sdrop.classList.remove("over"); for (const f of e.dataTransfer.files) countField(f); });
 loadModel();

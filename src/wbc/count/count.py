@@ -1,0 +1,130 @@
+"""Whole-field counting: find every cell, classify each WBC with the cell model, report the differential."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from wbc.count.detect import BCCD_PX_PER_UM, DetectConfig, counted, detect
+from wbc.count.voc import TYPES, Box
+from wbc.data.framing import decode, frame
+from wbc.errors import ImageTooLarge, WbcError
+
+MAX_FIELD_PIXELS = 16_000_000  # a microscope field; a whole-slide scan must be tiled first
+BCCD_FRAME_SCALE = 2.0  # BCCD pixels per Kaggle-frame pixel: the 320x240 crops are the 640x480 originals halved
+CLINICAL_ORDER = ["NEUTROPHIL", "LYMPHOCYTE", "MONOCYTE", "EOSINOPHIL", "BASOPHIL"]
+COLOURS = {"RBC": (220, 60, 60), "WBC": (90, 40, 200), "Platelets": (30, 170, 60)}  # RGB
+
+
+@dataclass
+class FieldCount:
+    source: str
+    size: tuple[int, int]  # width, height
+    boxes: list[Box]  # counted cells, in the image's own pixels
+    candidates: list[Box] = field(repr=False, default_factory=list)  # every candidate (for AP)
+    wbc: list[dict] = field(default_factory=list)  # per WBC: box, class, probability, probabilities, review
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {t: sum(b.kind == t for b in self.boxes) for t in TYPES}
+
+    def to_dict(self) -> dict:
+        return {"image": self.source, "width": self.size[0], "height": self.size[1], "counts": self.counts, "wbc": self.wbc,
+                "cells": [{"type": b.kind, "box": _rounded(b), "score": round(float(b.score), 3)}
+                          for b in self.boxes]}
+
+
+def _rounded(b: Box) -> list[float]:
+    return [round(float(v), 1) for v in (b.x0, b.y0, b.x1, b.y1)]
+
+
+def _scaled(b: Box, f: float) -> Box:
+    out = Box(b.kind, b.x0 / f, b.y0 / f, b.x1 / f, b.y1 / f, b.score)
+    if hasattr(b, "nucleus"):
+        out.nucleus = (b.nucleus[0] / f, b.nucleus[1] / f)
+    return out
+
+
+def count_field(predictor, source, px_per_um: float = BCCD_PX_PER_UM, cfg: DetectConfig | None = None, name: str | None = None) -> FieldCount:
+    """Detect RBCs, WBCs and platelets in one field; classify every WBC, framed as the cell model was trained."""
+    if px_per_um <= 0:
+        raise WbcError(f"--px-per-um must be positive, not {px_per_um}")
+    name = name or (str(source) if isinstance(source, (str, os.PathLike)) else f"<{type(source).__name__}>")
+    rgb = decode(source)
+    h, w = rgb.shape[:2]
+    if h * w > MAX_FIELD_PIXELS:
+        raise ImageTooLarge(f"{name} is {w}x{h} pixels: wbc count takes one microscope field (up to {MAX_FIELD_PIXELS / 1e6:.0f} Mpx); "
+                            f"tile a whole-slide image into fields first")
+    f = BCCD_PX_PER_UM / px_per_um  # bring the field to the scale every threshold was set at
+    work = rgb if abs(f - 1) < 0.02 else cv2.resize(rgb, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    candidates = detect(work, cfg)
+    keep = counted(candidates, cfg)
+    wbcs = [b for b in keep if b.kind == "WBC"]
+    result = FieldCount(name, (w, h), [_scaled(b, f) for b in keep], [_scaled(b, f) for b in candidates])
+    if wbcs:
+        spec = predictor.spec
+        x = torch.stack([frame(work, spec.input_size, spec.crop, centre=b.nucleus, px_per_frame_px=BCCD_FRAME_SCALE) for b in wbcs])
+        probs = predictor.probabilities(x)
+        for b, p in zip(wbcs, probs):
+            d = predictor.to_prediction(p, name).to_dict()
+            d.pop("source")
+            s = _scaled(b, f)
+            result.wbc.append({"box": _rounded(s), **d})
+    return result
+
+
+def wilson(k: int, n: int) -> tuple[float, float] | None:
+    """95% Wilson score interval for k of n (None when n is 0)."""
+    if n == 0:
+        return None
+    from scipy.stats import binomtest
+
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def differential(labels: list[str], classes: list[str]) -> list[dict]:
+    """Count and percentage per WBC class in clinical row order, with 95% Wilson intervals."""
+    n = len(labels)
+    rows = []
+    for c in CLINICAL_ORDER + [c for c in classes if c not in CLINICAL_ORDER]:
+        known = c in classes
+        k = labels.count(c)
+        ci = wilson(k, n) if known else None
+        rows.append({"class": c, "count": k if known else None, "percent": 100 * k / n if n and known else None,
+                     "ci95": [100 * ci[0], 100 * ci[1]] if ci else None, "in_model": known})
+    return rows
+
+
+def draw(rgb: np.ndarray, fc: FieldCount) -> np.ndarray:
+    """The field with every counted cell boxed (colour by type) and each WBC labelled with class and probability."""
+    im = rgb.copy()
+    thick = max(1, round(min(im.shape[:2]) / 240))
+    for b in fc.boxes:
+        if b.kind != "WBC":
+            cv2.rectangle(im, (int(b.x0), int(b.y0)), (int(b.x1), int(b.y1)), COLOURS.get(b.kind, (0, 0, 0)), thick)
+    for wd in fc.wbc:
+        x0, y0, x1, y1 = (int(v) for v in wd["box"])
+        cv2.rectangle(im, (x0, y0), (x1, y1), COLOURS["WBC"], thick * 2)
+        text = f"{wd['class']} {wd['probability']:.2f}" + (" ?" if wd["review"] else "")
+        scale = 0.45 * thick
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        ty = y0 - 4 if y0 - th - 6 > 0 else y1 + th + 4
+        cv2.rectangle(im, (x0, ty - th - 3), (x0 + tw + 4, ty + base), COLOURS["WBC"], -1)
+        cv2.putText(im, text, (x0 + 2, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return im
+
+
+def save_annotated(source, fc: FieldCount, out_dir: Path) -> Path:
+    from wbc.explain import png_bytes
+    from wbc.io_utils import atomic_write_bytes
+
+    stem = Path(fc.source).stem if isinstance(source, (str, os.PathLike)) else "field"
+    path = Path(out_dir) / f"{stem}_count.png"
+    atomic_write_bytes(path, png_bytes(draw(decode(source), fc)))
+    return path

@@ -1,0 +1,123 @@
+"""Whole smear fields (BCCD, real images and their VOC boxes): counts, differential, annotated PNG, bad input."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import wbc
+from conftest import DATA, run_cli
+from wbc.count.count import count_field, differential
+from wbc.count.voc import read_boxes, read_ids
+
+BCCD = DATA / "bccd"
+pytestmark = pytest.mark.skipif(not BCCD.is_dir(), reason="no BCCD data")
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return wbc.load_model()
+
+
+def field(i: str):
+    return BCCD / "JPEGImages" / f"{i}.jpg", read_boxes(BCCD / "Annotations" / f"{i}.xml")
+
+
+def test_counts_on_test_fields_are_close_to_the_annotations(predictor):
+    ids = read_ids(BCCD, "test")[::12]  # 6 fields spread over the test list
+    wbc_right, errs = 0, {"RBC": [], "WBC": [], "Platelets": []}
+    for i in ids:
+        path, truth = field(i)
+        fc = count_field(predictor, path)
+        n = {k: sum(b.kind == k for b in truth) for k in ("RBC", "WBC", "Platelets")}
+        wbc_right += fc.counts["WBC"] == n["WBC"]
+        for k in errs:
+            errs[k].append(abs(fc.counts[k] - n[k]))
+        assert len(fc.wbc) == fc.counts["WBC"]
+        for w in fc.wbc:
+            assert w["class"] in predictor.classes and abs(sum(w["probabilities"].values()) - 1) < 1e-4
+    # Tolerances, not tuned on these fields: BCCD's boxes are incomplete (BloodImage_00327 has a WBC and
+    # a dozen RBCs but no box for them) and a lobed nucleus can split in two (00253).
+    assert wbc_right >= 4 and max(errs["WBC"]) <= 1, errs
+    assert np.mean(errs["RBC"]) <= 6 and np.mean(errs["Platelets"]) <= 1.5, errs
+
+
+def test_differential_sums_to_the_wbc_count_with_wilson_intervals(predictor):
+    labels = ["NEUTROPHIL"] * 6 + ["LYMPHOCYTE"] * 3 + ["EOSINOPHIL"]
+    rows = differential(labels, predictor.classes)
+    assert [r["class"] for r in rows] == ["NEUTROPHIL", "LYMPHOCYTE", "MONOCYTE", "EOSINOPHIL", "BASOPHIL"]
+    assert sum(r["count"] for r in rows if r["in_model"]) == len(labels)
+    neu = rows[0]
+    assert neu["percent"] == 60.0 and neu["ci95"][0] < 60 < neu["ci95"][1]
+    assert abs(neu["ci95"][0] - 31.3) < 0.1 and abs(neu["ci95"][1] - 83.2) < 0.1  # Wilson 6/10 (textbook values)
+    assert rows[4]["in_model"] is False and rows[4]["count"] is None
+
+
+def test_cli_count_json_and_annotated_png(tmp_path):
+    paths = [str(field(i)[0]) for i in read_ids(BCCD, "test")[:3]]
+    out = json.loads(run_cli("count", *paths, "--out", str(tmp_path), "--format", "json").stdout)
+    assert len(out["images"]) == 3
+    assert out["totals"]["WBC"] == sum(len(im["wbc"]) for im in out["images"]) >= 3
+    assert sum(r["count"] or 0 for r in out["differential"]) == out["totals"]["WBC"]
+    for im in out["images"]:
+        png = Image.open(im["annotated"])
+        assert png.size == (640, 480) and png.format == "PNG"
+
+
+def test_magnification_flag_rescales(predictor, tmp_path):
+    path, truth = field(read_ids(BCCD, "test")[0])
+    half = tmp_path / "half.png"
+    Image.open(path).resize((320, 240), Image.LANCZOS).save(half)
+    a, b = count_field(predictor, path), count_field(predictor, half, px_per_um=7.0)
+    assert a.counts["WBC"] == b.counts["WBC"] and [w["class"] for w in a.wbc] == [w["class"] for w in b.wbc]
+    assert abs(a.counts["RBC"] - b.counts["RBC"]) <= 3
+    assert all(0 <= v <= 320 for c in b.to_dict()["cells"] for v in c["box"][::2])  # boxes in the small image's pixels
+
+
+def test_bad_inputs(tmp_path):
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (640, 480), (235, 230, 240)).save(blank)
+    p = run_cli("count", str(blank))
+    assert "no cells found" in p.stderr
+    big = tmp_path / "slide.jpg"
+    Image.new("RGB", (5000, 4000), (235, 230, 240)).save(big, quality=50)
+    p = run_cli("count", str(big), check=False)
+    assert p.returncode == 2 and "tile" in p.stderr and "Traceback" not in p.stderr
+    notes = tmp_path / "notes.jpg"
+    notes.write_text("hello")
+    p = run_cli("count", str(notes), check=False)
+    assert p.returncode == 2 and "notes.jpg" in p.stderr and "not an image" in p.stderr
+    p = run_cli("count", str(blank), "--px-per-um", "0", check=False)
+    assert p.returncode == 2 and "px-per-um" in p.stderr
+    p = run_cli("evaluate-count", "--data", str(tmp_path), check=False)
+    assert p.returncode == 2 and "Pascal VOC" in p.stderr
+
+
+def test_evaluate_count_on_the_bccd_test_list(tmp_path):
+    p = run_cli("evaluate-count", "--data", str(BCCD), "--split", "test", "--json", str(tmp_path / "c.json"))
+    r = json.loads((tmp_path / "c.json").read_text())
+    assert r["images"] == 72 and r["split"] == "test"
+    assert r["detection"]["WBC"]["ap50"] >= 0.85 and r["detection"]["WBC"]["count_mae"] <= 0.2
+    assert r["detection"]["RBC"]["ap50"] >= 0.4 and r["detection"]["Platelets"]["ap50"] >= 0.4
+    assert r["wbc_class"]["all_single_label"]["images"] >= 50
+    assert "YOLOv5x" in p.stdout + p.stderr
+
+
+def test_count_api(wbc_cache):
+    from fastapi.testclient import TestClient
+
+    from wbc.serve.app import create_app
+
+    c = TestClient(create_app(wbc.load_model(), None))
+    path, truth = field(read_ids(BCCD, "test")[1])
+    r = c.post("/api/v1/count", files=[("files", (path.name, path.read_bytes(), "image/jpeg"))])
+    assert r.status_code == 200, r.text
+    body = r.json()
+    f = body["fields"][0]
+    assert f["image"] == path.name and f["annotated_png"].startswith("data:image/png;base64,")
+    assert body["totals"]["WBC"] == len(f["wbc"]) == sum(b.kind == "WBC" for b in truth)
+    assert sum(r["count"] or 0 for r in body["differential"]) == body["totals"]["WBC"]
+    assert c.post("/api/v1/count?px_per_um=-1", files=[("files", (path.name, path.read_bytes(), "image/jpeg"))]).status_code == 422
+    assert c.post("/api/v1/count", files=[("files", ("x.jpg", b"nope", "image/jpeg"))]).status_code == 415
