@@ -37,6 +37,13 @@ def serve(model: str | None, host: str, port: int, engine: str, max_files: int, 
 
     from wbc.serve.app import Limits, create_app
 
+    import socket
+
+    with socket.socket() as probe:  # say so before spending seconds on loading the model
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise WbcError(f"cannot listen on {host}:{port} ({e.strerror}): pass another --port or --host") from None
     predictor, explainer = load_for_serving(model, engine, threads)
     app = create_app(predictor, explainer, Limits(max_files=max_files, max_mb=max_mb))
     console.print(f"serving {predictor.path.name} ({predictor.engine.name}) on http://{host}:{port}  (API docs: /docs)")
