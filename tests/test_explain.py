@@ -26,22 +26,24 @@ def model():
 
 def test_heatmap_mass_lies_on_the_cell(model):
     ex = Explainer(model.model)
-    inside, area = [], []
+    inside, area, peak_on_cell = [], [], []
     for c in CLASSES:
         for path in kaggle_images("TEST_SIMPLE", c)[:3]:
-            x = model._tensor(path)
+            x = model.input_tensor(path)
             heat = ex.heatmap(x)
             assert heat.shape == tuple(model.spec.input_size) and 0 <= heat.min() and heat.max() <= 1
             region = cell_region(x)
             inside.append(heat[region].sum() / max(heat.sum(), 1e-9))
+            peak_on_cell.append(bool(region.flat[int(np.argmax(heat))]))
             area.append(region.mean())
     inside, area = np.array(inside), np.array(area)
     # The cell region is about a quarter of the framed input; Grad-CAM's 4x4 (crop model) map, blown up,
     # is coarse, so about half its mass lands on that quarter: twice chance, not all of it.
     assert np.median(inside) >= 0.4 and np.median(inside / area) >= 1.5, (inside.round(2), area.round(2))
+    assert np.mean(peak_on_cell) >= 0.9, peak_on_cell  # the hottest point is on the cell
 
 
 def test_overlay_is_an_image_of_the_input_size(model):
-    x = model._tensor(kaggle_images("TEST_SIMPLE", "MONOCYTE", 1)[0])
+    x = model.input_tensor(kaggle_images("TEST_SIMPLE", "MONOCYTE", 1)[0])
     img = overlay(x, Explainer(model.model).heatmap(x, class_index=2))
     assert img.shape == (*model.spec.input_size, 3) and img.dtype == np.uint8

@@ -63,7 +63,7 @@ def measure_inference(kind: str, model_path: str | None, images: list[str], seco
     torch.set_num_threads(threads)
     p = _xception_predictor(threads) if kind == "xception" else load_model(model_path, threads=threads)
     params = sum(t.numel() for t in p.model.parameters()) if p.model is not None else None
-    tensors = [p._tensor(f) for f in images[:32]]
+    tensors = [p.input_tensor(f) for f in images[:32]]
     x1, x32 = tensors[0][None], torch.stack((tensors * 32)[:32])
     p.probabilities(x1), p.probabilities(x32)  # warm-up: allocations, kernel selection
     lat = np.array(_timed(lambda: p.probabilities(x1), seconds))
@@ -94,7 +94,7 @@ def measure_training(model_path: str | None, images: list[str], seconds: float, 
     torch.set_num_threads(threads)
     p = load_model(model_path, threads=threads)
     model = CellClassifier(p.spec, pretrained=False).to(memory_format=torch.channels_last)
-    x = torch.stack(([p._tensor(f) for f in images[:32]] * 32)[:32]).float().contiguous(memory_format=torch.channels_last)
+    x = torch.stack(([p.input_tensor(f) for f in images[:32]] * 32)[:32]).float().contiguous(memory_format=torch.channels_last)
     y = torch.arange(32) % len(p.classes)
     cfg = TrainConfig()
 

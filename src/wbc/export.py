@@ -101,7 +101,7 @@ class _Calibration:
             return None
         chunk = self.images[self.i : self.i + self.batch_size]
         self.i += self.batch_size
-        return {"pixels": torch.stack([self.predictor._tensor(im) for im in chunk]).numpy()}
+        return {"pixels": torch.stack([self.predictor.input_tensor(im) for im in chunk]).numpy()}
 
     def rewind(self):
         self.i = 0

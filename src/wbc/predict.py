@@ -69,7 +69,8 @@ class Predictor:
         """The PyTorch network (heat-maps, fine-tuning); None for an ONNX model."""
         return getattr(self.engine, "model", None)
 
-    def _tensor(self, image) -> torch.Tensor:
+    def input_tensor(self, image) -> torch.Tensor:
+        """One image (path, bytes, PIL, RGB array) as the uint8 3xHxW input this model takes."""
         return load_input(image, self.spec.input_size, self.spec.crop)
 
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
@@ -80,7 +81,7 @@ class Predictor:
         out = []
         for i in range(0, len(images), batch_size):
             chunk = images[i : i + batch_size]
-            out.append(self.probabilities(torch.stack([self._tensor(im) for im in chunk])))
+            out.append(self.probabilities(torch.stack([self.input_tensor(im) for im in chunk])))
             if on_batch:
                 on_batch(len(chunk))
         return torch.cat(out) if out else torch.zeros(0, len(self.classes))
