@@ -307,6 +307,7 @@ def count(images: list[str] = typer.Argument(..., help="smear field images (e.g.
           px_per_um: float = typer.Option(14.0, help="pixels a micrometre of the images (BCCD 640x480: 14); other magnifications are rescaled to it")):
     """Find and count RBCs, WBCs and platelets in whole smear fields; classify each WBC; report the differential."""
     from wbc.count.count import count_field, differential, save_annotated
+    from wbc.data.framing import decode
     from wbc.predict import fastest, load_model
 
     if format not in ("table", "csv", "json"):
@@ -314,11 +315,12 @@ def count(images: list[str] = typer.Argument(..., help="smear field images (e.g.
     predictor = fastest(load_model(model))
     fields = []
     for img in images:
-        fc = count_field(predictor, img, px_per_um)
+        rgb = decode(img)  # once: counted and drawn on
+        fc = count_field(predictor, rgb, px_per_um, name=img)
         if not fc.boxes:
             console.print(f"[yellow]no cells found in {img}[/yellow]: is it a blood smear field at about {px_per_um:g} px/um? (see --px-per-um)", highlight=False)
         if out:
-            fc.annotated = str(save_annotated(img, fc, out))
+            fc.annotated = str(save_annotated(rgb, fc, out))
         fields.append(fc)
     labels = [w["class"] for fc in fields for w in fc.wbc]
     diff = differential(labels, predictor.classes)

@@ -44,10 +44,8 @@ def _rounded(b: Box) -> list[float]:
 
 
 def _scaled(b: Box, f: float) -> Box:
-    out = Box(b.kind, b.x0 / f, b.y0 / f, b.x1 / f, b.y1 / f, b.score)
-    if hasattr(b, "nucleus"):
-        out.nucleus = (b.nucleus[0] / f, b.nucleus[1] / f)
-    return out
+    nucleus = (b.nucleus[0] / f, b.nucleus[1] / f) if b.nucleus else None
+    return Box(b.kind, b.x0 / f, b.y0 / f, b.x1 / f, b.y1 / f, b.score, nucleus)
 
 
 def count_field(predictor, source, px_per_um: float = BCCD_PX_PER_UM, cfg: DetectConfig | None = None, name: str | None = None) -> FieldCount:
@@ -120,11 +118,11 @@ def draw(rgb: np.ndarray, fc: FieldCount) -> np.ndarray:
     return im
 
 
-def save_annotated(source, fc: FieldCount, out_dir: Path) -> Path:
+def save_annotated(rgb: np.ndarray, fc: FieldCount, out_dir: Path) -> Path:
+    """`<out_dir>/<image stem>_count.png`, written atomically."""
     from wbc.explain import png_bytes
     from wbc.io_utils import atomic_write_bytes
 
-    stem = Path(fc.source).stem if isinstance(source, (str, os.PathLike)) else "field"
-    path = Path(out_dir) / f"{stem}_count.png"
-    atomic_write_bytes(path, png_bytes(draw(decode(source), fc)))
+    path = Path(out_dir) / f"{Path(fc.source).stem or 'field'}_count.png"
+    atomic_write_bytes(path, png_bytes(draw(rgb, fc)))
     return path

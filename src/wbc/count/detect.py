@@ -63,8 +63,8 @@ def find_stained(rgb: np.ndarray, cfg: DetectConfig) -> tuple[list[Box], list[Bo
         if area >= cfg.wbc_min_area_um2 * um2:
             cx, cy = x + bw / 2, y + bh / 2
             half_w, half_h = max(bw / 2 + margin, min_side / 2), max(bh / 2 + margin, min_side / 2)
-            b = Box("WBC", max(0, cx - half_w), max(0, cy - half_h), min(w, cx + half_w), min(h, cy + half_h), score=min(1.0, area / (60 * um2)))
-            b.nucleus = (float(cents[i][0]), float(cents[i][1]))
+            b = Box("WBC", max(0, cx - half_w), max(0, cy - half_h), min(w, cx + half_w), min(h, cy + half_h), score=min(1.0, area / (60 * um2)),
+                    nucleus=(float(cents[i][0]), float(cents[i][1])))
             wbcs.append(b)
             cv2.rectangle(wbc_mask, (int(b.x0), int(b.y0)), (int(b.x1), int(b.y1)), 1, -1)
         elif area >= cfg.platelet_min_area_um2 * um2:

@@ -21,6 +21,7 @@ class Box:
     x1: float
     y1: float
     score: float = 1.0
+    nucleus: tuple[float, float] | None = None  # WBC: centre of the stained nucleus, where the classifier's view is cut
 
     @property
     def centre(self) -> tuple[float, float]:

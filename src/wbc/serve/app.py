@@ -34,12 +34,12 @@ def static_dir() -> Path:
     return Path(str(resources.files("wbc") / "serve" / "static"))
 
 
-def model_info(predictor) -> dict:
+def model_info(predictor, explain: bool) -> dict:
     spec, info = predictor.spec, predictor.meta.get("info", {})
     return {"classes": predictor.classes, "backbone": spec.backbone, "input_size": list(spec.input_size), "crop": spec.crop,
             "engine": predictor.engine.name, "file": predictor.path.name, "wbc_version": predictor.meta.get("wbc_version"),
             "temperature": spec.temperature, "review_threshold": spec.review_threshold, "metrics": info.get("metrics", {}),
-            "explain": True}
+            "explain": explain}
 
 
 def create_app(predictor, explainer=None, limits: Limits | None = None) -> FastAPI:
@@ -47,7 +47,7 @@ def create_app(predictor, explainer=None, limits: Limits | None = None) -> FastA
     limits = limits or Limits()
     app = FastAPI(title="wbc", version=wbc.__version__,
                   description="White blood cell classification: class probabilities, a review flag and Grad-CAM heat-maps.")
-    info = model_info(predictor) | {"explain": explainer is not None}
+    info = model_info(predictor, explain=explainer is not None)
 
     @app.get("/healthz")
     def healthz():
