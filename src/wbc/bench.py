@@ -88,14 +88,16 @@ def measure_training(model_path: str | None, images: list[str], seconds: float, 
     import torch.nn.functional as F
 
     from wbc.config import TrainConfig
-    from wbc.models.classifier import CellClassifier, set_trainable
-    from wbc.predict import load_model
+    from wbc.data.framing import load_input
+    from wbc.models.classifier import CellClassifier, ModelSpec, set_trainable
+    from wbc.models.io import read_metadata
+    from wbc.predict import shipped_model_path
 
     torch.set_num_threads(threads)
-    p = load_model(model_path, threads=threads)
-    model = CellClassifier(p.spec, pretrained=False).to(memory_format=torch.channels_last)
-    x = torch.stack(([p.input_tensor(f) for f in images[:32]] * 32)[:32]).float().contiguous(memory_format=torch.channels_last)
-    y = torch.arange(32) % len(p.classes)
+    spec = ModelSpec.from_dict(read_metadata(model_path or shipped_model_path())["spec"])  # the architecture; weights are not needed
+    model = CellClassifier(spec, pretrained=False).to(memory_format=torch.channels_last)
+    x = torch.stack(([load_input(f, spec.input_size, spec.crop) for f in images[:32]] * 32)[:32]).float().contiguous(memory_format=torch.channels_last)
+    y = torch.arange(32) % len(spec.classes)
     cfg = TrainConfig()
 
     def round1():
@@ -148,9 +150,7 @@ def bench(model: str | None, images: list[str], seconds: float, threads: int, da
         plan = [("xception", None), ("pytorch", model), ("onnx-fp32", fp32), ("onnx-int8", int8)]
         task = progress.add_task("benchmarking", total=len(plan) + 1) if progress else None
         for kind, path in plan:
-            row = _in_fresh_process(measure_inference, kind, path, images, seconds, threads)
-            row["path"] = kind
-            rows.append(row)
+            rows.append(_in_fresh_process(measure_inference, kind, path, images, seconds, threads))
             if progress:
                 progress.advance(task)
         train_rows = _in_fresh_process(measure_training, model, images, seconds, threads)

@@ -239,22 +239,21 @@ def bench(model: Optional[str] = ModelOpt, images: Optional[Path] = typer.Option
     from wbc.io_utils import atomic_write_text
     from wbc.progress import bar
 
-    data_root = None
+    try:
+        data_root = resolve_data(data)
+    except WbcError:
+        if not images:
+            raise
+        data_root = None  # int8 calibration then uses the benchmark images themselves (speed only)
     if images:
         if not images.is_dir():
             raise WbcError(f"--images {images} is not a folder of images")
         files = sorted(str(f) for f in images.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS)
     else:
-        data_root = resolve_data(data)
         files = sorted(str(r.path) for r in scan(data_root, check=False).split("TEST"))
     if not files:
         raise WbcError(f"no images found in {images or data_root}: pass --images DIR")
     files = [files[i] for i in np.linspace(0, len(files) - 1, min(max_images, len(files))).astype(int)]
-    if data_root is None:
-        try:
-            data_root = resolve_data(data)
-        except WbcError:
-            data_root = None  # int8 calibration then uses the benchmark images themselves (speed only)
     threads = threads or os.cpu_count() or 1
     with bar() as p:
         r = run_bench(model, files, seconds, threads, data_root, progress=p)
