@@ -14,7 +14,10 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("WBC_TEST_DATA", ROOT.parent / "shared" / "data"))
 BLOOD = DATA / "blood-cells"
 KAGGLE = BLOOD / "dataset2-master" / "images"
+PBC = DATA / "pbc"
+BCCD = DATA / "bccd"
 CLASSES = ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]
+PBC_CLASSES = ["BASOPHIL", "EOSINOPHIL", "ERYTHROBLAST", "IG", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL", "PLATELET"]
 
 if not KAGGLE.is_dir():
     pytest.exit(f"test data not found at {KAGGLE}: set WBC_TEST_DATA to the folder holding blood-cells/", returncode=2)
@@ -22,6 +25,11 @@ if not KAGGLE.is_dir():
 
 def kaggle_images(split: str, cls: str, n: int | None = None) -> list[Path]:
     files = sorted((KAGGLE / split / cls).glob("*.jpeg"))
+    return files[:n] if n else files
+
+
+def pbc_images(split: str, cls: str, n: int | None = None) -> list[Path]:
+    files = sorted(f for f in (PBC / split / cls).glob("*.jpg") if not f.name.startswith("."))  # the set has a .DS_Store named .jpg
     return files[:n] if n else files
 
 
@@ -55,4 +63,17 @@ def tiny_kaggle(tmp_path_factory) -> Path:
             for f in files:
                 shutil.copy(f, base / split / cls / f.name)
         shutil.copytree(KAGGLE / "TEST_SIMPLE" / cls, base / "TEST_SIMPLE" / cls)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_pbc(tmp_path_factory) -> Path:
+    """A PBC-layout copy: train 10 images a class, test 4 a class, all eight classes."""
+    root = tmp_path_factory.mktemp("tinypbc") / "pbc"
+    for cls in PBC_CLASSES:
+        for split, n in (("train", 10), ("test", 4)):
+            (root / split / cls).mkdir(parents=True)
+            files = pbc_images(split, cls)
+            for f in files[:: len(files) // n][:n]:  # spread over the folder
+                shutil.copy(f, root / split / cls / f.name)
     return root

@@ -17,7 +17,7 @@ def tiny_run(tmp_path_factory, tiny_kaggle, wbc_cache):
     p = run_cli("data", "split", "--data", str(tiny_kaggle), "--out", str(manifest), "--val-fraction", "0.25")
     assert "manifest written" in p.stderr
     run = work / "run"
-    run_cli("train", "--data", str(tiny_kaggle), "--manifest", str(manifest), "--out", str(run), "--height", "96", "--width", "128",
+    run_cli("train", "--data", str(tiny_kaggle), "--manifest", str(manifest), "--out", str(run), "--size", "64",
             "--head", "64,32", "--round1-epochs", "4", "--round2-epochs", "1", "--epoch-size", "32", "--workers", "0")
     return tiny_kaggle, manifest, run
 
@@ -37,7 +37,7 @@ def test_split_is_group_disjoint(tiny_run):
 
 def test_run_folder_holds_config_log_checkpoint_model(tiny_run):
     _, _, run = tiny_run
-    for name in ("config.json", "metrics.csv", "last.pt", "model.safetensors", "split_manifest.csv", "summary.json"):
+    for name in ("config.json", "metrics.csv", "last.pt", "model.safetensors", "manifests/blood-cells.csv", "sources.json", "summary.json"):
         assert (run / name).is_file(), name
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert [r["round"] for r in rows].count("2") == 1 and [r["round"] for r in rows].count("1") >= 1

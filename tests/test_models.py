@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import kaggle_images
-from wbc.data.framing import load_input
+from wbc.data.framing import decode, load_input, resize_to
 from wbc.errors import WbcError
 from wbc.models.classifier import CellClassifier, ModelSpec, set_trainable
 from wbc.models.io import load_model_file, save_model
@@ -27,7 +27,7 @@ def test_offline_weights_cover_every_tensor(wbc_cache, name):
 def test_pretrained_backbone_differs_from_random_and_sees_cells(wbc_cache):
     torch.manual_seed(0)
     pre, rnd = create_backbone("tf_efficientnet_lite0", True).eval(), create_backbone("tf_efficientnet_lite0", False).eval()
-    imgs = torch.stack([load_input(p, (224, 224)) for p in kaggle_images("TEST_SIMPLE", "EOSINOPHIL", 2)]).float()
+    imgs = torch.stack([resize_to(decode(p), (224, 224)) for p in kaggle_images("TEST_SIMPLE", "EOSINOPHIL", 2)]).float()
     x = (imgs / 255 - 0.5) / 0.5
     with torch.no_grad():
         fp, fr = pre(x), rnd(x)
@@ -52,7 +52,7 @@ def test_save_load_round_trip(tmp_path, wbc_cache):
     save_model(model, path, {"note": "x"})
     loaded, meta = load_model_file(path)
     assert loaded.spec == spec and meta["info"] == {"note": "x"}
-    x = torch.stack([load_input(p, (96, 128)) for p in kaggle_images("TEST", "MONOCYTE", 3)]).float()
+    x = torch.stack([load_input(p, spec) for p in kaggle_images("TEST", "MONOCYTE", 3)]).float()
     with torch.no_grad():
         assert torch.allclose(model.probabilities(x), loaded.probabilities(x), atol=2e-3)  # weights stored as fp16
 

@@ -76,7 +76,7 @@ def measure_inference(kind: str, model_path: str | None, images: list[str], seco
         n_done += len(chunk)
     e2e = n_done / (time.perf_counter() - start)
     h, w = p.spec.input_size
-    return {"path": kind, "engine": p.engine.name, "input": f"{w}x{h}" + (f" (crop {p.spec.crop})" if p.spec.crop else ""),
+    return {"path": kind, "engine": p.engine.name, "input": f"{w}x{h}" + (f" ({p.spec.field_um:g} um view)" if p.spec.field_um else f" (crop {p.spec.crop})" if p.spec.crop else ""),
             "parameters": params, "batch1_images_per_s": float(len(lat) / lat.sum()), "batch1_p50_ms": float(np.percentile(lat, 50) * 1e3),
             "batch1_p99_ms": float(np.percentile(lat, 99) * 1e3), "batch32_images_per_s": float(32 * len(b32) / b32.sum()),
             "end_to_end_files_per_s": float(e2e), "peak_rss_mb": _peak_rss_mb()}
@@ -96,7 +96,7 @@ def measure_training(model_path: str | None, images: list[str], seconds: float, 
     torch.set_num_threads(threads)
     spec = ModelSpec.from_dict(read_metadata(model_path or shipped_model_path())["spec"])  # the architecture; weights are not needed
     model = CellClassifier(spec, pretrained=False).to(memory_format=torch.channels_last)
-    x = torch.stack(([load_input(f, spec.input_size, spec.crop) for f in images[:32]] * 32)[:32]).float().contiguous(memory_format=torch.channels_last)
+    x = torch.stack(([load_input(f, spec) for f in images[:32]] * 32)[:32]).float().contiguous(memory_format=torch.channels_last)
     y = torch.arange(32) % len(spec.classes)
     cfg = TrainConfig()
 

@@ -90,6 +90,26 @@ def data_split(data: Optional[str] = DataOpt, out: Path = typer.Option(Path("run
     console.print(f"manifest written to {out}")
 
 
+@data_app.command("scale")
+def data_scale(paths: list[str] = typer.Argument(..., help="dataset folders, image folders or images"),
+               sample: int = typer.Option(120, help="images measured per folder (evenly spread)")):
+    """Pixels a micrometre, measured from the red cells: median and spread per folder."""
+    from wbc.data.collect import collect_images
+    from wbc.data.scale import source_scale
+
+    t = Table(title="scale from red cells (RBC diameter 7.5 um)")
+    for col in ("images", "measured", "px/um median", "5th-95th pct"):
+        t.add_column(col, justify="left" if col == "images" else "right")
+    for p in paths:
+        files = collect_images([p]).files
+        if not files:
+            raise WbcError(f"no images in {p}")
+        s = source_scale(files, sample)
+        t.add_row(p, f"{s['found']}/{s['images']}", f"{s['px_per_um']:.2f}" if s["px_per_um"] else "-",
+                  f"{s['p5']:.2f}-{s['p95']:.2f}" if s["px_per_um"] else "no red cells found")
+    console.print(t)
+
+
 @data_app.command("download")
 def data_download(dest: Path = typer.Option(Path("data"), help="folder to put the dataset in")):
     """Fetch the public mirror of the Kaggle blood-cells data (checksum-verified) when online."""
@@ -99,16 +119,22 @@ def data_download(dest: Path = typer.Option(Path("data"), help="folder to put th
 
 
 @app.command()
-def train(data: Optional[str] = DataOpt, manifest: str = typer.Option("", help="split manifest (made when empty)"),
+def train(data: Optional[list[str]] = typer.Option(None, "--data", help="training source, NAME=DIR (repeat for several: --data kaggle=DIR --data pbc=DIR); "
+                                                   "default: $WBC_DATA or ../shared/data/blood-cells"),
+          manifest: Optional[list[str]] = typer.Option(None, help="a source's split manifest, NAME=FILE (made in the run when absent)"),
           out: Path = typer.Option(Path("runs/train"), help="run folder"), backbone: str = typer.Option("tf_efficientnet_lite0", help="timm model name (xception: the reference design)"),
           pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="start from ImageNet weights"),
-          height: int = typer.Option(192), width: int = typer.Option(256), crop: int = typer.Option(0, help="0: whole frame; N: NxN square (320x240-frame px) centred on the stained cell"), head: str = typer.Option("1024,512,128,64", help="dense layer sizes"),
+          size: int = typer.Option(128, help="model input side (pixels)"), field_um: float = typer.Option(24.0, help="width of the view around the cell, micrometres"),
+          head: str = typer.Option("1024,512,128,64", help="dense layer sizes"),
           dropout: float = typer.Option(0.3), batch_size: int = typer.Option(32), round1_epochs: int = typer.Option(60), round1_lr: float = typer.Option(1e-3),
-          round2_epochs: int = typer.Option(8), round2_lr: float = typer.Option(1e-4), train_stages: int = typer.Option(3, help="backbone stages trained in round 2 (-1: all)"),
-          epoch_size: int = typer.Option(0, help="images per round-2 epoch (0: all)"), patience: int = typer.Option(3), max_per_class: int = typer.Option(0, help="cap train/val images a class (quick runs)"),
-          val_fraction: float = typer.Option(0.2, help="share of TRAIN source groups for validation (when the manifest is made)"),
+          round2_epochs: int = typer.Option(8), round2_lr: float = typer.Option(1e-4), train_stages: int = typer.Option(-1, help="backbone stages trained in round 2 (-1: all)"),
+          bn: str = typer.Option("train", help="round-2 batch-norm statistics: train (updated) or frozen"),
+          epoch_size: int = typer.Option(0, help="images per round-2 epoch, source- and class-balanced (0: the train split's size)"), patience: int = typer.Option(3),
+          max_per_class: int = typer.Option(0, help="cap train/val images per source and class (quick runs)"),
+          val_fraction: float = typer.Option(0.2, help="share of each source's TRAIN groups for validation (when a manifest is made)"),
+          review_accuracy: float = typer.Option(0.98, help="unflagged validation images must be this accurate (sets the review threshold)"),
           seed: int = typer.Option(0), workers: Optional[int] = typer.Option(None), device: str = typer.Option("auto"), resume: bool = typer.Option(False, help="continue the run in --out")):
-    """Two-round transfer learning with early stopping on a group-disjoint validation split."""
+    """Two-round transfer learning on one or more sources, early stopping on group-disjoint validation."""
     from wbc.config import TrainConfig
     from wbc.data.locate import resolve_data
     from wbc.train import train as run_train
@@ -117,17 +143,22 @@ def train(data: Optional[str] = DataOpt, manifest: str = typer.Option("", help="
         head_sizes = tuple(int(x) for x in head.split(",") if x.strip())
     except ValueError:
         raise WbcError(f"--head must be comma-separated integers like 1024,512,128,64, not '{head}'") from None
-    cfg = TrainConfig(data="" if resume else resolve_data(data), manifest=manifest, out=str(out), backbone=backbone, pretrained=pretrained,
-                      input_size=(height, width), crop=crop, head=head_sizes, dropout=dropout, batch_size=batch_size, round1_epochs=round1_epochs,
-                      round1_lr=round1_lr, round2_epochs=round2_epochs, round2_lr=round2_lr, train_stages=train_stages, epoch_size=epoch_size,
-                      patience=patience, max_per_class=max_per_class, val_fraction=val_fraction, seed=seed, device=device)
+    sources = [] if resume else (data or [resolve_data(None)])
+    cfg = TrainConfig(data=sources, manifest=manifest or [], out=str(out), backbone=backbone, pretrained=pretrained, size=size, field_um=field_um,
+                      head=head_sizes, dropout=dropout, batch_size=batch_size, round1_epochs=round1_epochs, round1_lr=round1_lr,
+                      round2_epochs=round2_epochs, round2_lr=round2_lr, train_stages=train_stages, bn=bn, epoch_size=epoch_size,
+                      patience=patience, max_per_class=max_per_class, val_fraction=val_fraction, review_accuracy=review_accuracy,
+                      seed=seed, device=device)
     if workers is not None:
         cfg.workers = workers
     run_train(cfg, resume=resume)
 
 
 def _print_eval(r: dict) -> None:
-    t = Table(title=f"{r['split']}: {r['images']} images, accuracy {r['accuracy']:.4f}, balanced {r['balanced_accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f}")
+    n_model, n_set = len(r["confusion_matrix"]["columns"]), len(r["classes_in_set"])
+    restricted = f" ({r['accuracy_in_set_classes']:.4f} restricted to its {n_set} classes)" if n_set < n_model else ""
+    t = Table(title=f"{r['split']}: {r['images']} images, accuracy {r['accuracy']:.4f} over the model's {n_model} classes{restricted}, "
+                    f"balanced {r['balanced_accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f}")
     for col in ("class", "precision", "recall", "F1", "support"):
         t.add_column(col, justify="left" if col == "class" else "right")
     for c, m in r["per_class"].items():
@@ -137,7 +168,11 @@ def _print_eval(r: dict) -> None:
     if ps:
         console.print(f"per source cell ({ps['n_sources']} cells): mean accuracy {ps['mean_accuracy_per_source']:.4f} "
                       f"[95% CI {ps['ci95'][0]:.3f}-{ps['ci95'][1]:.3f}], majority vote {ps['majority_vote_accuracy']:.4f}")
-    console.print(f"ECE {r['ece']:.4f}; {r['review']['flagged']} images flagged for review (top probability < {r['review']['threshold']:.2f})")
+    rv = r["review"]
+    rest = f"; the other {r['images'] - rv['flagged']} are {rv['accuracy_unflagged']:.1%} right" if rv["accuracy_unflagged"] is not None else ""
+    console.print(f"ECE {r['ece']:.4f}; {rv['flagged']} images ({rv['flagged_share']:.1%}) flagged for review (top probability < {rv['threshold']:.3f}){rest}; "
+                  f"no white cell found in {r['no_white_cell']}; scale {r['scale']['px_per_um_median']:.2f} px/um "
+                  f"(measured on {r['scale']['measured']}, assumed on {r['scale']['assumed']})", highlight=False)
 
 
 @app.command()
@@ -167,33 +202,153 @@ def evaluate(model: Optional[str] = ModelOpt, data: Optional[str] = DataOpt, spl
         console.print(f"metrics written to {json_out}")
 
 
-@app.command()
-def predict(paths: list[str] = typer.Argument(..., help="cell image files (framed like the 320x240 Kaggle crops)"), model: Optional[str] = ModelOpt,
-            format: str = typer.Option("table", "--format", "-f", help="table, csv or json")):
-    """Class, probability of each class and a review flag for each image."""
-    from wbc.predict import load_model
+def _label(p) -> str:
+    return "no white cell found" if not p.to_dict()["white_cell"] else p.label
 
-    if format not in ("table", "csv", "json"):
-        raise WbcError(f"--format must be table, csv or json, not '{format}'")
-    predictor = load_model(model)
-    preds = predictor.predict(paths)
+
+def _predictor_for(model: Optional[str], engine: str, n_files: int):
+    """auto: ONNX Runtime for collections (>= 200 files: its export pays back), PyTorch for a few images."""
+    from wbc.predict import fastest, load_model
+
+    if engine not in ("auto", "pytorch", "onnx", "ray"):
+        raise WbcError(f"--engine must be auto, pytorch, onnx or ray, not '{engine}'")
+    p = load_model(model)
+    return fastest(p) if engine in ("onnx", "ray") or (engine == "auto" and n_files >= 200) else p
+
+
+@app.command()
+def predict(inputs: list[str] = typer.Argument(..., help="single-cell images, folders (searched recursively) or globs ('cells/**/*.png')"),
+            model: Optional[str] = ModelOpt,
+            format: Optional[str] = typer.Option(None, "--format", "-f", help="table, csv, jsonl or json (default: table on a terminal, csv with --out)"),
+            out: Optional[Path] = typer.Option(None, "--out", "-o", help="stream results to this CSV or JSON Lines file (.jsonl)"),
+            resume: bool = typer.Option(False, help="continue an interrupted run into --out, skipping files already there"),
+            px_per_um: Optional[float] = typer.Option(None, help="pixels a micrometre of the images (default: measured from their red cells)"),
+            engine: str = typer.Option("auto", help="auto, pytorch, onnx, or ray (the same job on a Ray cluster)"),
+            address: Optional[str] = typer.Option(None, help="Ray cluster address (with --engine ray; default: a local Ray)"),
+            workers: Optional[int] = typer.Option(None, help="decoder processes (default: one per core beyond the first)"),
+            batch_size: int = typer.Option(32)):
+    """Class, probabilities and a review flag for every image ("no white cell found" when there is none).
+    Unreadable files are reported and skipped; the exit status is 1 when any file failed."""
+    from wbc.batch import ResultWriter, default_workers, format_of, run_collection
+    from wbc.data.collect import collect_images
+    from wbc.progress import bar
+
+    fmt = format or (format_of(out, None) if out else "table")
+    if fmt not in ("table", "csv", "jsonl", "json"):
+        raise WbcError(f"--format must be table, csv, jsonl or json, not '{fmt}'")
+    if px_per_um is not None and px_per_um <= 0:
+        raise WbcError(f"--px-per-um must be positive, not {px_per_um}")
+    if resume and not out:
+        raise WbcError("--resume continues a run written with --out FILE: pass the same --out")
+    if out and fmt in ("table", "json"):
+        raise WbcError(f"--out streams csv or jsonl, not {fmt}")
+    found = collect_images(inputs)
+    if not found.files:
+        raise WbcError("; ".join(f"{p}: {why}" for p, why in found.problems) or "no images to classify")
+    predictor = _predictor_for(model, engine, len(found.files))
     classes = predictor.classes
-    if format == "json":
-        print(json.dumps([p.to_dict() for p in preds], indent=2))
-    elif format == "csv":
+    rows, writer = [], None
+    if out:
+        writer = ResultWriter(out, format_of(out, fmt), classes, resume)
+        sink = writer.write
+    elif fmt in ("csv", "jsonl"):
+        stdout_writer = _StdoutRows(fmt, classes)
+        sink = stdout_writer.write
+    else:
+        sink = rows.extend
+    stream = None
+    if engine == "ray":
+        from wbc.distributed import ray_stream
+
+        stream = ray_stream(address)
+    n_workers = default_workers() if workers is None else workers
+    try:
+        with bar(transient=True) as p:
+            task = p.add_task("classifying", total=len(found.files))
+            summary = run_collection(predictor, found.files, sink, writer.done if writer else None, batch_size, n_workers, px_per_um,
+                                     lambda n: p.advance(task, n), stream)
+    finally:
+        if writer:
+            writer.close()
+    if fmt == "json":
+        print(json.dumps([o.prediction.to_dict() if o.prediction else {"source": o.path, "error": o.error} for o in rows], indent=2))
+    elif fmt == "table":
+        t = Table()
+        for col in ("image", "class", "p", *[c[:5] for c in classes], "review", "px/um"):
+            t.add_column(col)
+        for o in rows:
+            q = o.prediction
+            if q is None:
+                t.add_row(o.path, "[red]unreadable[/red]", "", *[""] * len(classes), "", "")
+                continue
+            t.add_row(q.source, _label(q), f"{q.probability:.3f}", *[f"{q.probabilities[c]:.3f}" for c in classes], "REVIEW" if q.review else "",
+                      f"{q.px_per_um:.1f}" + ("?" if q.scale == "assumed" else ""))
+        console.print(t)
+    failures = [*found.problems, *summary.failures]
+    for path, why in failures[:20]:
+        console.print(f"[red]skipped[/red] {why if path in why else f'{path}: {why}'}", highlight=False, soft_wrap=True)
+    if len(failures) > 20:
+        console.print(f"... and {len(failures) - 20} more (see the error column{' of ' + str(out) if out else ''})")
+    if out or summary.done + len(failures) > 1:
+        counts = ", ".join(f"{('no white cell' if k == 'NO_WHITE_CELL' else k)} {v}" for k, v in summary.labels.most_common())
+        console.print(f"{summary.done} classified, {len(failures)} failed" + (f", {summary.skipped} already in {out}" if summary.skipped else "")
+                      + (f"; {counts}" if counts else "") + (f"; results in {out}" if out else ""), highlight=False)
+    if failures:
+        raise typer.Exit(1)
+
+
+class _StdoutRows:
+    """csv / jsonl rows to stdout as they come (a pipe sees them at once)."""
+
+    def __init__(self, fmt: str, classes: list[str]):
         import csv
 
-        w = csv.writer(sys.stdout)
-        w.writerow(["path", "class", "probability", *[f"p_{c}" for c in classes], "review"])
-        for p in preds:
-            w.writerow([p.source, p.label, f"{p.probability:.4f}", *[f"{p.probabilities[c]:.4f}" for c in classes], int(p.review)])
-    else:
-        t = Table()
-        for col in ("image", "class", "p", *classes, "review"):
-            t.add_column(col)
-        for p in preds:
-            t.add_row(p.source, p.label, f"{p.probability:.3f}", *[f"{p.probabilities[c]:.3f}" for c in classes], "REVIEW" if p.review else "")
+        from wbc.batch import columns
+
+        self.fmt, self.classes = fmt, classes
+        if fmt == "csv":
+            self.w = csv.DictWriter(sys.stdout, columns(classes))
+            self.w.writeheader()
+
+    def write(self, outcomes) -> None:
+        from wbc.batch import row_of
+
+        for o in outcomes:
+            r = row_of(o, self.classes)
+            if self.fmt == "csv":
+                self.w.writerow(r)
+            else:
+                print(json.dumps(r))
+        sys.stdout.flush()
+
+
+@app.command()
+def adapt(images: str = typer.Argument(..., help="folder of your microscope's single-cell images (unlabelled, 50 or more)"),
+          out: Path = typer.Option(..., "--out", "-o", help="adapted model file to write (.safetensors)"), model: Optional[str] = ModelOpt,
+          labelled: Optional[str] = typer.Option(None, help="folder per class of a few labelled cells (e.g. 10 a class): also fine-tune"),
+          heldout: Optional[str] = typer.Option(None, help="folder per class of labelled cells used only to print before/after figures"),
+          px_per_um: float = typer.Option(0.0, help="pixels a micrometre of your camera (0: measured from the red cells)"),
+          epochs: int = typer.Option(15, help="fine-tuning epochs over the --labelled cells")):
+    """Adapt a model to a new microscope: its scale and normalisation statistics from unlabelled images, optionally a few labels."""
+    from wbc.adapt import AdaptConfig
+    from wbc.adapt import adapt as run_adapt
+    from wbc.predict import shipped_model_path
+
+    if px_per_um < 0:
+        raise WbcError(f"--px-per-um must be positive, not {px_per_um}")
+    with console.status("adapting"):
+        r = run_adapt(model or shipped_model_path(), images, out, AdaptConfig(px_per_um=px_per_um, labelled_epochs=epochs), labelled, heldout)
+    console.print(f"re-estimated batch-norm statistics on {r['batchnorm']['re_estimated_on']} images; scale {r['scale']['px_per_um']:.2f} px/um"
+                  + (f"; fine-tuned on {r['labelled']['images']} labelled cells" if "labelled" in r else ""), highlight=False)
+    if "heldout_after" in r:
+        t = Table(title=f"held-out {heldout}: {r['heldout_after']['images']} images")
+        for col in ("model", "accuracy (all classes)", "accuracy (its classes)", "balanced"):
+            t.add_column(col, justify="left" if col == "model" else "right")
+        for name, key in (("before", "heldout_before"), ("after", "heldout_after")):
+            f = r[key]
+            t.add_row(name, f"{f['accuracy']:.4f}", f"{f['accuracy_in_set_classes']:.4f}", f"{f['balanced_accuracy']:.4f}")
         console.print(t)
+    console.print(f"adapted model written to {out}")
 
 
 @app.command()
@@ -279,11 +434,15 @@ def bench(model: Optional[str] = ModelOpt, images: Optional[Path] = typer.Option
 def serve(model: Optional[str] = ModelOpt, host: str = typer.Option("127.0.0.1", help="address to listen on"), port: int = typer.Option(8000),
           engine: str = typer.Option("auto", help="auto (ONNX Runtime when installed), onnx or pytorch"),
           max_files: int = typer.Option(50, help="images a request"), max_mb: float = typer.Option(10.0, help="MB an uploaded image"),
-          threads: int = typer.Option(0, help="CPU threads for inference (0: all cores)")):
+          threads: int = typer.Option(0, help="CPU threads for inference (0: all cores)"),
+          queue: int = typer.Option(32, help="requests classifying or waiting; beyond it the server answers 503 with Retry-After"),
+          timeout: float = typer.Option(120.0, help="seconds a request may run before it gets 504")):
     """Web page and HTTP API (POST /api/v1/classify, GET /api/v1/model, /healthz, /readyz; docs at /docs)."""
     from wbc.serve.server import serve as run_serve
 
-    run_serve(model, host, port, engine, max_files, max_mb, threads or None)
+    if queue < 1 or timeout <= 0:
+        raise WbcError("--queue must be at least 1 and --timeout positive")
+    run_serve(model, host, port, engine, max_files, max_mb, threads or None, queue, timeout)
 
 
 def _diff_table(title: str, rows: list[dict]) -> Table:
@@ -300,7 +459,7 @@ def _diff_table(title: str, rows: list[dict]) -> Table:
 
 
 @app.command()
-def count(images: list[str] = typer.Argument(..., help="smear field images (e.g. BCCD 640x480 JPEGs)"), model: Optional[str] = ModelOpt,
+def count(images: list[str] = typer.Argument(..., help="smear field images, folders or globs (e.g. BCCD 640x480 JPEGs)"), model: Optional[str] = ModelOpt,
           out: Optional[Path] = typer.Option(None, help="folder for annotated PNGs (one per image)"),
           format: str = typer.Option("table", "--format", "-f", help="table, csv or json"),
           px_per_um: float = typer.Option(14.0, help="pixels a micrometre of the images (BCCD 640x480: 14); other magnifications are rescaled to it")):
@@ -311,11 +470,21 @@ def count(images: list[str] = typer.Argument(..., help="smear field images (e.g.
 
     if format not in ("table", "csv", "json"):
         raise WbcError(f"--format must be table, csv or json, not '{format}'")
+    from wbc.data.collect import collect_images
+
+    found = collect_images(images)
+    if not found.files:
+        raise WbcError("; ".join(f"{p}: {why}" for p, why in found.problems) or "no images to count")
     predictor = fastest(load_model(model))
-    fields = []
-    for img in images:
-        rgb = decode(img)  # once: counted and drawn on
-        fc = count_field(predictor, rgb, px_per_um, name=img)
+    fields, failures = [], list(found.problems)
+    for img in found.files:
+        try:
+            rgb = decode(img)  # once: counted and drawn on
+            fc = count_field(predictor, rgb, px_per_um, name=img)
+        except WbcError as e:
+            failures.append((img, str(e)))
+            console.print(f"[red]skipped[/red] {e}", highlight=False, soft_wrap=True)
+            continue
         if not fc.boxes:
             console.print(f"[yellow]no cells found in {img}[/yellow]: is it a blood smear field at about {px_per_um:g} px/um? (see --px-per-um)", highlight=False)
         if out:
@@ -326,9 +495,8 @@ def count(images: list[str] = typer.Argument(..., help="smear field images (e.g.
     totals = {k: sum(fc.counts[k] for fc in fields) for k in ("RBC", "WBC", "Platelets")}
     if format == "json":
         print(json.dumps({"images": [fc.to_dict() | ({"annotated": fc.annotated} if out else {}) for fc in fields],
-                          "totals": totals, "differential": diff}, indent=2))
-        return
-    if format == "csv":
+                          "totals": totals, "differential": diff, "failed": [{"image": p, "error": e} for p, e in failures]}, indent=2))
+    elif format == "csv":
         import csv
 
         w = csv.writer(sys.stdout)
@@ -339,20 +507,23 @@ def count(images: list[str] = typer.Argument(..., help="smear field images (e.g.
                     w.writerow([fc.source, c.kind, f"{c.x0:.0f}", f"{c.y0:.0f}", f"{c.x1:.0f}", f"{c.y1:.0f}", "", "", ""])
             for wd in fc.wbc:
                 w.writerow([fc.source, "WBC", *[f"{v:.0f}" for v in wd["box"]], wd["class"], f"{wd['probability']:.4f}", int(wd["review"])])
-        return
-    t = Table(title="cells per field")
-    for col in ("image", "RBC", "WBC", "platelets", "WBC classes"):
-        t.add_column(col)
-    for fc in fields:
-        c = fc.counts
-        t.add_row(Path(fc.source).name, str(c["RBC"]), str(c["WBC"]), str(c["Platelets"]),
-                  ", ".join(f"{w['class']} {w['probability']:.2f}" + (" (review)" if w["review"] else "") for w in fc.wbc) or "-")
-    if len(fields) > 1:
-        t.add_row("total", str(totals["RBC"]), str(totals["WBC"]), str(totals["Platelets"]), "")
-    console.print(t)
-    console.print(_diff_table(f"WBC differential ({len(labels)} WBC)", diff))
-    if out:
-        console.print(f"annotated images in {out}")
+    else:
+        t = Table(title="cells per field")
+        for col in ("image", "RBC", "WBC", "platelets", "WBC classes"):
+            t.add_column(col)
+        for fc in fields:
+            c = fc.counts
+            t.add_row(Path(fc.source).name, str(c["RBC"]), str(c["WBC"]), str(c["Platelets"]),
+                      ", ".join(f"{w['class']} {w['probability']:.2f}" + (" (review)" if w["review"] else "") for w in fc.wbc) or "-")
+        if len(fields) > 1:
+            t.add_row("total", str(totals["RBC"]), str(totals["WBC"]), str(totals["Platelets"]), "")
+        console.print(t)
+        console.print(_diff_table(f"WBC differential ({len(labels)} WBC)", diff))
+        if out:
+            console.print(f"annotated images in {out}")
+    if failures:
+        console.print(f"{len(fields)} fields counted, {len(failures)} failed", highlight=False)
+        raise typer.Exit(1)
 
 
 @app.command("evaluate-count")

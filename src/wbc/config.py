@@ -7,18 +7,19 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from wbc.data.transforms import Augment
 from wbc.io_utils import atomic_write_text
 
 
 @dataclass
 class TrainConfig:
-    data: str = ""  # dataset root (Kaggle layout or <split>/<class>/)
-    manifest: str = ""  # split manifest CSV; made (and saved in the run folder) when empty
+    data: list[str] = field(default_factory=list)  # sources, "NAME=DIR" (or one plain DIR)
+    manifest: list[str] = field(default_factory=list)  # given split manifests, "NAME=FILE"; made in the run when absent
     out: str = "runs/train"
     backbone: str = "tf_efficientnet_lite0"
     pretrained: bool = True
-    input_size: tuple[int, int] = (192, 256)
-    crop: int = 0  # 0: whole frame; >0: square of this side (320x240-frame px) centred on the stained cell
+    size: int = 128  # model input, square
+    field_um: float = 24.0  # the view: a square this many micrometres wide around the stained cell
     head: tuple[int, ...] = (1024, 512, 128, 64)
     dropout: float = 0.3
     batch_size: int = 32
@@ -28,13 +29,16 @@ class TrainConfig:
     # round 2: last `train_stages` backbone stages + head, very low learning rate, augmentation
     round2_epochs: int = 8
     round2_lr: float = 1e-4
-    train_stages: int = 3  # -1: whole backbone
-    epoch_size: int = 0  # images per round-2 epoch (0: the whole train split)
+    train_stages: int = -1  # -1: whole backbone
+    bn: str = "train"  # round-2 batch-norm statistics: "train" (updated) or "frozen" (kept from ImageNet)
+    epoch_size: int = 0  # images per round-2 epoch, drawn source- and class-balanced (0: as many as the train split)
     patience: int = 3  # epochs without validation improvement before stopping
     label_smoothing: float = 0.1
     weight_decay: float = 1e-4
     val_fraction: float = 0.2
-    max_per_class: int = 0  # use at most this many train/val images a class (0: all); for quick runs
+    max_per_class: int = 0  # at most this many train/val images per source and class (0: all); for quick runs
+    review_accuracy: float = 0.98  # images left unflagged must be this accurate on validation
+    augment: Augment = field(default_factory=Augment)
     seed: int = 0
     workers: int = field(default_factory=lambda: max(0, min(4, (os.cpu_count() or 2) - 1)))
     device: str = "auto"
@@ -45,5 +49,12 @@ class TrainConfig:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "TrainConfig":
         d = json.loads(Path(path).read_text())
-        d["input_size"], d["head"] = tuple(d["input_size"]), tuple(d["head"])
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        d["head"] = tuple(d["head"])
+        for k in ("data", "manifest"):
+            if isinstance(d.get(k), str):  # wbc 0.1 runs: one dataset
+                d[k] = [d[k]] if d[k] else []
+        aug = d.pop("augment", {}) or {}
+        if "gamma" in aug:
+            aug["gamma"] = tuple(aug["gamma"])
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known, augment=Augment(**{k: v for k, v in aug.items() if k in Augment.__dataclass_fields__}))

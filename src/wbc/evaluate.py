@@ -93,13 +93,12 @@ def per_source(paths: list[Path], y: np.ndarray, pred: np.ndarray, manifest: str
     }
 
 
-def plots(out: Path, classes, y, pred, probs, paths, calib_table) -> dict[str, str]:
+def plots(out: Path, classes, y, pred, probs, paths, calib_table, rows: list[int] | None = None) -> dict[str, str]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from PIL import Image
-    from sklearn.metrics import ConfusionMatrixDisplay
 
     files = {}
 
@@ -108,9 +107,17 @@ def plots(out: Path, classes, y, pred, probs, paths, calib_table) -> dict[str, s
         plt.close(fig)
         files[name.rsplit(".", 1)[0]] = name
 
-    fig, ax = plt.subplots(figsize=(6, 5))
-    ConfusionMatrixDisplay(confusion_matrix(y, pred, labels=range(len(classes))), display_labels=classes).plot(ax=ax, xticks_rotation=30, colorbar=False)
-    ax.set_title("Confusion matrix (rows: true)")
+    rows = list(range(len(classes))) if rows is None else rows
+    cm = confusion_matrix(y, pred, labels=range(len(classes)))[rows]
+    fig, ax = plt.subplots(figsize=(1.2 + 0.75 * len(classes), 1.2 + 0.6 * len(rows)))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=35, ha="right")
+    ax.set_yticks(range(len(rows)), [classes[k] for k in rows])
+    for (i, j), v in np.ndenumerate(cm):
+        ax.text(j, i, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black", fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("Confusion matrix")
     save(fig, "confusion_matrix.png")
 
     fig, ax = plt.subplots(figsize=(5, 5))
@@ -140,38 +147,58 @@ def plots(out: Path, classes, y, pred, probs, paths, calib_table) -> dict[str, s
 
 
 def evaluate(predictor: Predictor, data: str, split: str, out: Path | None = None, ignore_unknown: bool = False,
-             manifest: str | None = None, batch_size: int = 32) -> dict:
+             manifest: str | None = None, batch_size: int = 32, px_per_um: float | None = None) -> dict:
+    """Figures for one split. A set with fewer classes than the model (the Kaggle TEST has 4 of 8) gets
+    two accuracies: over the model's full output (a class outside the set counts as wrong) and
+    restricted to the set's classes (the best of those wins)."""
+    from wbc.predict import no_white_cell
+
     classes = predictor.classes
     with bar() as progress:
         lab = match_classes(data, split, classes, ignore_unknown, progress)
         task = progress.add_task(f"evaluating {split}", total=len(lab.paths))
-        probs = predictor.predict_proba(lab.paths, batch_size, lambda n: progress.advance(task, n)).numpy()
+        probs_t, framed = predictor.predict_framed(lab.paths, batch_size, lambda n: progress.advance(task, n), px_per_um)
+    probs = probs_t.numpy()
     y, pred = lab.y, probs.argmax(1)
-    prec, rec, f1, sup = precision_recall_fscore_support(y, pred, labels=range(len(classes)), zero_division=0)
+    in_set = sorted(set(int(k) for k in y))
+    restricted = np.array(in_set)[probs[:, in_set].argmax(1)]
+    labels = range(len(classes))
+    prec, rec, f1, sup = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
     ece, calib = expected_calibration_error(probs, y)
     review = probs.max(1) < predictor.spec.review_threshold
+    turned_away = sum(no_white_cell(f, classes[k]) is not None for f, k in zip(framed, pred))
+    scales = np.array([f.px_per_um for f in framed])
     result = {
         "model": str(predictor.path),
         "data": str(data),
         "split": split.upper(),
         "images": int(len(y)),
+        "classes_in_set": [classes[k] for k in in_set],
         "skipped_bad_files": lab.skipped_bad,
         "ignored_unknown_class_images": lab.ignored_unknown,
         "accuracy": float(accuracy_score(y, pred)),
+        "accuracy_in_set_classes": float(accuracy_score(y, restricted)),
+        "predicted_outside_set": int(np.sum(~np.isin(pred, in_set))),
         "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
-        "macro_f1": float(f1_score(y, pred, average="macro", labels=range(len(classes)), zero_division=0)),
-        "per_class": {c: {"precision": float(prec[k]), "recall": float(rec[k]), "f1": float(f1[k]), "support": int(sup[k])}
-                      for k, c in enumerate(classes)},
-        "confusion_matrix": {"labels": classes, "rows_true": confusion_matrix(y, pred, labels=range(len(classes))).tolist()},
+        "macro_f1": float(f1_score(y, pred, average="macro", labels=in_set, zero_division=0)),
+        "per_class": {classes[k]: {"precision": float(prec[k]), "recall": float(rec[k]), "f1": float(f1[k]), "support": int(sup[k])}
+                      for k in in_set},
+        "confusion_matrix": {"rows": [classes[k] for k in in_set], "columns": classes,
+                             "rows_true": confusion_matrix(y, pred, labels=labels)[in_set].tolist()},
         "ece": ece,
         "calibration_bins": calib,
         "review": {"threshold": predictor.spec.review_threshold, "flagged": int(review.sum()),
+                   "flagged_share": float(review.mean()),
                    "accuracy_unflagged": float((pred[~review] == y[~review]).mean()) if (~review).any() else None},
+        "no_white_cell": int(turned_away),
+        "scale": {"px_per_um_median": float(np.median(scales)), "p5": float(np.percentile(scales, 5)), "p95": float(np.percentile(scales, 95)),
+                  "measured": sum(f.scale == "measured" for f in framed), "given": sum(f.scale == "given" for f in framed),
+                  "assumed": sum(f.scale == "assumed" for f in framed)},
         "per_source_cell": per_source(lab.paths, y, pred, manifest, data, classes),
     }
     if out:
         out.mkdir(parents=True, exist_ok=True)
-        result["files"] = plots(out, classes, y, pred, probs, lab.paths, calib)
+        result["files"] = plots(out, classes, y, pred, probs, lab.paths, calib, in_set)
         atomic_write_text(out / "metrics.json", json.dumps(result, indent=2))
         atomic_write_text(out / "report.md", report_markdown(result))
     return result
@@ -180,8 +207,13 @@ def evaluate(predictor: Predictor, data: str, split: str, out: Path | None = Non
 def report_markdown(r: dict) -> str:
     lines = [f"# Evaluation: {r['split']}", "", f"- model: `{r['model']}`", f"- data: `{r['data']}` split {r['split']}, "
              f"{r['images']} images ({r['skipped_bad_files']} bad files skipped)",
-             f"- accuracy **{r['accuracy']:.4f}**, balanced accuracy {r['balanced_accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f}, "
-             f"ECE {r['ece']:.4f}", "", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+             f"- accuracy **{r['accuracy']:.4f}** over the model's {len(r['confusion_matrix']['columns'])} classes, "
+             f"{r['accuracy_in_set_classes']:.4f} restricted to the set's {len(r['classes_in_set'])}; balanced accuracy "
+             f"{r['balanced_accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f}, ECE {r['ece']:.4f}",
+             f"- review flag (top probability < {r['review']['threshold']:.3f}): {r['review']['flagged']} images "
+             f"({r['review']['flagged_share']:.1%}); the rest {_pct(r['review']['accuracy_unflagged'])} right",
+             f"- no white cell found: {r['no_white_cell']} images", "",
+             "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
     for c, m in r["per_class"].items():
         lines.append(f"| {c} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |")
     ps = r.get("per_source_cell")
@@ -190,3 +222,7 @@ def report_markdown(r: dict) -> str:
                   f"(bootstrap 95% CI {ps['ci95'][0]:.3f}-{ps['ci95'][1]:.3f}), majority vote {ps['majority_vote_accuracy']:.4f}"]
     lines += [""] + [f"![{k}]({v})" for k, v in r.get("files", {}).items()]
     return "\n".join(lines) + "\n"
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{v:.1%}"

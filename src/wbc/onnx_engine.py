@@ -43,7 +43,10 @@ class OnnxEngine:
         except Exception as e:  # onnxruntime raises its own exception types for every kind of damage
             raise WbcError(f"{path} is not a readable ONNX model ({str(e).splitlines()[0][:120]}); export it again with `wbc export`") from None
         props = self.session.get_modelmeta().custom_metadata_map
-        if props.get("format") != FORMAT:
+        fmt = props.get("format", "")
+        if fmt.startswith("wbc-onnx/") and fmt != FORMAT:
+            raise WbcError(f"{path} was exported by a newer wbc ({props.get('wbc_version', '?')}, format {fmt}): upgrade wbc (pip install -U wbc)")
+        if fmt != FORMAT:
             raise WbcError(f"{path} is an ONNX model but not one exported by `wbc export` (no '{FORMAT}' metadata)")
         self.meta = {"spec": json.loads(props["spec"]), "info": json.loads(props.get("info", "{}")),
                      "wbc_version": props.get("wbc_version"), "precision": props.get("precision", "fp32")}

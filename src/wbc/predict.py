@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from wbc.data.framing import load_input
+from wbc.data.framing import MIN_NUCLEUS_UM2, MIN_STAINED_UM2, Framed, decode, frame
 from wbc.device import pick_device
 from wbc.errors import WbcError
 from wbc.models.io import load_model_file
@@ -23,17 +23,37 @@ def shipped_model_path() -> Path:
     return Path(str(resources.files("wbc") / "assets" / SHIPPED_MODEL))
 
 
+NO_WHITE_CELL = "NO_WHITE_CELL"  # the label of an image the no-white-cell rule turns away
+NON_NUCLEATED = ("PLATELET",)  # classes whose cells have no nucleus: a small stained region is right for them
+
+
 @dataclass
 class Prediction:
     source: str
-    label: str
+    label: str  # a class, or NO_WHITE_CELL
     probability: float
     probabilities: dict[str, float]
     review: bool
+    px_per_um: float | None = None
+    scale: str | None = None  # given | measured | assumed
+    note: str | None = None  # why there is no class ("no white cell found: ...")
 
     def to_dict(self) -> dict:
         return {"source": self.source, "class": self.label, "probability": self.probability,
-                "probabilities": self.probabilities, "review": self.review}
+                "probabilities": self.probabilities, "review": self.review, "white_cell": self.label != NO_WHITE_CELL,
+                "px_per_um": self.px_per_um, "scale": self.scale, "note": self.note}
+
+
+def no_white_cell(framed: Framed, label: str) -> str | None:
+    """Why the image holds no white cell (None: it may). Nothing stained at all (blank, text, only red
+    cells), an image too small to hold a cell, or a nucleated class called on a stained speck."""
+    if framed.too_small:
+        return "no white cell found: the image is too small to hold a cell"
+    if framed.stained_um2 < MIN_STAINED_UM2:
+        return "no white cell found: nothing in the image is stained like a nucleus"
+    if label not in NON_NUCLEATED and framed.stained_um2 < MIN_NUCLEUS_UM2:
+        return f"no white cell found: the largest stained region ({framed.stained_um2:.1f} um2) is too small for a nucleus"
+    return None
 
 
 class TorchEngine:
@@ -69,34 +89,46 @@ class Predictor:
         """The PyTorch network (heat-maps, fine-tuning); None for an ONNX model."""
         return getattr(self.engine, "model", None)
 
-    def input_tensor(self, image) -> torch.Tensor:
-        """One image (path, bytes, PIL, RGB array) as the uint8 3xHxW input this model takes."""
-        return load_input(image, self.spec.input_size, self.spec.crop)
+    def frame(self, image, px_per_um: float | None = None) -> Framed:
+        """One image (path, bytes, PIL, RGB array) framed as this model sees cells (scale measured unless given)."""
+        return frame(decode(image), self.spec, px_per_um)
+
+    def input_tensor(self, image, px_per_um: float | None = None) -> torch.Tensor:
+        """One image as the uint8 3xHxW input this model takes."""
+        return self.frame(image, px_per_um).pixels
 
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         return self.engine(batch)
 
-    def predict_proba(self, images: list, batch_size: int = 32, on_batch=None) -> torch.Tensor:
-        """Class probabilities (N x classes) in batches; on_batch(n) is told after each batch."""
-        out = []
+    def predict_framed(self, images: list, batch_size: int = 32, on_batch=None, px_per_um: float | None = None) -> tuple[torch.Tensor, list[Framed]]:
+        """(class probabilities N x classes, each image's Framed) in batches; on_batch(n) is told after each batch."""
+        out, framed = [], []
         for i in range(0, len(images), batch_size):
-            chunk = images[i : i + batch_size]
-            out.append(self.probabilities(torch.stack([self.input_tensor(im) for im in chunk])))
+            chunk = [self.frame(im, px_per_um) for im in images[i : i + batch_size]]
+            out.append(self.probabilities(torch.stack([f.pixels for f in chunk])))
+            framed += chunk
             if on_batch:
                 on_batch(len(chunk))
-        return torch.cat(out) if out else torch.zeros(0, len(self.classes))
+        return (torch.cat(out) if out else torch.zeros(0, len(self.classes))), framed
 
-    def to_prediction(self, p: torch.Tensor, source: str) -> Prediction:
+    def predict_proba(self, images: list, batch_size: int = 32, on_batch=None, px_per_um: float | None = None) -> torch.Tensor:
+        """Class probabilities (N x classes), the model's alone (no white-cell rule)."""
+        return self.predict_framed(images, batch_size, on_batch, px_per_um)[0]
+
+    def to_prediction(self, p: torch.Tensor, source: str, framed: Framed | None = None) -> Prediction:
         k = int(p.argmax())
-        return Prediction(source=source, label=self.classes[k], probability=float(p[k]),
+        label = self.classes[k]
+        note = no_white_cell(framed, label) if framed is not None else None
+        return Prediction(source=source, label=NO_WHITE_CELL if note else label, probability=float(p[k]),
                           probabilities={c: float(v) for c, v in zip(self.classes, p)},
-                          review=bool(p[k] < self.spec.review_threshold))
+                          review=bool(p[k] < self.spec.review_threshold) and not note,
+                          px_per_um=round(framed.px_per_um, 3) if framed else None, scale=framed.scale if framed else None, note=note)
 
-    def predict(self, images, batch_size: int = 32) -> list[Prediction]:
+    def predict(self, images, batch_size: int = 32, px_per_um: float | None = None) -> list[Prediction]:
         images = [images] if isinstance(images, (str, os.PathLike, bytes, Image.Image, np.ndarray)) else list(images)
-        probs = self.predict_proba(images, batch_size)
-        return [self.to_prediction(p, str(im) if isinstance(im, (str, os.PathLike)) else f"<{type(im).__name__}>")
-                for im, p in zip(images, probs)]
+        probs, framed = self.predict_framed(images, batch_size, px_per_um=px_per_um)
+        return [self.to_prediction(p, str(im) if isinstance(im, (str, os.PathLike)) else f"<{type(im).__name__}>", f)
+                for im, p, f in zip(images, probs, framed)]
 
 
 def load_model(path: str | os.PathLike | None = None, device: str | None = None, threads: int | None = None) -> Predictor:
@@ -141,8 +173,9 @@ def default_manifest(predictor: Predictor) -> str | None:
     """The split manifest shipped beside the model, when its hash is the one the model was trained with."""
     from wbc.data.split import manifest_hash
 
-    candidate = predictor.path.with_name("split_manifest.csv")
-    want = predictor.meta.get("info", {}).get("split_manifest_sha256")
-    if candidate.is_file() and want and manifest_hash(candidate) == want:
-        return str(candidate)
+    info = predictor.meta.get("info", {})
+    wanted = {info.get("split_manifest_sha256")} | {s.get("manifest_sha256") for s in info.get("sources", {}).values()}
+    for candidate in (predictor.path.with_name("split_manifest.csv"), *sorted(predictor.path.parent.glob("manifests/*.csv"))):
+        if candidate.is_file() and manifest_hash(candidate) in wanted - {None}:
+            return str(candidate)
     return None

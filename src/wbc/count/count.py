@@ -16,7 +16,6 @@ from wbc.data.framing import decode, frame
 from wbc.errors import ImageTooLarge, WbcError
 
 MAX_FIELD_PIXELS = 16_000_000  # a microscope field; a whole-slide scan must be tiled first
-BCCD_FRAME_SCALE = 2.0  # BCCD pixels per Kaggle-frame pixel: the 320x240 crops are the 640x480 originals halved
 CLINICAL_ORDER = ["NEUTROPHIL", "LYMPHOCYTE", "MONOCYTE", "EOSINOPHIL", "BASOPHIL"]
 COLOURS = {"RBC": (220, 60, 60), "WBC": (90, 40, 200), "Platelets": (30, 170, 60)}  # RGB
 
@@ -66,11 +65,13 @@ def count_field(predictor, source, px_per_um: float = BCCD_PX_PER_UM, cfg: Detec
     result = FieldCount(name, (w, h), [_scaled(b, f) for b in keep], [_scaled(b, f) for b in candidates])
     if wbcs:
         spec = predictor.spec
-        x = torch.stack([frame(work, spec.input_size, spec.crop, centre=b.nucleus, px_per_frame_px=BCCD_FRAME_SCALE) for b in wbcs])
-        probs = predictor.probabilities(x)
+        views = [frame(work, spec, px_per_um=BCCD_PX_PER_UM, centre=b.nucleus) for b in wbcs]  # `work` is at the BCCD scale
+        probs = predictor.probabilities(torch.stack([v.pixels for v in views]))
         for b, p in zip(wbcs, probs):
             d = predictor.to_prediction(p, name).to_dict()
-            d.pop("source")
+            for k in ("source", "white_cell", "note", "scale"):
+                d.pop(k)
+            d["px_per_um"] = px_per_um
             s = _scaled(b, f)
             result.wbc.append({"box": _rounded(s), **d})
     return result

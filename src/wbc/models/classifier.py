@@ -19,7 +19,9 @@ class ModelSpec:
     backbone: str = "tf_efficientnet_lite0"
     classes: list[str] = field(default_factory=lambda: ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"])
     input_size: tuple[int, int] = (192, 256)  # (height, width): the whole 320x240 frame, scaled 0.8
-    crop: int = 0  # >0: a square this many 320x240-frame pixels wide centred on the stained cell, then resized
+    crop: int = 0  # legacy (field_um 0): a square this many 320x240-frame pixels wide centred on the stained cell
+    field_um: float = 0.0  # >0: the view is a square this many micrometres wide centred on the stained cell
+    px_per_um: float = 0.0  # >0: every image is taken to have this scale (an adapted lab's); 0: measured per image
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # of pixels scaled to 0..1
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     head: tuple[int, ...] = (1024, 512, 128, 64)  # the reference design's dense layers
@@ -93,8 +95,8 @@ def set_trainable(model: CellClassifier, stages: int) -> None:
         p.requires_grad = True
 
 
-def frozen_bn_eval(model: CellClassifier) -> None:
-    """Keep batch-norm statistics of frozen parts fixed (call after model.train())."""
+def frozen_bn_eval(model: CellClassifier, every: bool = False) -> None:
+    """Keep batch-norm statistics of frozen parts (`every`: of all parts) fixed; call after model.train()."""
     for m in model.backbone.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters()):
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and (every or not any(p.requires_grad for p in m.parameters())):
             m.eval()

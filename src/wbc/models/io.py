@@ -30,6 +30,12 @@ def save_model(model: CellClassifier, path: str | os.PathLike, info: dict | None
     atomic_save(path, lambda tmp: save_file(state, tmp, metadata=meta))
 
 
+def wbc_version() -> str:
+    import wbc
+
+    return wbc.__version__
+
+
 def read_metadata(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.exists():
@@ -41,7 +47,11 @@ def read_metadata(path: str | os.PathLike) -> dict:
             meta = f.metadata() or {}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise WbcError(f"{path} is not a readable wbc model file ({str(e).splitlines()[0][:120]}); re-export or re-download it") from None
-    if meta.get("format") != FORMAT:
+    fmt = meta.get("format", "")
+    if fmt.startswith("wbc-model/") and fmt != FORMAT:
+        raise WbcError(f"{path} was written by a newer wbc ({meta.get('wbc_version', '?')}, format {fmt}) than this one "
+                       f"({wbc_version()}, format {FORMAT}): upgrade wbc (pip install -U wbc)")
+    if fmt != FORMAT:
         raise WbcError(f"{path} is a safetensors file but not a wbc model (no '{FORMAT}' metadata)")
     try:
         return {"spec": json.loads(meta["spec"]), "info": json.loads(meta.get("info", "{}")), "wbc_version": meta.get("wbc_version")}

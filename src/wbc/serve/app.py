@@ -7,6 +7,7 @@ so /healthz answers while a batch is being classified. Every user mistake is a 4
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from dataclasses import dataclass
 from importlib import resources
@@ -28,6 +29,8 @@ from wbc.errors import BadImage, ImageTooLarge
 class Limits:
     max_files: int = 50  # images a request
     max_mb: float = 10.0  # size of one uploaded file
+    queue: int = 32  # requests classifying or waiting to; more get 503 + Retry-After
+    timeout_s: float = 120.0  # a request running longer gets 504
 
 
 def static_dir() -> Path:
@@ -37,6 +40,8 @@ def static_dir() -> Path:
 def model_info(predictor, explain: bool) -> dict:
     spec, info = predictor.spec, predictor.meta.get("info", {})
     return {"classes": predictor.classes, "backbone": spec.backbone, "input_size": list(spec.input_size), "crop": spec.crop,
+            "field_um": spec.field_um, "px_per_um": spec.px_per_um or None, "sources": sorted(info.get("sources", {})),
+            "adapted": (info.get("adapted") or {}).get("images_folder"),
             "engine": predictor.engine.name, "file": predictor.path.name, "wbc_version": predictor.meta.get("wbc_version"),
             "temperature": spec.temperature, "review_threshold": spec.review_threshold, "metrics": info.get("metrics", {}),
             "explain": explain}
@@ -85,14 +90,33 @@ def create_app(predictor, explainer=None, limits: Limits | None = None) -> FastA
         except BadImage as e:
             raise HTTPException(415, str(e)) from None
 
-    def classify_one(name: str, data: bytes, explain: bool) -> dict:
+    busy = {"requests": 0}
+
+    async def _run(one, blobs: list[tuple[str, bytes]], *args) -> list[dict]:
+        """Every file of a request through `one`, under the queue bound and the time limit."""
+        if busy["requests"] >= limits.queue:
+            raise HTTPException(503, f"busy: {busy['requests']} requests are queued (limit {limits.queue}); retry in a second",
+                                headers={"Retry-After": "1"})
+        busy["requests"] += 1
+        try:
+            async def every_file():
+                return [await _in_worker(one, name, data, *args) for name, data in blobs]
+
+            return await asyncio.wait_for(every_file(), limits.timeout_s)
+        except asyncio.TimeoutError:
+            raise HTTPException(504, f"the request took over {limits.timeout_s:g} s: send fewer or smaller images") from None
+        finally:
+            busy["requests"] -= 1
+
+    def classify_one(name: str, data: bytes, explain: bool, px_per_um: float | None) -> dict:
         rgb = decode_bytes(data, name)
-        x = frame(rgb, predictor.spec.input_size, predictor.spec.crop)
+        framed = frame(rgb, predictor.spec, px_per_um)
+        x = framed.pixels
         p = predictor.probabilities(x[None])[0]
-        out = predictor.to_prediction(p, name).to_dict()
+        out = predictor.to_prediction(p, name, framed).to_dict()
         out["filename"] = out.pop("source")
         out["size"] = [int(rgb.shape[1]), int(rgb.shape[0])]
-        if explain:
+        if explain and out["white_cell"]:
             from wbc.explain import overlay, png_bytes
 
             heat = explainer.heatmap(x, int(torch.argmax(p)))
@@ -100,14 +124,12 @@ def create_app(predictor, explainer=None, limits: Limits | None = None) -> FastA
         return out
 
     @app.post("/api/v1/classify")
-    async def classify(files: list[UploadFile] = File(default=[], description="cell images (JPEG, PNG, ...), framed like the 320x240 Kaggle crops"),
-                       explain: bool = Query(False, description="add a Grad-CAM heat-map overlay (PNG, base64 data URL) to each result")):
+    async def classify(files: list[UploadFile] = File(default=[], description="single-cell images (JPEG, PNG, ...) from any microscope; the scale is measured from the red cells"),
+                       explain: bool = Query(False, description="add a Grad-CAM heat-map overlay (PNG, base64 data URL) to each result"),
+                       px_per_um: float | None = Query(None, gt=0, le=1000, description="pixels a micrometre of the images (default: measured from their red cells)")):
         if explain and explainer is None:
             raise HTTPException(409, "heat-maps need the native model: start `wbc serve` with a .safetensors model, not an .onnx file")
-        blobs = await _read_all(files)
-        results = []
-        for name, data in blobs:
-            results.append(await _in_worker(classify_one, name, data, explain))
+        results = await _run(classify_one, await _read_all(files), explain, px_per_um)
         return {"model": info["file"], "results": results}
 
     def count_one(name: str, data: bytes, px_per_um: float, annotate: bool) -> dict:
@@ -127,10 +149,7 @@ def create_app(predictor, explainer=None, limits: Limits | None = None) -> FastA
                     annotate: bool = Query(True, description="add the annotated field as a PNG data URL")):
         from wbc.count.count import differential
 
-        blobs = await _read_all(files)
-        fields = []
-        for name, data in blobs:
-            fields.append(await _in_worker(count_one, name, data, px_per_um, annotate))
+        fields = await _run(count_one, await _read_all(files), px_per_um, annotate)
         labels = [w["class"] for f in fields for w in f["wbc"]]
         totals = {k: sum(f["counts"][k] for f in fields) for k in ("RBC", "WBC", "Platelets")}
         return {"model": info["file"], "fields": fields, "totals": totals, "differential": differential(labels, predictor.classes)}

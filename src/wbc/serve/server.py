@@ -32,7 +32,8 @@ def load_for_serving(model: str | None, engine: str = "auto", threads: int | Non
     return fast, explainer
 
 
-def serve(model: str | None, host: str, port: int, engine: str, max_files: int, max_mb: float, threads: int | None = None) -> None:
+def serve(model: str | None, host: str, port: int, engine: str, max_files: int, max_mb: float, threads: int | None = None,
+          queue: int = 32, timeout_s: float = 120.0) -> None:
     import uvicorn
 
     from wbc.serve.app import Limits, create_app
@@ -45,6 +46,7 @@ def serve(model: str | None, host: str, port: int, engine: str, max_files: int, 
         except OSError as e:
             raise WbcError(f"cannot listen on {host}:{port} ({e.strerror}): pass another --port or --host") from None
     predictor, explainer = load_for_serving(model, engine, threads)
-    app = create_app(predictor, explainer, Limits(max_files=max_files, max_mb=max_mb))
+    app = create_app(predictor, explainer, Limits(max_files=max_files, max_mb=max_mb, queue=queue, timeout_s=timeout_s))
     console.print(f"serving {predictor.path.name} ({predictor.engine.name}) on http://{host}:{port}  (API docs: /docs)")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    # SIGTERM / Ctrl-C: stop accepting, let requests in flight finish (up to 30 s), then exit
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)

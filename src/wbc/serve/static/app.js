@@ -8,7 +8,11 @@ async function loadModel() {
     const r = await fetch("/api/v1/model");
     const m = await r.json();
     state.classes = m.classes;
-    const acc = m.metrics && m.metrics.test ? `, official TEST accuracy ${(100 * m.metrics.test.accuracy).toFixed(1)}%` : "";
+    const pct = (r) => `${(100 * r.accuracy).toFixed(1)}%`;
+    const met = m.metrics || {};
+    const kt = met.kaggle_test || met.test;
+    const acc = (kt ? `; Kaggle official TEST ${pct(kt)}` : "") + (met.pbc_test ? `, PBC test ${pct(met.pbc_test)}` : "")
+      + (m.adapted ? `; adapted to ${m.adapted}` : "");
     $("model-info").textContent = `${m.backbone} (${m.engine}), classes: ${m.classes.join(", ")}${acc}`;
     if (!m.explain) { $("explain").checked = false; $("explain").disabled = true; }
   } catch (e) {
@@ -37,9 +41,15 @@ function showResult(c, file, r) {
   const img = el("img", { alt: file.name, src: URL.createObjectURL(file) });
   const original = img.src;
   c.append(img, el("div", { class: "name", text: file.name }));
+  if (r.white_cell === false) {
+    c.classList.add("empty");
+    c.append(el("div", { class: "label", "data-testid": "label", text: "no white cell found" }), el("div", { class: "note", text: r.note || "" }));
+    return;
+  }
   const label = el("div", { class: "label", "data-testid": "label", text: `${r.class} ${(100 * r.probability).toFixed(1)}%` });
   if (r.review) label.append(el("span", { class: "review", "data-testid": "review", text: "review" }));
   c.append(label);
+  if (r.px_per_um) c.append(el("div", { class: "note", text: `scale ${r.px_per_um.toFixed(1)} px/um (${r.scale})` }));
   for (const k of state.classes) {
     const p = r.probabilities[k];
     const fill = el("div", { class: "fill" });
@@ -86,14 +96,16 @@ function renderTally() {
     const m = state.rows.filter((r) => r.class === k).length;
     body.append(el("tr", { "data-class": k }, el("td", { text: k }), el("td", { text: String(m) }), el("td", { text: n ? (100 * m / n).toFixed(1) : "0" })));
   }
+  const none = state.rows.filter((r) => r.white_cell === false).length;
+  if (none) body.append(el("tr", { "data-class": "NO_WHITE_CELL" }, el("td", { text: "no white cell found" }), el("td", { text: String(none) }), el("td", { text: (100 * none / n).toFixed(1) })));
   const review = state.rows.filter((r) => r.review).length;
   $("review-count").textContent = `${review} flagged for review (low confidence)`;
 }
 
 function csv() {
-  const head = ["filename", "class", "probability", ...state.classes.map((k) => `p_${k}`), "review"];
+  const head = ["filename", "class", "probability", ...state.classes.map((k) => `p_${k}`), "review", "white_cell"];
   const quote = (s) => `"${String(s).replace(/"/g, '""')}"`;
-  const lines = state.rows.map((r) => [quote(r.filename), r.class, r.probability.toFixed(4), ...state.classes.map((k) => r.probabilities[k].toFixed(4)), r.review ? 1 : 0].join(","));
+  const lines = state.rows.map((r) => [quote(r.filename), r.class, r.probability.toFixed(4), ...state.classes.map((k) => r.probabilities[k].toFixed(4)), r.review ? 1 : 0, r.white_cell === false ? 0 : 1].join(","));
   return [head.join(","), ...lines].join("\n") + "\n";
 }
 

@@ -1,0 +1,221 @@
+"""Classify whole collections: stream results to a file, skip bad files, survive a kill.
+
+A run reads files with a pool of decoder processes (decoding and framing are the CPU work
+besides the network), classifies them in batches on one engine (ONNX Runtime by default), and
+appends each batch's rows to the output, flushed and fsync'd, so a run killed at any point keeps
+every row it wrote. `resume` reads the output back, drops a torn last line, and skips every file
+already there (good or failed); a file that cannot be read becomes a row with its reason in the
+`error` column, so it is reported once and not retried.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import multiprocessing as mp
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import torch
+
+from wbc.errors import WbcError
+
+FORMATS = ("csv", "jsonl")
+
+
+@dataclass
+class Outcome:
+    """One file's result: a Prediction, or the reason it could not be classified."""
+
+    path: str
+    prediction: object | None = None  # wbc.predict.Prediction
+    error: str | None = None
+
+
+@dataclass
+class Summary:
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0  # already in the output (resume)
+    labels: Counter = field(default_factory=Counter)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+# ---- framing in worker processes ---------------------------------------------------------------
+
+_SPEC = None
+_PX = None
+
+
+def _init_worker(spec_dict: dict, px_per_um: float | None) -> None:
+    import cv2
+
+    from wbc.models.classifier import ModelSpec
+
+    global _SPEC, _PX
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+    _SPEC, _PX = ModelSpec.from_dict(spec_dict), px_per_um
+
+
+def frame_file(path: str, spec=None, px_per_um: float | None = None):
+    """(path, Framed or None, error or None): never raises for a bad file."""
+    from wbc.data.framing import decode, frame
+
+    try:
+        return path, frame(decode(path), spec or _SPEC, px_per_um if spec is not None else _PX), None
+    except WbcError as e:
+        return path, None, str(e)
+    except MemoryError:
+        return path, None, f"{path}: out of memory while decoding (image too large?)"
+    except Exception as e:  # a decoder bug on a hostile file must not end the run
+        return path, None, f"cannot read image {path}: {type(e).__name__}: {str(e)[:160]}"
+
+
+def _framed_stream(files: list[str], spec, px_per_um, workers: int) -> Iterator[tuple]:
+    """Framed files in input order, from `workers` processes (0: in this process)."""
+    if workers <= 0 or len(files) < 64:
+        for f in files:
+            yield frame_file(f, spec, px_per_um)
+        return
+    ctx = mp.get_context("spawn")  # no fork after torch/ONNX Runtime threads exist
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(spec.to_dict(), px_per_um)) as pool:
+        yield from pool.imap(frame_file, files, chunksize=16)
+
+
+def classify_stream(predictor, files: list[str], batch_size: int = 32, workers: int = 0, px_per_um: float | None = None) -> Iterator[list[Outcome]]:
+    """Outcomes for `files`, a batch at a time, in input order."""
+    pending: list[tuple] = []
+
+    def flush() -> list[Outcome]:
+        good = [(p, f) for p, f, _ in pending if f is not None]
+        probs = predictor.probabilities(torch.stack([f.pixels for _, f in good])) if good else None
+        by_path = {p: predictor.to_prediction(probs[k], p, f) for k, (p, f) in enumerate(good)}
+        return [Outcome(p, by_path.get(p), e) for p, _, e in pending]
+
+    for item in _framed_stream(files, predictor.spec, px_per_um, workers):
+        pending.append(item)
+        if len(pending) == batch_size:
+            yield flush()
+            pending = []
+    if pending:
+        yield flush()
+
+
+# ---- the output file -------------------------------------------------------------------------
+
+
+def columns(classes: list[str]) -> list[str]:
+    return ["path", "class", "probability", *[f"p_{c}" for c in classes], "review", "white_cell", "px_per_um", "scale", "error"]
+
+
+def row_of(o: Outcome, classes: list[str]) -> dict:
+    p = o.prediction
+    if p is None:
+        return {"path": o.path, "class": "", "probability": "", **{f"p_{c}": "" for c in classes}, "review": "", "white_cell": "",
+                "px_per_um": "", "scale": "", "error": o.error}
+    return {"path": o.path, "class": p.label, "probability": round(p.probability, 6),
+            **{f"p_{c}": round(p.probabilities[c], 6) for c in classes}, "review": int(p.review),
+            "white_cell": int(p.to_dict()["white_cell"]), "px_per_um": round(p.px_per_um, 3) if p.px_per_um else "",
+            "scale": p.scale or "", "error": ""}
+
+
+def format_of(path: Path | None, fmt: str | None) -> str:
+    if fmt:
+        if fmt not in FORMATS:
+            raise WbcError(f"--format for a results file must be csv or jsonl, not '{fmt}'")
+        return fmt
+    if path is not None and path.suffix.lower() in (".jsonl", ".ndjson"):
+        return "jsonl"
+    return "csv"
+
+
+def _complete_prefix(data: bytes) -> bytes:
+    """The bytes up to the last newline: what a kill mid-write leaves after it is a torn line."""
+    cut = data.rfind(b"\n")
+    return data[: cut + 1] if cut >= 0 else b""
+
+
+def read_done(path: Path, fmt: str, classes: list[str]) -> tuple[set[str], int]:
+    """(paths already in the output, its length in bytes once any torn last line is dropped)."""
+    data = path.read_bytes()
+    good = _complete_prefix(data)
+    done: set[str] = set()
+    if fmt == "csv":
+        reader = csv.reader(io.StringIO(good.decode("utf-8", errors="replace")))
+        header = next(reader, None)
+        if header is None:
+            return set(), 0
+        if header != columns(classes):
+            raise WbcError(f"{path} was written for other classes or by another tool (its header differs): choose another --out")
+        done = {r[0] for r in reader if r}
+    else:
+        for line in good.decode("utf-8", errors="replace").splitlines():
+            try:
+                done.add(json.loads(line)["path"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise WbcError(f"{path} holds a line that is not a wbc result: choose another --out") from None
+    return done, len(good)
+
+
+class ResultWriter:
+    """Appends rows to a CSV or JSON Lines file; every batch is flushed and fsync'd."""
+
+    def __init__(self, path: Path, fmt: str, classes: list[str], resume: bool):
+        self.path, self.fmt, self.classes = path, fmt, classes
+        self.done: set[str] = set()
+        if path.exists() and path.stat().st_size:
+            if not resume:
+                raise WbcError(f"{path} already exists: pass --resume to continue that run, or choose another --out")
+            self.done, keep = read_done(path, fmt, classes)
+            with open(path, "r+b") as f:  # drop a torn last line
+                f.truncate(keep)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.f = open(path, "a", newline="", encoding="utf-8")
+        if fmt == "csv" and self.f.tell() == 0:
+            csv.writer(self.f).writerow(columns(classes))
+
+    def write(self, outcomes: list[Outcome]) -> None:
+        if self.fmt == "csv":
+            w = csv.DictWriter(self.f, columns(self.classes))
+            for o in outcomes:
+                w.writerow(row_of(o, self.classes))
+        else:
+            for o in outcomes:
+                self.f.write(json.dumps(row_of(o, self.classes)) + "\n")
+        self.f.flush()
+        os.fsync(self.f.fileno())
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def run_collection(predictor, files: list[str], sink: Callable[[list[Outcome]], None], done: set[str] | None = None,
+                   batch_size: int = 32, workers: int = 0, px_per_um: float | None = None, on_batch=None,
+                   stream: Callable | None = None) -> Summary:
+    """Classify every file not in `done`, hand each batch of outcomes to `sink`, and count."""
+    summary = Summary()
+    todo = [f for f in files if f not in (done or set())]
+    summary.skipped = len(files) - len(todo)
+    batches: Iterable[list[Outcome]] = (stream or classify_stream)(predictor, todo, batch_size, workers, px_per_um)
+    for outcomes in batches:
+        sink(outcomes)
+        for o in outcomes:
+            if o.prediction is None:
+                summary.failed += 1
+                summary.failures.append((o.path, o.error or "unknown error"))
+            else:
+                summary.done += 1
+                summary.labels[o.prediction.label] += 1
+        if on_batch:
+            on_batch(len(outcomes))
+    return summary
+
+
+def default_workers() -> int:
+    """Decoder processes: one per core beyond the one running the network."""
+    return max(0, (os.cpu_count() or 1) - 1)

@@ -1,0 +1,122 @@
+"""Every case of the bad-input corpus (tests/corpus.py) through the CLI, the Python API and the HTTP API:
+an answer, or one clear line naming the file; never a traceback, never a 5xx, never a hang."""
+
+import json
+import os
+import socket
+
+import pytest
+from fastapi.testclient import TestClient
+
+import wbc
+from conftest import kaggle_images, run_cli
+from corpus import make_corpus
+from wbc.errors import WbcError
+from wbc.predict import shipped_model_path
+from wbc.serve.app import create_app
+
+IMAGE_CASES = lambda cases: [c for c in cases if not c.name.startswith("model_")]  # noqa: E731
+MODEL_CASES = lambda cases: [c for c in cases if c.name.startswith("model_")]  # noqa: E731
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, wbc_cache):
+    cases = make_corpus(tmp_path_factory.mktemp("bad inputs"), kaggle_images("TEST_SIMPLE", "NEUTROPHIL", 1)[0], shipped_model_path())
+    assert len(cases) >= 30
+    return cases
+
+
+@pytest.fixture(scope="module")
+def model(wbc_cache):
+    return wbc.load_model()
+
+
+def test_python_api_answers_or_names_the_file(corpus, model):
+    for c in IMAGE_CASES(corpus):
+        if c.path.is_dir():  # folders go through the collection API
+            outcomes = wbc.classify([c.path], model=model)
+            if c.expect == "ok":
+                assert outcomes and all(o.prediction is not None for o in outcomes), c.name
+            else:
+                assert all(o.prediction is None for o in outcomes), c.name
+            continue
+        if c.expect == "ok":
+            r = model.predict([c.path])[0]
+            assert r.label in model.classes or r.label == "NO_WHITE_CELL", c.name
+        else:
+            with pytest.raises(WbcError) as e:
+                model.predict([c.path])
+            assert str(c.path) in str(e.value) and "\n" not in str(e.value), c.name
+            outcome = wbc.classify([c.path], model=model)[0]  # the collection API skips it, with the same reason
+            assert outcome.prediction is None and str(c.path) in outcome.error, c.name
+
+
+def test_cli_one_run_over_every_case(corpus, tmp_path):
+    cases = [c for c in IMAGE_CASES(corpus) if not c.path.is_dir()]
+    out = tmp_path / "results.jsonl"
+    p = run_cli("predict", *[str(c.path) for c in cases], "--out", str(out), "--workers", "0", check=False)
+    assert p.returncode == 1, p.stderr  # some files failed, the rest were classified
+    assert "Traceback" not in p.stderr + p.stdout
+    rows = {r["path"]: r for r in map(json.loads, out.read_text().splitlines())}
+    for c in cases:
+        r = rows[str(c.path)]
+        if c.expect == "ok":
+            assert r["error"] == "" and r["class"], c.name
+        else:
+            assert r["error"] and r["class"] == "", c.name
+            assert str(c.path) in p.stderr.replace("\n", "") or "more" in p.stderr, c.name
+
+
+@pytest.mark.parametrize("name", ["truncated.jpg", "empty.jpg", "text_renamed.jpg", "bomb_jpeg.jpg", "broken symlink", "folder named .jpg"])
+def test_cli_single_bad_file_is_one_line(corpus, name):
+    c = next(c for c in corpus if c.name == name)
+    p = run_cli("predict", str(c.path), check=False)
+    assert p.returncode in (1, 2) and "Traceback" not in p.stderr
+    assert str(c.path) in p.stderr.replace("\n", "")
+
+
+def test_cli_folder_with_a_symlink_loop_finishes(corpus):
+    c = next(c for c in corpus if c.name == "symlink loop folder")
+    p = run_cli("predict", str(c.path), "--format", "csv")
+    assert p.stdout.count("cell.jpeg") == 1  # found once, the loop not followed
+
+
+def test_bad_model_files_through_cli_python_and_serve(corpus):
+    for c in MODEL_CASES(corpus):
+        with pytest.raises(WbcError) as e:
+            wbc.load_model(c.path)
+        assert str(c.path) in str(e.value)
+        p = run_cli("predict", str(kaggle_images("TEST_SIMPLE", "MONOCYTE", 1)[0]), "--model", str(c.path), check=False)
+        assert p.returncode == 2 and str(c.path) in p.stderr.replace("\n", "") and "Traceback" not in p.stderr
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        p = run_cli("serve", "--model", str(c.path), "--port", str(port), check=False)
+        assert p.returncode == 2 and str(c.path) in p.stderr.replace("\n", "") and "Traceback" not in p.stderr
+    newer = next(c for c in corpus if c.name == "model_newer.safetensors")
+    with pytest.raises(WbcError, match="newer wbc"):
+        wbc.load_model(newer.path)
+
+
+def test_http_api_answers_or_names_the_file(corpus, model):
+    client = TestClient(create_app(model))
+    for c in IMAGE_CASES(corpus):
+        if not c.http:
+            continue
+        r = client.post("/api/v1/classify", files=[("files", (c.path.name, c.path.read_bytes(), "application/octet-stream"))])
+        assert r.status_code < 500, (c.name, r.text)
+        if c.expect == "ok":
+            assert r.status_code == 200, (c.name, r.text)
+        else:
+            assert r.status_code in (413, 415, 422), (c.name, r.status_code)
+            detail = r.json()["detail"]
+            assert c.path.name in detail and "\n" not in detail, c.name
+
+
+def test_the_corpus_covers_what_the_issue_lists(corpus):
+    names = " ".join(c.name for c in corpus)
+    for kind in ("truncated", "empty", "text_renamed", "zero_width", "one_pixel", "bomb", "sixteen_bit", "cmyk", "palette", "alpha",
+                 "greyscale", "animated", "multipage", "exif", "progressive", "webp", "heic", "non-ascii", "loop", "permission",
+                 "model_truncated", "model_foreign", "model_newer"):
+        assert kind in names, kind
+    assert os.path.exists(corpus[0].path)

@@ -1,0 +1,95 @@
+"""Images with no white cell come back as "no white cell found" (CLI, Python, HTTP), real cells never do."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image, ImageDraw
+
+import wbc
+from conftest import BCCD, CLASSES, PBC_CLASSES, kaggle_images, pbc_images, run_cli
+from wbc.count.voc import read_boxes
+from wbc.data.framing import decode, largest_stained_um2
+from wbc.predict import NO_WHITE_CELL
+from wbc.serve.app import create_app
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def red_cells_only() -> np.ndarray:
+    """A 320x320 window of a real BCCD train field holding red cells and nothing stained."""
+    for i in ("BloodImage_00000", "BloodImage_00001", "BloodImage_00002", "BloodImage_00003", "BloodImage_00004"):
+        rgb = decode(BCCD / "JPEGImages" / f"{i}.jpg")
+        rbcs = [b for b in read_boxes(BCCD / "Annotations" / f"{i}.xml") if b.kind == "RBC"]
+        for y0 in range(0, rgb.shape[0] - 319, 40):
+            for x0 in range(0, rgb.shape[1] - 319, 40):
+                win = rgb[y0 : y0 + 320, x0 : x0 + 320]
+                inside = sum(x0 <= b.centre[0] < x0 + 320 and y0 <= b.centre[1] < y0 + 320 for b in rbcs)
+                if inside >= 4 and largest_stained_um2(win, 14.0) == 0.0:
+                    return np.ascontiguousarray(win)
+    pytest.fail("no stain-free window with red cells in the first BCCD fields")
+
+
+def text_image() -> np.ndarray:
+    im = Image.new("RGB", (320, 240), "white")
+    d = ImageDraw.Draw(im)
+    for k in range(6):
+        d.text((10, 10 + 35 * k), "Patient 0042  CBC  WBC 7.2 x10^9/L", fill="black")
+    return np.asarray(im)
+
+
+NOT_CELLS = {
+    "blank grey 64x64": lambda: np.full((64, 64, 3), 128, np.uint8),
+    "blank white 320x240": lambda: np.full((240, 320, 3), 255, np.uint8),
+    "one pixel": lambda: np.full((1, 1, 3), 200, np.uint8),
+    "text": text_image,
+    "red cells only": red_cells_only,
+}
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    d = tmp_path_factory.mktemp("not-cells")
+    out = {}
+    for name, make in NOT_CELLS.items():
+        p = d / (name.replace(" ", "_") + ".png")
+        p.write_bytes(_png(make()))
+        out[name] = p
+    return out
+
+
+def test_python_api_says_no_white_cell(images, wbc_cache):
+    model = wbc.load_model()
+    for name, p in images.items():
+        r = model.predict([p])[0]
+        assert r.label == NO_WHITE_CELL and r.note.startswith("no white cell found"), name
+        assert r.to_dict()["white_cell"] is False and r.review is False
+
+
+def test_cli_says_no_white_cell(images, wbc_cache):
+    p = run_cli("predict", *map(str, images.values()), "--format", "json")
+    assert [r["class"] for r in json.loads(p.stdout)] == [NO_WHITE_CELL] * len(images)
+    table = run_cli("predict", str(images["text"]))
+    assert "no white cell found" in table.stdout + table.stderr
+
+
+def test_http_api_says_no_white_cell(images, wbc_cache):
+    client = TestClient(create_app(wbc.load_model()))
+    files = [("files", (p.name, p.read_bytes(), "image/png")) for p in images.values()]
+    r = client.post("/api/v1/classify", files=files)
+    assert r.status_code == 200, r.text
+    assert all(x["class"] == NO_WHITE_CELL and x["white_cell"] is False for x in r.json()["results"])
+
+
+def test_real_cells_are_never_turned_away(wbc_cache):
+    model = wbc.load_model()
+    cells = [p for c in CLASSES for p in kaggle_images("TEST_SIMPLE", c)]
+    cells += [p for c in PBC_CLASSES if c != "PLATELET" for p in pbc_images("test", c, 4)]
+    preds = model.predict(cells)
+    assert all(p.label != NO_WHITE_CELL for p in preds), [p.source for p in preds if p.label == NO_WHITE_CELL]
