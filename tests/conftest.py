@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,34 @@ if not KAGGLE.is_dir():
 def kaggle_images(split: str, cls: str, n: int | None = None) -> list[Path]:
     files = sorted((KAGGLE / split / cls).glob("*.jpeg"))
     return files[:n] if n else files
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(log: Path, cache: Path, *args: str) -> tuple[subprocess.Popen, str]:
+    """A real `wbc serve` process on a free loopback port, once /readyz answers: (process, base URL)."""
+    import httpx
+
+    port = free_port()
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "wbc.cli", "serve", "--port", str(port), *args], stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "WBC_CACHE": str(cache)})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"wbc serve exited ({proc.returncode}):\n{log.read_text()}")
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            time.sleep(0.5)
+    proc.kill()
+    raise AssertionError(f"wbc serve did not become ready:\n{log.read_text()}")
 
 
 def pbc_images(split: str, cls: str, n: int | None = None) -> list[Path]:

@@ -1,6 +1,5 @@
 """Whole smear fields (BCCD, real images and their VOC boxes): counts, differential, annotated PNG, bad input."""
 
-import io
 import json
 
 import numpy as np

@@ -105,3 +105,39 @@ def test_predict_formats(tiny_run):
     assert p.stdout.splitlines()[0].startswith("path,class,probability") and len(p.stdout.splitlines()) == 4
     bad = run_cli("predict", str(data / "nope.jpeg"), "--model", str(run / "model.safetensors"), check=False)
     assert bad.returncode == 2 and "nope.jpeg" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_training_killed_mid_epoch_resumes_to_the_same_model(tiny_run, tmp_path):
+    """SIGKILL during a round-2 epoch; `--resume` redoes at most that epoch and ends where an unbroken run ends."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    from wbc.models.io import load_model_file
+
+    data, manifest, _ = tiny_run
+    args = ["train", "--data", str(data), "--manifest", str(manifest), "--size", "64", "--head", "32", "--round1-epochs", "3",
+            "--round2-epochs", "3", "--epoch-size", "96", "--batch-size", "16", "--workers", "0", "--patience", "5"]
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    run_cli(*args, "--out", str(whole))
+    proc = subprocess.Popen([sys.executable, "-m", "wbc.cli", *args, "--out", str(broken)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = broken / "metrics.csv"
+    deadline = time.time() + 600
+    while time.time() < deadline and not (metrics.exists() and any(r["round"] == "2" for r in csv.DictReader(open(metrics)))):
+        time.sleep(0.1)
+    time.sleep(1.0)  # into round-2 epoch 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = [r["epoch"] for r in csv.DictReader(open(metrics)) if r["round"] == "2"]
+    assert done and done[-1] in ("1", "2"), done  # killed before the end of the run
+    p = run_cli("train", "--out", str(broken), "--resume")
+    assert "resuming" in p.stderr
+    assert [r["epoch"] for r in csv.DictReader(open(metrics)) if r["round"] == "2"] == ["1", "2", "3"]
+    a, _ = load_model_file(whole / "model.safetensors")
+    b, meta = load_model_file(broken / "model.safetensors")
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.allclose(va.float(), vb.float(), atol=1e-3), k  # fp16 file: equal up to storage rounding
+    assert meta["info"]["best"] == json.loads((whole / "summary.json").read_text())["best"]

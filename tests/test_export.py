@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import wbc
-from conftest import BLOOD, CLASSES, KAGGLE, kaggle_images, run_cli
+from conftest import BLOOD, CLASSES, kaggle_images, run_cli
 from wbc.export import calibration_images, compare, export_onnx
 
 
@@ -72,7 +72,8 @@ def test_bench_short_mode_prints_every_row(tmp_path, wbc_cache):
     for c in CLASSES:
         for f in kaggle_images("TEST_SIMPLE", c, 4):
             (images / f"{c}_{f.name}").write_bytes(f.read_bytes())
-    p = run_cli("bench", "--images", str(images), "--data", str(BLOOD), "--seconds", "1", "--json", str(tmp_path / "b.json"))
+    p = run_cli("bench", "--images", str(images), "--data", str(BLOOD), "--seconds", "1", "--folder-files", "96",
+                "--json", str(tmp_path / "b.json"))
     r = json.loads((tmp_path / "b.json").read_text())
     assert [row["path"] for row in r["inference"]] == ["xception", "pytorch", "onnx-fp32", "onnx-int8"]
     for row in r["inference"]:
@@ -82,3 +83,5 @@ def test_bench_short_mode_prints_every_row(tmp_path, wbc_cache):
     assert r["inference"][0]["parameters"] > 20e6  # the reference Xception: ~23M parameters
     assert len(r["training"]) == 2 and all(t["seconds_per_batch32"] > 0 for t in r["training"])
     assert "train round 2" in p.stderr
+    assert r["folder"] and all(f["files"] == 96 and f["failed"] == 0 and f["files_per_s"] > 0 for f in r["folder"])
+    assert "folder run" in p.stderr

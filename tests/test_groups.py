@@ -3,7 +3,7 @@
 import cv2
 import numpy as np
 
-from conftest import KAGGLE, kaggle_images
+from conftest import kaggle_images
 from wbc.data.groups import cluster, group_images, image_features, inliers
 
 

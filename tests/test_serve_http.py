@@ -1,50 +1,22 @@
 """`wbc serve` as a user runs it: a real process on a loopback port, real HTTP, a real browser."""
 
 import concurrent.futures as cf
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
-from conftest import CLASSES, KAGGLE, kaggle_images
+from conftest import CLASSES, KAGGLE, kaggle_images, start_server
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(wbc_cache, tmp_path_factory):
-    port = free_port()
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "wbc.cli", "serve", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, "WBC_CACHE": str(wbc_cache)})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"wbc serve exited ({proc.returncode}):\n{log.read_text()}")
-        try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        raise AssertionError(f"wbc serve did not become ready:\n{log.read_text()}")
+    proc, url = start_server(tmp_path_factory.mktemp("serve") / "serve.log", wbc_cache)
     yield url
     proc.terminate()
     proc.wait(timeout=30)
@@ -71,6 +43,7 @@ def test_web_page_in_chromium(server, tmp_path):
     cells = [kaggle_images("TEST_SIMPLE", "LYMPHOCYTE", 1)[0], kaggle_images("TEST_SIMPLE", "NEUTROPHIL", 1)[0]]
     want = [httpx.post(server + "/api/v1/classify", files=[("files", (p.name, p.read_bytes(), "image/jpeg"))]).json()["results"][0]["class"]
             for p in cells]
+    json_model = httpx.get(server + "/api/v1/model").json()
     bad = tmp_path / "notes.jpeg"
     bad.write_text("this is not a picture")
     with sync_playwright() as pw:
@@ -90,6 +63,13 @@ def test_web_page_in_chromium(server, tmp_path):
         expect(toggles).to_have_count(2)
         toggles.first.check()
         assert page.locator(".card img").first.get_attribute("src").startswith("data:image/png;base64,")
+        assert page.locator(".card").first.locator(".bar").count() == len(json_model["classes"])  # a bar per class of the model
+        blank = tmp_path / "blank.png"
+        Image.new("RGB", (320, 240), (128, 128, 128)).save(blank)
+        page.get_by_test_id("file-input").set_input_files([str(blank)])
+        expect(labels).to_have_count(3, timeout=60_000)
+        expect(labels.first).to_have_text("no white cell found")
+        expect(page.locator('#tally tr[data-class="NO_WHITE_CELL"] td').nth(1)).to_have_text("1")
         page.get_by_test_id("file-input").set_input_files([str(bad)])
         expect(page.get_by_test_id("error")).to_contain_text("not an image file", timeout=60_000)
         smear = KAGGLE.parents[2] / "bccd" / "JPEGImages" / "BloodImage_00000.jpg"
@@ -101,7 +81,7 @@ def test_web_page_in_chromium(server, tmp_path):
         with page.expect_download() as dl:
             page.get_by_test_id("download").click()
         lines = Path(dl.value.path()).read_text().splitlines()
-        assert lines[0].startswith("filename,class,probability") and len(lines) == 3
+        assert lines[0].startswith("filename,class,probability") and len(lines) == 4
         page.screenshot(path=str(tmp_path / "wbc-page.png"), full_page=True)
         browser.close()
     assert (tmp_path / "wbc-page.png").stat().st_size > 10_000

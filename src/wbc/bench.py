@@ -82,6 +82,27 @@ def measure_inference(kind: str, model_path: str | None, images: list[str], seco
             "end_to_end_files_per_s": float(e2e), "peak_rss_mb": _peak_rss_mb()}
 
 
+def measure_folder(model_path: str, files: list[str], threads: int, workers: int, px_per_um: float | None) -> dict:
+    """A `wbc predict FOLDER` run end to end: decoder processes framing files, batched ONNX inference,
+    rows written to a CSV; files/s over the whole run (pool start-up included)."""
+    import torch
+
+    from wbc.batch import ResultWriter, run_collection
+    from wbc.predict import load_model
+
+    torch.set_num_threads(threads)
+    p = load_model(model_path, threads=threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        writer = ResultWriter(Path(tmp) / "out.csv", "csv", p.classes, resume=False)
+        start = time.perf_counter()
+        s = run_collection(p, files, writer.write, None, 32, workers, px_per_um)
+        seconds = time.perf_counter() - start
+        writer.close()
+    scale = "given" if px_per_um else "measured per image"
+    return {"path": f"folder run, {workers} decoder process{'es' if workers != 1 else ''}, scale {scale}", "files": len(files),
+            "failed": s.failed, "files_per_s": len(files) / seconds, "peak_rss_mb": _peak_rss_mb()}
+
+
 def measure_training(model_path: str | None, images: list[str], seconds: float, threads: int) -> list[dict]:
     """Seconds per batch of 32 for round 1 (frozen backbone: feature extraction + head step) and round 2."""
     import torch
@@ -135,7 +156,7 @@ def _in_fresh_process(fn, *args):
         return ex.submit(fn, *args).result()
 
 
-def bench(model: str | None, images: list[str], seconds: float, threads: int, data: str | None, progress=None) -> dict:
+def bench(model: str | None, images: list[str], seconds: float, threads: int, data: str | None, progress=None, folder_files: int = 1024) -> dict:
     """Export fp32/int8 ONNX of `model` to a temp folder, then time every row in a fresh process."""
     from wbc.export import calibration_images, export_onnx
     from wbc.predict import load_model
@@ -148,12 +169,22 @@ def bench(model: str | None, images: list[str], seconds: float, threads: int, da
         calib = calibration_images(data, per_class=8) if data else [Path(f) for f in images[:32]]
         export_onnx(native, int8, int8=True, calibration=calib)
         plan = [("xception", None), ("pytorch", model), ("onnx-fp32", fp32), ("onnx-int8", int8)]
-        task = progress.add_task("benchmarking", total=len(plan) + 1) if progress else None
+        task = progress.add_task("benchmarking", total=len(plan) + 2) if progress else None
         for kind, path in plan:
             rows.append(_in_fresh_process(measure_inference, kind, path, images, seconds, threads))
             if progress:
                 progress.advance(task)
         train_rows = _in_fresh_process(measure_training, model, images, seconds, threads)
+        if progress:
+            progress.advance(task)
+        from wbc.batch import default_workers
+
+        folder = (images * (1 + folder_files // max(1, len(images))))[:folder_files]
+        px = native.spec.px_per_um or None
+        from wbc.data.framing import KAGGLE_PX_PER_UM
+
+        folder_rows = [_in_fresh_process(measure_folder, fp32, folder, threads, w, given) for w in sorted({0, default_workers()})
+                       for given in ([None, KAGGLE_PX_PER_UM] if not px else [None])]  # given: as after `wbc adapt` or --px-per-um
         if progress:
             progress.advance(task)
     base = rows[0]
@@ -165,5 +196,8 @@ def bench(model: str | None, images: list[str], seconds: float, threads: int, da
 
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor()) \
         if Path("/proc/cpuinfo").exists() else platform.processor()
+    onnx_b32 = next(r["batch32_images_per_s"] for r in rows if r["path"] == "onnx-fp32")
+    for r in folder_rows:
+        r["vs_onnx_fp32_batch32"] = r["files_per_s"] / onnx_b32
     return {"machine": {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "python": platform.python_version()},
-            "images": len(images), "seconds_per_measure": seconds, "inference": rows, "training": train_rows}
+            "images": len(images), "seconds_per_measure": seconds, "inference": rows, "folder": folder_rows, "training": train_rows}

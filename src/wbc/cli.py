@@ -384,6 +384,7 @@ def export(out: Path = typer.Option(..., "--out", "-o", help="ONNX file to write
 def bench(model: Optional[str] = ModelOpt, images: Optional[Path] = typer.Option(None, help="folder of cell images (default: the TEST split of --data)"),
           data: Optional[str] = DataOpt, seconds: float = typer.Option(5.0, help="seconds per measurement"),
           threads: int = typer.Option(0, help="CPU threads for every row (0: all cores)"), max_images: int = typer.Option(256),
+          folder_files: int = typer.Option(1024, help="files in each folder-run row (the images, repeated)"),
           json_out: Path = typer.Option(Path("reports/bench.json"), "--json", help="write the figures here")):
     """Time the reference Xception, the model in PyTorch, ONNX fp32 and ONNX int8 on the same images and threads."""
     import os
@@ -411,7 +412,7 @@ def bench(model: Optional[str] = ModelOpt, images: Optional[Path] = typer.Option
     files = [files[i] for i in np.linspace(0, len(files) - 1, min(max_images, len(files))).astype(int)]
     threads = threads or os.cpu_count() or 1
     with bar() as p:
-        r = run_bench(model, files, seconds, threads, data_root, progress=p)
+        r = run_bench(model, files, seconds, threads, data_root, progress=p, folder_files=folder_files)
     m = r["machine"]
     t = Table(title=f"{len(files)} images, {threads} threads, {m['cpu']} ({m['cores']} cores)")
     for col in ("path", "input", "params", "b1 img/s", "p50 ms", "p99 ms", "b32 img/s", "xXcep", "files/s", "RSS MB"):
@@ -423,6 +424,9 @@ def bench(model: Optional[str] = ModelOpt, images: Optional[Path] = typer.Option
     console.print(t)
     console.print("b1/b32: batch 1/32 on decoded images; p50/p99: batch-1 latency; xXcep: b32 img/s over Xception's; "
                   "files/s: end to end from JPEG files (decode, framing, batch 32); RSS: peak of the row's own process")
+    for row in r["folder"]:
+        console.print(f"{row['path']}: {row['files_per_s']:.1f} files/s over {row['files']} files "
+                      f"({row['vs_onnx_fp32_batch32']:.0%} of ONNX fp32 b32), peak RSS {row['peak_rss_mb']:.0f} MB", highlight=False)
     for row in r["training"]:
         console.print(f"{row['path']}: {row['seconds_per_batch32']:.2f} s per batch of 32, ~{row['minutes_per_epoch']:.1f} min per "
                       f"7,889-image epoch, peak RSS {row['peak_rss_mb']:.0f} MB", highlight=False)
@@ -462,9 +466,10 @@ def _diff_table(title: str, rows: list[dict]) -> Table:
 def count(images: list[str] = typer.Argument(..., help="smear field images, folders or globs (e.g. BCCD 640x480 JPEGs)"), model: Optional[str] = ModelOpt,
           out: Optional[Path] = typer.Option(None, help="folder for annotated PNGs (one per image)"),
           format: str = typer.Option("table", "--format", "-f", help="table, csv or json"),
-          px_per_um: float = typer.Option(14.0, help="pixels a micrometre of the images (BCCD 640x480: 14); other magnifications are rescaled to it")):
-    """Find and count RBCs, WBCs and platelets in whole smear fields; classify each WBC; report the differential."""
-    from wbc.count.count import count_field, differential, save_annotated
+          px_per_um: float = typer.Option(14.0, help="pixels a micrometre of the images (BCCD 640x480: 14); other magnifications are rescaled to it"),
+          detector: Optional[str] = typer.Option(None, help="learned (default when installed), classic, or a detector file (.safetensors/.onnx)")):
+    """Find and count RBCs, WBCs and platelets in smear fields of any size; classify each WBC; report the differential."""
+    from wbc.count.count import COUNT_MAX_PIXELS, count_field, differential, save_annotated
     from wbc.data.framing import decode
     from wbc.predict import fastest, load_model
 
@@ -475,12 +480,14 @@ def count(images: list[str] = typer.Argument(..., help="smear field images, fold
     found = collect_images(images)
     if not found.files:
         raise WbcError("; ".join(f"{p}: {why}" for p, why in found.problems) or "no images to count")
+    from wbc.count.detector import default_detector
+
     predictor = fastest(load_model(model))
+    det = default_detector(detector)
     fields, failures = [], list(found.problems)
     for img in found.files:
         try:
-            rgb = decode(img)  # once: counted and drawn on
-            fc = count_field(predictor, rgb, px_per_um, name=img)
+            fc = count_field(predictor, img, px_per_um, name=img, detector=det)
         except WbcError as e:
             failures.append((img, str(e)))
             console.print(f"[red]skipped[/red] {e}", highlight=False, soft_wrap=True)
@@ -488,7 +495,7 @@ def count(images: list[str] = typer.Argument(..., help="smear field images, fold
         if not fc.boxes:
             console.print(f"[yellow]no cells found in {img}[/yellow]: is it a blood smear field at about {px_per_um:g} px/um? (see --px-per-um)", highlight=False)
         if out:
-            fc.annotated = str(save_annotated(rgb, fc, out))
+            fc.annotated = str(save_annotated(decode(img, max_pixels=COUNT_MAX_PIXELS), fc, out))
         fields.append(fc)
     labels = [w["class"] for fc in fields for w in fc.wbc]
     diff = differential(labels, predictor.classes)
@@ -526,12 +533,34 @@ def count(images: list[str] = typer.Argument(..., help="smear field images, fold
         raise typer.Exit(1)
 
 
+@app.command("train-detector")
+def train_detector(data: Optional[str] = typer.Option(None, "--data", help="BCCD in Pascal VOC form (default: $WBC_BCCD or ../shared/data/bccd)"),
+                   out: Path = typer.Option(Path("runs/detector"), help="run folder"), epochs: int = typer.Option(60),
+                   batch_size: int = typer.Option(16), crop: int = typer.Option(256, help="training crop side at the detector's 7 px/um"),
+                   lr: float = typer.Option(1e-3), patience: int = typer.Option(10, help="epochs without a better val mAP@0.5 before stopping"),
+                   ignore_unlabelled: bool = typer.Option(True, "--ignore-unlabelled/--penalise-unlabelled",
+                                                          help="no loss where the classic detector finds a cell no box covers"),
+                   max_images: int = typer.Option(0, help="use at most this many fields a list (quick runs)"),
+                   pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained"), workers: int = typer.Option(0),
+                   seed: int = typer.Option(0), resume: bool = typer.Option(False, help="continue the run in --out")):
+    """Train the CenterNet cell detector (RBC, WBC, platelets) on BCCD train, early stopping on val mAP@0.5."""
+    from wbc.count.train_detector import DetectorConfig
+    from wbc.count.train_detector import train_detector as run
+    from wbc.data.locate import resolve_bccd
+
+    cfg = DetectorConfig(data="" if resume else resolve_bccd(data), out=str(out), epochs=epochs, batch_size=batch_size, crop=crop, lr=lr,
+                         patience=patience, ignore_unlabelled=ignore_unlabelled, max_images=max_images, pretrained=pretrained,
+                         workers=workers, seed=seed)
+    run(cfg, resume=resume)
+
+
 @app.command("evaluate-count")
 def evaluate_count(data: Optional[str] = typer.Option(None, "--data", help="BCCD in Pascal VOC form (default: $WBC_BCCD or ../shared/data/bccd)"),
                    split: str = typer.Option("test", help="ImageSets/Main list to evaluate on"), model: Optional[str] = ModelOpt,
                    labels: Optional[str] = typer.Option(None, help="dataset-master/labels.csv (default: from the blood-cells data when found)"),
-                   json_out: Optional[Path] = typer.Option(None, "--json", help="write the figures here")):
-    """Detection precision/recall/AP@0.5 per type, count error, and WBC class accuracy on a BCCD list."""
+                   json_out: Optional[Path] = typer.Option(None, "--json", help="write the figures here"),
+                   detector: Optional[str] = typer.Option(None, help="learned (default when installed), classic, or a detector file")):
+    """Detection AP@0.5 and AP@[.5:.95] per type, precision/recall and count error, WBC class accuracy on a BCCD list."""
     from wbc.count.evaluate import evaluate_count as run
     from wbc.data.locate import resolve_bccd, resolve_data
     from wbc.io_utils import atomic_write_text
@@ -548,15 +577,18 @@ def evaluate_count(data: Optional[str] = typer.Option(None, "--data", help="BCCD
             test_simple = blood / "dataset2-master" / "images" / "TEST_SIMPLE"
         except WbcError:
             pass
+    from wbc.count.detector import default_detector
+
     predictor = fastest(load_model(model))
     with bar() as p:
-        r = run(predictor, root, split, labels, test_simple, progress=p)
-    t = Table(title=f"BCCD {split}: {r['images']} images, {1 / r['seconds_per_image']:.1f} images/s, mAP@0.5 {r['map50']:.3f}")
-    for col in ("type", "boxes", "counted", "precision", "recall", "AP@0.5", "count MAE", "count bias"):
+        r = run(predictor, root, split, labels, test_simple, progress=p, detector=default_detector(detector))
+    t = Table(title=f"BCCD {split}, {r['detector']} detector: {r['images']} images, {1 / r['seconds_per_image']:.1f} images/s, "
+                    f"mAP@0.5 {r['map50']:.3f}, mAP@[.5:.95] {r['map50_95']:.3f}")
+    for col in ("type", "boxes", "counted", "precision", "recall", "AP@0.5", "AP@[.5:.95]", "count MAE", "count bias"):
         t.add_column(col, justify="left" if col == "type" else "right")
     for k, d in r["detection"].items():
         t.add_row(k, str(d["truth_boxes"]), str(d["counted"]), f"{d['precision']:.3f}", f"{d['recall']:.3f}", f"{d['ap50']:.3f}",
-                  f"{d['count_mae']:.2f}", f"{d['count_bias']:+.2f}")
+                  f"{d['ap50_95']:.3f}", f"{d['count_mae']:.2f}", f"{d['count_bias']:+.2f}")
     console.print(t)
     for name, a in r["anchors"].items():
         console.print(f"public anchor, {name}: WBC {a['WBC']:.3f}, overall {a['overall']:.3f}")

@@ -12,10 +12,11 @@ import torch
 
 from wbc.count.detect import BCCD_PX_PER_UM, DetectConfig, counted, detect
 from wbc.count.voc import TYPES, Box
-from wbc.data.framing import decode, frame
+from wbc.data.framing import cell_centre, cell_view, decode
 from wbc.errors import ImageTooLarge, WbcError
 
-MAX_FIELD_PIXELS = 16_000_000  # a microscope field; a whole-slide scan must be tiled first
+MAX_FIELD_PIXELS = 16_000_000  # the classic detector: one microscope field
+COUNT_MAX_PIXELS = 200_000_000  # the learned detector tiles; this bounds the decoded image (600 MB of RGB)
 CLINICAL_ORDER = ["NEUTROPHIL", "LYMPHOCYTE", "MONOCYTE", "EOSINOPHIL", "BASOPHIL"]
 COLOURS = {"RBC": (220, 60, 60), "WBC": (90, 40, 200), "Platelets": (30, 170, 60)}  # RGB
 
@@ -47,34 +48,54 @@ def _scaled(b: Box, f: float) -> Box:
     return Box(b.kind, b.x0 / f, b.y0 / f, b.x1 / f, b.y1 / f, b.score, nucleus)
 
 
-def count_field(predictor, source, px_per_um: float = BCCD_PX_PER_UM, cfg: DetectConfig | None = None, name: str | None = None) -> FieldCount:
-    """Detect RBCs, WBCs and platelets in one field; classify every WBC, framed as the cell model was trained."""
+def count_field(predictor, source, px_per_um: float = BCCD_PX_PER_UM, cfg: DetectConfig | None = None, name: str | None = None,
+                detector=None) -> FieldCount:
+    """Find RBCs, WBCs and platelets in one field of any size; classify every WBC, framed as the cell model was trained.
+
+    `detector`: a wbc.count.detector.Detector (the learned one; fields are tiled, so any size works),
+    or None / "classic" for colour and circle detection (one microscope field, up to 16 Mpx)."""
     if px_per_um <= 0:
         raise WbcError(f"--px-per-um must be positive, not {px_per_um}")
     name = name or (str(source) if isinstance(source, (str, os.PathLike)) else f"<{type(source).__name__}>")
-    rgb = decode(source)
+    learned = detector is not None and detector != "classic"
+    rgb = decode(source, max_pixels=COUNT_MAX_PIXELS if learned else MAX_FIELD_PIXELS)
     h, w = rgb.shape[:2]
-    if h * w > MAX_FIELD_PIXELS:
-        raise ImageTooLarge(f"{name} is {w}x{h} pixels: wbc count takes one microscope field (up to {MAX_FIELD_PIXELS / 1e6:.0f} Mpx); "
-                            f"tile a whole-slide image into fields first")
-    f = BCCD_PX_PER_UM / px_per_um  # bring the field to the scale every threshold was set at
+    if not learned and h * w > MAX_FIELD_PIXELS:
+        raise ImageTooLarge(f"{name} is {w}x{h} pixels: the classic detector takes one microscope field (up to {MAX_FIELD_PIXELS / 1e6:.0f} Mpx); "
+                            f"use the learned detector (the default), which tiles any size")
+    work_scale = detector.spec.px_per_um if learned else BCCD_PX_PER_UM
+    f = work_scale / px_per_um  # bring the field to the scale the detector works at
     work = rgb if abs(f - 1) < 0.02 else cv2.resize(rgb, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
-    candidates = detect(work, cfg)
-    keep = counted(candidates, cfg)
+    del rgb  # a huge field: keep one copy
+    if learned:
+        candidates = detector.boxes(work)
+        keep = detector.counted(candidates)
+    else:
+        candidates = detect(work, cfg)
+        keep = counted(candidates, cfg)
     wbcs = [b for b in keep if b.kind == "WBC"]
     result = FieldCount(name, (w, h), [_scaled(b, f) for b in keep], [_scaled(b, f) for b in candidates])
-    if wbcs:
-        spec = predictor.spec
-        views = [frame(work, spec, px_per_um=BCCD_PX_PER_UM, centre=b.nucleus) for b in wbcs]  # `work` is at the BCCD scale
-        probs = predictor.probabilities(torch.stack([v.pixels for v in views]))
-        for b, p in zip(wbcs, probs):
+    spec = predictor.spec
+    for i in range(0, len(wbcs), 64):  # in batches: a slide can hold thousands
+        chunk = wbcs[i : i + 64]
+        x = torch.stack([cell_view(work, spec, work_scale, b.nucleus or nucleus_in(work, b)) for b in chunk])
+        for b, p in zip(chunk, predictor.probabilities(x)):
             d = predictor.to_prediction(p, name).to_dict()
             for k in ("source", "white_cell", "note", "scale"):
                 d.pop(k)
             d["px_per_um"] = px_per_um
-            s = _scaled(b, f)
-            result.wbc.append({"box": _rounded(s), **d})
+            result.wbc.append({"box": _rounded(_scaled(b, f)), **d})
     return result
+
+
+def nucleus_in(rgb: np.ndarray, b: Box) -> tuple[float, float]:
+    """The stained centre inside a detected box (where the classifier's view is centred), the box centre if none."""
+    x0, y0, x1, y1 = (int(round(v)) for v in (b.x0, b.y0, b.x1, b.y1))
+    crop = rgb[max(0, y0) : max(0, y1), max(0, x0) : max(0, x1)]
+    if crop.size == 0:
+        return b.centre
+    cx, cy = cell_centre(crop)
+    return x0 + cx, y0 + cy
 
 
 def wilson(k: int, n: int) -> tuple[float, float] | None:

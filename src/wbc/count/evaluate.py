@@ -17,11 +17,12 @@ import cv2
 import numpy as np
 
 from wbc.count.count import count_field
-from wbc.count.voc import TYPES, average_precision, match, read_boxes, read_ids
+from wbc.count.voc import TYPES, coco_ap, match, read_boxes, read_ids
 from wbc.data.framing import decode
 from wbc.errors import WbcError
 
-ANCHORS = {"YOLOv5x AP@0.5 (public BCCD result)": {"WBC": 0.977, "overall": 0.923}}
+ANCHORS = {"YOLOv5x AP@0.5 (public BCCD result)": {"WBC": 0.977, "overall": 0.923},
+           "CST-YOLO AP@0.5 (public BCCD result)": {"WBC": 0.984, "overall": 0.927}}
 
 
 def read_labels(path: str | Path) -> dict[int, str]:
@@ -63,14 +64,17 @@ def held_out_ids(field_paths: dict[str, Path], test_simple: Path | None) -> set[
 
 
 def evaluate_count(predictor, data: str | Path, split: str = "test", labels: str | Path | None = None,
-                   test_simple: Path | None = None, progress=None) -> dict:
+                   test_simple: Path | None = None, progress=None, detector=None) -> dict:
+    """Detection AP (COCO-style, torchmetrics) per type, precision/recall and count error at the operating
+    threshold, WBC class against labels.csv, fields/s; `detector` as in count_field."""
     root = Path(data)
     ids = read_ids(root, split)
     paths = {i: root / "JPEGImages" / f"{i}.jpg" for i in ids}
     missing = [str(p) for p in paths.values() if not p.is_file()]
     if missing:
         raise WbcError(f"{len(missing)} image(s) of the {split} list are missing, e.g. {missing[0]}")
-    scores, hits, n_truth = defaultdict(list), defaultdict(list), defaultdict(int)
+    n_truth = defaultdict(int)
+    all_candidates, all_truth = [], []
     tp_counted, n_counted, count_err = defaultdict(int), defaultdict(int), defaultdict(list)
     wbc_pred: dict[str, str | None] = {}
     task = progress.add_task(f"counting BCCD {split}", total=len(ids)) if progress else None
@@ -78,14 +82,13 @@ def evaluate_count(predictor, data: str | Path, split: str = "test", labels: str
     for i in ids:
         truth = read_boxes(root / "Annotations" / f"{i}.xml")
         t = time.perf_counter()
-        fc = count_field(predictor, paths[i])
+        fc = count_field(predictor, paths[i], detector=detector)
         seconds += time.perf_counter() - t
+        all_candidates.append([b for b in fc.candidates if b.kind in TYPES])
+        all_truth.append([b for b in truth if b.kind in TYPES])
         for k in TYPES:
             tr = [b for b in truth if b.kind == k]
-            cand = [b for b in fc.candidates if b.kind == k]
             kept = [b for b in fc.boxes if b.kind == k]
-            scores[k] += [b.score for b in cand]
-            hits[k] += match(cand, tr)
             n_truth[k] += len(tr)
             tp_counted[k] += sum(match(kept, tr))
             n_counted[k] += len(kept)
@@ -94,15 +97,17 @@ def evaluate_count(predictor, data: str | Path, split: str = "test", labels: str
         wbc_pred[i] = biggest["class"] if biggest else None
         if progress:
             progress.advance(task)
+    ap = coco_ap(all_candidates, all_truth, list(TYPES))
     det = {}
     for k in TYPES:
         det[k] = {"truth_boxes": n_truth[k], "counted": n_counted[k],
                   "precision": tp_counted[k] / n_counted[k] if n_counted[k] else 0.0,
                   "recall": tp_counted[k] / n_truth[k] if n_truth[k] else 0.0,
-                  "ap50": average_precision(scores[k], hits[k], n_truth[k]),
+                  "ap50": ap["per_type"].get(k, {}).get("ap50", float("nan")), "ap50_95": ap["per_type"].get(k, {}).get("ap50_95", float("nan")),
                   "count_mae": float(np.mean(np.abs(count_err[k]))), "count_bias": float(np.mean(count_err[k]))}
-    result = {"split": split, "images": len(ids), "seconds_per_image": seconds / len(ids), "detection": det,
-              "map50": float(np.nanmean([det[k]["ap50"] for k in TYPES])), "anchors": ANCHORS}
+    name = "classic" if detector in (None, "classic") else f"learned ({detector.path.name}, {detector.engine})"
+    result = {"split": split, "images": len(ids), "detector": name, "seconds_per_image": seconds / len(ids), "detection": det,
+              "map50": ap["map50"], "map50_95": ap["map50_95"], "anchors": ANCHORS}
     if labels:
         lab = read_labels(labels)
         held = held_out_ids(paths, test_simple)

@@ -1,4 +1,4 @@
-"""Pascal VOC boxes (BCCD) and the detection metrics computed against them."""
+"""Pascal VOC boxes (BCCD) and the detection metrics computed against them (COCO-style AP from torchmetrics)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
 from wbc.errors import WbcError
 
@@ -71,14 +70,27 @@ def match(dets: list[Box], truth: list[Box], thr: float = 0.5) -> list[bool]:
     return hits
 
 
-def average_precision(scores: list[float], hits: list[bool], n_truth: int) -> float:
-    """VOC all-point interpolated AP (area under the precision envelope)."""
-    if n_truth == 0:
-        return float("nan")
-    order = np.argsort(-np.asarray(scores, float))
-    tp = np.cumsum(np.asarray(hits, float)[order])
-    fp = np.cumsum(1 - np.asarray(hits, float)[order])
-    recall = np.concatenate([[0], tp / n_truth, [1]])
-    precision = np.concatenate([[1], tp / np.maximum(tp + fp, 1e-9), [0]])
-    precision = np.maximum.accumulate(precision[::-1])[::-1]
-    return float(np.sum((recall[1:] - recall[:-1]) * precision[1:]))
+def coco_ap(dets: list[list[Box]], fields_truth: list[list[Box]], classes: list[str]) -> dict:
+    """COCO-style AP (torchmetrics MeanAveragePrecision): AP@0.5 and AP@[.5:.95] per type."""
+    import torch
+    from torchmetrics.detection import MeanAveragePrecision
+
+    metric = MeanAveragePrecision(iou_type="bbox", class_metrics=True)
+    idx = {c: k for k, c in enumerate(classes)}
+
+    def pack(bs: list[Box], scores: bool) -> dict:
+        d = {"boxes": torch.tensor([[b.x0, b.y0, b.x1, b.y1] for b in bs], dtype=torch.float32).reshape(-1, 4),
+             "labels": torch.tensor([idx[b.kind] for b in bs], dtype=torch.int64)}
+        if scores:
+            d["scores"] = torch.tensor([b.score for b in bs], dtype=torch.float32)
+        return d
+
+    preds, gts = [pack(d, True) for d in dets], [pack(t, False) for t in fields_truth]
+    metric.update(preds, gts)
+    r = metric.compute()
+    m50 = MeanAveragePrecision(iou_type="bbox", class_metrics=True, iou_thresholds=[0.5])
+    m50.update(preds, gts)  # AP@0.5 per class needs its own metric at that one threshold
+    r50 = m50.compute()
+    per = {classes[int(c)]: {"ap50": float(a50), "ap50_95": float(a)}
+           for c, a50, a in zip(r["classes"].reshape(-1), r50["map_per_class"].reshape(-1), r["map_per_class"].reshape(-1))}
+    return {"map50": float(r50["map"]), "map50_95": float(r["map"]), "per_type": per}

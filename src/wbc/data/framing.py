@@ -41,23 +41,28 @@ from wbc.data.scan import MAX_PIXELS, MIN_SIDE  # one pixel limit for `data chec
 cv2.setNumThreads(1)  # one image is small; threads belong to the batch, not the resize
 
 
-def _pil_decode(data: bytes, name: str) -> np.ndarray:
+Image.MAX_IMAGE_PIXELS = None  # our own limit (checked from the header, before decoding) replaces Pillow's warning
+
+
+def _pil_decode(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as im:
-            if im.width * im.height > MAX_PIXELS:
-                raise ImageTooLarge(f"{name} is {im.width}x{im.height} pixels, over the {MAX_PIXELS:,}-pixel limit: downscale it first")
+            if im.width * im.height > max_pixels:
+                raise ImageTooLarge(f"{name} is {im.width}x{im.height} pixels, over the {max_pixels:,}-pixel limit: downscale it first")
             if im.mode.startswith("I") or im.mode == "F":  # 16/32-bit or float greyscale: Pillow's RGB conversion would clip
                 return _grey_to_rgb8(np.asarray(im))
             return np.asarray(im.convert("RGB"))
     except ImageTooLarge:
         raise
     except Image.DecompressionBombError:
-        raise ImageTooLarge(f"{name} is over the {MAX_PIXELS:,}-pixel limit (a decompression bomb?): downscale it first") from None
+        raise ImageTooLarge(f"{name} is over the {max_pixels:,}-pixel limit (a decompression bomb?): downscale it first") from None
     except UnidentifiedImageError:
         raise BadImage(f"cannot read image {name}: not an image file (JPEG, PNG, BMP, TIFF or WebP expected)") from None
     except (OSError, SyntaxError, ValueError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise BadImage(f"cannot read image {name}: {msg} (is it a complete image file?)") from None
+    except Exception as e:  # a decoder tripping over a hostile file is still the file's fault
+        raise BadImage(f"cannot read image {name}: the decoder failed ({type(e).__name__}); is it a damaged image file?") from None
 
 
 def _grey_to_rgb8(a: np.ndarray) -> np.ndarray:
@@ -69,7 +74,7 @@ def _grey_to_rgb8(a: np.ndarray) -> np.ndarray:
     return np.repeat(g[..., None], 3, axis=2)
 
 
-def decode_bytes(data: bytes, name: str = "<bytes>") -> np.ndarray:
+def decode_bytes(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """HxWx3 uint8 RGB from encoded bytes; any damage is a one-line WbcError naming `name`."""
     if not data:
         raise BadImage(f"cannot read image {name}: the file is empty")
@@ -78,15 +83,15 @@ def decode_bytes(data: bytes, name: str = "<bytes>") -> np.ndarray:
 
         try:
             h, w, _, _ = simplejpeg.decode_jpeg_header(data)
-            if h * w > MAX_PIXELS:
-                raise ImageTooLarge(f"{name} is {w}x{h} pixels, over the {MAX_PIXELS:,}-pixel limit: downscale it first")
+            if h * w > max_pixels:
+                raise ImageTooLarge(f"{name} is {w}x{h} pixels, over the {max_pixels:,}-pixel limit: downscale it first")
             return simplejpeg.decode_jpeg(data, colorspace="RGB")
         except ValueError:
             pass  # truncated or odd JPEG: Pillow decides, and words the error
-    return _pil_decode(data, name)
+    return _pil_decode(data, name, max_pixels)
 
 
-def decode(source) -> np.ndarray:
+def decode(source, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """A path, bytes, PIL image or HxWx3 array as an HxWx3 uint8 RGB array."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
@@ -96,9 +101,9 @@ def decode(source) -> np.ndarray:
             raise WbcError(f"image not found: {path}") from None
         except IsADirectoryError:
             raise WbcError(f"{path} is a folder, not an image file") from None
-        return decode_bytes(data, str(path))
+        return decode_bytes(data, str(path), max_pixels)
     if isinstance(source, (bytes, bytearray)):
-        return decode_bytes(bytes(source))
+        return decode_bytes(bytes(source), max_pixels=max_pixels)
     if isinstance(source, Image.Image):
         return np.asarray(source.convert("RGB"))
     if isinstance(source, np.ndarray):
@@ -213,6 +218,13 @@ def legacy_view(rgb: np.ndarray, size_hw: tuple[int, int], crop: int, px_per_um:
     elif crop:
         rgb = crop_square(rgb, *(centre or cell_centre(rgb)), max(8, round(crop * scale)))
     return resize_to(rgb, size_hw)
+
+
+def cell_view(rgb: np.ndarray, spec, px_per_um: float, centre: tuple[float, float]) -> torch.Tensor:
+    """The model's input for a cell at `centre` of an image of known scale (a smear field): no checks, no estimate."""
+    if spec.field_um:
+        return view(rgb, spec.input_size, spec.field_um, px_per_um, centre)
+    return legacy_view(rgb, spec.input_size, spec.crop, px_per_um, centre)
 
 
 def frame(rgb: np.ndarray, spec, px_per_um: float | None = None, centre: tuple[float, float] | None = None) -> Framed:

@@ -21,7 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 import wbc
-from wbc.data.framing import decode_bytes, frame
+from wbc.data.framing import MAX_PIXELS, decode_bytes, frame
 from wbc.errors import BadImage, ImageTooLarge
 
 
@@ -47,12 +47,21 @@ def model_info(predictor, explain: bool) -> dict:
             "explain": explain}
 
 
-def create_app(predictor, explainer=None, limits: Limits | None = None) -> FastAPI:
-    """`explainer`: a wbc.explain.Explainer for ?explain=true (None: heat-maps are refused with 409)."""
+def detector_name(detector) -> str:
+    return "classic" if detector == "classic" else f"learned ({detector.path.name})"
+
+
+def create_app(predictor, explainer=None, limits: Limits | None = None, detector=None) -> FastAPI:
+    """`explainer`: a wbc.explain.Explainer for ?explain=true (None: heat-maps are refused with 409);
+    `detector`: the cell detector for /api/v1/count (None: the shipped learned one when installed, else classic)."""
+    if detector is None:
+        from wbc.count.detector import default_detector
+
+        detector = default_detector()
     limits = limits or Limits()
     app = FastAPI(title="wbc", version=wbc.__version__,
                   description="White blood cell classification: class probabilities, a review flag and Grad-CAM heat-maps.")
-    info = model_info(predictor, explain=explainer is not None)
+    info = model_info(predictor, explain=explainer is not None) | {"detector": detector_name(detector)}
 
     @app.get("/healthz")
     def healthz():
@@ -136,8 +145,10 @@ def create_app(predictor, explainer=None, limits: Limits | None = None) -> FastA
         from wbc.count.count import count_field, draw
         from wbc.explain import png_bytes
 
-        rgb = decode_bytes(data, name)
-        fc = count_field(predictor, rgb, px_per_um, name=name)
+        from wbc.count.count import COUNT_MAX_PIXELS
+
+        rgb = decode_bytes(data, name, max_pixels=COUNT_MAX_PIXELS if detector != "classic" else MAX_PIXELS)
+        fc = count_field(predictor, rgb, px_per_um, name=name, detector=detector)
         out = fc.to_dict() | {"image": name}
         if annotate:
             out["annotated_png"] = "data:image/png;base64," + base64.b64encode(png_bytes(draw(rgb, fc))).decode()

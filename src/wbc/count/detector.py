@@ -1,0 +1,206 @@
+"""The learned detector as a file and an engine: load, run on fields of any size (tiled), export to ONNX.
+
+A field is brought to the detector's scale (7 px/um) and cut into overlapping tiles; each tile's
+detections are kept only where their centre lies in the tile's own core (the overlap split in
+half between neighbours), so a cell on a seam is counted once, and memory is bounded by the tile,
+not the field. The model file is one safetensors file with JSON metadata (format wbc-detector/1),
+as the classifier's; `.onnx` exports run on ONNX Runtime with the same decoding.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wbc.count.centernet import CellDetector, DetectorSpec, PeakDetector, decode
+from wbc.count.voc import Box
+from wbc.errors import WbcError
+from wbc.io_utils import atomic_save
+
+FORMAT = "wbc-detector/1"
+ONNX_FORMAT = "wbc-detector-onnx/1"
+SHIPPED_DETECTOR = "wbc_detector.safetensors"
+TILE = 768  # work-scale pixels (110 um); a multiple of 32
+OVERLAP = 160  # more than the largest cell (a WBC is ~130 px at 7 px/um)
+
+
+def shipped_detector_path() -> Path:
+    return Path(str(resources.files("wbc") / "assets" / SHIPPED_DETECTOR))
+
+
+def save_detector(model: CellDetector, path, info: dict | None = None) -> None:
+    from safetensors.torch import save_file
+
+    import wbc
+
+    state = {k: v.detach().to("cpu", torch.float16 if v.is_floating_point() else v.dtype).contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": FORMAT, "spec": json.dumps(model.spec.to_dict()), "info": json.dumps(info or {}), "wbc_version": wbc.__version__}
+    atomic_save(path, lambda tmp: save_file(state, tmp, metadata=meta))
+
+
+def load_detector_file(path) -> tuple[CellDetector, dict]:
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise WbcError(f"detector file not found: {path} (train one with `wbc train-detector`, or use --detector classic)")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        if meta.get("format") != FORMAT:
+            raise WbcError(f"{path} is not a wbc detector file (no '{FORMAT}' metadata)")
+        spec = DetectorSpec.from_dict(json.loads(meta["spec"]))
+        model = CellDetector(spec, pretrained=False)
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()})
+    except WbcError:
+        raise
+    except (SafetensorError, OSError, ValueError, KeyError, RuntimeError) as e:
+        raise WbcError(f"{path} is not a readable wbc detector ({str(e).splitlines()[0][:120]}); re-train or re-download it") from None
+    return model.eval(), {"spec": spec.to_dict(), "info": json.loads(meta.get("info", "{}")), "wbc_version": meta.get("wbc_version")}
+
+
+class Detector:
+    """boxes(rgb at the detector's scale) -> [Box]; PyTorch or ONNX Runtime underneath."""
+
+    def __init__(self, path, threads: int | None = None):
+        self.path = Path(path)
+        if self.path.suffix.lower() == ".onnx":
+            import onnxruntime as ort
+
+            from wbc.onnx_engine import session_options
+
+            try:
+                self.session = ort.InferenceSession(str(self.path), session_options(threads), providers=["CPUExecutionProvider"])
+            except Exception as e:
+                raise WbcError(f"{self.path} is not a readable ONNX detector ({str(e).splitlines()[0][:120]})") from None
+            props = self.session.get_modelmeta().custom_metadata_map
+            if props.get("format") != ONNX_FORMAT:
+                raise WbcError(f"{self.path} is an ONNX model but not a wbc detector")
+            self.meta = {"spec": json.loads(props["spec"]), "info": json.loads(props.get("info", "{}"))}
+            self.model, self.engine = None, "onnx"
+        else:
+            self.model, self.meta = load_detector_file(self.path)
+            self.peaks = PeakDetector(self.model).eval()
+            self.engine = "pytorch"
+        self.spec = DetectorSpec.from_dict(self.meta["spec"])
+
+    @torch.no_grad()
+    def heads(self, tile: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        x = np.ascontiguousarray(tile.transpose(2, 0, 1)[None])
+        if self.model is None:
+            return tuple(a[0] for a in self.session.run(None, {"pixels": x}))
+        return tuple(t[0].numpy() for t in self.peaks(torch.from_numpy(x)))
+
+    def tile_boxes(self, tile: np.ndarray) -> list[Box]:
+        h, w = tile.shape[:2]
+        ph, pw = -h % 32, -w % 32  # the backbone wants sides divisible by 32
+        if ph or pw:
+            tile = np.pad(tile, ((0, ph), (0, pw), (0, 0)))
+        peaks, size, offset = self.heads(tile)
+        out = []
+        for c, score, x0, y0, x1, y1 in decode(peaks, size, offset, self.spec.max_objects):
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+            if cx < w and cy < h:
+                out.append(Box(self.spec.classes[c], max(0.0, x0), max(0.0, y0), min(float(w), x1), min(float(h), y1), score))
+        return out
+
+    def boxes(self, rgb: np.ndarray, tile: int = TILE, overlap: int = OVERLAP) -> list[Box]:
+        """Every candidate in a field at the detector's scale, tiled when larger than one tile."""
+        h, w = rgb.shape[:2]
+        if h <= tile and w <= tile:
+            return self.tile_boxes(rgb)
+        step = tile - overlap
+        out = []
+        for y0 in range(0, max(1, h - overlap), step):
+            for x0 in range(0, max(1, w - overlap), step):
+                x1, y1 = min(w, x0 + tile), min(h, y0 + tile)
+                # the tile's core: its share of each overlap (half), the field's edge where it has none
+                cx0 = x0 + overlap / 2 if x0 > 0 else 0
+                cy0 = y0 + overlap / 2 if y0 > 0 else 0
+                cx1 = x1 - overlap / 2 if x1 < w else w
+                cy1 = y1 - overlap / 2 if y1 < h else h
+                for b in self.tile_boxes(rgb[y0:y1, x0:x1]):
+                    mx, my = b.centre[0] + x0, b.centre[1] + y0
+                    if cx0 <= mx < cx1 and cy0 <= my < cy1:
+                        out.append(Box(b.kind, b.x0 + x0, b.y0 + y0, b.x1 + x0, b.y1 + y0, b.score))
+        return out
+
+    def counted(self, boxes: list[Box]) -> list[Box]:
+        return [b for b in boxes if b.score >= self.spec.score_threshold.get(b.kind, 0.3)]
+
+
+def export_detector(path, out, size: tuple[int, int] = (480, 640), opset: int = 17) -> Path:
+    """The detector (uint8 pixels in; peaks, sizes, offsets out; any tile size) as ONNX, metadata inside."""
+    import warnings
+
+    import onnx
+
+    import wbc
+
+    model, meta = load_detector_file(path)
+    out = Path(out)
+    if out.suffix.lower() != ".onnx":
+        raise WbcError(f"--out must end in .onnx, not '{out.name}'")
+    example = torch.zeros(1, 3, *size, dtype=torch.uint8)
+
+    def write(tmp):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(PeakDetector(model).eval(), (example,), tmp, input_names=["pixels"], output_names=["peaks", "size", "offset"],
+                              dynamic_axes={"pixels": {0: "batch", 2: "height", 3: "width"}, "peaks": {0: "batch", 2: "h", 3: "w"},
+                                            "size": {0: "batch", 2: "h", 3: "w"}, "offset": {0: "batch", 2: "h", 3: "w"}},
+                              opset_version=opset, dynamo=False)
+        m = onnx.load(tmp)
+        for k, v in {"format": ONNX_FORMAT, "spec": json.dumps(meta["spec"]), "info": json.dumps(meta["info"]), "wbc_version": wbc.__version__}.items():
+            m.metadata_props.add(key=k, value=v)
+        onnx.save(m, tmp)
+
+    atomic_save(out, write)
+    return out
+
+
+def cached_detector_onnx(path: Path) -> Path:
+    """An ONNX export of a native detector file, made once into the wbc cache (keyed by its hash)."""
+    import hashlib
+
+    from wbc.models.weights import cache_dir
+
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    out = cache_dir() / "onnx" / f"{Path(path).stem}-{digest}.onnx"
+    if not out.is_file():
+        export_detector(path, out)
+    return out
+
+
+def load_detector(path=None, engine: str = "auto", threads: int | None = None) -> Detector:
+    """The shipped detector (or `path`); auto: on ONNX Runtime when it is installed."""
+    p = Path(path) if path else shipped_detector_path()
+    if engine == "pytorch" or p.suffix.lower() == ".onnx":
+        return Detector(p, threads)
+    try:
+        import onnxruntime  # noqa: F401
+
+        fast = Detector(cached_detector_onnx(p), threads)
+        fast.path, fast.meta = p, load_detector_file(p)[1]
+        return fast
+    except ImportError:
+        return Detector(p, threads)
+
+
+
+def default_detector(choice: str | None = None, threads: int | None = None):
+    """"classic", a detector file, or (None) the shipped learned detector when this install has one."""
+    if choice == "classic":
+        return "classic"
+    if choice not in (None, "", "learned"):
+        return load_detector(choice, threads=threads)
+    if shipped_detector_path().is_file():
+        return load_detector(None, threads=threads)
+    if choice == "learned":
+        raise WbcError(f"no learned detector in this install ({shipped_detector_path()}): pass --detector FILE or --detector classic")
+    return "classic"
