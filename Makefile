@@ -17,9 +17,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The main job: evaluate the shipped model on the un-augmented originals and the official TEST split.
+PBC     ?= ../shared/data/pbc
+
+# The main job: evaluate the shipped model on the Kaggle originals and official TEST split, and on the PBC test set.
 demo: $(STAMP)
 	$(BIN)/wbc evaluate --split TEST_SIMPLE --split TEST --out reports/demo --json reports/demo/metrics.json
+	@if [ -d $(PBC)/test ]; then $(BIN)/wbc evaluate --data $(PBC) --split TEST --out reports/demo/pbc --json reports/demo/pbc.json; \
+	else echo "no PBC data at $(PBC): its evaluation skipped (make demo PBC=DIR)"; fi
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

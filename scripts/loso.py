@@ -40,33 +40,18 @@ def link_folder(dest: Path, files: list, by_class: bool = False) -> Path:
     return dest
 
 
-def kaggle_folders(kaggle: str, manifest: Path, work: Path, classes: list[str], seed: int = 0) -> tuple[Path, Path]:
-    """(400 unlabelled TRAIN images, 10 labelled TRAIN cells a class from 10 different source cells)."""
-    rows = [r for r in read_manifest(manifest, kaggle) if r.split in ("train", "val")]
-    rng = random.Random(seed)
-    rng.shuffle(rows)
-    unlabelled = link_folder(work / "kaggle_unlabelled", [(r.path, "x") for r in rows[:400]])
+def target_folders(name: str, data: str, manifest: Path, work: Path, classes: list[str], n_unlabelled: int, seed: int = 0) -> tuple[Path, Path]:
+    """(n unlabelled train images, 10 labelled train cells a class of `classes`, each from a different source cell)."""
+    rows = [r for r in read_manifest(manifest, data) if r.split in ("train", "val")]
+    random.Random(seed).shuffle(rows)
+    unlabelled = link_folder(work / f"{name}_unlabelled", [(r.path, "x") for r in rows[:n_unlabelled]])
     per: dict[str, list] = defaultdict(list)
     seen = set()
     for r in rows:
         if r.label in classes and len(per[r.label]) < 10 and r.group not in seen:
             seen.add(r.group)
             per[r.label].append((r.path, r.label))
-    return unlabelled, link_folder(work / "kaggle_labelled", [x for v in per.values() for x in v], by_class=True)
-
-
-def pbc_folders(pbc: str, manifest: Path, work: Path, classes: list[str], seed: int = 0) -> tuple[Path, Path]:
-    """(the unlabelled PBC train images, 10 labelled train cells a class of the model's classes)."""
-    rows = [r for r in read_manifest(manifest, pbc) if r.split in ("train", "val")]
-    rng = random.Random(seed)
-    rng.shuffle(rows)
-    unlabelled = link_folder(work / "pbc_unlabelled", [(r.path, "x") for r in rows[:800]])
-    per: dict[str, list] = defaultdict(list)
-    for r in rows:
-        if r.label in classes and len(per[r.label]) < 10:
-            per[r.label].append((r.path, r.label))
-    tag = "all" if len(classes) == 8 else "shared"
-    return unlabelled, link_folder(work / f"pbc_labelled_{tag}", [x for v in per.values() for x in v], by_class=True)
+    return unlabelled, link_folder(work / f"{name}_labelled_{len(classes)}", [x for v in per.values() for x in v], by_class=True)
 
 
 def figures(model: Path, kaggle: str, pbc: str, manifest: Path, out: Path) -> dict:
@@ -109,8 +94,8 @@ def main() -> None:
     for name, path in models.items():
         rows[name] = figures(path, kaggle, a.pbc, kman, a.out / name.replace(" ", "_"))
         print(name, rows[name], flush=True)
-    k_unl, k_lab = kaggle_folders(kaggle, kman, work, SHARED)
-    p_unl, p_lab4 = pbc_folders(a.pbc, pman, work, SHARED)
+    k_unl, k_lab = target_folders("kaggle", kaggle, kman, work, SHARED, 400)
+    p_unl, p_lab4 = target_folders("pbc", a.pbc, pman, work, SHARED, 800)
     adapted = a.out / "adapted"
     plan = [("Kaggle only, adapted to PBC (unlabelled)", models["Kaggle only"], p_unl, None),
             ("Kaggle only, adapted to PBC + 10 labelled a class", models["Kaggle only"], p_unl, p_lab4),

@@ -99,3 +99,16 @@ def test_ray_engine_matches_the_local_engine(folder, tmp_path, wbc_cache):
             pa = np.array([float(x[f"p_{c}"]) for c in CLASSES])
             pb = np.array([float(y[f"p_{c}"]) for c in CLASSES])
             assert np.abs(pa - pb).max() <= 1e-5
+
+
+def test_parquet_for_very_large_runs(folder, tmp_path, wbc_cache):
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "cells.parquet"
+    p = run_cli("predict", str(folder / "slide1"), "--out", str(out), check=False)
+    assert p.returncode == 1  # cut.jpeg
+    t = pq.read_table(out).to_pylist()
+    assert len(t) == 121 and [r["path"] for r in t if r["error"]] == [str(folder / "slide1" / "cut.jpeg")]
+    assert all(abs(sum(r[f"p_{c}"] for c in CLASSES) - 1) < 1e-3 for r in t if not r["error"])
+    again = run_cli("predict", str(folder / "slide1"), "--out", str(out), "--resume", check=False)
+    assert again.returncode == 2 and "csv or jsonl" in again.stderr

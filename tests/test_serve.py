@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from conftest import CLASSES, kaggle_images
+from conftest import CLASSES, PBC_CLASSES, kaggle_images
 from wbc.serve.app import Limits, create_app
 from wbc.serve.server import load_for_serving
 
@@ -30,8 +30,8 @@ def upload(paths):
 
 def test_serves_with_onnx_runtime_and_reports_the_model(client, served):
     m = client.get("/api/v1/model").json()
-    assert m["engine"] == "onnx-fp32" and m["classes"] == CLASSES and m["explain"] is True
-    assert m["file"] == "wbc_lite0.safetensors" and "test" in m["metrics"]
+    assert m["engine"] == "onnx-fp32" and m["classes"] == PBC_CLASSES and m["explain"] is True
+    assert m["file"] == "wbc_lite0.safetensors" and "kaggle_test" in m["metrics"] and m["sources"] == ["kaggle", "pbc"]
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json()["ready"] is True
     assert "/api/v1/classify" in client.get("/openapi.json").json()["paths"]

@@ -130,3 +130,9 @@ def test_sources_parse_and_balance():
     assert abs(w[src == "k"].sum() - w[src == "p"].sum()) < 1e-9  # each source half
     kb = np.array([r.label == "B" for r in rows]) & (src == "k")
     assert abs(w[kb].sum() - w[(src == "k") & ~kb].sum()) < 1e-9  # within a source, each class equal
+    pair = np.array(balanced_weights(rows, "pair"))  # 2 classes of k, 4 of p: each of the 6 pairs a sixth
+    for s, c in {(r.source, r.label) for r in rows}:
+        m = np.array([(r.source, r.label) == (s, c) for r in rows])
+        assert abs(pair[m].sum() - 1 / 6) < 1e-9
+    with pytest.raises(WbcError, match="--balance"):
+        balanced_weights(rows, "classes")

@@ -24,7 +24,7 @@ import torch
 
 from wbc.errors import WbcError
 
-FORMATS = ("csv", "jsonl")
+FORMATS = ("csv", "jsonl", "parquet")
 
 
 @dataclass
@@ -131,6 +131,8 @@ def format_of(path: Path | None, fmt: str | None) -> str:
         return fmt
     if path is not None and path.suffix.lower() in (".jsonl", ".ndjson"):
         return "jsonl"
+    if path is not None and path.suffix.lower() == ".parquet":
+        return "parquet"
     return "csv"
 
 
@@ -162,8 +164,48 @@ def read_done(path: Path, fmt: str, classes: list[str]) -> tuple[set[str], int]:
     return done, len(good)
 
 
+class ParquetWriter:
+    """Rows to a Parquet file (pyarrow), one row group a batch: compact for millions of cells. A Parquet
+    file is only readable once closed, so a killed run cannot be resumed from it: use csv/jsonl for that."""
+
+    def __init__(self, path: Path, classes: list[str], resume: bool):
+        import pyarrow as pa
+
+        if resume:
+            raise WbcError("--resume needs a csv or jsonl --out (a Parquet file is unreadable until the run ends)")
+        if path.exists():
+            raise WbcError(f"{path} already exists: choose another --out")
+        self.path, self.classes, self.done = path, classes, set()
+        self.schema = pa.schema([("path", pa.string()), ("class", pa.string()), ("probability", pa.float32()),
+                                 *[(f"p_{c}", pa.float32()) for c in classes], ("review", pa.int8()), ("white_cell", pa.int8()),
+                                 ("px_per_um", pa.float32()), ("scale", pa.string()), ("error", pa.string())])
+        self.tmp = path.with_name(f".{path.name}.partial")
+        self.writer = None
+
+    def write(self, outcomes: list[Outcome]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        rows = [row_of(o, self.classes) for o in outcomes]
+        cols = {f.name: [None if r[f.name] == "" else r[f.name] for r in rows] for f in self.schema}
+        if self.writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.writer = pq.ParquetWriter(self.tmp, self.schema)
+        self.writer.write_table(pa.table(cols, schema=self.schema))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            os.replace(self.tmp, self.path)  # only a complete file gets the name
+
+
 class ResultWriter:
     """Appends rows to a CSV or JSON Lines file; every batch is flushed and fsync'd."""
+
+    def __new__(cls, path: Path, fmt: str, classes: list[str], resume: bool):
+        if fmt == "parquet":
+            return ParquetWriter(path, classes, resume)
+        return super().__new__(cls)
 
     def __init__(self, path: Path, fmt: str, classes: list[str], resume: bool):
         self.path, self.fmt, self.classes = path, fmt, classes

@@ -130,6 +130,7 @@ def train(data: Optional[list[str]] = typer.Option(None, "--data", help="trainin
           round2_epochs: int = typer.Option(8), round2_lr: float = typer.Option(1e-4), train_stages: int = typer.Option(-1, help="backbone stages trained in round 2 (-1: all)"),
           bn: str = typer.Option("train", help="round-2 batch-norm statistics: train (updated) or frozen"),
           epoch_size: int = typer.Option(0, help="images per round-2 epoch, source- and class-balanced (0: the train split's size)"), patience: int = typer.Option(3),
+          balance: str = typer.Option("source", help="sampling: source (each source an equal share) or pair (each source's class an equal share)"),
           max_per_class: int = typer.Option(0, help="cap train/val images per source and class (quick runs)"),
           val_fraction: float = typer.Option(0.2, help="share of each source's TRAIN groups for validation (when a manifest is made)"),
           review_accuracy: float = typer.Option(0.98, help="unflagged validation images must be this accurate (sets the review threshold)"),
@@ -146,7 +147,7 @@ def train(data: Optional[list[str]] = typer.Option(None, "--data", help="trainin
     sources = [] if resume else (data or [resolve_data(None)])
     cfg = TrainConfig(data=sources, manifest=manifest or [], out=str(out), backbone=backbone, pretrained=pretrained, size=size, field_um=field_um,
                       head=head_sizes, dropout=dropout, batch_size=batch_size, round1_epochs=round1_epochs, round1_lr=round1_lr,
-                      round2_epochs=round2_epochs, round2_lr=round2_lr, train_stages=train_stages, bn=bn, epoch_size=epoch_size,
+                      round2_epochs=round2_epochs, round2_lr=round2_lr, train_stages=train_stages, bn=bn, epoch_size=epoch_size, balance=balance,
                       patience=patience, max_per_class=max_per_class, val_fraction=val_fraction, review_accuracy=review_accuracy,
                       seed=seed, device=device)
     if workers is not None:
@@ -206,21 +207,18 @@ def _label(p) -> str:
     return "no white cell found" if not p.to_dict()["white_cell"] else p.label
 
 
-def _predictor_for(model: Optional[str], engine: str, n_files: int):
+def _engine_for(predictor, engine: str, n_files: int):
     """auto: ONNX Runtime for collections (>= 200 files: its export pays back), PyTorch for a few images."""
-    from wbc.predict import fastest, load_model
+    from wbc.predict import fastest
 
-    if engine not in ("auto", "pytorch", "onnx", "ray"):
-        raise WbcError(f"--engine must be auto, pytorch, onnx or ray, not '{engine}'")
-    p = load_model(model)
-    return fastest(p) if engine in ("onnx", "ray") or (engine == "auto" and n_files >= 200) else p
+    return fastest(predictor) if engine in ("onnx", "ray") or (engine == "auto" and n_files >= 200) else predictor
 
 
 @app.command()
 def predict(inputs: list[str] = typer.Argument(..., help="single-cell images, folders (searched recursively) or globs ('cells/**/*.png')"),
             model: Optional[str] = ModelOpt,
             format: Optional[str] = typer.Option(None, "--format", "-f", help="table, csv, jsonl or json (default: table on a terminal, csv with --out)"),
-            out: Optional[Path] = typer.Option(None, "--out", "-o", help="stream results to this CSV or JSON Lines file (.jsonl)"),
+            out: Optional[Path] = typer.Option(None, "--out", "-o", help="stream results to this CSV, JSON Lines (.jsonl) or Parquet (.parquet) file"),
             resume: bool = typer.Option(False, help="continue an interrupted run into --out, skipping files already there"),
             px_per_um: Optional[float] = typer.Option(None, help="pixels a micrometre of the images (default: measured from their red cells)"),
             engine: str = typer.Option("auto", help="auto, pytorch, onnx, or ray (the same job on a Ray cluster)"),
@@ -234,18 +232,25 @@ def predict(inputs: list[str] = typer.Argument(..., help="single-cell images, fo
     from wbc.progress import bar
 
     fmt = format or (format_of(out, None) if out else "table")
-    if fmt not in ("table", "csv", "jsonl", "json"):
-        raise WbcError(f"--format must be table, csv, jsonl or json, not '{fmt}'")
+    if fmt not in ("table", "csv", "jsonl", "json", "parquet"):
+        raise WbcError(f"--format must be table, csv, jsonl, json or parquet, not '{fmt}'")
+    if fmt == "parquet" and not out:
+        raise WbcError("parquet needs --out FILE.parquet")
     if px_per_um is not None and px_per_um <= 0:
         raise WbcError(f"--px-per-um must be positive, not {px_per_um}")
     if resume and not out:
         raise WbcError("--resume continues a run written with --out FILE: pass the same --out")
     if out and fmt in ("table", "json"):
-        raise WbcError(f"--out streams csv or jsonl, not {fmt}")
+        raise WbcError(f"--out streams csv, jsonl or parquet, not {fmt}")
+    if engine not in ("auto", "pytorch", "onnx", "ray"):
+        raise WbcError(f"--engine must be auto, pytorch, onnx or ray, not '{engine}'")
+    from wbc.predict import load_model
+
+    native = load_model(model)  # a bad model file is said before any image is looked at
     found = collect_images(inputs)
     if not found.files:
         raise WbcError("; ".join(f"{p}: {why}" for p, why in found.problems) or "no images to classify")
-    predictor = _predictor_for(model, engine, len(found.files))
+    predictor = _engine_for(native, engine, len(found.files))
     classes = predictor.classes
     rows, writer = [], None
     if out:
@@ -482,6 +487,8 @@ def count(images: list[str] = typer.Argument(..., help="smear field images, fold
         raise WbcError("; ".join(f"{p}: {why}" for p, why in found.problems) or "no images to count")
     from wbc.count.detector import default_detector
 
+    if px_per_um <= 0:
+        raise WbcError(f"--px-per-um must be positive, not {px_per_um}")
     predictor = fastest(load_model(model))
     det = default_detector(detector)
     fields, failures = [], list(found.problems)
@@ -552,6 +559,19 @@ def train_detector(data: Optional[str] = typer.Option(None, "--data", help="BCCD
                          patience=patience, ignore_unlabelled=ignore_unlabelled, max_images=max_images, pretrained=pretrained,
                          workers=workers, seed=seed)
     run(cfg, resume=resume)
+
+
+@app.command("export-detector")
+def export_detector_cmd(out: Path = typer.Option(..., "--out", "-o", help="ONNX file to write (.onnx)"),
+                        detector: Optional[str] = typer.Option(None, help="detector file (default: the shipped one)")):
+    """Export the cell detector to ONNX (uint8 pixels in, peaks/sizes/offsets out, any field size); `wbc count --detector FILE.onnx` runs it."""
+    from wbc.count.detector import Detector, export_detector, shipped_detector_path
+
+    src = Path(detector) if detector else shipped_detector_path()
+    with console.status("exporting"):
+        export_detector(src, out)
+    d = Detector(out)
+    console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {d.engine}, classes {', '.join(d.spec.classes)})")
 
 
 @app.command("evaluate-count")

@@ -32,6 +32,7 @@ class TrainConfig:
     train_stages: int = -1  # -1: whole backbone
     bn: str = "train"  # round-2 batch-norm statistics: "train" (updated) or "frozen" (kept from ImageNet)
     epoch_size: int = 0  # images per round-2 epoch, drawn source- and class-balanced (0: as many as the train split)
+    balance: str = "source"  # sampling: "source" (sources equal, classes equal within) or "pair" (every source's class equal)
     patience: int = 3  # epochs without validation improvement before stopping
     label_smoothing: float = 0.1
     weight_decay: float = 1e-4

@@ -47,6 +47,7 @@ def atomic_save(path: str | os.PathLike, writer) -> None:
     tmp = _tempfile(path)
     try:
         writer(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # some writers replace the file (and its ordinary permissions)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

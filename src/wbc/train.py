@@ -33,6 +33,7 @@ from wbc.io_utils import atomic_save, atomic_write_text
 from wbc.models.classifier import CellClassifier, ModelSpec, frozen_bn_eval, set_trainable
 from wbc.models.io import save_model
 from wbc.progress import bar, console
+from wbc.runs import open_run
 
 
 def seed_everything(seed: int) -> None:
@@ -59,7 +60,7 @@ def selection_score(v: dict) -> float:
 def loader(rows: list[Row], classes, infos: dict[str, SourceInfo], cfg: TrainConfig, augment: bool, epoch_size: int = 0) -> DataLoader:
     ds = CellDataset([r.path for r in rows], [classes.index(r.label) for r in rows], [infos[r.source].px_per_um for r in rows],
                      cfg.size, cfg.field_um, cfg.augment if augment else None)
-    sampler = WeightedRandomSampler(balanced_weights(rows), num_samples=epoch_size or len(rows)) if augment else None
+    sampler = WeightedRandomSampler(balanced_weights(rows, cfg.balance), num_samples=epoch_size or len(rows)) if augment else None
     return DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers, persistent_workers=False,
                       drop_last=augment and len(ds) > cfg.batch_size)
 
@@ -170,17 +171,10 @@ def save_checkpoint(run: Path, state: dict) -> None:
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
-    run = Path(cfg.out)
-    ckpt_path = run / "last.pt"
-    if resume:
-        if not ckpt_path.is_file():
-            raise WbcError(f"nothing to resume in {run}: no last.pt (start without --resume)")
-        cfg = TrainConfig.load(run / "config.json")
-    elif ckpt_path.exists():
-        raise WbcError(f"{run} already holds a run: pass --resume to continue it, or choose another --out")
     if cfg.bn not in ("train", "frozen"):
         raise WbcError(f"--bn must be train or frozen, not '{cfg.bn}'")
-    run.mkdir(parents=True, exist_ok=True)
+    run, cfg = open_run(cfg.out, cfg, resume, TrainConfig.load)
+    ckpt_path = run / "last.pt"
     cfg.save(run / "config.json")
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
@@ -210,7 +204,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         if stage["round"] == 1:
             xtr, ytr = cached_features(model, train_rows, classes, infos, cfg, device, run, "train", progress)
             xva, yva = cached_features(model, val_rows, classes, infos, cfg, device, run, "val", progress)
-            weights = torch.tensor(balanced_weights(train_rows), dtype=torch.double)
+            weights = torch.tensor(balanced_weights(train_rows, cfg.balance), dtype=torch.double)
             head = model.head
             opt = torch.optim.AdamW(head.parameters(), lr=cfg.round1_lr, weight_decay=cfg.weight_decay)
             if ckpt and ckpt.get("optimizer") and ckpt["stage"]["round"] == 1:
@@ -290,12 +284,15 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             log.log(dict(round=2, epoch=stage["epoch"], train_loss=float(np.mean(losses)), train_accuracy=hits / max(seen, 1),
                          val_loss=v["loss"], val_accuracy=v["accuracy"], val_balanced_accuracy=v["balanced_accuracy"],
                          lr=sched.get_last_lr()[0], seconds=time.time() - t0))
-            if score > best["score"]:
-                best = {"score": score, "epoch": stage["epoch"], "round": 2, "val": v}
-                stage["bad"] = 0
-                save_model(model, run / "model.safetensors", {"partial": True})
+            # patience counts against round 2's own best: its first epochs, under new augmentation and an
+            # unfrozen backbone, may sit below round 1's score without the run being over
+            if score > stage.get("best", -math.inf):
+                stage["best"], stage["bad"] = score, 0
             else:
                 stage["bad"] += 1
+            if score > best["score"]:
+                best = {"score": score, "epoch": stage["epoch"], "round": 2, "val": v}
+                save_model(model, run / "model.safetensors", {"partial": True})
             progress.update(task, advance=1, description=f"round 2 val bal. acc {v['balanced_accuracy']:.3f}")
             save_checkpoint(run, {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                                   "best": best, "stage": stage})

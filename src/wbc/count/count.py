@@ -58,7 +58,7 @@ def count_field(predictor, source, px_per_um: float = BCCD_PX_PER_UM, cfg: Detec
         raise WbcError(f"--px-per-um must be positive, not {px_per_um}")
     name = name or (str(source) if isinstance(source, (str, os.PathLike)) else f"<{type(source).__name__}>")
     learned = detector is not None and detector != "classic"
-    rgb = decode(source, max_pixels=COUNT_MAX_PIXELS if learned else MAX_FIELD_PIXELS)
+    rgb = decode(source, max_pixels=COUNT_MAX_PIXELS)
     h, w = rgb.shape[:2]
     if not learned and h * w > MAX_FIELD_PIXELS:
         raise ImageTooLarge(f"{name} is {w}x{h} pixels: the classic detector takes one microscope field (up to {MAX_FIELD_PIXELS / 1e6:.0f} Mpx); "

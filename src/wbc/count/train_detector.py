@@ -28,9 +28,9 @@ from torch.utils.data import DataLoader, Dataset
 from wbc.count.centernet import CellDetector, DetectorSpec, PeakDetector, decode, detection_loss, targets
 from wbc.count.voc import Box, coco_ap, iou, read_boxes, read_ids
 from wbc.data.framing import decode as decode_image
-from wbc.errors import WbcError
 from wbc.io_utils import atomic_save, atomic_write_text
 from wbc.progress import bar, console
+from wbc.runs import open_run
 
 BCCD_PX_PER_UM = 14.0
 
@@ -175,15 +175,8 @@ def fit_thresholds(dets: list[list[Box]], truth: list[list[Box]], classes: list[
 
 
 def train_detector(cfg: DetectorConfig, resume: bool = False) -> Path:
-    run = Path(cfg.out)
+    run, cfg = open_run(cfg.out, cfg, resume, DetectorConfig.load)
     ckpt_path = run / "last.pt"
-    if resume:
-        if not ckpt_path.is_file():
-            raise WbcError(f"nothing to resume in {run}: no last.pt (start without --resume)")
-        cfg = DetectorConfig.load(run / "config.json")
-    elif ckpt_path.exists():
-        raise WbcError(f"{run} already holds a run: pass --resume to continue it, or choose another --out")
-    run.mkdir(parents=True, exist_ok=True)
     cfg.save(run / "config.json")
     torch.manual_seed(cfg.seed)
     spec = DetectorSpec()
