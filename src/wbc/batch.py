@@ -169,7 +169,10 @@ class ParquetWriter:
     file is only readable once closed, so a killed run cannot be resumed from it: use csv/jsonl for that."""
 
     def __init__(self, path: Path, classes: list[str], resume: bool):
-        import pyarrow as pa
+        try:
+            import pyarrow as pa
+        except ImportError:
+            raise WbcError("Parquet output needs pyarrow: pip install pyarrow (or write .csv / .jsonl)") from None
 
         if resume:
             raise WbcError("--resume needs a csv or jsonl --out (a Parquet file is unreadable until the run ends)")

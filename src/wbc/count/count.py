@@ -12,7 +12,7 @@ import torch
 
 from wbc.count.detect import BCCD_PX_PER_UM, DetectConfig, counted, detect
 from wbc.count.voc import TYPES, Box
-from wbc.data.framing import cell_centre, cell_view, decode
+from wbc.data.framing import cell_centre, cell_view, decode_shrunk
 from wbc.errors import ImageTooLarge, WbcError
 
 MAX_FIELD_PIXELS = 16_000_000  # the classic detector: one microscope field
@@ -58,15 +58,13 @@ def count_field(predictor, source, px_per_um: float = BCCD_PX_PER_UM, cfg: Detec
         raise WbcError(f"--px-per-um must be positive, not {px_per_um}")
     name = name or (str(source) if isinstance(source, (str, os.PathLike)) else f"<{type(source).__name__}>")
     learned = detector is not None and detector != "classic"
-    rgb = decode(source, max_pixels=COUNT_MAX_PIXELS)
-    h, w = rgb.shape[:2]
-    if not learned and h * w > MAX_FIELD_PIXELS:
-        raise ImageTooLarge(f"{name} is {w}x{h} pixels: the classic detector takes one microscope field (up to {MAX_FIELD_PIXELS / 1e6:.0f} Mpx); "
-                            f"use the learned detector (the default), which tiles any size")
     work_scale = detector.spec.px_per_um if learned else BCCD_PX_PER_UM
     f = work_scale / px_per_um  # bring the field to the scale the detector works at
-    work = rgb if abs(f - 1) < 0.02 else cv2.resize(rgb, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
-    del rgb  # a huge field: keep one copy
+    work, (w, h) = decode_shrunk(source, f, COUNT_MAX_PIXELS)
+    if not learned and w * h > MAX_FIELD_PIXELS:
+        raise ImageTooLarge(f"{name} is {w}x{h} pixels: the classic detector takes one microscope field (up to {MAX_FIELD_PIXELS / 1e6:.0f} Mpx); "
+                            f"use the learned detector (the default), which tiles any size")
+    f = work.shape[1] / w  # the exact factor of the rounded size
     if learned:
         candidates = detector.boxes(work)
         keep = detector.counted(candidates)

@@ -83,12 +83,51 @@ def decode_bytes(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXEL
 
         try:
             h, w, _, _ = simplejpeg.decode_jpeg_header(data)
+            if h * w <= 16_000_000:
+                raise ValueError("small: decode in full")
             if h * w > max_pixels:
                 raise ImageTooLarge(f"{name} is {w}x{h} pixels, over the {max_pixels:,}-pixel limit: downscale it first")
             return simplejpeg.decode_jpeg(data, colorspace="RGB")
         except ValueError:
             pass  # truncated or odd JPEG: Pillow decides, and words the error
     return _pil_decode(data, name, max_pixels)
+
+
+def decode_shrunk(source, factor: float, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, tuple[int, int]]:
+    """(the image scaled by `factor`, its original (width, height)). A large JPEG file (over 16 Mpx) shrinks
+    while it decodes (libjpeg-turbo's DCT scaling), so a 100-megapixel field halved never exists at full
+    size; smaller images take the same path as training (full decode, area filter)."""
+    data = None
+    if isinstance(source, (str, os.PathLike)) and factor < 0.95:
+        try:
+            data = Path(source).read_bytes()
+        except OSError:
+            data = None  # decode() below words the error
+    if data and data[:2] == b"\xff\xd8":
+        import simplejpeg
+
+        try:
+            h, w, _, _ = simplejpeg.decode_jpeg_header(data)
+            if h * w <= 16_000_000:
+                raise ValueError("small: decode in full")
+            if h * w > max_pixels:
+                raise ImageTooLarge(f"{source} is {w}x{h} pixels, over the {max_pixels:,}-pixel limit: downscale it first")
+            small = simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=int(np.ceil(h * factor)), min_width=int(np.ceil(w * factor)))
+            return _resized(small, max(1, round(w * factor)), max(1, round(h * factor))), (w, h)
+        except ValueError:
+            pass  # an odd JPEG: the full decoder decides
+    data = None
+    rgb = decode(source, max_pixels)
+    h, w = rgb.shape[:2]
+    if abs(factor - 1) < 0.02:
+        return rgb, (w, h)
+    return _resized(rgb, max(1, round(w * factor)), max(1, round(h * factor))), (w, h)
+
+
+def _resized(rgb: np.ndarray, w: int, h: int) -> np.ndarray:
+    if rgb.shape[:2] == (h, w):
+        return rgb
+    return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if w < rgb.shape[1] else cv2.INTER_LINEAR)
 
 
 def decode(source, max_pixels: int = MAX_PIXELS) -> np.ndarray:
