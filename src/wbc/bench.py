@@ -142,7 +142,8 @@ def measure_training(model_path: str | None, images: list[str], seconds: float, 
     set_trainable(model, cfg.train_stages)
     opt2 = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4)
     rows = []
-    for name, fn in (("train round 1 (features + head)", round1), (f"train round 2 (last {cfg.train_stages} stages)", round2)):
+    stages = "whole network" if cfg.train_stages < 0 else f"last {cfg.train_stages} stages"
+    for name, fn in (("train round 1 (features + head)", round1), (f"train round 2 ({stages})", round2)):
         fn()
         t = np.array(_timed(fn, seconds, min_runs=2))
         s = float(np.median(t))

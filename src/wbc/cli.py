@@ -207,6 +207,19 @@ def _label(p) -> str:
     return "no white cell found" if not p.to_dict()["white_cell"] else p.label
 
 
+def _parse_scale(value: Optional[str]):
+    """--px-per-um: None (measure each image), 'auto' (measure a sample once) or a positive number."""
+    if value is None or value == "auto":
+        return value
+    try:
+        v = float(value)
+    except ValueError:
+        raise WbcError(f"--px-per-um must be a number or 'auto', not '{value}'") from None
+    if v <= 0:
+        raise WbcError(f"--px-per-um must be positive, not {value}")
+    return v
+
+
 def _engine_for(predictor, engine: str, n_files: int):
     """auto: ONNX Runtime for collections (>= 200 files: its export pays back), PyTorch for a few images."""
     from wbc.predict import fastest
@@ -220,7 +233,8 @@ def predict(inputs: list[str] = typer.Argument(..., help="single-cell images, fo
             format: Optional[str] = typer.Option(None, "--format", "-f", help="table, csv, jsonl or json (default: table on a terminal, csv with --out)"),
             out: Optional[Path] = typer.Option(None, "--out", "-o", help="stream results to this CSV, JSON Lines (.jsonl) or Parquet (.parquet) file"),
             resume: bool = typer.Option(False, help="continue an interrupted run into --out, skipping files already there"),
-            px_per_um: Optional[float] = typer.Option(None, help="pixels a micrometre of the images (default: measured from their red cells)"),
+            px_per_um: Optional[str] = typer.Option(None, help="pixels a micrometre of the images (default: measured in each image from its red cells); "
+                                                   "'auto': measured once on 50 of them (one microscope: ~3x faster)"),
             engine: str = typer.Option("auto", help="auto, pytorch, onnx, or ray (the same job on a Ray cluster)"),
             address: Optional[str] = typer.Option(None, help="Ray cluster address (with --engine ray; default: a local Ray)"),
             workers: Optional[int] = typer.Option(None, help="decoder processes (default: one per core beyond the first)"),
@@ -236,8 +250,7 @@ def predict(inputs: list[str] = typer.Argument(..., help="single-cell images, fo
         raise WbcError(f"--format must be table, csv, jsonl, json or parquet, not '{fmt}'")
     if fmt == "parquet" and not out:
         raise WbcError("parquet needs --out FILE.parquet")
-    if px_per_um is not None and px_per_um <= 0:
-        raise WbcError(f"--px-per-um must be positive, not {px_per_um}")
+    scale = _parse_scale(px_per_um)
     if resume and not out:
         raise WbcError("--resume continues a run written with --out FILE: pass the same --out")
     if out and fmt in ("table", "json"):
@@ -250,6 +263,14 @@ def predict(inputs: list[str] = typer.Argument(..., help="single-cell images, fo
     found = collect_images(inputs)
     if not found.files:
         raise WbcError("; ".join(f"{p}: {why}" for p, why in found.problems) or "no images to classify")
+    if scale == "auto":
+        from wbc.data.scale import source_scale
+
+        s = source_scale(found.files, sample=50)
+        if not s["px_per_um"]:
+            raise WbcError("--px-per-um auto: no red cells measurable in 50 of the images; pass the number")
+        scale = s["px_per_um"]
+        console.print(f"scale {scale:.2f} px/um (median of {s['found']} images, 5th-95th percentile {s['p5']:.2f}-{s['p95']:.2f})", highlight=False)
     predictor = _engine_for(native, engine, len(found.files))
     classes = predictor.classes
     rows, writer = [], None
@@ -270,7 +291,7 @@ def predict(inputs: list[str] = typer.Argument(..., help="single-cell images, fo
     try:
         with bar(transient=True) as p:
             task = p.add_task("classifying", total=len(found.files))
-            summary = run_collection(predictor, found.files, sink, writer.done if writer else None, batch_size, n_workers, px_per_um,
+            summary = run_collection(predictor, found.files, sink, writer.done if writer else None, batch_size, n_workers, scale,
                                      lambda n: p.advance(task, n), stream)
     finally:
         if writer:

@@ -53,7 +53,7 @@ def _circles(rgb: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
     raw = stain_mask(small, 30).astype(np.uint8)
     stained = cv2.dilate(raw, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (15, 15)))
     g = small[..., 1].copy()
-    g[(stained > 0) | ~valid] = np.uint8(np.percentile(g[valid], 90))  # paint with the background level
+    g[(stained > 0) | ~valid] = _percentile_u8(g[valid], 90)  # paint with the background level
     g = cv2.GaussianBlur(g, (0, 0), 1.0)
     c = cv2.HoughCircles(g, cv2.HOUGH_GRADIENT_ALT, dp=1.5, minDist=WORK_WIDTH / 25, param1=60, param2=0.7,
                          minRadius=WORK_WIDTH // 50, maxRadius=WORK_WIDTH // 6)
@@ -69,6 +69,12 @@ def _circles(rgb: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
 
     keep = [row for row in c[0] if stained_share(*row) < 0.03]
     return np.array(keep, np.float32).reshape(-1, 3), f, small[..., 1]
+
+
+def _percentile_u8(values: np.ndarray, q: float) -> np.uint8:
+    """np.percentile for uint8 values by counting (10x faster; the 'lower' interpolation)."""
+    cum = np.cumsum(np.bincount(values.ravel(), minlength=256))
+    return np.uint8(np.searchsorted(cum, q / 100 * (cum[-1] - 1), side="right"))
 
 
 def _outermost(c: np.ndarray) -> np.ndarray:

@@ -161,7 +161,8 @@ function renderSmear() {
   $("smear-totals").textContent = `${smear.fields.length} field(s): RBC ${tot.RBC}, WBC ${tot.WBC}, platelets ${tot.Platelets}`;
   const body = $("smear-diff").querySelector("tbody");
   body.innerHTML = "";
-  const order = ["NEUTROPHIL", "LYMPHOCYTE", "MONOCYTE", "EOSINOPHIL", "BASOPHIL"];
+  const clinical = ["NEUTROPHIL", "LYMPHOCYTE", "MONOCYTE", "EOSINOPHIL", "BASOPHIL"];
+  const order = [...clinical, ...state.classes.filter((k) => !clinical.includes(k))];  // the model's other classes after
   for (const k of order) {
     if (!state.classes.includes(k)) { body.append(el("tr", {}, el("td", { text: k }), el("td", { text: "-" }), el("td", { text: "-" }), el("td", { text: "not a model class" }))); continue; }
     const m = labels.filter((x) => x === k).length, n = labels.length, ci = wilson(m, n);
