@@ -108,12 +108,17 @@ def main() -> None:
         report = adapt(model, str(unl), dest, AdaptConfig(), labelled=str(lab) if lab else None)
         rows[name] = figures(dest, kaggle, a.pbc, kman, a.out / dest.stem) | {"px_per_um": report["scale"]["px_per_um"]}
         print(name, rows[name], flush=True)
-    atomic_write_text(a.out / "loso.json", json.dumps(rows, indent=2))
+    write_table(a.out / "loso", rows, ["model", "Kaggle TEST, image", "Kaggle TEST, per source cell", "PBC test, 8 classes", "PBC test, 4 shared classes"],
+                ["kaggle_test_in_set", "kaggle_per_source_cell", "pbc_test", "pbc_test_shared4"])
+
+
+def write_table(stem: Path, rows: dict, header: list[str], keys: list[str]) -> None:
+    """`rows` as stem.json and as a Markdown table of percentages (stem.md, also printed)."""
+    atomic_write_text(stem.with_suffix(".json"), json.dumps(rows, indent=2))
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
-    lines = ["| model | Kaggle TEST, image | Kaggle TEST, per source cell | PBC test, 8 classes | PBC test, 4 shared classes |", "|---|---|---|---|---|"]
-    for name, r in rows.items():
-        lines.append(f"| {name} | {pct(r['kaggle_test_in_set'])} | {pct(r['kaggle_per_source_cell'])} | {pct(r['pbc_test'])} | {pct(r['pbc_test_shared4'])} |")
-    atomic_write_text(a.out / "loso.md", "\n".join(lines) + "\n")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += [f"| {name} | " + " | ".join(pct(r[k]) for k in keys) + " |" for name, r in rows.items()]
+    atomic_write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -108,6 +108,26 @@ def test_adapt_with_labels_changes_the_head(two_source_run, tiny_pbc, tmp_path):
     assert meta["info"]["adapted"]["labelled"]["per_class"] == {c: 10 for c in PBC_CLASSES}
 
 
+def test_adapt_keeps_statistics_of_a_model_fine_tuned_with_them_frozen(tiny_pbc, tmp_path):
+    # the shipped model was fine-tuned with ImageNet's statistics frozen: re-estimating them breaks such a
+    # model (scripts/bn_effect.py), so auto keeps them and only fixes the lab's scale; target is still there
+    from wbc.predict import shipped_model_path
+
+    src = shipped_model_path()
+    before, meta = load_model_file(src)
+    assert meta["info"]["config"]["bn"] == "frozen"
+    kept, target = tmp_path / "kept.safetensors", tmp_path / "target.safetensors"
+    p = run_cli("adapt", str(tiny_pbc / "train"), "--out", str(kept))
+    assert "statistics kept" in p.stderr
+    run_cli("adapt", str(tiny_pbc / "train"), "--out", str(target), "--bn-stats", "target")
+    bn = "backbone.bn1.running_mean"
+    k, t = load_model_file(kept), load_model_file(target)
+    assert torch.equal(before.state_dict()[bn], k[0].state_dict()[bn]) and not torch.allclose(before.state_dict()[bn], t[0].state_dict()[bn])
+    assert k[1]["info"]["adapted"]["batchnorm"]["statistics"] == "kept" and 9.5 < k[0].spec.px_per_um < 12.5
+    p = run_cli("adapt", str(tiny_pbc / "train"), "--out", str(tmp_path / "x.safetensors"), "--bn-stats", "sometimes", check=False)
+    assert p.returncode == 2 and "--bn-stats must be auto, target or keep" in p.stderr and "Traceback" not in p.stderr
+
+
 def test_adapt_refuses_bad_inputs(two_source_run, tmp_path):
     model = str(two_source_run / "model.safetensors")
     empty = tmp_path / "empty"

@@ -6,7 +6,11 @@ Without labels (a folder of 50 or more of the lab's single-cell images):
 2. Batch-norm statistics: every BatchNorm layer's running mean and variance are reset and
    re-estimated on the lab's images (AdaBN, Li et al. 2016; one pass, cumulative average).
    Normalisation statistics are a main cause of collapse under domain shift for blood-cell
-   classifiers (Tsutsui et al. 2023); re-estimating them needs no label.
+   classifiers (Tsutsui et al. 2023); re-estimating them needs no label. Only for a model whose
+   statistics were updated while it was fine-tuned (`wbc train --bn train`): one fine-tuned with
+   them frozen at ImageNet's (`--bn frozen`, the shipped model) learned weights that expect those
+   statistics, and re-estimating them broke it (a Kaggle-only model on PBC cells: 59.6% -> 29.0%;
+   `scripts/bn_effect.py`), so its statistics are kept (`bn_stats="auto"`).
 With `--labelled DIR` (a handful of labelled cells a class, folder per class): the head and the
 last backbone stages are then fine-tuned on them with augmentation, statistics kept fixed.
 With `--heldout DIR` (labelled, never used to fit anything): figures before and after.
@@ -43,6 +47,7 @@ class AdaptConfig:
     labelled_epochs: int = 15
     labelled_lr: float = 1e-4
     labelled_stages: int = 2  # backbone stages fine-tuned on the labelled cells (besides the head)
+    bn_stats: str = "auto"  # "target" (AdaBN), "keep", or "auto": target unless the model was fine-tuned with frozen statistics
     batch_size: int = 32
     seed: int = 0
 
@@ -89,6 +94,15 @@ def reestimate_bn(model: nn.Module, batches) -> int:
         m.momentum = 0.1
     model.eval()
     return seen
+
+
+def bn_choice(asked: str, meta: dict) -> str:
+    """"target" or "keep": re-estimate normalisation statistics only where the model's training updated them."""
+    if asked not in ("auto", "target", "keep"):
+        raise WbcError(f"--bn-stats must be auto, target or keep, not '{asked}'")
+    if asked != "auto":
+        return asked
+    return "keep" if meta.get("info", {}).get("config", {}).get("bn") == "frozen" else "target"
 
 
 def finetune(model: nn.Module, dl: DataLoader, cfg: AdaptConfig) -> list[float]:
@@ -143,7 +157,7 @@ def adapt(model_path: str | Path, images: str, out: str | Path, cfg: AdaptConfig
     if out.suffix.lower() != ".safetensors":
         raise WbcError(f"--out must end in .safetensors, not '{out.name}'")
     model, meta = load_model_file(model_path)
-    spec = model.spec
+    spec, stats = model.spec, bn_choice(cfg.bn_stats, meta)
     if not spec.field_um:
         raise WbcError(f"{model_path} frames cells by Kaggle-frame pixels (wbc 0.1); adapt needs a model trained with a physical view (wbc >= 0.2)")
     files = _images(images, "unlabelled images")
@@ -169,9 +183,12 @@ def adapt(model_path: str | Path, images: str, out: str | Path, cfg: AdaptConfig
         report["heldout_before"] = heldout_figures(model, *held, before_px or px, spec) if before_px else _per_image_figures(model_path, held)
 
     model = model.to(memory_format=torch.channels_last)
-    geometry = Augment(hed_sigma=0, hed_bias=0, colour=0, hue=0, gamma=(1.0, 1.0), blur_p=0, noise_p=0, jpeg_p=0, grey_p=0, scale_jitter=0.05)
-    n = reestimate_bn(model, _loader(files, [0] * len(files), px, spec, geometry, cfg.batch_size))
-    report["batchnorm"] = {"re_estimated_on": n}
+    if stats == "target":
+        geometry = Augment(hed_sigma=0, hed_bias=0, colour=0, hue=0, gamma=(1.0, 1.0), blur_p=0, noise_p=0, jpeg_p=0, grey_p=0, scale_jitter=0.05)
+        n = reestimate_bn(model, _loader(files, [0] * len(files), px, spec, geometry, cfg.batch_size))
+        report["batchnorm"] = {"statistics": "target", "re_estimated_on": n}
+    else:
+        report["batchnorm"] = {"statistics": "kept", "re_estimated_on": 0, "why": "model fine-tuned with frozen statistics" if cfg.bn_stats == "auto" else "asked"}
     if labelled:
         paths, labels = _labelled(labelled, spec.classes, "--labelled")
         losses = finetune(model, _loader(paths, labels, px, spec, Augment(), min(cfg.batch_size, len(paths)), shuffle=True), cfg)
@@ -185,7 +202,6 @@ def adapt(model_path: str | Path, images: str, out: str | Path, cfg: AdaptConfig
     info["adapted"] = report
     save_model(model, out, info)
     return report
-
 
 
 def _per_image_figures(model_path: Path, held) -> dict:

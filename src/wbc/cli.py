@@ -354,7 +354,9 @@ def adapt(images: str = typer.Argument(..., help="folder of your microscope's si
           labelled: Optional[str] = typer.Option(None, help="folder per class of a few labelled cells (e.g. 10 a class): also fine-tune"),
           heldout: Optional[str] = typer.Option(None, help="folder per class of labelled cells used only to print before/after figures"),
           px_per_um: float = typer.Option(0.0, help="pixels a micrometre of your camera (0: measured from the red cells)"),
-          epochs: int = typer.Option(15, help="fine-tuning epochs over the --labelled cells")):
+          epochs: int = typer.Option(15, help="fine-tuning epochs over the --labelled cells"),
+          bn_stats: str = typer.Option("auto", help="normalisation statistics: target (re-estimate on your images), keep, or auto "
+                                                    "(target unless the model was fine-tuned with frozen statistics)")):
     """Adapt a model to a new microscope: its scale and normalisation statistics from unlabelled images, optionally a few labels."""
     from wbc.adapt import AdaptConfig
     from wbc.adapt import adapt as run_adapt
@@ -363,8 +365,11 @@ def adapt(images: str = typer.Argument(..., help="folder of your microscope's si
     if px_per_um < 0:
         raise WbcError(f"--px-per-um must be positive, not {px_per_um}")
     with console.status("adapting"):
-        r = run_adapt(model or shipped_model_path(), images, out, AdaptConfig(px_per_um=px_per_um, labelled_epochs=epochs), labelled, heldout)
-    console.print(f"re-estimated batch-norm statistics on {r['batchnorm']['re_estimated_on']} images; scale {r['scale']['px_per_um']:.2f} px/um"
+        r = run_adapt(model or shipped_model_path(), images, out, AdaptConfig(px_per_um=px_per_um, labelled_epochs=epochs, bn_stats=bn_stats),
+                      labelled, heldout)
+    b = r["batchnorm"]
+    console.print((f"re-estimated batch-norm statistics on {b['re_estimated_on']} images" if b["statistics"] == "target"
+                   else f"batch-norm statistics kept ({b['why']})") + f"; scale {r['scale']['px_per_um']:.2f} px/um"
                   + (f"; fine-tuned on {r['labelled']['images']} labelled cells" if "labelled" in r else ""), highlight=False)
     if "heldout_after" in r:
         t = Table(title=f"held-out {heldout}: {r['heldout_after']['images']} images")
