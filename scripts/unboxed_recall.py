@@ -6,7 +6,9 @@ BCCD's val boxes are as incomplete as its train boxes, so val mAP cannot show wh
 ignore regions buys (a detector that learned to skip unboxed cells is *not* punished for it on
 val). This measures it directly on the val fields: the cells the classic detector finds that no
 annotated box covers (the same rule that makes the training ignore regions), and the share of them
-each detector finds at one operating threshold, beside its recall of the annotated boxes.
+each detector finds at its own operating thresholds (fitted on val by train-detector the same way
+for every run), beside its recall of the annotated boxes. `--shared-thresholds` uses the shipped
+detector's thresholds for every model instead.
 """
 
 from __future__ import annotations
@@ -30,13 +32,15 @@ def main() -> None:
     ap.add_argument("models", nargs="+", type=Path)
     ap.add_argument("--bccd", default=str(Path(resolve_data(None)).parent / "bccd"))
     ap.add_argument("--split", default="val")
+    ap.add_argument("--shared-thresholds", action="store_true")
     a = ap.parse_args()
-    thresholds = Detector(shipped_detector_path()).spec.score_threshold  # one operating point for every model
+    shared = Detector(shipped_detector_path()).spec.score_threshold
     spec = Detector(a.models[0]).spec
     fields = load_fields(a.bccd, a.split, spec, ignore=True)
-    print(f"{a.split}: {len(fields)} fields, thresholds {thresholds}")
+    print(f"{a.split}: {len(fields)} fields")
     for path in a.models:
         det = Detector(path)
+        thresholds = shared if a.shared_thresholds else det.spec.score_threshold
         rows = {}
         for kind in ("RBC", "Platelets"):
             k = spec.classes.index(kind)
@@ -49,7 +53,7 @@ def main() -> None:
                     acc[0] += h
                     acc[1] += n
             rows[kind] = f"boxed {boxed[0]}/{boxed[1]} ({boxed[0] / max(1, boxed[1]):.1%}), unboxed {unboxed[0]}/{unboxed[1]} ({unboxed[0] / max(1, unboxed[1]):.1%})"
-        print(f"{path}: " + "; ".join(f"{k} {v}" for k, v in rows.items()), flush=True)
+        print(f"{path} (thresholds {thresholds}): " + "; ".join(f"{k} {v}" for k, v in rows.items()), flush=True)
 
 
 if __name__ == "__main__":
