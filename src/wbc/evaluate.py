@@ -179,7 +179,7 @@ def evaluate(predictor: Predictor, data: str, split: str, out: Path | None = Non
         "accuracy": float(accuracy_score(y, pred)),
         "accuracy_in_set_classes": float(accuracy_score(y, restricted)),
         "predicted_outside_set": int(np.sum(~np.isin(pred, in_set))),
-        "balanced_accuracy": _balanced(y, pred),
+        "balanced_accuracy": balanced(y, pred),
         "macro_f1": float(f1_score(y, pred, average="macro", labels=in_set, zero_division=0)),
         "per_class": {classes[k]: {"precision": float(prec[k]), "recall": float(rec[k]), "f1": float(f1[k]), "support": int(sup[k])}
                       for k in in_set},
@@ -228,7 +228,7 @@ def _pct(v) -> str:
     return "-" if v is None else f"{v:.1%}"
 
 
-def _balanced(y: np.ndarray, pred: np.ndarray) -> float:
+def balanced(y: np.ndarray, pred: np.ndarray) -> float:
     """Mean recall over the set's classes (a prediction outside them is a miss, not a new class to average)."""
     import warnings
 
