@@ -119,20 +119,25 @@ def test_training_killed_mid_epoch_resumes_to_the_same_model(tiny_run, tmp_path)
     from wbc.models.io import load_model_file
 
     data, manifest, _ = tiny_run
+    # round-2 epochs of 40 steps: a few seconds even on an idle machine, so the kill lands inside epoch 2
     args = ["train", "--data", str(data), "--manifest", str(manifest), "--size", "64", "--head", "32", "--round1-epochs", "3",
-            "--round2-epochs", "3", "--epoch-size", "96", "--batch-size", "16", "--workers", "0", "--patience", "5"]
+            "--round2-epochs", "3", "--epoch-size", "640", "--batch-size", "16", "--workers", "0", "--patience", "5"]
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     run_cli(*args, "--out", str(whole))
     proc = subprocess.Popen([sys.executable, "-m", "wbc.cli", *args, "--out", str(broken)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics = broken / "metrics.csv"
     deadline = time.time() + 600
     while time.time() < deadline and not (metrics.exists() and any(r["round"] == "2" for r in csv.DictReader(open(metrics)))):
-        time.sleep(0.1)
-    time.sleep(1.0)  # into round-2 epoch 2
+        time.sleep(0.05)
+    time.sleep(0.3)  # into round-2 epoch 2
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = [r["epoch"] for r in csv.DictReader(open(metrics)) if r["round"] == "2"]
     assert done and done[-1] in ("1", "2"), done  # killed before the end of the run
+    # the worst moment for a kill: an epoch's row written, its checkpoint not yet, and a row torn mid-write
+    stage = torch.load(broken / "last.pt", map_location="cpu", weights_only=True)["stage"]
+    with open(metrics, "a") as f:
+        f.write(f"2,{stage['epoch'] + 1},0.5,0.5,0.5,0.5,0.5,0.0001,1.0\n2,{stage['epoch'] + 2},0.4")
     p = run_cli("train", "--out", str(broken), "--resume")
     assert "resuming" in p.stderr
     assert [r["epoch"] for r in csv.DictReader(open(metrics)) if r["round"] == "2"] == ["1", "2", "3"]

@@ -10,6 +10,7 @@ over sources of each source's balanced accuracy, so no source or class outweighs
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import random
@@ -155,6 +156,24 @@ class Logger:
         except Exception:
             self.tb = None
 
+    def keep_until(self, stage: dict) -> None:
+        """Drop rows of epochs after a resumed checkpoint's: a kill between a row and its checkpoint would
+        otherwise leave that epoch logged twice once it is redone."""
+        with open(self.path, newline="") as f:
+            rows = list(csv.DictReader(f))
+
+        def done(r: dict) -> bool:  # a torn last row (kill mid-write) is dropped too
+            rnd, ep = r.get("round") or "", r.get("epoch") or ""
+            return rnd.isdigit() and ep.isdigit() and (int(rnd), int(ep)) <= (stage["round"], stage["epoch"])
+
+        kept = [r for r in rows if done(r)]
+        if len(kept) < len(rows):
+            buf = io.StringIO()
+            w = csv.DictWriter(buf, self.FIELDS)
+            w.writeheader()
+            w.writerows(kept)
+            atomic_write_text(self.path, buf.getvalue())
+
     def log(self, row: dict) -> None:
         with open(self.path, "a", newline="") as f:
             csv.DictWriter(f, self.FIELDS).writerow({k: row.get(k, "") for k in self.FIELDS})
@@ -196,6 +215,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         if ckpt:
             model.load_state_dict(ckpt["model"])
             best, stage = ckpt["best"], ckpt["stage"]
+            log.keep_until(stage)
             console.print(f"resuming {run}: round {stage['round']}, {stage['epoch']} epochs done")
 
         val_dl = loader(val_rows, classes, infos, cfg, augment=False)
