@@ -10,7 +10,6 @@ over sources of each source's balanced accuracy, so no source or class outweighs
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import random
@@ -34,7 +33,7 @@ from wbc.io_utils import atomic_save, atomic_write_text
 from wbc.models.classifier import CellClassifier, ModelSpec, frozen_bn_eval, set_trainable
 from wbc.models.io import save_model
 from wbc.progress import bar, console
-from wbc.runs import open_run
+from wbc.runs import epoch_number, keep_logged, open_run
 
 
 def seed_everything(seed: int) -> None:
@@ -156,24 +155,6 @@ class Logger:
         except Exception:
             self.tb = None
 
-    def keep_until(self, stage: dict) -> None:
-        """Drop rows of epochs after a resumed checkpoint's: a kill between a row and its checkpoint would
-        otherwise leave that epoch logged twice once it is redone."""
-        with open(self.path, newline="") as f:
-            rows = list(csv.DictReader(f))
-
-        def done(r: dict) -> bool:  # a torn last row (kill mid-write) is dropped too
-            rnd, ep = r.get("round") or "", r.get("epoch") or ""
-            return rnd.isdigit() and ep.isdigit() and (int(rnd), int(ep)) <= (stage["round"], stage["epoch"])
-
-        kept = [r for r in rows if done(r)]
-        if len(kept) < len(rows):
-            buf = io.StringIO()
-            w = csv.DictWriter(buf, self.FIELDS)
-            w.writeheader()
-            w.writerows(kept)
-            atomic_write_text(self.path, buf.getvalue())
-
     def log(self, row: dict) -> None:
         with open(self.path, "a", newline="") as f:
             csv.DictWriter(f, self.FIELDS).writerow({k: row.get(k, "") for k in self.FIELDS})
@@ -215,7 +196,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         if ckpt:
             model.load_state_dict(ckpt["model"])
             best, stage = ckpt["best"], ckpt["stage"]
-            log.keep_until(stage)
+            keep_logged(log.path, lambda r: (epoch_number(r["round"]), epoch_number(r["epoch"])) <= (stage["round"], stage["epoch"]))
             console.print(f"resuming {run}: round {stage['round']}, {stage['epoch']} epochs done")
 
         val_dl = loader(val_rows, classes, infos, cfg, augment=False)

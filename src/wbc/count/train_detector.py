@@ -30,7 +30,7 @@ from wbc.count.voc import Box, coco_ap, iou, read_boxes, read_ids
 from wbc.data.framing import decode as decode_image
 from wbc.io_utils import atomic_save, atomic_write_text
 from wbc.progress import bar, console
-from wbc.runs import open_run
+from wbc.runs import epoch_number, keep_logged, open_run
 
 BCCD_PX_PER_UM = 14.0
 
@@ -193,6 +193,8 @@ def train_detector(cfg: DetectorConfig, resume: bool = False) -> Path:
     fields_ = ["epoch", "loss", "heat", "size", "offset", "val_map50", "val_map50_95", "RBC_ap50", "WBC_ap50", "Platelets_ap50", "seconds"]
     if not log.exists():
         log.write_text(",".join(fields_) + "\n")
+    elif resume:
+        keep_logged(log, lambda r: epoch_number(r["epoch"]) <= state["epoch"])
     with bar() as progress:
         train = load_fields(cfg.data, cfg.train_list, spec, cfg.ignore_unlabelled, cfg.max_images, progress)
         val = load_fields(cfg.data, cfg.val_list, spec, False, cfg.max_images, progress)
