@@ -78,19 +78,32 @@ def decode_bytes(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXEL
     """HxWx3 uint8 RGB from encoded bytes; any damage is a one-line WbcError naming `name`."""
     if not data:
         raise BadImage(f"cannot read image {name}: the file is empty")
-    if data[:2] == b"\xff\xd8":  # JPEG
+    if _large_jpeg(data, name, max_pixels):
         import simplejpeg
 
         try:
-            h, w, _, _ = simplejpeg.decode_jpeg_header(data)
-            if h * w <= 16_000_000:
-                raise ValueError("small: decode in full")
-            if h * w > max_pixels:
-                raise ImageTooLarge(f"{name} is {w}x{h} pixels, over the {max_pixels:,}-pixel limit: downscale it first")
             return simplejpeg.decode_jpeg(data, colorspace="RGB")
         except ValueError:
             pass  # truncated or odd JPEG: Pillow decides, and words the error
     return _pil_decode(data, name, max_pixels)
+
+
+def _large_jpeg(data: bytes | None, name, max_pixels: int) -> tuple[int, int] | None:
+    """(height, width) of a JPEG over 16 Mpx, which libjpeg-turbo decodes (raises ImageTooLarge over
+    `max_pixels`); None for anything else (small, not JPEG, unreadable header): the full decoder's job."""
+    if not data or data[:2] != b"\xff\xd8":
+        return None
+    import simplejpeg
+
+    try:
+        h, w, _, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        return None
+    if h * w <= 16_000_000:
+        return None
+    if h * w > max_pixels:
+        raise ImageTooLarge(f"{name} is {w}x{h} pixels, over the {max_pixels:,}-pixel limit: downscale it first")
+    return h, w
 
 
 def decode_shrunk(source, factor: float, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, tuple[int, int]]:
@@ -103,15 +116,12 @@ def decode_shrunk(source, factor: float, max_pixels: int = MAX_PIXELS) -> tuple[
             data = Path(source).read_bytes()
         except OSError:
             data = None  # decode() below words the error
-    if data and data[:2] == b"\xff\xd8":
+    dims = _large_jpeg(data, source, max_pixels)
+    if dims:
         import simplejpeg
 
+        h, w = dims
         try:
-            h, w, _, _ = simplejpeg.decode_jpeg_header(data)
-            if h * w <= 16_000_000:
-                raise ValueError("small: decode in full")
-            if h * w > max_pixels:
-                raise ImageTooLarge(f"{source} is {w}x{h} pixels, over the {max_pixels:,}-pixel limit: downscale it first")
             small = simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=int(np.ceil(h * factor)), min_width=int(np.ceil(w * factor)))
             return _resized(small, max(1, round(w * factor)), max(1, round(h * factor))), (w, h)
         except ValueError:
