@@ -22,10 +22,10 @@ from pathlib import Path
 
 from loso import SHARED, link_folder, write_table
 
-from wbc.adapt import AdaptConfig, adapt
 from wbc.data.locate import resolve_data
-from wbc.evaluate import evaluate
-from wbc.predict import load_model
+from wbc.evaluation.evaluate import evaluate
+from wbc.infer.predictor import load_model
+from wbc.training.adapt import AdaptConfig, adapt
 
 
 def main() -> None:

@@ -18,12 +18,12 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
-from wbc.adapt import AdaptConfig, adapt
+from wbc._util.io import atomic_write_text
 from wbc.data.locate import resolve_data
 from wbc.data.split import read_manifest
-from wbc.evaluate import evaluate
-from wbc.io_utils import atomic_write_text
-from wbc.predict import load_model
+from wbc.evaluation.evaluate import evaluate
+from wbc.infer.predictor import load_model
+from wbc.training.adapt import AdaptConfig, adapt
 
 SHARED = ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]
 

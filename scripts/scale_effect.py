@@ -15,9 +15,10 @@ import json
 
 import numpy as np
 
-from wbc.data.framing import KAGGLE_PX_PER_UM, KAGGLE_WIDTH, decode
-from wbc.evaluate import match_classes
-from wbc.predict import load_model
+from wbc.evaluation.evaluate import match_classes
+from wbc.image.decode import decode
+from wbc.image.framing import KAGGLE_PX_PER_UM, KAGGLE_WIDTH
+from wbc.infer.predictor import load_model
 
 
 def main() -> None:

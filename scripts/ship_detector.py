@@ -12,11 +12,18 @@ import argparse
 import json
 from pathlib import Path
 
-from wbc.count.detector import Detector, load_detector, load_detector_file, save_detector, shipped_detector_path
+from wbc._util.io import atomic_write_text
+from wbc.count.detect import ClassicDetector
+from wbc.count.detector import (
+    Detector,
+    load_detector,
+    load_detector_file,
+    save_detector,
+    shipped_detector_path,
+)
 from wbc.count.evaluate import evaluate_count
 from wbc.data.locate import resolve_bccd, resolve_data
-from wbc.io_utils import atomic_write_text
-from wbc.predict import fastest, load_model
+from wbc.infer.predictor import fastest, load_model
 
 KEEP = ("detector", "images", "seconds_per_image", "detection", "map50", "map50_95", "wbc_class")
 
@@ -33,7 +40,7 @@ def main() -> None:
     predictor = fastest(load_model())
     src = a.run / "detector.safetensors"
     figures = {}
-    for name, det in (("learned", load_detector(src)), ("classic", "classic")):
+    for name, det in (("learned", load_detector(src)), ("classic", ClassicDetector())):
         r = evaluate_count(predictor, bccd, "test", labels if labels.is_file() else None, simple, detector=det)
         figures[name] = {k: r[k] for k in KEEP if k in r}
         print(name, json.dumps({k: round(v["ap50"], 3) for k, v in r["detection"].items()}), f"mAP@0.5 {r['map50']:.3f}",

@@ -15,11 +15,11 @@ import json
 import shutil
 from pathlib import Path
 
+from wbc._util.io import atomic_write_text
 from wbc.data.locate import resolve_data
-from wbc.evaluate import evaluate
-from wbc.io_utils import atomic_write_text
+from wbc.evaluation.evaluate import evaluate
+from wbc.infer.predictor import load_model, shipped_model_path
 from wbc.models.io import load_model_file, save_model
-from wbc.predict import load_model, shipped_model_path
 
 KEEP = ("images", "accuracy", "accuracy_in_set_classes", "balanced_accuracy", "macro_f1", "ece", "per_class", "per_source_cell", "review",
         "no_white_cell", "scale")

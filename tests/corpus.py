@@ -138,8 +138,8 @@ def make_corpus(dest: Path, cell: Path, model: Path | None = None) -> list[Case]
     if model is not None:
         data = model.read_bytes()
         add("model_truncated.safetensors", data[: len(data) // 2], "error")
-        from safetensors.torch import save_file
         import torch
+        from safetensors.torch import save_file
 
         save_file({"w": torch.zeros(3)}, str(dest / "model_foreign.safetensors"))
         cases.append(Case("model_foreign.safetensors", dest / "model_foreign.safetensors", "error"))

@@ -6,13 +6,13 @@ import os
 import socket
 
 import pytest
+from conftest import kaggle_images, run_cli
+from corpus import make_corpus
 from fastapi.testclient import TestClient
 
 import wbc
-from conftest import kaggle_images, run_cli
-from corpus import make_corpus
 from wbc.errors import WbcError
-from wbc.predict import shipped_model_path
+from wbc.infer.predictor import shipped_model_path
 from wbc.serve.app import create_app
 
 IMAGE_CASES = lambda cases: [c for c in cases if not c.name.startswith("model_")]  # noqa: E731

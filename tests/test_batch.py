@@ -12,10 +12,10 @@ import time
 
 import numpy as np
 import pytest
+from conftest import CLASSES, KAGGLE, run_cli
 
 import wbc
-from conftest import CLASSES, KAGGLE, run_cli
-from wbc.batch import classify_stream
+from wbc.infer.batch import classify_stream
 
 
 @pytest.fixture(scope="module")

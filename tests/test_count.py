@@ -4,10 +4,10 @@ import json
 
 import numpy as np
 import pytest
+from conftest import DATA, run_cli
 from PIL import Image
 
 import wbc
-from conftest import DATA, run_cli
 from wbc.count.count import count_field, differential
 from wbc.count.voc import read_boxes, read_ids
 

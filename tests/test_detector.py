@@ -9,12 +9,12 @@ import sys
 import cv2
 import numpy as np
 import pytest
-
 from conftest import BCCD, run_cli
+
 from wbc.count.centernet import DETECT_PX_PER_UM
 from wbc.count.detector import Detector, cached_detector_onnx, shipped_detector_path
 from wbc.count.voc import iou, match, read_boxes, read_ids
-from wbc.data.framing import decode
+from wbc.image.decode import decode
 
 shipped = pytest.mark.skipif(not shipped_detector_path().is_file(), reason="no shipped detector in this checkout")
 VAL = read_ids(BCCD, "val")

@@ -5,8 +5,8 @@ import json
 import shutil
 
 import pytest
-
 from conftest import CLASSES, run_cli
+
 from wbc.data.split import read_manifest
 
 

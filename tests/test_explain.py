@@ -3,11 +3,11 @@
 import cv2
 import numpy as np
 import pytest
+from conftest import CLASSES, kaggle_images
 
 import wbc
-from conftest import CLASSES, kaggle_images
-from wbc.data.framing import stain_mask
-from wbc.explain import Explainer, overlay
+from wbc.image.stain import stain_mask
+from wbc.infer.explain import Explainer, overlay
 
 
 def cell_region(pixels) -> np.ndarray:

@@ -4,10 +4,10 @@ import json
 
 import numpy as np
 import pytest
+from conftest import BLOOD, CLASSES, kaggle_images, run_cli
 
 import wbc
-from conftest import BLOOD, CLASSES, kaggle_images, run_cli
-from wbc.export import calibration_images, compare, export_onnx
+from wbc.models.export import calibration_images, compare, export_onnx
 
 
 @pytest.fixture(scope="module")

@@ -6,15 +6,15 @@ import resource
 
 import numpy as np
 import schemathesis
+from conftest import kaggle_images
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from schemathesis.checks import not_a_server_error
 
 import wbc
-from conftest import kaggle_images
-from wbc.data.framing import decode_bytes
 from wbc.errors import BadImage
+from wbc.image.decode import decode_bytes
 from wbc.serve.app import Limits, create_app
 
 APP = create_app(wbc.load_model(), limits=Limits(max_files=4, max_mb=1.0))

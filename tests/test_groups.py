@@ -2,8 +2,8 @@
 
 import cv2
 import numpy as np
-
 from conftest import kaggle_images
+
 from wbc.data.groups import cluster, group_images, image_features, inliers
 
 

@@ -2,15 +2,16 @@
 
 import pytest
 import torch
+from conftest import kaggle_images
 from safetensors.torch import save_file
 
-from conftest import kaggle_images
-from wbc.data.framing import decode, load_input, resize_to
 from wbc.errors import WbcError
+from wbc.image.decode import decode
+from wbc.image.framing import load_input, resize_to
+from wbc.infer.predictor import load_model
 from wbc.models.classifier import CellClassifier, ModelSpec, set_trainable
 from wbc.models.io import load_model_file, save_model
 from wbc.models.weights import create_backbone, offline_weights
-from wbc.predict import load_model
 
 
 @pytest.mark.parametrize("name", ["tf_efficientnet_lite0", "tf_efficientnet_lite2"])

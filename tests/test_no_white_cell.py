@@ -5,14 +5,15 @@ import json
 
 import numpy as np
 import pytest
+from conftest import BCCD, CLASSES, PBC_CLASSES, kaggle_images, pbc_images, run_cli
 from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
 import wbc
-from conftest import BCCD, CLASSES, PBC_CLASSES, kaggle_images, pbc_images, run_cli
 from wbc.count.voc import read_boxes
-from wbc.data.framing import decode, largest_stained_um2
-from wbc.predict import NO_WHITE_CELL
+from wbc.image.decode import decode
+from wbc.image.stain import largest_stained_um2
+from wbc.infer.predictor import NO_WHITE_CELL
 from wbc.serve.app import create_app
 
 

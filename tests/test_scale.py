@@ -2,12 +2,13 @@
 values measured by hand (zoomed crops with a pixel ruler) and against BCCD's annotated boxes."""
 
 import numpy as np
+from conftest import BCCD, KAGGLE, PBC_CLASSES, pbc_images
 from PIL import Image
 
-from conftest import BCCD, KAGGLE, PBC_CLASSES, pbc_images
 from wbc.count.voc import read_boxes, read_ids
-from wbc.data.framing import decode, frame
-from wbc.data.scale import estimate_scale, source_scale
+from wbc.image.decode import decode
+from wbc.image.framing import frame
+from wbc.image.scale import estimate_scale, source_scale
 from wbc.models.classifier import ModelSpec
 
 KAGGLE_BY_HAND = 6.5  # a red cell 49 px across in TEST_SIMPLE/NEUTROPHIL/_0_1966.jpeg (7.5 um)

@@ -3,9 +3,9 @@
 import shutil
 
 import pytest
+from conftest import CLASSES, kaggle_images, run_cli
 from PIL import Image
 
-from conftest import CLASSES, kaggle_images, run_cli
 from wbc.data.scan import find_layout, scan
 from wbc.errors import WbcError
 

@@ -5,10 +5,10 @@ import io
 
 import numpy as np
 import pytest
+from conftest import CLASSES, PBC_CLASSES, kaggle_images
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from conftest import CLASSES, PBC_CLASSES, kaggle_images
 from wbc.serve.app import Limits, create_app
 from wbc.serve.server import load_for_serving
 
@@ -100,8 +100,8 @@ def test_decompression_bomb_is_refused(client):
 
 
 def test_an_onnx_model_serves_but_refuses_heatmaps(served, tmp_path):
-    from wbc.predict import load_model
-    from wbc.export import cached_onnx
+    from wbc.infer.predictor import load_model
+    from wbc.models.export import cached_onnx
 
     onnx_only = load_model(cached_onnx(load_model()))
     c = TestClient(create_app(onnx_only, None))

@@ -5,9 +5,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from PIL import Image
-
 from conftest import CLASSES, KAGGLE, kaggle_images, start_server
+from PIL import Image
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

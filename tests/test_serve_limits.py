@@ -9,7 +9,6 @@ import time
 
 import httpx
 import pytest
-
 from conftest import CLASSES, kaggle_images, start_server
 
 IMAGES = [p for c in CLASSES for p in kaggle_images("TEST_SIMPLE", c, 4)]  # 16 real cells

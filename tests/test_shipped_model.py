@@ -4,11 +4,11 @@ import json
 
 import numpy as np
 import pytest
+from conftest import CLASSES, KAGGLE, PBC_CLASSES, kaggle_images, pbc_images, run_cli
 from PIL import Image
 
 import wbc
-from conftest import CLASSES, KAGGLE, PBC_CLASSES, kaggle_images, pbc_images, run_cli
-from wbc.predict import shipped_model_path
+from wbc.infer.predictor import shipped_model_path
 
 pytestmark = pytest.mark.skipif(not shipped_model_path().is_file(), reason="no shipped model in this checkout")
 

@@ -10,12 +10,12 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import PBC_CLASSES, run_cli
+
 from wbc.data.sources import Row, balanced_weights, parse_sources
 from wbc.errors import WbcError
+from wbc.infer.predictor import load_model
 from wbc.models.io import load_model_file, read_metadata
-from wbc.predict import load_model
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def test_adapt_with_labels_changes_the_head(two_source_run, tiny_pbc, tmp_path):
 def test_adapt_keeps_statistics_of_a_model_fine_tuned_with_them_frozen(tiny_pbc, tmp_path):
     # the shipped model was fine-tuned with ImageNet's statistics frozen: re-estimating them breaks such a
     # model (scripts/bn_effect.py), so auto keeps them and only fixes the lab's scale; target is still there
-    from wbc.predict import shipped_model_path
+    from wbc.infer.predictor import shipped_model_path
 
     src = shipped_model_path()
     before, meta = load_model_file(src)

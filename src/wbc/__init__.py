@@ -8,41 +8,28 @@ Public API::
     outcomes = wbc.classify(["folder/", "more/*.png"], out="results.csv")  # collections: bad files skipped
 """
 
-__version__ = "0.2.0"
-
-from wbc.errors import WbcError  # noqa: E402
+from wbc._version import __version__
+from wbc.errors import WbcError
 
 
 def load_model(path=None, device=None):
     """Load a wbc model file (default: the model shipped inside the package)."""
-    from wbc.predict import load_model as _load
+    from wbc.infer.predictor import load_model as _load
 
     return _load(path, device=device)
 
 
 def classify(inputs, model=None, out=None, resume=False, px_per_um=None, batch_size=32, workers=0):
-    """Classify every image among `inputs` (files, folders, globs). Returns one wbc.batch.Outcome a file,
+    """Classify every image among `inputs` (files, folders, globs). Returns one wbc.infer.batch.Outcome a file,
     in order: `.prediction` (a Prediction) or `.error` (why the file was skipped). With `out` (a .csv or
     .jsonl path) the rows are also streamed there; `resume` continues an interrupted run into it."""
-    from pathlib import Path
-
-    from wbc.batch import Outcome, ResultWriter, format_of, run_collection
     from wbc.data.collect import collect_images
+    from wbc.infer.batch import Outcome, run_to_file
 
     predictor = model if hasattr(model, "predict_framed") else load_model(model)
     found = collect_images([str(i) for i in ([inputs] if isinstance(inputs, str) else inputs)])
     outcomes = [Outcome(p, None, why) for p, why in found.problems]
-    writer = ResultWriter(Path(out), format_of(Path(out), None), predictor.classes, resume) if out else None
-    try:
-        def sink(batch):
-            outcomes.extend(batch)
-            if writer:
-                writer.write(batch)
-
-        run_collection(predictor, found.files, sink, writer.done if writer else None, batch_size, workers, px_per_um)
-    finally:
-        if writer:
-            writer.close()
+    run_to_file(predictor, found.files, out, None, resume, outcomes.extend, batch_size=batch_size, workers=workers, px_per_um=px_per_um)
     return outcomes
 
 

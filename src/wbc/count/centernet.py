@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-TYPES = ("RBC", "WBC", "Platelets")
+from wbc.count.voc import TYPES
+
 DETECT_PX_PER_UM = 7.0
 STRIDE = 4
 

@@ -10,13 +10,19 @@ import cv2
 import numpy as np
 import torch
 
-from wbc.count.detect import BCCD_PX_PER_UM, DetectConfig, counted, detect
+from wbc.count.detect import (  # noqa: F401  (MAX_FIELD_PIXELS: re-exported)
+    BCCD_PX_PER_UM,
+    MAX_FIELD_PIXELS,
+    ClassicDetector,
+    DetectConfig,
+)
+from wbc.count.detector import COUNT_MAX_PIXELS
 from wbc.count.voc import TYPES, Box
-from wbc.data.framing import cell_centre, cell_view, decode_shrunk
 from wbc.errors import ImageTooLarge, WbcError
+from wbc.image.decode import decode_shrunk
+from wbc.image.framing import cell_view
+from wbc.image.stain import cell_centre
 
-MAX_FIELD_PIXELS = 16_000_000  # the classic detector: one microscope field
-COUNT_MAX_PIXELS = 200_000_000  # the learned detector tiles; this bounds the decoded image (600 MB of RGB)
 CLINICAL_ORDER = ["NEUTROPHIL", "LYMPHOCYTE", "MONOCYTE", "EOSINOPHIL", "BASOPHIL"]
 COLOURS = {"RBC": (220, 60, 60), "WBC": (90, 40, 200), "Platelets": (30, 170, 60)}  # RGB
 
@@ -53,24 +59,21 @@ def count_field(predictor, source, px_per_um: float = BCCD_PX_PER_UM, cfg: Detec
     """Find RBCs, WBCs and platelets in one field of any size; classify every WBC, framed as the cell model was trained.
 
     `detector`: a wbc.count.detector.Detector (the learned one; fields are tiled, so any size works),
-    or None / "classic" for colour and circle detection (one microscope field, up to 16 Mpx)."""
+    or a ClassicDetector (None, or "classic": colour and circle detection, one field up to 16 Mpx, `cfg` its settings)."""
     if px_per_um <= 0:
         raise WbcError(f"--px-per-um must be positive, not {px_per_um}")
     name = name or (str(source) if isinstance(source, (str, os.PathLike)) else f"<{type(source).__name__}>")
-    learned = detector is not None and detector != "classic"
-    work_scale = detector.spec.px_per_um if learned else BCCD_PX_PER_UM
+    if detector is None or detector == "classic":
+        detector = ClassicDetector(cfg)
+    work_scale = detector.px_per_um
     f = work_scale / px_per_um  # bring the field to the scale the detector works at
     work, (w, h) = decode_shrunk(source, f, COUNT_MAX_PIXELS)
-    if not learned and w * h > MAX_FIELD_PIXELS:
-        raise ImageTooLarge(f"{name} is {w}x{h} pixels: the classic detector takes one microscope field (up to {MAX_FIELD_PIXELS / 1e6:.0f} Mpx); "
+    if w * h > detector.max_pixels:
+        raise ImageTooLarge(f"{name} is {w}x{h} pixels: the classic detector takes one microscope field (up to {detector.max_pixels / 1e6:.0f} Mpx); "
                             f"use the learned detector (the default), which tiles any size")
     f = work.shape[1] / w  # the exact factor of the rounded size
-    if learned:
-        candidates = detector.boxes(work)
-        keep = detector.counted(candidates)
-    else:
-        candidates = detect(work, cfg)
-        keep = counted(candidates, cfg)
+    candidates = detector.boxes(work)
+    keep = detector.counted(candidates)
     wbcs = [b for b in keep if b.kind == "WBC"]
     result = FieldCount(name, (w, h), [_scaled(b, f) for b in keep], [_scaled(b, f) for b in candidates])
     spec = predictor.spec
@@ -119,6 +122,11 @@ def differential(labels: list[str], classes: list[str]) -> list[dict]:
     return rows
 
 
+def field_summary(counts: list[dict[str, int]], labels: list[str], classes: list[str]) -> dict:
+    """Totals over fields (each a {type: n}) and the WBC differential of their `labels`: one summary for the CLI and the API."""
+    return {"totals": {k: sum(c[k] for c in counts) for k in TYPES}, "differential": differential(labels, classes)}
+
+
 def draw(rgb: np.ndarray, fc: FieldCount) -> np.ndarray:
     """The field with every counted cell boxed (colour by type) and each WBC labelled with class and probability."""
     im = rgb.copy()
@@ -140,8 +148,8 @@ def draw(rgb: np.ndarray, fc: FieldCount) -> np.ndarray:
 
 def save_annotated(rgb: np.ndarray, fc: FieldCount, out_dir: Path) -> Path:
     """`<out_dir>/<image stem>_count.png`, written atomically."""
-    from wbc.explain import png_bytes
-    from wbc.io_utils import atomic_write_bytes
+    from wbc._util.io import atomic_write_bytes
+    from wbc.infer.explain import png_bytes
 
     path = Path(out_dir) / f"{Path(fc.source).stem or 'field'}_count.png"
     atomic_write_bytes(path, png_bytes(draw(rgb, fc)))

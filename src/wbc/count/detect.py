@@ -1,7 +1,7 @@
 """Find every cell in a smear field by colour and shape (no trained detector).
 
 At the magnification of BCCD (about 14 pixels a micrometre, 640x480 fields):
-- WBC: nucleus stained purple: blue well above red (wbc.data.framing.stain_mask), closed so
+- WBC: nucleus stained purple: blue well above red (wbc.image.stain.stain_mask), closed so
   the lobes of a neutrophil join, components larger than a platelet. The box is the nucleus
   box grown by a cytoplasm margin.
 - Platelets: small stained components away from WBCs.
@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from wbc.count.voc import Box
-from wbc.data.framing import stain_mask
+from wbc.image.stain import stain_mask
 
 BCCD_PX_PER_UM = 14.0  # median BCCD RBC box 105 px / 7.5 um typical RBC diameter
 
@@ -113,3 +113,30 @@ def detect(rgb: np.ndarray, cfg: DetectConfig | None = None) -> list[Box]:
 def counted(boxes: list[Box], cfg: DetectConfig | None = None) -> list[Box]:
     cfg = cfg or DetectConfig()
     return [b for b in boxes if b.kind != "RBC" or b.score >= cfg.count_score]
+
+
+MAX_FIELD_PIXELS = 16_000_000  # the classic detector: one microscope field
+
+
+class ClassicDetector:
+    """Colour and circle detection behind the learned Detector's interface (boxes, counted, name), so
+    count_field and the server take either. One microscope field at a time (no tiling)."""
+
+    engine = None  # no network
+    max_pixels = MAX_FIELD_PIXELS
+
+    def __init__(self, cfg: DetectConfig | None = None):
+        self.cfg = cfg or DetectConfig()
+
+    name = "classic"
+
+    @property
+    def px_per_um(self) -> float:
+        """The scale it works at (a field is brought to it first)."""
+        return BCCD_PX_PER_UM
+
+    def boxes(self, rgb: np.ndarray) -> list[Box]:
+        return detect(rgb, self.cfg)
+
+    def counted(self, boxes: list[Box]) -> list[Box]:
+        return counted(boxes, self.cfg)

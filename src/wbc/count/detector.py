@@ -16,14 +16,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from wbc._util.io import atomic_save
 from wbc.count.centernet import CellDetector, DetectorSpec, PeakDetector, decode
+from wbc.count.detect import ClassicDetector
 from wbc.count.voc import Box
 from wbc.errors import WbcError
-from wbc.io_utils import atomic_save
+from wbc.models.io import (
+    add_onnx_metadata,
+    cached_export,
+    file_metadata,
+    load_weights,
+    save_weights,
+)
 
 FORMAT = "wbc-detector/1"
 ONNX_FORMAT = "wbc-detector-onnx/1"
 SHIPPED_DETECTOR = "wbc_detector.safetensors"
+COUNT_MAX_PIXELS = 200_000_000  # the learned detector tiles; this bounds the decoded image (600 MB of RGB)
 TILE = 768  # work-scale pixels (110 um); a multiple of 32
 OVERLAP = 160  # more than the largest cell (a WBC is ~130 px at 7 px/um)
 
@@ -33,35 +42,17 @@ def shipped_detector_path() -> Path:
 
 
 def save_detector(model: CellDetector, path, info: dict | None = None) -> None:
-    from safetensors.torch import save_file
-
-    import wbc
-
-    state = {k: v.detach().to("cpu", torch.float16 if v.is_floating_point() else v.dtype).contiguous() for k, v in model.state_dict().items()}
-    meta = {"format": FORMAT, "spec": json.dumps(model.spec.to_dict()), "info": json.dumps(info or {}), "wbc_version": wbc.__version__}
-    atomic_save(path, lambda tmp: save_file(state, tmp, metadata=meta))
+    save_weights(model, path, FORMAT, model.spec.to_dict(), info)
 
 
 def load_detector_file(path) -> tuple[CellDetector, dict]:
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise WbcError(f"detector file not found: {path} (train one with `wbc train-detector`, or use --detector classic)")
+    meta = file_metadata(path, FORMAT, "detector", "train one with `wbc train-detector`, or use --detector classic")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        if meta.get("format") != FORMAT:
-            raise WbcError(f"{path} is not a wbc detector file (no '{FORMAT}' metadata)")
-        spec = DetectorSpec.from_dict(json.loads(meta["spec"]))
-        model = CellDetector(spec, pretrained=False)
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()})
-    except WbcError:
-        raise
-    except (SafetensorError, OSError, ValueError, KeyError, RuntimeError) as e:
+        spec = DetectorSpec.from_dict(meta["spec"])
+        model = load_weights(CellDetector(spec, pretrained=False), path)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
         raise WbcError(f"{path} is not a readable wbc detector ({str(e).splitlines()[0][:120]}); re-train or re-download it") from None
-    return model.eval(), {"spec": spec.to_dict(), "info": json.loads(meta.get("info", "{}")), "wbc_version": meta.get("wbc_version")}
+    return model.eval(), {"spec": spec.to_dict(), "info": meta["info"], "wbc_version": meta["wbc_version"]}
 
 
 class Detector:
@@ -72,7 +63,7 @@ class Detector:
         if self.path.suffix.lower() == ".onnx":
             import onnxruntime as ort
 
-            from wbc.onnx_engine import session_options
+            from wbc.infer.engines import session_options
 
             try:
                 self.session = ort.InferenceSession(str(self.path), session_options(threads), providers=["CPUExecutionProvider"])
@@ -88,6 +79,17 @@ class Detector:
             self.peaks = PeakDetector(self.model).eval()
             self.engine = "pytorch"
         self.spec = DetectorSpec.from_dict(self.meta["spec"])
+
+    max_pixels = COUNT_MAX_PIXELS  # tiled: any field size, bounded by the decoded image
+
+    @property
+    def name(self) -> str:
+        return f"learned ({self.path.name})"
+
+    @property
+    def px_per_um(self) -> float:
+        """The scale it works at (a field is brought to it first)."""
+        return self.spec.px_per_um
 
     @torch.no_grad()
     def heads(self, tile: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -138,10 +140,6 @@ def export_detector(path, out, size: tuple[int, int] = (480, 640), opset: int = 
     """The detector (uint8 pixels in; peaks, sizes, offsets out; any tile size) as ONNX, metadata inside."""
     import warnings
 
-    import onnx
-
-    import wbc
-
     model, meta = load_detector_file(path)
     out = Path(out)
     if out.suffix.lower() != ".onnx":
@@ -155,10 +153,7 @@ def export_detector(path, out, size: tuple[int, int] = (480, 640), opset: int = 
                               dynamic_axes={"pixels": {0: "batch", 2: "height", 3: "width"}, "peaks": {0: "batch", 2: "h", 3: "w"},
                                             "size": {0: "batch", 2: "h", 3: "w"}, "offset": {0: "batch", 2: "h", 3: "w"}},
                               opset_version=opset, dynamo=False)
-        m = onnx.load(tmp)
-        for k, v in {"format": ONNX_FORMAT, "spec": json.dumps(meta["spec"]), "info": json.dumps(meta["info"]), "wbc_version": wbc.__version__}.items():
-            m.metadata_props.add(key=k, value=v)
-        onnx.save(m, tmp)
+        add_onnx_metadata(tmp, ONNX_FORMAT, meta)
 
     atomic_save(out, write)
     return out
@@ -166,15 +161,7 @@ def export_detector(path, out, size: tuple[int, int] = (480, 640), opset: int = 
 
 def cached_detector_onnx(path: Path) -> Path:
     """An ONNX export of a native detector file, made once into the wbc cache (keyed by its hash)."""
-    import hashlib
-
-    from wbc.models.weights import cache_dir
-
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-    out = cache_dir() / "onnx" / f"{Path(path).stem}-{digest}.onnx"
-    if not out.is_file():
-        export_detector(path, out)
-    return out
+    return cached_export(path, lambda out: export_detector(path, out))
 
 
 def load_detector(path=None, engine: str = "auto", threads: int | None = None) -> Detector:
@@ -194,13 +181,13 @@ def load_detector(path=None, engine: str = "auto", threads: int | None = None) -
 
 
 def default_detector(choice: str | None = None, threads: int | None = None):
-    """"classic", a detector file, or (None) the shipped learned detector when this install has one."""
+    """The classic detector ("classic"), a detector file, or (None) the shipped learned detector when this install has one."""
     if choice == "classic":
-        return "classic"
+        return ClassicDetector()
     if choice not in (None, "", "learned"):
         return load_detector(choice, threads=threads)
     if shipped_detector_path().is_file():
         return load_detector(None, threads=threads)
     if choice == "learned":
         raise WbcError(f"no learned detector in this install ({shipped_detector_path()}): pass --detector FILE or --detector classic")
-    return "classic"
+    return ClassicDetector()

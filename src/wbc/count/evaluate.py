@@ -17,9 +17,10 @@ import cv2
 import numpy as np
 
 from wbc.count.count import count_field
+from wbc.count.detect import ClassicDetector
 from wbc.count.voc import TYPES, coco_ap, match, read_boxes, read_ids
-from wbc.data.framing import decode
 from wbc.errors import WbcError
+from wbc.image.decode import decode
 
 ANCHORS = {"YOLOv5x AP@0.5 (public BCCD result)": {"WBC": 0.977, "overall": 0.923},
            "CST-YOLO AP@0.5 (public BCCD result)": {"WBC": 0.984, "overall": 0.927}}
@@ -68,6 +69,7 @@ def evaluate_count(predictor, data: str | Path, split: str = "test", labels: str
     """Detection AP (COCO-style, torchmetrics) per type, precision/recall and count error at the operating
     threshold, WBC class against labels.csv, fields/s; `detector` as in count_field."""
     root = Path(data)
+    detector = ClassicDetector() if detector in (None, "classic") else detector
     ids = read_ids(root, split)
     paths = {i: root / "JPEGImages" / f"{i}.jpg" for i in ids}
     missing = [str(p) for p in paths.values() if not p.is_file()]
@@ -105,7 +107,7 @@ def evaluate_count(predictor, data: str | Path, split: str = "test", labels: str
                   "recall": tp_counted[k] / n_truth[k] if n_truth[k] else 0.0,
                   "ap50": ap["per_type"].get(k, {}).get("ap50", float("nan")), "ap50_95": ap["per_type"].get(k, {}).get("ap50_95", float("nan")),
                   "count_mae": float(np.mean(np.abs(count_err[k]))), "count_bias": float(np.mean(count_err[k]))}
-    name = "classic" if detector in (None, "classic") else f"learned ({detector.path.name}, {detector.engine})"
+    name = detector.name if detector.engine is None else f"learned ({detector.path.name}, {detector.engine})"
     result = {"split": split, "images": len(ids), "detector": name, "seconds_per_image": seconds / len(ids), "detection": det,
               "map50": ap["map50"], "map50_95": ap["map50_95"], "anchors": ANCHORS}
     if labels:

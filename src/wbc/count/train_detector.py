@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import random
 import time
@@ -25,14 +26,23 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from wbc.count.centernet import CellDetector, DetectorSpec, PeakDetector, decode, detection_loss, targets
+from wbc._util.io import atomic_save, atomic_write_text
+from wbc._util.progress import or_null
+from wbc._util.runs import epoch_number, keep_logged, open_run
+from wbc.count.centernet import (
+    CellDetector,
+    DetectorSpec,
+    PeakDetector,
+    decode,
+    detection_loss,
+    targets,
+)
 from wbc.count.voc import Box, coco_ap, iou, read_boxes, read_ids
-from wbc.data.framing import decode as decode_image
-from wbc.io_utils import atomic_save, atomic_write_text
-from wbc.progress import bar, console
-from wbc.runs import epoch_number, keep_logged, open_run
+from wbc.image.decode import decode as decode_image
 
 BCCD_PX_PER_UM = 14.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -174,82 +184,98 @@ def fit_thresholds(dets: list[list[Box]], truth: list[list[Box]], classes: list[
     return out
 
 
-def train_detector(cfg: DetectorConfig, resume: bool = False) -> Path:
-    run, cfg = open_run(cfg.out, cfg, resume, DetectorConfig.load)
-    ckpt_path = run / "last.pt"
-    cfg.save(run / "config.json")
-    torch.manual_seed(cfg.seed)
-    spec = DetectorSpec()
-    model = CellDetector(spec, pretrained=cfg.pretrained and not resume).to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    state = {"epoch": 0, "best": -1.0, "best_epoch": 0, "bad": 0}
+def detector_epoch(model, dl: DataLoader, opt, sched) -> np.ndarray:
+    """One epoch over random crops; the mean of (loss, heat, size, offset)."""
+    model.train()
+    losses = []
+    for x, t in dl:
+        loss, parts = detection_loss(model(x.float().contiguous(memory_format=torch.channels_last)), t)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append([loss.item(), parts["heat"], parts["size"], parts["offset"]])
+    return np.mean(losses, 0)
+
+
+METRIC_FIELDS = ["epoch", "loss", "heat", "size", "offset", "val_map50", "val_map50_95", "RBC_ap50", "WBC_ap50", "Platelets_ap50", "seconds"]
+
+
+def _resume(run: Path, model, opt, resume: bool) -> tuple[dict, dict | None]:
+    """(where training stands, the checkpoint or None); metrics rows past the checkpoint dropped."""
+    state, ck = {"epoch": 0, "best": -1.0, "best_epoch": 0, "bad": 0}, None
     if resume:
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        ck = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         state = ck["state"]
-        console.print(f"resuming {run}: {state['epoch']} epochs done")
-    log = run / "metrics.csv"
-    fields_ = ["epoch", "loss", "heat", "size", "offset", "val_map50", "val_map50_95", "RBC_ap50", "WBC_ap50", "Platelets_ap50", "seconds"]
-    if not log.exists():
-        log.write_text(",".join(fields_) + "\n")
+        log.info(f"resuming {run}: {state['epoch']} epochs done")
+    metrics = run / "metrics.csv"
+    if not metrics.exists():
+        metrics.write_text(",".join(METRIC_FIELDS) + "\n")
     elif resume:
-        keep_logged(log, lambda r: epoch_number(r["epoch"]) <= state["epoch"])
-    with bar() as progress:
-        train = load_fields(cfg.data, cfg.train_list, spec, cfg.ignore_unlabelled, cfg.max_images, progress)
-        val = load_fields(cfg.data, cfg.val_list, spec, False, cfg.max_images, progress)
-        n_ignored = sum(len(f.ignore) for f in train)
-        console.print(f"train {len(train)} fields ({sum(len(f.boxes) for f in train)} boxes, {n_ignored} unboxed cells ignored), "
-                      f"val {len(val)} fields")
-        val_truth = [[Box(spec.classes[k], *b) for k, *b in f.boxes] for f in val]
-        dl = DataLoader(CropDataset(train, cfg.crop, len(spec.classes), cfg.crops_per_image), batch_size=cfg.batch_size, shuffle=True,
-                        num_workers=cfg.workers, drop_last=len(train) * cfg.crops_per_image > cfg.batch_size)
-        total_steps = max(1, cfg.epochs * len(dl))
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total_steps, pct_start=0.1)
-        if resume and "scheduler" in ck:
-            sched.load_state_dict(ck["scheduler"])
-        task = progress.add_task("training detector", total=cfg.epochs, completed=state["epoch"])
-        while state["epoch"] < cfg.epochs and state["bad"] < cfg.patience:
-            t0 = time.time()
-            torch.manual_seed(cfg.seed * 1000 + state["epoch"])
-            model.train()
-            losses = []
-            for x, t in dl:
-                loss, parts = detection_loss(model(x.float().contiguous(memory_format=torch.channels_last)), t)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                losses.append([loss.item(), parts["heat"], parts["size"], parts["offset"]])
-            model.eval()
-            ap = coco_ap(field_detections(model, val, spec), val_truth, spec.classes)
-            state["epoch"] += 1
-            mean = np.mean(losses, 0)
-            row = [state["epoch"], *mean, ap["map50"], ap["map50_95"], *[ap["per_type"].get(c, {}).get("ap50", float("nan")) for c in spec.classes],
-                   time.time() - t0]
-            with open(log, "a", newline="") as fh:
-                csv.writer(fh).writerow([f"{v:.5f}" if isinstance(v, float) else v for v in row])
-            if ap["map50"] > state["best"]:
-                state.update(best=ap["map50"], best_epoch=state["epoch"], bad=0)
-                save_model_file(model, run / "detector.safetensors", {"partial": True})
-            else:
-                state["bad"] += 1
-            atomic_save(ckpt_path, lambda tmp: torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                                            "scheduler": sched.state_dict(), "state": state}, tmp))
-            progress.update(task, advance=1, description=f"detector val mAP@0.5 {ap['map50']:.3f} (loss {mean[0]:.3f})")
+        keep_logged(metrics, lambda r: epoch_number(r["epoch"]) <= state["epoch"])
+    return state, ck
+
+
+def _finish(run: Path, cfg: DetectorConfig, spec: DetectorSpec, val: list[Field], val_truth, state: dict, train_info: dict) -> Path:
+    """Score thresholds fitted on val for the best epoch's detector; the final file with its figures."""
     from wbc.count.detector import load_detector_file
 
     best, _ = load_detector_file(run / "detector.safetensors")
     dets = field_detections(best, val, spec)
     best.spec.score_threshold = fit_thresholds(dets, val_truth, spec.classes)
     ap = coco_ap(dets, val_truth, spec.classes)
-    info = {"trained_on": {"data": cfg.data, "train": cfg.train_list, "fields": len(train), "ignored_unboxed_cells": n_ignored},
-            "best_epoch": state["best_epoch"], "metrics": {"val": ap}, "config": asdict(cfg)}
+    info = {"trained_on": train_info, "best_epoch": state["best_epoch"], "metrics": {"val": ap}, "config": asdict(cfg)}
     save_model_file(best, run / "detector.safetensors", info)
     atomic_write_text(run / "summary.json", json.dumps(info, indent=2))
-    console.print(f"val mAP@0.5 {ap['map50']:.3f} (epoch {state['best_epoch']}); thresholds {best.spec.score_threshold}")
-    console.print(f"detector written to {run / 'detector.safetensors'}")
+    log.info(f"val mAP@0.5 {ap['map50']:.3f} (epoch {state['best_epoch']}); thresholds {best.spec.score_threshold}")
+    log.info(f"detector written to {run / 'detector.safetensors'}")
     return run / "detector.safetensors"
+
+
+def train_detector(cfg: DetectorConfig, resume: bool = False, progress=None) -> Path:
+    """Crops of BCCD train fields -> CenterNet epochs, early stopping on val mAP@0.5 -> thresholds on val; resumable."""
+    progress = or_null(progress)
+    run, cfg = open_run(cfg.out, cfg, resume, DetectorConfig.load)
+    cfg.save(run / "config.json")
+    torch.manual_seed(cfg.seed)
+    spec = DetectorSpec()
+    model = CellDetector(spec, pretrained=cfg.pretrained and not resume).to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    state, ck = _resume(run, model, opt, resume)
+    train = load_fields(cfg.data, cfg.train_list, spec, cfg.ignore_unlabelled, cfg.max_images, progress)
+    val = load_fields(cfg.data, cfg.val_list, spec, False, cfg.max_images, progress)
+    n_ignored = sum(len(f.ignore) for f in train)
+    log.info(f"train {len(train)} fields ({sum(len(f.boxes) for f in train)} boxes, {n_ignored} unboxed cells ignored), val {len(val)} fields")
+    val_truth = [[Box(spec.classes[k], *b) for k, *b in f.boxes] for f in val]
+    dl = DataLoader(CropDataset(train, cfg.crop, len(spec.classes), cfg.crops_per_image), batch_size=cfg.batch_size, shuffle=True,
+                    num_workers=cfg.workers, drop_last=len(train) * cfg.crops_per_image > cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(1, cfg.epochs * len(dl)), pct_start=0.1)
+    if ck and "scheduler" in ck:
+        sched.load_state_dict(ck["scheduler"])
+    task = progress.add_task("training detector", total=cfg.epochs, completed=state["epoch"])
+    while state["epoch"] < cfg.epochs and state["bad"] < cfg.patience:
+        t0 = time.time()
+        torch.manual_seed(cfg.seed * 1000 + state["epoch"])
+        mean = detector_epoch(model, dl, opt, sched)
+        model.eval()
+        ap = coco_ap(field_detections(model, val, spec), val_truth, spec.classes)
+        state["epoch"] += 1
+        row = [state["epoch"], *mean, ap["map50"], ap["map50_95"], *[ap["per_type"].get(c, {}).get("ap50", float("nan")) for c in spec.classes],
+               time.time() - t0]
+        with open(run / "metrics.csv", "a", newline="") as fh:
+            csv.writer(fh).writerow([f"{v:.5f}" if isinstance(v, float) else v for v in row])
+        if ap["map50"] > state["best"]:
+            state.update(best=ap["map50"], best_epoch=state["epoch"], bad=0)
+            save_model_file(model, run / "detector.safetensors", {"partial": True})
+        else:
+            state["bad"] += 1
+        atomic_save(run / "last.pt", lambda tmp: torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                                              "scheduler": sched.state_dict(), "state": state}, tmp))
+        progress.update(task, advance=1, description=f"detector val mAP@0.5 {ap['map50']:.3f} (loss {mean[0]:.3f})")
+    train_info = {"data": cfg.data, "train": cfg.train_list, "fields": len(train), "ignored_unboxed_cells": n_ignored}
+    return _finish(run, cfg, spec, val, val_truth, state, train_info)
 
 
 def save_model_file(model, path, info) -> None:

@@ -6,7 +6,6 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from wbc.errors import WbcError
 
 TYPES = ("RBC", "WBC", "Platelets")

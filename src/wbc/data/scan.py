@@ -17,10 +17,9 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from wbc.errors import WbcError
+from wbc.image.decode import MAX_PIXELS, MIN_SIDE
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-MIN_SIDE = 32  # smaller than this cannot hold a cell at the training scale
-MAX_PIXELS = 40_000_000  # well above any microscope field we expect; stops decompression bombs
 KAGGLE_SUBDIR = Path("dataset2-master") / "images"
 
 

@@ -17,10 +17,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wbc._util.io import atomic_save, atomic_write_text
 from wbc.data.scan import find_layout, scan
 from wbc.data.split import make_manifest, manifest_hash, read_manifest, write_manifest
 from wbc.errors import WbcError
-from wbc.io_utils import atomic_save, atomic_write_text
 
 
 @dataclass
@@ -46,7 +46,7 @@ class SourceInfo:
     manifest: str
     manifest_sha256: str
     px_per_um: float
-    scale: dict = field(default_factory=dict)  # the per-image spread (wbc.data.scale.source_scale)
+    scale: dict = field(default_factory=dict)  # the per-image spread (wbc.image.scale.source_scale)
     counts: dict = field(default_factory=dict)  # {split: {class: images}}
     groups: dict = field(default_factory=dict)  # {split: source groups}
 
@@ -101,7 +101,7 @@ def source_manifest(src: Source, run: Path, val_fraction: float, seed: int, prog
 
 def load_rows(sources: list[Source], run: Path, val_fraction: float, seed: int, progress=None) -> tuple[list[Row], dict[str, SourceInfo]]:
     """Every train/val row of every source, and what the model file will record about each source."""
-    from wbc.data.scale import source_scale
+    from wbc.image.scale import source_scale
 
     rows: list[Row] = []
     infos: dict[str, SourceInfo] = {}

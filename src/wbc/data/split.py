@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
+from wbc._util.io import atomic_write_text
 from wbc.data.groups import group_images
 from wbc.data.scan import Scan, find_layout
 from wbc.errors import WbcError
-from wbc.io_utils import atomic_write_text
 
 FIELDS = ["path", "class", "group", "split", "source_split"]
 TRAIN_SPLITS = ("TRAIN", "ALL")

@@ -20,7 +20,9 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from wbc.data.framing import cell_centre, decode, view
+from wbc.image.decode import decode
+from wbc.image.framing import view
+from wbc.image.stain import cell_centre
 
 
 @dataclass
@@ -92,7 +94,7 @@ class CellDataset(Dataset):
     """(uint8 3xSxS view, class index) for each image; every view at `field_um` micrometres wide.
 
     `px_per_um` gives each image's scale (in practice its source's measured scale); with
-    `augment` None the view is exactly what inference sees (wbc.data.framing.view)."""
+    `augment` None the view is exactly what inference sees (wbc.image.framing.view)."""
 
     def __init__(self, paths: list, labels: list[int], px_per_um: list[float], size: int, field_um: float, augment: Augment | None = None):
         self.paths, self.labels, self.px = [str(p) for p in paths], list(labels), list(px_per_um)

@@ -1,71 +1,113 @@
-"""The model file: one safetensors file, weights in float16 plus JSON metadata in its header.
+"""The model file, for the classifier and the detector alike: one safetensors file, weights in
+float16 plus JSON metadata in its header; and their ONNX exports, with the same metadata inside.
 
-No pickle: loading a model file can never run code. The metadata carries the ModelSpec (classes,
-backbone, input size, scaling, calibration temperature, review threshold) and the provenance
-(hash of the split manifest, metrics, wbc version), so a file is self-describing.
+No pickle: loading a model file can never run code. The metadata carries the spec (classes,
+backbone, input size, scaling, calibration, thresholds) and the provenance (split hashes,
+metrics, wbc version), so a file is self-describing. Each kind names its format
+(`wbc-model/1`, `wbc-detector/1`; ONNX: `wbc-onnx/1`, `wbc-detector-onnx/1`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from wbc._util.io import atomic_save
+from wbc._version import __version__
 from wbc.errors import WbcError
-from wbc.io_utils import atomic_save
 from wbc.models.classifier import CellClassifier, ModelSpec
 
 FORMAT = "wbc-model/1"
+ONNX_FORMAT = "wbc-onnx/1"
 
 
-def save_model(model: CellClassifier, path: str | os.PathLike, info: dict | None = None) -> None:
-    import wbc
-
+def save_weights(model: torch.nn.Module, path: str | os.PathLike, fmt: str, spec: dict, info: dict | None = None) -> None:
+    """Any wbc network (its `spec` as a dict) as a float16 safetensors file with the wbc metadata, atomically."""
     state = {k: v.detach().to("cpu", torch.float16 if v.is_floating_point() else v.dtype).contiguous() for k, v in model.state_dict().items()}
-    meta = {"format": FORMAT, "spec": json.dumps(model.spec.to_dict()), "info": json.dumps(info or {}), "wbc_version": wbc.__version__}
+    meta = {"format": fmt, "spec": json.dumps(spec), "info": json.dumps(info or {}), "wbc_version": __version__}
     atomic_save(path, lambda tmp: save_file(state, tmp, metadata=meta))
 
 
-def wbc_version() -> str:
-    import wbc
+def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:
+    """The file's weights into `model` (float32); raises RuntimeError when they do not fit."""
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()})
+    return model
 
-    return wbc.__version__
 
-
-def read_metadata(path: str | os.PathLike) -> dict:
+def file_metadata(path: str | os.PathLike, fmt: str, what: str, make: str) -> dict:
+    """{"spec", "info", "wbc_version"} of a wbc file of format `fmt`; every damage a one-line WbcError.
+    `what` names the kind of file ("model", "detector"), `make` the command that makes one."""
     path = Path(path)
     if not path.exists():
-        raise WbcError(f"model file not found: {path} (train one with `wbc train`, or omit --model for the shipped one)")
+        raise WbcError(f"{what} file not found: {path} ({make})")
     if path.is_dir():
-        raise WbcError(f"{path} is a folder: pass the model file inside it (e.g. {path}/model.safetensors)")
+        raise WbcError(f"{path} is a folder: pass the {what} file inside it (e.g. {path}/{what}.safetensors)")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise WbcError(f"{path} is not a readable wbc model file ({str(e).splitlines()[0][:120]}); re-export or re-download it") from None
-    fmt = meta.get("format", "")
-    if fmt.startswith("wbc-model/") and fmt != FORMAT:
-        raise WbcError(f"{path} was written by a newer wbc ({meta.get('wbc_version', '?')}, format {fmt}) than this one "
-                       f"({wbc_version()}, format {FORMAT}): upgrade wbc (pip install -U wbc)")
-    if fmt != FORMAT:
-        raise WbcError(f"{path} is a safetensors file but not a wbc model (no '{FORMAT}' metadata)")
+        raise WbcError(f"{path} is not a readable wbc {what} file ({str(e).splitlines()[0][:120]}); re-export or re-download it") from None
+    kind, found = fmt.split("/")[0], meta.get("format", "")
+    if found.startswith(kind + "/") and found != fmt:
+        raise WbcError(f"{path} was written by a newer wbc ({meta.get('wbc_version', '?')}, format {found}) than this one "
+                       f"({__version__}, format {fmt}): upgrade wbc (pip install -U wbc)")
+    if found != fmt:
+        raise WbcError(f"{path} is a safetensors file but not a wbc {what} (no '{fmt}' metadata)")
     try:
         return {"spec": json.loads(meta["spec"]), "info": json.loads(meta.get("info", "{}")), "wbc_version": meta.get("wbc_version")}
     except (KeyError, json.JSONDecodeError):
-        raise WbcError(f"{path}: the wbc metadata is damaged; re-export or re-download the model") from None
+        raise WbcError(f"{path}: the wbc metadata is damaged; re-export or re-download the {what}") from None
+
+
+def add_onnx_metadata(onnx_path: str, fmt: str, meta: dict, **extra: str) -> None:
+    """Write the wbc metadata (format, spec, info, version, `extra`) into an ONNX file in place."""
+    import onnx
+
+    m = onnx.load(onnx_path)
+    del m.metadata_props[:]
+    props = {"format": fmt, "spec": json.dumps(meta["spec"]), "info": json.dumps(meta.get("info", {})), "wbc_version": __version__, **extra}
+    for k, v in props.items():
+        m.metadata_props.add(key=k, value=v)
+    m.producer_name = "wbc"
+    onnx.save(m, onnx_path)
+
+
+def cached_export(path: str | os.PathLike, export: Callable[[Path], object]) -> Path:
+    """An ONNX export of a native file, made once by `export(out)` into the wbc cache (keyed by the file's hash)."""
+    from wbc.models.weights import cache_dir
+
+    path = Path(path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    out = cache_dir() / "onnx" / f"{path.stem}-{digest}.onnx"
+    if not out.is_file():
+        export(out)
+    return out
+
+
+def save_model(model: CellClassifier, path: str | os.PathLike, info: dict | None = None) -> None:
+    save_weights(model, path, FORMAT, model.spec.to_dict(), info)
+
+
+def wbc_version() -> str:
+    return __version__
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    return file_metadata(path, FORMAT, "model", "train one with `wbc train`, or omit --model for the shipped one")
 
 
 def load_model_file(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[CellClassifier, dict]:
     meta = read_metadata(path)
     spec = ModelSpec.from_dict(meta["spec"])
-    model = CellClassifier(spec, pretrained=False)
     try:
-        state = load_file(str(path))
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        model = load_weights(CellClassifier(spec, pretrained=False), path)
     except (SafetensorError, RuntimeError, OSError) as e:
         raise WbcError(f"{path}: the weights are damaged or do not fit backbone {spec.backbone} ({str(e).splitlines()[0][:120]})") from None
     return model.to(device).eval(), meta

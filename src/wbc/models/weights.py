@@ -19,8 +19,8 @@ import timm
 import torch
 from safetensors.torch import load_file, save_file
 
+from wbc._util.io import atomic_save
 from wbc.errors import WbcError
-from wbc.io_utils import atomic_save
 
 # timm name -> (PyPI package, module, file-getter class)
 OFFLINE_PACKAGES = {

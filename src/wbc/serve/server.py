@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 from wbc.errors import WbcError
-from wbc.progress import console
+from wbc.serve.gate import Limits
+
+log = logging.getLogger(__name__)
 
 ENGINES = ("auto", "onnx", "pytorch")
 
@@ -11,7 +15,7 @@ ENGINES = ("auto", "onnx", "pytorch")
 def load_for_serving(model: str | None, engine: str = "auto", threads: int | None = None):
     """(predictor that classifies, explainer or None). auto: ONNX Runtime fp32 when it is installed
     (about 2x PyTorch eager on CPU, same probabilities to 1e-5), heat-maps from the native model."""
-    from wbc.predict import load_model
+    from wbc.infer.predictor import load_model
 
     if engine not in ENGINES:
         raise WbcError(f"--engine must be one of {', '.join(ENGINES)}, not '{engine}'")
@@ -20,8 +24,8 @@ def load_for_serving(model: str | None, engine: str = "auto", threads: int | Non
         if engine == "pytorch":
             raise WbcError(f"{first.path} is an ONNX model: --engine pytorch needs the native .safetensors model")
         return first, None
-    from wbc.explain import Explainer
-    from wbc.predict import fastest
+    from wbc.infer.explain import Explainer
+    from wbc.infer.predictor import fastest
 
     explainer = Explainer(first.model)
     if engine == "pytorch":
@@ -32,13 +36,12 @@ def load_for_serving(model: str | None, engine: str = "auto", threads: int | Non
     return fast, explainer
 
 
-def serve(model: str | None, host: str, port: int, engine: str, max_files: int, max_mb: float, threads: int | None = None,
-          queue: int = 32, timeout_s: float = 120.0) -> None:
+def serve(model: str | None, host: str, port: int, engine: str = "auto", limits: Limits | None = None, threads: int | None = None) -> None:
+    import socket
+
     import uvicorn
 
-    from wbc.serve.app import Limits, create_app
-
-    import socket
+    from wbc.serve.app import create_app
 
     with socket.socket() as probe:  # say so before spending seconds on loading the model
         try:
@@ -46,7 +49,7 @@ def serve(model: str | None, host: str, port: int, engine: str, max_files: int, 
         except OSError as e:
             raise WbcError(f"cannot listen on {host}:{port} ({e.strerror}): pass another --port or --host") from None
     predictor, explainer = load_for_serving(model, engine, threads)
-    app = create_app(predictor, explainer, Limits(max_files=max_files, max_mb=max_mb, queue=queue, timeout_s=timeout_s))
-    console.print(f"serving {predictor.path.name} ({predictor.engine.name}) on http://{host}:{port}  (API docs: /docs)")
+    app = create_app(predictor, explainer, limits or Limits())
+    log.info(f"serving {predictor.path.name} ({predictor.engine.name}) on http://{host}:{port}  (API docs: /docs)")
     # SIGTERM / Ctrl-C: stop accepting, let requests in flight finish (up to 30 s), then exit
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)

@@ -7,8 +7,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from wbc._util.io import atomic_write_text
 from wbc.data.transforms import Augment
-from wbc.io_utils import atomic_write_text
 
 
 @dataclass

@@ -1,4 +1,8 @@
-"""Run an exported wbc model (.onnx, preprocessing inside) on ONNX Runtime's CPU provider."""
+"""The engines a Predictor drives: uint8 N x 3 x H x W in, class probabilities out.
+
+TorchEngine runs the native model in PyTorch; OnnxEngine an exported one (.onnx, preprocessing inside) on
+ONNX Runtime's CPU provider, with the wbc metadata read from the file.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,7 @@ import numpy as np
 import torch
 
 from wbc.errors import WbcError
-
-FORMAT = "wbc-onnx/1"
+from wbc.models.io import ONNX_FORMAT as FORMAT
 
 
 def session_options(threads: int | None = None):
@@ -56,3 +59,17 @@ class OnnxEngine:
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         x = np.ascontiguousarray(batch.numpy() if isinstance(batch, torch.Tensor) else batch, dtype=np.uint8)
         return torch.from_numpy(self.session.run(None, {self.input: x})[0])
+
+
+class TorchEngine:
+    """The native model in PyTorch (channels-last, no autograd)."""
+
+    name = "pytorch"
+
+    def __init__(self, model, device: torch.device):
+        self.model, self.device = model.to(memory_format=torch.channels_last), device
+
+    @torch.no_grad()
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        x = batch.to(self.device, torch.float32).contiguous(memory_format=torch.channels_last)
+        return self.model.probabilities(x).cpu()

@@ -2,7 +2,7 @@
 
 Preprocessing that belongs to the network (scaling, normalisation, temperature, softmax) is
 inside the graph, so any ONNX runtime gets the same probabilities from the same pixels; decoding
-and framing stay in wbc.data.framing, shared by every engine. The int8 variant is ONNX Runtime's
+and framing stay in wbc.image, shared by every engine. The int8 variant is ONNX Runtime's
 static QDQ quantisation with per-channel weights, its activation ranges calibrated on training
 images (never on a test split).
 """
@@ -10,7 +10,6 @@ images (never on a test split).
 from __future__ import annotations
 
 import copy
-import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -20,9 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from wbc._util.io import atomic_save
 from wbc.errors import WbcError
-from wbc.io_utils import atomic_save
-from wbc.onnx_engine import FORMAT
+from wbc.models.io import ONNX_FORMAT, add_onnx_metadata, cached_export
 
 
 class _Pixels2Probabilities(nn.Module):
@@ -35,18 +34,7 @@ class _Pixels2Probabilities(nn.Module):
 
 
 def _write_metadata(path: str, meta: dict, precision: str) -> None:
-    import onnx
-
-    import wbc
-
-    m = onnx.load(path)
-    del m.metadata_props[:]
-    props = {"format": FORMAT, "spec": json.dumps(meta["spec"]), "info": json.dumps(meta.get("info", {})),
-             "wbc_version": wbc.__version__, "precision": precision}
-    for k, v in props.items():
-        m.metadata_props.add(key=k, value=v)
-    m.producer_name = "wbc"
-    onnx.save(m, path)
+    add_onnx_metadata(path, ONNX_FORMAT, meta, precision=precision)
 
 
 def static_same_padding(model: nn.Module, example: torch.Tensor) -> nn.Module:
@@ -108,7 +96,12 @@ class _Calibration:
 
 
 def _quantize_int8(predictor, fp32_path: str, out: str, calibration: list) -> None:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if not calibration:
@@ -140,15 +133,7 @@ def export_onnx(predictor, out: str | os.PathLike, int8: bool = False, calibrati
 
 def cached_onnx(predictor) -> Path:
     """An fp32 ONNX export of a native model, made once and kept in the wbc cache (keyed by the file's hash)."""
-    import hashlib
-
-    from wbc.models.weights import cache_dir
-
-    digest = hashlib.sha256(predictor.path.read_bytes()).hexdigest()[:16]
-    out = cache_dir() / "onnx" / f"{predictor.path.stem}-{digest}.onnx"
-    if not out.is_file():
-        export_onnx(predictor, out)
-    return out
+    return cached_export(predictor.path, lambda out: export_onnx(predictor, out))
 
 
 def calibration_images(data: str, per_class: int = 64) -> list[Path]:

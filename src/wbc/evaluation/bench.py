@@ -45,8 +45,9 @@ def _timed(fn, seconds: float, min_runs: int = 3) -> list[float]:
 def _xception_predictor(threads: int):
     import torch
 
+    from wbc.infer.engines import TorchEngine
+    from wbc.infer.predictor import Predictor
     from wbc.models.classifier import CellClassifier, ModelSpec
-    from wbc.predict import Predictor, TorchEngine
 
     torch.set_num_threads(threads)
     spec = ModelSpec(backbone="xception", input_size=(240, 320))  # the reference: 320x240 input, same dense head
@@ -58,7 +59,7 @@ def measure_inference(kind: str, model_path: str | None, images: list[str], seco
     """One row: batch-1 latency, batch-32 throughput, end-to-end files/s (decode included), peak RSS."""
     import torch
 
-    from wbc.predict import load_model
+    from wbc.infer.predictor import load_model
 
     torch.set_num_threads(threads)
     p = _xception_predictor(threads) if kind == "xception" else load_model(model_path, threads=threads)
@@ -87,8 +88,8 @@ def measure_folder(model_path: str, files: list[str], threads: int, workers: int
     rows written to a CSV; files/s over the whole run (pool start-up included)."""
     import torch
 
-    from wbc.batch import ResultWriter, run_collection
-    from wbc.predict import load_model
+    from wbc.infer.batch import ResultWriter, run_collection
+    from wbc.infer.predictor import load_model
 
     torch.set_num_threads(threads)
     p = load_model(model_path, threads=threads)
@@ -108,11 +109,11 @@ def measure_training(model_path: str | None, images: list[str], seconds: float, 
     import torch
     import torch.nn.functional as F
 
-    from wbc.config import TrainConfig
-    from wbc.data.framing import load_input
+    from wbc.image.framing import load_input
+    from wbc.infer.predictor import shipped_model_path
     from wbc.models.classifier import CellClassifier, ModelSpec, set_trainable
     from wbc.models.io import read_metadata
-    from wbc.predict import shipped_model_path
+    from wbc.training.config import TrainConfig
 
     torch.set_num_threads(threads)
     spec = ModelSpec.from_dict(read_metadata(model_path or shipped_model_path())["spec"])  # the architecture; weights are not needed
@@ -159,8 +160,8 @@ def _in_fresh_process(fn, *args):
 
 def bench(model: str | None, images: list[str], seconds: float, threads: int, data: str | None, progress=None, folder_files: int = 1024) -> dict:
     """Export fp32/int8 ONNX of `model` to a temp folder, then time every row in a fresh process."""
-    from wbc.export import calibration_images, export_onnx
-    from wbc.predict import load_model
+    from wbc.infer.predictor import load_model
+    from wbc.models.export import calibration_images, export_onnx
 
     native = load_model(model, threads=threads)
     rows = []
@@ -178,11 +179,11 @@ def bench(model: str | None, images: list[str], seconds: float, threads: int, da
         train_rows = _in_fresh_process(measure_training, model, images, seconds, threads)
         if progress:
             progress.advance(task)
-        from wbc.batch import default_workers
+        from wbc.infer.batch import default_workers
 
         folder = (images * (1 + folder_files // max(1, len(images))))[:folder_files]
         px = native.spec.px_per_um or None
-        from wbc.data.framing import KAGGLE_PX_PER_UM
+        from wbc.image.framing import KAGGLE_PX_PER_UM
 
         folder_rows = [_in_fresh_process(measure_folder, fp32, folder, threads, w, given) for w in sorted({0, default_workers()})
                        for given in ([None, KAGGLE_PX_PER_UM] if not px else [None])]  # given: as after `wbc adapt` or --px-per-um

@@ -20,6 +20,7 @@ The adapted file records where it came from (original model, images, scale, step
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,14 +32,17 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from wbc.data.collect import collect_images
-from wbc.data.scale import source_scale
+from wbc.data.labels import match_classes
 from wbc.data.transforms import Augment, CellDataset
 from wbc.errors import WbcError
-from wbc.models.classifier import set_trainable
+from wbc.image.scale import source_scale
+from wbc.models.classifier import frozen_bn_eval, set_trainable
 from wbc.models.io import load_model_file, save_model
-from wbc.progress import console
+from wbc.training.metrics import balanced
 
 MIN_IMAGES = 20  # below this the statistics are noise; 50 or more is what we ask for
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,14 +65,11 @@ def _images(folder: str, what: str) -> list[str]:
 
 def _labelled(folder: str, classes: list[str], what: str) -> tuple[list[str], list[int]]:
     """Images and class indices of a folder-per-class tree; class folders must be model classes."""
-    from wbc.data.scan import scan
-
-    recs = scan(folder, check=False).records
-    known = {c.upper(): i for i, c in enumerate(classes)}
-    unknown = sorted({r.label for r in recs} - set(known))
-    if unknown:
-        raise WbcError(f"{what} {folder}: class folder(s) {', '.join(unknown)} are not classes of this model ({', '.join(classes)})")
-    return [str(r.path) for r in recs], [known[r.label] for r in recs]
+    try:
+        lab = match_classes(folder, None, classes, ignore_unknown=False, check=False)
+    except WbcError as e:
+        raise WbcError(f"{what} {e}") from None
+    return [str(p) for p in lab.paths], [int(k) for k in lab.y]
 
 
 def _loader(paths, labels, px: float, spec, augment: Augment | None, batch_size: int, shuffle: bool = False) -> DataLoader:
@@ -112,9 +113,7 @@ def finetune(model: nn.Module, dl: DataLoader, cfg: AdaptConfig) -> list[float]:
     losses = []
     for _ in range(cfg.labelled_epochs):
         model.train()
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.eval()
+        frozen_bn_eval(model, every=True)
         total = []
         for x, y in dl:
             loss = F.cross_entropy(model(x.float().contiguous(memory_format=torch.channels_last)), y, label_smoothing=0.1)
@@ -131,8 +130,6 @@ def finetune(model: nn.Module, dl: DataLoader, cfg: AdaptConfig) -> list[float]:
 
 def figures(probs: np.ndarray, labels: list[int]) -> dict:
     """Accuracy over the model's full output and restricted to the classes the labels hold."""
-    from wbc.evaluate import balanced
-
     y, in_set = np.array(labels), sorted(set(labels))
     full = probs.argmax(1)
     restricted = np.array(in_set)[probs[:, in_set].argmax(1)]
@@ -164,7 +161,7 @@ def adapt(model_path: str | Path, images: str, out: str | Path, cfg: AdaptConfig
     if len(files) < MIN_IMAGES:
         raise WbcError(f"{images} holds {len(files)} images: adaptation needs at least {MIN_IMAGES} (50 or more is better)")
     if len(files) < 50:
-        console.print(f"[yellow]only {len(files)} images: statistics from 50 or more are steadier[/yellow]")
+        log.warning(f"only {len(files)} images: statistics from 50 or more are steadier")
     report: dict = {"from_model": model_path.name, "from_sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
                     "images_folder": str(images), "images": len(files), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
@@ -175,7 +172,7 @@ def adapt(model_path: str | Path, images: str, out: str | Path, cfg: AdaptConfig
         if not s["px_per_um"]:
             raise WbcError(f"no red cells measurable in the images of {images}: pass --px-per-um (pixels a micrometre of your camera)")
         px, report["scale"] = s["px_per_um"], s
-    console.print(f"lab scale: {px:.2f} px/um", highlight=False)
+    log.info(f"lab scale: {px:.2f} px/um")
 
     held = _labelled(heldout, spec.classes, "--heldout") if heldout else None
     if held:
@@ -206,6 +203,6 @@ def adapt(model_path: str | Path, images: str, out: str | Path, cfg: AdaptConfig
 
 def _per_image_figures(model_path: Path, held) -> dict:
     """Held-out figures of the original model as a user would run it (scale measured per image)."""
-    from wbc.predict import load_model
+    from wbc.infer.predictor import load_model
 
     return figures(load_model(model_path).predict_proba(held[0]).numpy(), held[1])

@@ -7,8 +7,8 @@ import io
 from pathlib import Path
 from typing import Callable, TypeVar
 
+from wbc._util.io import atomic_write_text
 from wbc.errors import WbcError
-from wbc.io_utils import atomic_write_text
 
 C = TypeVar("C")
 

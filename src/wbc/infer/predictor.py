@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from importlib import resources
@@ -11,12 +12,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from wbc.data.framing import MIN_NUCLEUS_UM2, MIN_STAINED_UM2, Framed, decode, frame
-from wbc.device import pick_device
+from wbc._util.device import pick_device
 from wbc.errors import WbcError
+from wbc.image.decode import decode
+from wbc.image.framing import Framed, frame
+from wbc.image.stain import MIN_NUCLEUS_UM2, MIN_STAINED_UM2
+from wbc.infer.engines import OnnxEngine, TorchEngine
 from wbc.models.io import load_model_file
 
 SHIPPED_MODEL = "wbc_lite0.safetensors"
+
+log = logging.getLogger(__name__)
 
 
 def shipped_model_path() -> Path:
@@ -54,20 +60,6 @@ def no_white_cell(framed: Framed, label: str) -> str | None:
     if label not in NON_NUCLEATED and framed.stained_um2 < MIN_NUCLEUS_UM2:
         return f"no white cell found: the largest stained region ({framed.stained_um2:.1f} um2) is too small for a nucleus"
     return None
-
-
-class TorchEngine:
-    """The native model in PyTorch (channels-last, no autograd)."""
-
-    name = "pytorch"
-
-    def __init__(self, model, device: torch.device):
-        self.model, self.device = model.to(memory_format=torch.channels_last), device
-
-    @torch.no_grad()
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        x = batch.to(self.device, torch.float32).contiguous(memory_format=torch.channels_last)
-        return self.model.probabilities(x).cpu()
 
 
 class Predictor:
@@ -141,8 +133,6 @@ def load_model(path: str | os.PathLike | None = None, device: str | None = None,
     if path is None and not p.is_file():
         raise WbcError(f"the shipped model is missing from this install ({p}); reinstall wbc or pass --model")
     if p.suffix.lower() == ".onnx":
-        from wbc.onnx_engine import OnnxEngine
-
         engine = OnnxEngine(p, threads)
         return Predictor(engine, engine.meta, p)
     dev = pick_device(device or "auto", threads)
@@ -157,13 +147,11 @@ def fastest(predictor: Predictor, threads: int | None = None) -> Predictor:
     if predictor.model is None:
         return predictor
     try:
-        from wbc.export import cached_onnx
+        from wbc.models.export import cached_onnx
 
         fast = load_model(cached_onnx(predictor), threads=threads)
     except (ImportError, WbcError) as e:
-        from wbc.progress import console
-
-        console.print(f"ONNX Runtime unavailable ({e}); using PyTorch", highlight=False)
+        log.warning(f"ONNX Runtime unavailable ({e}); using PyTorch")
         return predictor
     fast.path = predictor.path  # report the model the user chose, not the cache file
     return fast

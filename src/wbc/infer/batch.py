@@ -32,7 +32,7 @@ class Outcome:
     """One file's result: a Prediction, or the reason it could not be classified."""
 
     path: str
-    prediction: object | None = None  # wbc.predict.Prediction
+    prediction: object | None = None  # wbc.infer.predictor.Prediction
     error: str | None = None
 
 
@@ -64,7 +64,8 @@ def _init_worker(spec_dict: dict, px_per_um: float | None) -> None:
 
 def frame_file(path: str, spec=None, px_per_um: float | None = None):
     """(path, Framed or None, error or None): never raises for a bad file."""
-    from wbc.data.framing import decode, frame
+    from wbc.image.decode import decode
+    from wbc.image.framing import frame
 
     try:
         return path, frame(decode(path), spec or _SPEC, px_per_um if spec is not None else _PX), None
@@ -259,6 +260,25 @@ def run_collection(predictor, files: list[str], sink: Callable[[list[Outcome]], 
         if on_batch:
             on_batch(len(outcomes))
     return summary
+
+
+def run_to_file(predictor, files: list[str], out: Path | None, fmt: str | None, resume: bool = False,
+                sink: Callable[[list[Outcome]], None] | None = None, **run) -> Summary:
+    """run_collection with every batch streamed to `out` (csv, jsonl or parquet; None: no file) and to `sink`;
+    with `resume`, the files already in `out` are skipped. `run`: run_collection's other arguments."""
+    writer = ResultWriter(Path(out), format_of(Path(out), fmt), predictor.classes, resume) if out else None
+
+    def both(batch: list[Outcome]) -> None:
+        if writer:
+            writer.write(batch)
+        if sink:
+            sink(batch)
+
+    try:
+        return run_collection(predictor, files, both, writer.done if writer else None, **run)
+    finally:
+        if writer:
+            writer.close()
 
 
 def default_workers() -> int:

@@ -10,42 +10,22 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+)
 
-from wbc.data.scan import scan
+from wbc._util.io import atomic_save, atomic_write_text
+from wbc._util.progress import or_null
+from wbc.data.labels import Labelled, match_classes  # noqa: F401  (match_classes: part of this module's surface)
 from wbc.data.split import read_manifest
-from wbc.errors import WbcError
-from wbc.io_utils import atomic_save, atomic_write_text
-from wbc.predict import Predictor
-from wbc.progress import bar
-
-
-@dataclass
-class Labelled:
-    paths: list[Path]
-    y: np.ndarray  # index into the model's classes
-    skipped_bad: int
-    ignored_unknown: int
-
-
-def match_classes(data: str, split: str, classes: list[str], ignore_unknown: bool, progress=None) -> Labelled:
-    """Images of one split with labels mapped (case-insensitively) onto the model's classes."""
-    s = scan(data, progress=progress)
-    recs = s.split(split)
-    known = {c.upper(): i for i, c in enumerate(classes)}
-    unknown = sorted({r.label for r in recs} - set(known))
-    if unknown and not ignore_unknown:
-        raise WbcError(f"class folder(s) {', '.join(unknown)} in {split} are not classes of this model "
-                       f"({', '.join(classes)}): rename them or pass --ignore-unknown")
-    kept = [r for r in recs if r.label in known]
-    if not kept:
-        raise WbcError(f"no images of the model's classes in split {split} of {data}")
-    bad = sum(1 for b in s.bad if f"/{split.upper()}/" in b.path.as_posix().upper() or split.upper() == "ALL")
-    return Labelled([r.path for r in kept], np.array([known[r.label] for r in kept]), bad, len(recs) - len(kept))
+from wbc.infer.predictor import Predictor
+from wbc.training.metrics import balanced
 
 
 def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = 15) -> tuple[float, list[dict]]:
@@ -147,17 +127,17 @@ def plots(out: Path, classes, y, pred, probs, paths, calib_table, rows: list[int
 
 
 def evaluate(predictor: Predictor, data: str, split: str, out: Path | None = None, ignore_unknown: bool = False,
-             manifest: str | None = None, batch_size: int = 32, px_per_um: float | None = None) -> dict:
+             manifest: str | None = None, batch_size: int = 32, px_per_um: float | None = None, progress=None) -> dict:
     """Figures for one split. A set with fewer classes than the model (the Kaggle TEST has 4 of 8) gets
     two accuracies: over the model's full output (a class outside the set counts as wrong) and
     restricted to the set's classes (the best of those wins)."""
-    from wbc.predict import no_white_cell
+    from wbc.infer.predictor import no_white_cell
 
     classes = predictor.classes
-    with bar() as progress:
-        lab = match_classes(data, split, classes, ignore_unknown, progress)
-        task = progress.add_task(f"evaluating {split}", total=len(lab.paths))
-        probs_t, framed = predictor.predict_framed(lab.paths, batch_size, lambda n: progress.advance(task, n), px_per_um)
+    progress = or_null(progress)
+    lab = match_classes(data, split, classes, ignore_unknown, progress)
+    task = progress.add_task(f"evaluating {split}", total=len(lab.paths))
+    probs_t, framed = predictor.predict_framed(lab.paths, batch_size, lambda n: progress.advance(task, n), px_per_um)
     probs = probs_t.numpy()
     y, pred = lab.y, probs.argmax(1)
     in_set = sorted(set(int(k) for k in y))
@@ -226,12 +206,3 @@ def report_markdown(r: dict) -> str:
 
 def _pct(v) -> str:
     return "-" if v is None else f"{v:.1%}"
-
-
-def balanced(y: np.ndarray, pred: np.ndarray) -> float:
-    """Mean recall over the set's classes (a prediction outside them is a miss, not a new class to average)."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return float(balanced_accuracy_score(y, pred))

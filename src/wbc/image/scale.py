@@ -23,6 +23,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from wbc.image.decode import decode
+from wbc.image.stain import stain_mask
+
 RBC_DIAMETER_UM = 7.5
 RBC_BOX_FACTOR = 1.155  # estimate -> annotated box size (BCCD train)
 WORK_WIDTH = 320  # circles are searched at this width: fast, and radius limits in relative terms
@@ -42,8 +45,6 @@ class Scale:
 def _circles(rgb: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
     """(circles x, y, r at the working width, the working factor, the working green channel).
     A circle holding stained pixels is a white cell's outline (or a platelet's host), not a red cell."""
-    from wbc.data.framing import stain_mask
-
     h, w = rgb.shape[:2]
     f = WORK_WIDTH / w
     small = cv2.resize(rgb, (WORK_WIDTH, max(8, round(h * f))), interpolation=cv2.INTER_AREA)
@@ -113,8 +114,6 @@ def estimate_scale(rgb: np.ndarray) -> Scale:
 
 def source_scale(images, sample: int = 120) -> dict:
     """Median and spread of the per-image estimates over (an even sample of) one source's images."""
-    from wbc.data.framing import decode
-
     images = list(images)
     pick = [images[i] for i in np.linspace(0, len(images) - 1, min(sample, len(images))).astype(int)] if images else []
     values = []

@@ -1,0 +1,5 @@
+"""`python -m wbc.cli`: the `wbc` command."""
+
+from wbc.cli import main
+
+main()

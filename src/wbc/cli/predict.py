@@ -1,0 +1,164 @@
+"""`wbc predict`: files, folders and globs classified, streamed to a table, CSV, JSON Lines or Parquet."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from wbc.cli import ModelOpt, app
+from wbc.cli.render import bar, console
+from wbc.errors import WbcError
+
+
+def _label(p) -> str:
+    return "no white cell found" if not p.to_dict()["white_cell"] else p.label
+
+
+def _parse_scale(value: Optional[str]):
+    """--px-per-um: None (measure each image), 'auto' (measure a sample once) or a positive number."""
+    if value is None or value == "auto":
+        return value
+    try:
+        v = float(value)
+    except ValueError:
+        raise WbcError(f"--px-per-um must be a number or 'auto', not '{value}'") from None
+    if v <= 0:
+        raise WbcError(f"--px-per-um must be positive, not {value}")
+    return v
+
+
+def _engine_for(predictor, engine: str, n_files: int):
+    """auto: ONNX Runtime for collections (>= 200 files: its export pays back), PyTorch for a few images."""
+    from wbc.infer.predictor import fastest
+
+    return fastest(predictor) if engine in ("onnx", "ray") or (engine == "auto" and n_files >= 200) else predictor
+
+
+@app.command()
+def predict(inputs: list[str] = typer.Argument(..., help="single-cell images, folders (searched recursively) or globs ('cells/**/*.png')"),
+            model: Optional[str] = ModelOpt,
+            format: Optional[str] = typer.Option(None, "--format", "-f", help="table, csv, jsonl or json (default: table on a terminal, csv with --out)"),
+            out: Optional[Path] = typer.Option(None, "--out", "-o", help="stream results to this CSV, JSON Lines (.jsonl) or Parquet (.parquet) file"),
+            resume: bool = typer.Option(False, help="continue an interrupted run into --out, skipping files already there"),
+            px_per_um: Optional[str] = typer.Option(None, help="pixels a micrometre of the images (default: measured in each image from its red cells); "
+                                                   "'auto': measured once on 50 of them (one microscope: ~3x faster)"),
+            engine: str = typer.Option("auto", help="auto, pytorch, onnx, or ray (the same job on a Ray cluster)"),
+            address: Optional[str] = typer.Option(None, help="Ray cluster address (with --engine ray; default: a local Ray)"),
+            workers: Optional[int] = typer.Option(None, help="decoder processes (default: one per core beyond the first)"),
+            batch_size: int = typer.Option(32)):
+    """Class, probabilities and a review flag for every image ("no white cell found" when there is none).
+    Unreadable files are reported and skipped; the exit status is 1 when any file failed."""
+    from wbc.data.collect import collect_images
+    from wbc.infer.batch import default_workers, format_of, run_to_file
+    from wbc.infer.predictor import load_model
+
+    fmt = format or (format_of(out, None) if out else "table")
+    _check_options(fmt, out, resume, engine)
+    scale = _parse_scale(px_per_um)
+    stream = None
+    if engine == "ray":  # the cluster is checked first: a wrong address or token is said in seconds, before any file is written
+        from wbc.infer.ray import ray_stream
+
+        stream = ray_stream(address)
+    native = load_model(model)  # a bad model file is said before any image is looked at
+    found = collect_images(inputs)
+    if not found.files:
+        raise WbcError("; ".join(f"{p}: {why}" for p, why in found.problems) or "no images to classify")
+    if scale == "auto":
+        scale = _measured_once(found.files)
+    predictor = _engine_for(native, engine, len(found.files))
+    rows: list = []
+    sink = None if out else _StdoutRows(fmt, predictor.classes).write if fmt in ("csv", "jsonl") else rows.extend
+    with bar(transient=True) as p:
+        task = p.add_task("classifying", total=len(found.files))
+        summary = run_to_file(predictor, found.files, out, fmt, resume, sink, batch_size=batch_size, px_per_um=scale,
+                              workers=default_workers() if workers is None else workers, on_batch=lambda n: p.advance(task, n), stream=stream)
+    if fmt == "json":
+        print(json.dumps([o.prediction.to_dict() if o.prediction else {"source": o.path, "error": o.error} for o in rows], indent=2))
+    elif fmt == "table":
+        console.print(_table(rows, predictor.classes))
+    _report([*found.problems, *summary.failures], summary, out)
+
+
+def _check_options(fmt: str, out: Path | None, resume: bool, engine: str) -> None:
+    if fmt not in ("table", "csv", "jsonl", "json", "parquet"):
+        raise WbcError(f"--format must be table, csv, jsonl, json or parquet, not '{fmt}'")
+    if fmt == "parquet" and not out:
+        raise WbcError("parquet needs --out FILE.parquet")
+    if resume and not out:
+        raise WbcError("--resume continues a run written with --out FILE: pass the same --out")
+    if out and fmt in ("table", "json"):
+        raise WbcError(f"--out streams csv, jsonl or parquet, not {fmt}")
+    if engine not in ("auto", "pytorch", "onnx", "ray"):
+        raise WbcError(f"--engine must be auto, pytorch, onnx or ray, not '{engine}'")
+
+
+def _measured_once(files: list[str]) -> float:
+    """--px-per-um auto: the median red-cell scale of 50 of the files (one microscope)."""
+    from wbc.image.scale import source_scale
+
+    s = source_scale(files, sample=50)
+    if not s["px_per_um"]:
+        raise WbcError("--px-per-um auto: no red cells measurable in 50 of the images; pass the number")
+    console.print(f"scale {s['px_per_um']:.2f} px/um (median of {s['found']} images, 5th-95th percentile {s['p5']:.2f}-{s['p95']:.2f})", highlight=False)
+    return s["px_per_um"]
+
+
+def _table(rows: list, classes: list[str]) -> Table:
+    t = Table()
+    for col in ("image", "class", "p", *[c[:5] for c in classes], "review", "px/um"):
+        t.add_column(col)
+    for o in rows:
+        q = o.prediction
+        if q is None:
+            t.add_row(o.path, "[red]unreadable[/red]", "", *[""] * len(classes), "", "")
+            continue
+        t.add_row(q.source, _label(q), f"{q.probability:.3f}", *[f"{q.probabilities[c]:.3f}" for c in classes], "REVIEW" if q.review else "",
+                  f"{q.px_per_um:.1f}" + ("?" if q.scale == "assumed" else ""))
+    return t
+
+
+def _report(failures: list[tuple[str, str]], summary, out: Path | None) -> None:
+    """Skipped files (the first 20), one closing line; exit status 1 when any file failed."""
+    for path, why in failures[:20]:
+        console.print(f"[red]skipped[/red] {why if path in why else f'{path}: {why}'}", highlight=False, soft_wrap=True)
+    if len(failures) > 20:
+        console.print(f"... and {len(failures) - 20} more (see the error column{' of ' + str(out) if out else ''})")
+    if out or summary.done + len(failures) > 1:
+        counts = ", ".join(f"{('no white cell' if k == 'NO_WHITE_CELL' else k)} {v}" for k, v in summary.labels.most_common())
+        console.print(f"{summary.done} classified, {len(failures)} failed" + (f", {summary.skipped} already in {out}" if summary.skipped else "")
+                      + (f"; {counts}" if counts else "") + (f"; results in {out}" if out else ""), highlight=False)
+    if failures:
+        raise typer.Exit(1)
+
+
+class _StdoutRows:
+    """csv / jsonl rows to stdout as they come (a pipe sees them at once)."""
+
+    def __init__(self, fmt: str, classes: list[str]):
+        import csv
+
+        from wbc.infer.batch import columns
+
+        self.fmt, self.classes = fmt, classes
+        if fmt == "csv":
+            self.w = csv.DictWriter(sys.stdout, columns(classes))
+            self.w.writeheader()
+
+    def write(self, outcomes) -> None:
+        from wbc.infer.batch import row_of
+
+        for o in outcomes:
+            r = row_of(o, self.classes)
+            if self.fmt == "csv":
+                self.w.writerow(r)
+            else:
+                print(json.dumps(r))
+        sys.stdout.flush()
+
+

@@ -1,0 +1,28 @@
+"""`wbc serve`: the web page and HTTP API."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from wbc.cli import ModelOpt, app
+from wbc.errors import WbcError
+from wbc.serve.gate import Limits
+
+S = Limits()  # the server's limits; the options' defaults are theirs
+
+
+@app.command()
+def serve(model: Optional[str] = ModelOpt, host: str = typer.Option("127.0.0.1", help="address to listen on"), port: int = typer.Option(8000),
+          engine: str = typer.Option("auto", help="auto (ONNX Runtime when installed), onnx or pytorch"),
+          max_files: int = typer.Option(S.max_files, help="images a request"), max_mb: float = typer.Option(S.max_mb, help="MB an uploaded image"),
+          threads: int = typer.Option(0, help="CPU threads for inference (0: all cores)"),
+          queue: int = typer.Option(S.queue, help="requests classifying or waiting; beyond it the server answers 503 with Retry-After"),
+          timeout: float = typer.Option(S.timeout_s, help="seconds a request may run before it gets 504")):
+    """Web page and HTTP API (POST /api/v1/classify, GET /api/v1/model, /healthz, /readyz; docs at /docs)."""
+    from wbc.serve.server import serve as run_serve
+
+    if queue < 1 or timeout <= 0:
+        raise WbcError("--queue must be at least 1 and --timeout positive")
+    run_serve(model, host, port, engine, Limits(max_files=max_files, max_mb=max_mb, queue=queue, timeout_s=timeout), threads or None)

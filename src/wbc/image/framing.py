@@ -1,0 +1,113 @@
+"""How an image file becomes the model's input: decode fast, find the stained cell, crop, resize.
+
+The chain: wbc.image.decode (bytes -> RGB) -> wbc.image.stain (where the cell is) ->
+wbc.image.scale (pixels a micrometre) -> here (crop and resize; OpenCV's area filter).
+
+Framing: a model sees a square `field_um` micrometres wide centred on the stained (purple) cell,
+resized to its input size, so cells from any microscope reach the network at one physical scale.
+The scale comes from the caller (`--px-per-um`, an adapted model's lab scale, a smear field's
+known magnification) or is measured from the red cells in the image (wbc.image.scale); when
+neither is possible it is assumed from the image width (`ASSUMED_FIELD_UM`), and the result
+says so. The WBC is the only thing in a Romanowsky-stained smear much bluer than red, so "blue
+minus red above a threshold" finds it; the same rule frames WBCs found in whole smear fields
+(wbc count) and tells an image with no white cell in it. Models of wbc <= 0.1 (`field_um` 0)
+framed a `crop`-pixel square of the 320-pixel-wide Kaggle frame instead; they still load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from wbc.image.decode import MIN_SIDE, decode
+from wbc.image.scale import estimate_scale
+from wbc.image.stain import cell_centre, largest_stained_um2
+
+KAGGLE_WIDTH = 320  # the frame legacy (field_um 0) crop sizes are expressed in
+KAGGLE_PX_PER_UM = 6.81  # the Kaggle 320x240 crops (wbc data scale, median of 80 TRAIN images)
+ASSUMED_FIELD_UM = 40.0  # a single-cell image with no measurable red cells: assume it is this wide
+
+
+def crop_square(rgb: np.ndarray, cx: float, cy: float, side: int, height: int | None = None) -> np.ndarray:
+    """A side x side (or side x height) window centred on (cx, cy); outside the image is black (as the Kaggle fill)."""
+    h, w = rgb.shape[:2]
+    ch = height or side
+    x0, y0 = int(round(cx - side / 2)), int(round(cy - ch / 2))
+    out = np.zeros((ch, side, 3), np.uint8)
+    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + ch, h)
+    if sx1 > sx0 and sy1 > sy0:
+        out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = rgb[sy0:sy1, sx0:sx1]
+    return out
+
+
+@dataclass
+class Framed:
+    """A model input and what framing it learnt about the image."""
+
+    pixels: torch.Tensor  # uint8 3 x H x W
+    px_per_um: float
+    scale: str  # given | measured | assumed (see the module docstring)
+    stained_um2: float  # largest stained region: the no-white-cell rule reads it
+    too_small: bool = False  # under MIN_SIDE pixels a side
+
+
+def image_scale(rgb: np.ndarray, px_per_um: float | None = None) -> tuple[float, str]:
+    """(pixels a micrometre, how it was known): given, else measured from red cells, else assumed."""
+    if px_per_um:
+        return float(px_per_um), "given"
+    s = estimate_scale(rgb) if min(rgb.shape[:2]) >= MIN_SIDE else None
+    if s is not None and s.found:
+        return s.px_per_um, "measured"
+    return rgb.shape[1] / ASSUMED_FIELD_UM, "assumed"
+
+
+def resize_to(rgb: np.ndarray, size_hw: tuple[int, int]) -> torch.Tensor:
+    h, w = size_hw
+    if rgb.shape[:2] != (h, w):
+        rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+
+
+def view(rgb: np.ndarray, size_hw: tuple[int, int], field_um: float, px_per_um: float, centre: tuple[float, float] | None = None) -> torch.Tensor:
+    """The field_um-wide square around `centre` (default: the stained cell) at the model's input size."""
+    side = max(8, round(field_um * px_per_um))
+    return resize_to(crop_square(rgb, *(centre or cell_centre(rgb)), side), size_hw)
+
+
+def legacy_view(rgb: np.ndarray, size_hw: tuple[int, int], crop: int, px_per_um: float | None = None,
+                centre: tuple[float, float] | None = None) -> torch.Tensor:
+    """Framing of wbc <= 0.1 models: a `crop`-pixel square of the 320-wide Kaggle frame (0: the whole frame)."""
+    scale = px_per_um / KAGGLE_PX_PER_UM if px_per_um else rgb.shape[1] / KAGGLE_WIDTH
+    if centre is not None and not crop:
+        rgb = crop_square(rgb, *centre, round(KAGGLE_WIDTH * scale), round(KAGGLE_WIDTH * 3 / 4 * scale))
+    elif crop:
+        rgb = crop_square(rgb, *(centre or cell_centre(rgb)), max(8, round(crop * scale)))
+    return resize_to(rgb, size_hw)
+
+
+def cell_view(rgb: np.ndarray, spec, px_per_um: float, centre: tuple[float, float]) -> torch.Tensor:
+    """The model's input for a cell at `centre` of an image of known scale (a smear field): no checks, no estimate."""
+    if spec.field_um:
+        return view(rgb, spec.input_size, spec.field_um, px_per_um, centre)
+    return legacy_view(rgb, spec.input_size, spec.crop, px_per_um, centre)
+
+
+def frame(rgb: np.ndarray, spec, px_per_um: float | None = None, centre: tuple[float, float] | None = None) -> Framed:
+    """The input `spec` (a ModelSpec) asks for, from an RGB image; `px_per_um` overrides the spec's own scale."""
+    h, w = rgb.shape[:2]
+    if min(h, w) < MIN_SIDE:
+        black = torch.zeros(3, *spec.input_size, dtype=torch.uint8)
+        return Framed(black, w / ASSUMED_FIELD_UM, "assumed", 0.0, too_small=True)
+    px, how = image_scale(rgb, px_per_um or spec.px_per_um) if spec.field_um or px_per_um else (w / ASSUMED_FIELD_UM, "assumed")
+    if spec.field_um:
+        pixels = view(rgb, spec.input_size, spec.field_um, px, centre)
+    else:
+        pixels = legacy_view(rgb, spec.input_size, spec.crop, px_per_um, centre)
+    return Framed(pixels, px, how, largest_stained_um2(rgb, px))
+
+
+def load_input(source, spec, px_per_um: float | None = None) -> torch.Tensor:
+    return frame(decode(source), spec, px_per_um).pixels

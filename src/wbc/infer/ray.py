@@ -1,0 +1,182 @@
+"""The same collection job on a Ray cluster: Ray tasks frame and classify chunks of files (ONNX
+Runtime inside each task), and the driver writes the rows exactly as the local engine does.
+
+    wbc predict /shared/cells --out results.csv --engine ray --address HEAD:6379      # a driver on a cluster node
+    wbc predict /shared/cells --out results.csv --engine ray --address ray://HEAD:10001  # from any machine (Ray Client)
+
+Without `--address` a local Ray starts on this machine. Files must be readable at the same path
+on every node (a shared file system). The model travels through Ray's object store (the ONNX
+bytes; each worker process opens one ONNX Runtime session and keeps it), so nodes need wbc
+installed but not the model file. Bad files become error rows, as locally.
+
+Plain tasks rather than Ray Data: they work the same over Ray Client (Ray Data's streaming
+executor does not), and a task lost with its node is re-run by Ray elsewhere (`max_retries`), so a
+worker node killed mid-run costs time, not rows. Chunks come back in input order, a bounded number
+in flight; the driver writes each as it arrives, so `--resume` after a crash redoes nothing written.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from wbc.errors import WbcError
+from wbc.infer.batch import Outcome
+from wbc.infer.ray_cluster import prepare
+
+CHUNK = 64  # files a task: framing dominates, so a chunk is ~1 s of one core
+RETRIES = 3  # a task whose node dies is re-run this many times elsewhere
+
+log = logging.getLogger(__name__)
+_SESSIONS: dict = {}  # per worker process: model key -> ONNX Runtime session
+
+
+@dataclass
+class _Framed:
+    """What Predictor.to_prediction reads of a Framed, rebuilt from a task's row."""
+
+    px_per_um: float
+    scale: str
+    stained_um2: float
+    too_small: bool
+
+
+def _session(key: str, model_bytes: bytes):
+    if key not in _SESSIONS:
+        import onnxruntime as ort
+
+        from wbc.infer.engines import session_options
+
+        _SESSIONS[key] = ort.InferenceSession(model_bytes, session_options(1), providers=["CPUExecutionProvider"])
+    return _SESSIONS[key]
+
+
+def classify_chunk(model_bytes: bytes, key: str, spec_dict: dict, px_per_um: float | None, paths: list[str]) -> dict:
+    """On a worker: frame every file (a bad one becomes its error), classify the rest in one ONNX batch."""
+    from wbc.infer.batch import frame_file
+    from wbc.models.classifier import ModelSpec
+
+    spec = ModelSpec.from_dict(spec_dict)
+    rows, pixels = [], []
+    for path in paths:
+        _, f, err = frame_file(path, spec, px_per_um)
+        if f is None:
+            rows.append((path, err, 0.0, "", 0.0, False))
+            continue
+        rows.append((path, "", f.px_per_um, f.scale, f.stained_um2, f.too_small))
+        pixels.append(f.pixels.numpy())
+    probs = np.zeros((0, len(spec.classes)), np.float32)
+    if pixels:
+        session = _session(key, model_bytes)
+        probs = session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(np.stack(pixels))})[0]
+    return {"rows": rows, "probs": probs}
+
+
+def _onnx_bytes(predictor) -> bytes:
+    from wbc.models.export import cached_onnx
+
+    path = predictor.path if predictor.path.suffix.lower() == ".onnx" else cached_onnx(predictor)
+    return path.read_bytes()
+
+
+def _quiet_ray_loggers() -> None:
+    for name in [n for n in logging.root.manager.loggerDict if n == "ray" or n.startswith("ray.")]:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def connect(address: str | None) -> None:
+    """Join the cluster at `address` (checked first: reachable, token sent and accepted; wbc.infer.ray_cluster)
+    or start a local Ray on this machine (None)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    _quiet_ray_loggers()
+    kw: dict = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    if address:
+        addr = prepare(address)
+        kw = {"log_to_driver": False} if addr.client else kw
+        if addr.loopback and not addr.client:
+            kw["_node_ip_address"] = "127.0.0.1" if addr.host == "localhost" else addr.host  # beside a loopback head: its node
+    else:
+        kw.update(num_cpus=os.cpu_count() or 1, object_store_memory=300 * 1024**2)
+    try:
+        ray.init(address=address or "local", **kw)  # "local": a Ray of our own, never some other cluster found here
+    except Exception as e:  # version mismatch, a head that went away, ...
+        raise WbcError(f"cannot start or reach Ray{' at ' + address if address else ''}: {str(e).splitlines()[0][:160]}") from None
+    _quiet_ray_loggers()
+    _route_cluster_messages()
+
+
+def _route_cluster_messages() -> None:
+    """Ray prints the cluster's error messages (a node lost, a task retried, with pages of state dump)
+    straight to stdout, where they would mix with `--format csv` rows: send their first lines to the log."""
+    import ray._private.worker as ray_worker
+
+    def to_log(data: dict, *args, **kwargs) -> None:
+        for text in data.get("lines", []):
+            first = str(text).strip().splitlines()[0] if str(text).strip() else ""
+            if first:
+                log.warning(f"Ray: {first[:220]}")
+
+    ray_worker.print_to_stdstream = to_log
+
+
+def _outcomes(predictor, result: dict) -> list[Outcome]:
+    out, probs = [], iter(result["probs"])
+    for path, err, px, scale, stained, too_small in result["rows"]:
+        if err:
+            out.append(Outcome(path, None, err))
+            continue
+        f = _Framed(float(px), str(scale), float(stained), bool(too_small))
+        out.append(Outcome(path, predictor.to_prediction(torch.from_numpy(np.array(next(probs), np.float32)), path, f)))
+    return out
+
+
+def ray_stream(address: str | None, in_flight: int | None = None):
+    """A stream function for wbc.infer.batch.run_collection that runs on Ray (local when `address` is None).
+    The cluster is joined now, so a bad address or token is said before any work starts."""
+    try:
+        import ray
+    except ImportError:
+        raise WbcError("--engine ray needs Ray: pip install 'ray[default,client]' (or pip install 'wbc[ray]')") from None
+    connect(address)
+
+    def stream(predictor, files: list[str], batch_size: int = 32, workers: int = 0, px_per_um: float | None = None):
+        if not files:
+            return
+        connect(address)  # already joined, unless the caller shut Ray down in between
+        import hashlib
+
+        data = _onnx_bytes(predictor)
+        key = hashlib.sha256(data).hexdigest()[:16]
+        model_ref = ray.put(data)
+        task = ray.remote(num_cpus=1, max_retries=RETRIES, retry_exceptions=False)(classify_chunk)
+        limit = in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+        chunks = [files[i : i + CHUNK] for i in range(0, len(files), CHUNK)]
+        pending: deque = deque()
+        spec = predictor.spec.to_dict()
+        for chunk in chunks:
+            pending.append(task.remote(model_ref, key, spec, px_per_um, chunk))
+            if len(pending) >= limit:
+                yield _outcomes(predictor, _get(pending.popleft(), address))
+        while pending:
+            yield _outcomes(predictor, _get(pending.popleft(), address))
+
+    return stream
+
+
+def _get(ref, address: str | None) -> dict:
+    import ray
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError as e:
+        where = f" at {address}" if address else ""
+        raise WbcError(f"the Ray cluster{where} lost a task after {RETRIES} retries ({type(e).__name__}); the rows written so far "
+                       "are kept: run the same command with --resume to finish") from None

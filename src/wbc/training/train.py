@@ -1,0 +1,371 @@
+"""Two-round transfer learning: head on frozen features, then fine-tuning at a very low rate.
+
+Read top to bottom: prepare data (one split per source, wbc.data.sources) -> round 1 (cached
+features) -> round 2 (augmented images, backbone unfrozen, source- and class-balanced sampling)
+-> calibrate on validation -> save. A checkpoint is written atomically after every epoch;
+`resume=True` continues a killed run from it. Model selection reads only validation: the mean
+over sources of each source's balanced accuracy, so no source or class outweighs the others.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader, WeightedRandomSampler
+
+from wbc._util.device import pick_device
+from wbc._util.io import atomic_save, atomic_write_text
+from wbc._util.progress import or_null
+from wbc._util.runs import epoch_number, keep_logged, open_run
+from wbc.data.sources import (
+    Row,
+    SourceInfo,
+    balanced_weights,
+    load_rows,
+    parse_sources,
+    sources_digest,
+    subsample,
+)
+from wbc.data.transforms import CellDataset
+from wbc.errors import WbcError
+from wbc.models.classifier import (
+    CellClassifier,
+    ModelSpec,
+    frozen_bn_eval,
+    set_trainable,
+)
+from wbc.models.io import load_model_file, save_model
+from wbc.training.config import TrainConfig
+from wbc.training.metrics import scores
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def prepare_data(cfg: TrainConfig, run: Path, progress) -> tuple[list[Row], list[Row], list[str], dict[str, SourceInfo]]:
+    """(train rows, val rows, classes (the union over sources), what is known of each source)."""
+    rows, infos = load_rows(parse_sources(cfg.data, cfg.manifest), run, cfg.val_fraction, cfg.seed, progress)
+    train = [r for r in rows if r.split == "train"]
+    val = [r for r in rows if r.split == "val"]
+    if cfg.max_per_class:
+        train, val = subsample(train, cfg.max_per_class, cfg.seed), subsample(val, cfg.max_per_class, cfg.seed)
+    return train, val, sorted({r.label for r in train}), infos
+
+
+def selection_score(v: dict) -> float:
+    """Mean over sources of balanced accuracy on the group-disjoint validation split; lower loss breaks ties."""
+    return v["balanced_accuracy"] - 0.01 * v["loss"]
+
+
+def loader(rows: list[Row], classes, infos: dict[str, SourceInfo], cfg: TrainConfig, augment: bool, epoch_size: int = 0) -> DataLoader:
+    ds = CellDataset([r.path for r in rows], [classes.index(r.label) for r in rows], [infos[r.source].px_per_um for r in rows],
+                     cfg.size, cfg.field_um, cfg.augment if augment else None)
+    sampler = WeightedRandomSampler(balanced_weights(rows, cfg.balance), num_samples=epoch_size or len(rows)) if augment else None
+    return DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers, persistent_workers=False,
+                      drop_last=augment and len(ds) > cfg.batch_size)
+
+
+@torch.no_grad()
+def predict_logits(model, dl, device, progress, what: str, features_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    model.eval()
+    outs, ys = [], []
+    task = progress.add_task(what, total=len(dl.dataset))
+    for x, y in dl:
+        x = x.to(device, torch.float32).contiguous(memory_format=torch.channels_last)
+        outs.append((model.features(x) if features_only else model(x)).float().cpu())
+        ys.append(y)
+        progress.advance(task, len(y))
+    progress.remove_task(task)
+    return torch.cat(outs), torch.cat(ys)
+
+
+def cached_features(model, rows, classes, infos, cfg, device, run: Path, name: str, progress):
+    """Backbone features of un-augmented images, saved so a resumed run skips this."""
+    path = run / f"features_{name}.safetensors"
+    if path.is_file():
+        t = load_file(str(path))
+        if len(t["y"]) == len(rows):
+            return t["x"], t["y"]
+    feats, y = predict_logits(model, loader(rows, classes, infos, cfg, augment=False), device, progress, f"caching {name} features", True)
+    atomic_save(path, lambda tmp: save_file({"x": feats.contiguous(), "y": y.contiguous()}, tmp))
+    return feats, y
+
+
+def fit_temperature(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """Temperature scaling (Guo et al. 2017) on validation logits."""
+    log_t = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100)
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(logits / log_t.exp(), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    t = float(log_t.detach().exp().clamp(0.05, 20.0))
+    return t if math.isfinite(t) else 1.0  # LBFGS can diverge on a handful of images
+
+
+def review_threshold(probs: torch.Tensor, y: torch.Tensor, target: float = 0.98) -> float:
+    """Lowest confidence such that validation images at or above it are `target` accurate (at most 0.995)."""
+    conf, pred = probs.max(1)
+    order = conf.argsort(descending=True)
+    correct = (pred == y)[order].float()
+    acc_at = correct.cumsum(0) / torch.arange(1, len(y) + 1)
+    ok = (acc_at >= target).nonzero()
+    if len(ok) == 0:
+        return 0.995
+    return min(0.995, float(conf[order][ok.max()]))
+
+
+class Logger:
+    """metrics.csv (always) and TensorBoard (when installed)."""
+
+    FIELDS = ["round", "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_balanced_accuracy", "lr", "seconds"]
+
+    def __init__(self, run: Path):
+        self.path = run / "metrics.csv"
+        if not self.path.exists():
+            self.path.write_text(",".join(self.FIELDS) + "\n")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run / "tensorboard"))
+        except Exception:
+            self.tb = None
+
+    def log(self, row: dict) -> None:
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, self.FIELDS).writerow({k: row.get(k, "") for k in self.FIELDS})
+        if self.tb:
+            step = row["round"] * 1000 + row["epoch"]
+            for k in self.FIELDS[2:]:
+                if isinstance(row.get(k), float):
+                    self.tb.add_scalar(f"round{row['round']}/{k}", row[k], step)
+            self.tb.flush()
+
+
+def save_checkpoint(run: Path, state: dict) -> None:
+    atomic_save(run / "last.pt", lambda tmp: torch.save(state, tmp))
+
+
+@dataclass
+class Fit:
+    """What the rounds share: the run folder, model, data, logger, and where training stands."""
+
+    run: Path
+    cfg: TrainConfig
+    model: CellClassifier
+    device: torch.device
+    train_rows: list[Row]
+    val_rows: list[Row]
+    classes: list[str]
+    infos: dict[str, SourceInfo]
+    log: Logger
+    progress: object
+    ckpt: dict | None = None
+    best: dict = field(default_factory=lambda: {"score": -math.inf, "epoch": None, "round": None})
+    stage: dict = field(default_factory=lambda: {"round": 1, "epoch": 0, "bad": 0})
+
+    @property
+    def val_sources(self) -> list[str]:
+        return [r.source for r in self.val_rows]
+
+    def checkpoint(self, opt=None, sched=None) -> None:
+        save_checkpoint(self.run, {"model": self.model.state_dict(), "optimizer": opt.state_dict() if opt else None,
+                                   **({"scheduler": sched.state_dict()} if sched else {}), "best": self.best, "stage": self.stage})
+
+    def epoch_row(self, rnd: int, loss: float, acc: float, v: dict, lr: float, t0: float) -> None:
+        self.log.log(dict(round=rnd, epoch=self.stage["epoch"], train_loss=loss, train_accuracy=acc, val_loss=v["loss"],
+                          val_accuracy=v["accuracy"], val_balanced_accuracy=v["balanced_accuracy"], lr=lr, seconds=time.time() - t0))
+
+
+def train_head_epoch(head, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, opt, cfg: TrainConfig, device, g) -> tuple[float, float]:
+    """One round-1 epoch: the head on cached features, examples drawn source- and class-balanced."""
+    head.train()
+    perm = torch.multinomial(weights, len(y), replacement=True, generator=g)
+    losses, hits = [], 0
+    for i in range(0, len(perm), cfg.batch_size):
+        idx = perm[i : i + cfg.batch_size]
+        out = head(x[idx].to(device))
+        loss = F.cross_entropy(out, y[idx].to(device), label_smoothing=cfg.label_smoothing)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        hits += (out.argmax(1).cpu() == y[idx]).sum().item()
+    return float(np.mean(losses)), hits / len(y)
+
+
+def train_one_epoch(model, dl: DataLoader, opt, sched, cfg: TrainConfig, device, progress, epoch: int) -> tuple[float, float]:
+    """One round-2 epoch over augmented, balanced draws (torchvision's train_one_epoch shape)."""
+    model.train()
+    frozen_bn_eval(model, every=cfg.bn == "frozen")
+    losses, hits, seen = [], 0, 0
+    steps = progress.add_task(f"epoch {epoch}", total=len(dl))
+    for x, y in dl:
+        x = x.to(device, torch.float32).contiguous(memory_format=torch.channels_last)
+        y = y.to(device)
+        out = model(x)
+        loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        hits += (out.argmax(1) == y).sum().item()
+        seen += len(y)
+        progress.update(steps, advance=1, description=f"epoch {epoch} loss {np.mean(losses[-20:]):.3f}")
+    progress.remove_task(steps)
+    return float(np.mean(losses)), hits / max(seen, 1)
+
+
+def round1(fit: Fit) -> None:
+    """Backbone frozen: the head trained on cached features; the best head (on validation) kept."""
+    cfg, model, stage = fit.cfg, fit.model, fit.stage
+    xtr, ytr = cached_features(model, fit.train_rows, fit.classes, fit.infos, cfg, fit.device, fit.run, "train", fit.progress)
+    xva, yva = cached_features(model, fit.val_rows, fit.classes, fit.infos, cfg, fit.device, fit.run, "val", fit.progress)
+    weights = torch.tensor(balanced_weights(fit.train_rows, cfg.balance), dtype=torch.double)
+    opt = torch.optim.AdamW(model.head.parameters(), lr=cfg.round1_lr, weight_decay=cfg.weight_decay)
+    if fit.ckpt and fit.ckpt.get("optimizer") and fit.ckpt["stage"]["round"] == 1:
+        opt.load_state_dict(fit.ckpt["optimizer"])
+    task = fit.progress.add_task("round 1 (frozen backbone)", total=cfg.round1_epochs, completed=stage["epoch"])
+    g = torch.Generator().manual_seed(cfg.seed + stage["epoch"])
+    while stage["epoch"] < cfg.round1_epochs and stage["bad"] < cfg.patience * 3:
+        t0 = time.time()
+        loss, acc = train_head_epoch(model.head, xtr, ytr, weights, opt, cfg, fit.device, g)
+        model.head.eval()
+        with torch.no_grad():
+            v = scores(model.head(xva.to(fit.device)).cpu(), yva, fit.val_sources)
+        stage["epoch"] += 1
+        improved = selection_score(v) > fit.best["score"]
+        fit.epoch_row(1, loss, acc, v, cfg.round1_lr, t0)
+        stage["bad"] = 0 if improved else stage["bad"] + 1
+        if improved:
+            fit.best = {"score": selection_score(v), "epoch": stage["epoch"], "round": 1, "val": v}
+            save_model(model, fit.run / "model.safetensors", {"partial": True})
+            torch.save(model.head.state_dict(), fit.run / "best_head.pt")
+        fit.progress.update(task, advance=1, description=f"round 1 val bal. acc {v['balanced_accuracy']:.3f}")
+        fit.checkpoint(opt)
+    model.head.load_state_dict(torch.load(fit.run / "best_head.pt", weights_only=True))
+    log.info(f"round 1: best val balanced accuracy {fit.best['val']['balanced_accuracy']:.3f} (epoch {fit.best['epoch']})")
+    fit.stage = {"round": 2, "epoch": 0, "bad": 0}
+    fit.checkpoint()
+
+
+def round2(fit: Fit) -> None:
+    """Backbone unfrozen at a very low learning rate, augmentation, balanced sampling; early stopping."""
+    cfg, model = fit.cfg, fit.model
+    set_trainable(model, cfg.train_stages)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.round2_lr, weight_decay=cfg.weight_decay)
+    train_dl = loader(fit.train_rows, fit.classes, fit.infos, cfg, augment=True, epoch_size=cfg.epoch_size)
+    val_dl = loader(fit.val_rows, fit.classes, fit.infos, cfg, augment=False)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.round2_epochs * len(train_dl)))
+    if fit.ckpt and fit.ckpt["stage"]["round"] == 2 and fit.ckpt.get("optimizer"):
+        opt.load_state_dict(fit.ckpt["optimizer"])
+        sched.load_state_dict(fit.ckpt["scheduler"])
+    stage = fit.stage
+    task = fit.progress.add_task("round 2 (fine-tuning)", total=cfg.round2_epochs, completed=stage["epoch"])
+    while stage["epoch"] < cfg.round2_epochs and stage["bad"] < cfg.patience:
+        t0 = time.time()
+        torch.manual_seed(cfg.seed * 1000 + stage["epoch"])  # a resumed epoch sees a fresh, reproducible order
+        loss, acc = train_one_epoch(model, train_dl, opt, sched, cfg, fit.device, fit.progress, stage["epoch"] + 1)
+        v = scores(*predict_logits(model, val_dl, fit.device, fit.progress, "validating"), fit.val_sources)
+        stage["epoch"] += 1
+        score = selection_score(v)
+        fit.epoch_row(2, loss, acc, v, sched.get_last_lr()[0], t0)
+        # patience counts against round 2's own best: its first epochs, under new augmentation and an
+        # unfrozen backbone, may sit below round 1's score without the run being over
+        if score > stage.get("best", -math.inf):
+            stage["best"], stage["bad"] = score, 0
+        else:
+            stage["bad"] += 1
+        if score > fit.best["score"]:
+            fit.best = {"score": score, "epoch": stage["epoch"], "round": 2, "val": v}
+            save_model(model, fit.run / "model.safetensors", {"partial": True})
+        fit.progress.update(task, advance=1, description=f"round 2 val bal. acc {v['balanced_accuracy']:.3f}")
+        fit.checkpoint(opt, sched)
+
+
+def calibrate_and_save(fit: Fit) -> Path:
+    """Temperature and review threshold fitted on validation; the final model file with its provenance."""
+    cfg, run = fit.cfg, fit.run
+    model, _ = load_model_file(run / "model.safetensors", fit.device)
+    logits, yv = predict_logits(model, loader(fit.val_rows, fit.classes, fit.infos, cfg, augment=False), fit.device, fit.progress, "calibrating")
+    spec = model.spec
+    spec.temperature = fit_temperature(logits, yv)
+    probs = torch.softmax(logits / spec.temperature, 1)
+    spec.review_threshold = review_threshold(probs, yv, cfg.review_accuracy)
+    val = scores(logits, yv, fit.val_sources)
+    kept = probs.max(1).values >= spec.review_threshold
+    val["review"] = {"threshold": spec.review_threshold, "flagged": float(1 - kept.float().mean()),
+                     "accuracy_unflagged": float((probs.argmax(1) == yv)[kept].float().mean()) if kept.any() else None}
+    tr, va = fit.train_rows, fit.val_rows
+    info = {
+        "sources": {k: v.__dict__ for k, v in fit.infos.items()},
+        "sources_sha256": sources_digest(fit.infos),
+        "trained_on": {"train_images": len(tr), "val_images": len(va),
+                       "train_groups": len({(r.source, r.group) for r in tr}), "val_groups": len({(r.source, r.group) for r in va})},
+        "best": {"round": fit.best["round"], "epoch": fit.best["epoch"]},
+        "metrics": {"val": val},
+        "config": json.loads(json.dumps(asdict(cfg))),
+    }
+    save_model(model, run / "model.safetensors", info)
+    atomic_write_text(run / "summary.json", json.dumps(info, indent=2))
+    log.info(f"val accuracy {val['accuracy']:.3f}, balanced (mean over sources) {val['balanced_accuracy']:.3f} "
+             f"(round {fit.best['round']} epoch {fit.best['epoch']}); temperature {spec.temperature:.2f}, "
+             f"review below {spec.review_threshold:.3f} ({val['review']['flagged']:.1%} of val flagged)")
+    log.info(f"model written to {run / 'model.safetensors'}")
+    return run / "model.safetensors"
+
+
+def start(cfg: TrainConfig, resume: bool, progress) -> Fit:
+    """Open (or resume) the run folder, prepare every source's split, build the model."""
+    if cfg.bn not in ("train", "frozen"):
+        raise WbcError(f"--bn must be train or frozen, not '{cfg.bn}'")
+    run, cfg = open_run(cfg.out, cfg, resume, TrainConfig.load)
+    cfg.save(run / "config.json")
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
+    ckpt = torch.load(run / "last.pt", map_location="cpu", weights_only=True) if resume else None
+    train_rows, val_rows, classes, infos = prepare_data(cfg, run, progress)
+    for name, i in infos.items():
+        log.info(f"{name}: train {sum(i.counts['train'].values())} images / {i.groups['train']} source images, "
+                 f"val {sum(i.counts['val'].values())} / {i.groups['val']} (group-disjoint), "
+                 f"{i.px_per_um:.2f} px/um, classes {', '.join(i.counts['train'])}")
+    spec = ModelSpec(backbone=cfg.backbone, classes=classes, input_size=(cfg.size, cfg.size), field_um=cfg.field_um,
+                     head=cfg.head, dropout=cfg.dropout)
+    model = CellClassifier(spec, pretrained=cfg.pretrained and ckpt is None).to(device).to(memory_format=torch.channels_last)
+    fit = Fit(run, cfg, model, device, train_rows, val_rows, classes, infos, Logger(run), progress, ckpt)
+    if ckpt:
+        model.load_state_dict(ckpt["model"])
+        fit.best, fit.stage = ckpt["best"], ckpt["stage"]
+        keep_logged(fit.log.path, lambda r: (epoch_number(r["round"]), epoch_number(r["epoch"])) <= (fit.stage["round"], fit.stage["epoch"]))
+        log.info(f"resuming {run}: round {fit.stage['round']}, {fit.stage['epoch']} epochs done")
+    return fit
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress=None) -> Path:
+    """Prepare data -> round 1 (cached features) -> round 2 (fine-tuning) -> calibrate -> save; resumable."""
+    fit = start(cfg, resume, or_null(progress))
+    if fit.stage["round"] == 1:
+        round1(fit)
+    round2(fit)
+    return calibrate_and_save(fit)
