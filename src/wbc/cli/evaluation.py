@@ -33,7 +33,7 @@ def _print_eval(r: dict) -> None:
     rest = f"; the other {r['images'] - rv['flagged']} are {rv['accuracy_unflagged']:.1%} right" if rv["accuracy_unflagged"] is not None else ""
     console.print(f"ECE {r['ece']:.4f}; {rv['flagged']} images ({rv['flagged_share']:.1%}) flagged for review (top probability < {rv['threshold']:.3f}){rest}; "
                   f"no white cell found in {r['no_white_cell']}; scale {r['scale']['px_per_um_median']:.2f} px/um "
-                  f"(measured on {r['scale']['measured']}, assumed on {r['scale']['assumed']})", highlight=False)
+                  f"(measured on {r['scale']['measured']}, from the cell on {r['scale'].get('cell', 0)}, assumed on {r['scale']['assumed']})", highlight=False)
 
 
 @app.command()

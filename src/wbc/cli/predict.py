@@ -119,7 +119,7 @@ def _table(rows: list, classes: list[str]) -> Table:
             t.add_row(o.path, "[red]unreadable[/red]", "", *[""] * len(classes), "", "")
             continue
         t.add_row(q.source, _label(q), f"{q.probability:.3f}", *[f"{q.probabilities[c]:.3f}" for c in classes], "REVIEW" if q.review else "",
-                  f"{q.px_per_um:.1f}" + ("?" if q.scale == "assumed" else ""))
+                  f"{q.px_per_um:.1f}" + ("?" if q.scale in ("assumed", "cell") else ""))
     return t
 
 

@@ -6,9 +6,11 @@ wbc.image.scale (pixels a micrometre) -> here (crop and resize; OpenCV's area fi
 Framing: a model sees a square `field_um` micrometres wide centred on the stained (purple) cell,
 resized to its input size, so cells from any microscope reach the network at one physical scale.
 The scale comes from the caller (`--px-per-um`, an adapted model's lab scale, a smear field's
-known magnification) or is measured from the red cells in the image (wbc.image.scale); when
-neither is possible it is assumed from the image width (`ASSUMED_FIELD_UM`), and the result
-says so. The WBC is the only thing in a Romanowsky-stained smear much bluer than red, so "blue
+known magnification) or is measured from the red cells in the image (wbc.image.scale); an image
+without red cells to measure (a tight crop, the cell filling the frame) takes it from the stained
+cell itself (its largest stained region spans `NUCLEUS_EXTENT_UM`), and only an image with nothing
+stained either has it assumed from its width (`ASSUMED_FIELD_UM`). The result says which
+(`scale`: given | measured | cell | assumed). The WBC is the only thing in a Romanowsky-stained smear much bluer than red, so "blue
 minus red above a threshold" finds it; the same rule frames WBCs found in whole smear fields
 (wbc count) and tells an image with no white cell in it. Models of wbc <= 0.1 (`field_um` 0)
 framed a `crop`-pixel square of the 320-pixel-wide Kaggle frame instead; they still load.
@@ -24,7 +26,14 @@ import torch
 
 from wbc.image.decode import MIN_SIDE, decode
 from wbc.image.scale import estimate_scale
-from wbc.image.stain import cell_centre, largest_stained_um2
+from wbc.image.stain import (
+    MIN_NUCLEUS_UM2,
+    NUCLEUS_EXTENT_UM,
+    cell_centre,
+    largest_stained_um2,
+    neutral_background,
+    stained_extent_px,
+)
 
 KAGGLE_WIDTH = 320  # the frame legacy (field_um 0) crop sizes are expressed in
 KAGGLE_PX_PER_UM = 6.81  # the Kaggle 320x240 crops (wbc data scale, median of 80 TRAIN images)
@@ -49,18 +58,22 @@ class Framed:
 
     pixels: torch.Tensor  # uint8 3 x H x W
     px_per_um: float
-    scale: str  # given | measured | assumed (see the module docstring)
+    scale: str  # given | measured | cell | assumed (see the module docstring)
     stained_um2: float  # largest stained region: the no-white-cell rule reads it
     too_small: bool = False  # under MIN_SIDE pixels a side
 
 
 def image_scale(rgb: np.ndarray, px_per_um: float | None = None) -> tuple[float, str]:
-    """(pixels a micrometre, how it was known): given, else measured from red cells, else assumed."""
+    """(pixels a micrometre, how it was known): given, else measured from red cells, else from the stained
+    cell, else assumed from the width. `rgb` should have a neutral background (stain.neutral_background)."""
     if px_per_um:
         return float(px_per_um), "given"
     s = estimate_scale(rgb) if min(rgb.shape[:2]) >= MIN_SIDE else None
     if s is not None and s.found:
         return s.px_per_um, "measured"
+    extent = stained_extent_px(rgb)
+    if extent >= 8:
+        return extent / NUCLEUS_EXTENT_UM, "cell"
     return rgb.shape[1] / ASSUMED_FIELD_UM, "assumed"
 
 
@@ -101,12 +114,30 @@ def frame(rgb: np.ndarray, spec, px_per_um: float | None = None, centre: tuple[f
     if min(h, w) < MIN_SIDE:
         black = torch.zeros(3, *spec.input_size, dtype=torch.uint8)
         return Framed(black, w / ASSUMED_FIELD_UM, "assumed", 0.0, too_small=True)
-    px, how = image_scale(rgb, px_per_um or spec.px_per_um) if spec.field_um or px_per_um else (w / ASSUMED_FIELD_UM, "assumed")
+    if not spec.field_um and not px_per_um:
+        return Framed(legacy_view(rgb, spec.input_size, spec.crop, None, centre), w / ASSUMED_FIELD_UM, "assumed", largest_stained_um2(rgb, w / ASSUMED_FIELD_UM))
+    given = px_per_um or spec.px_per_um
+    read, px, how, stained = stain_reading(rgb, given)
     if spec.field_um:
-        pixels = view(rgb, spec.input_size, spec.field_um, px, centre)
+        pixels = view(rgb, spec.input_size, spec.field_um, px, centre or cell_centre(read))
     else:
         pixels = legacy_view(rgb, spec.input_size, spec.crop, px_per_um, centre)
-    return Framed(pixels, px, how, largest_stained_um2(rgb, px))
+    return Framed(pixels, px, how, stained)
+
+
+def stain_reading(rgb: np.ndarray, px_per_um: float | None) -> tuple[np.ndarray, float, str, float]:
+    """(the image the stain rules read, pixels a micrometre, how known, largest stained area um2). The image as
+    it is, unless that finds no red cells or no nucleus-sized stain: then with its background made neutral
+    (a yellow or cyan cast, a red-purple stain), so a real cell is not dropped for its lab's colours."""
+    px, how = image_scale(rgb, px_per_um)
+    stained = largest_stained_um2(rgb, px)
+    if how in ("given", "measured") and stained >= MIN_NUCLEUS_UM2:
+        return rgb, px, how, stained
+    balanced = neutral_background(rgb)
+    if balanced is rgb:
+        return rgb, px, how, stained
+    px_b, how_b = image_scale(balanced, px_per_um)
+    return balanced, px_b, how_b, largest_stained_um2(balanced, px_b)
 
 
 def load_input(source, spec, px_per_um: float | None = None) -> torch.Tensor:

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from wbc.image.decode import decode
-from wbc.image.stain import stain_mask
+from wbc.image.stain import neutral_background, stain_mask
 
 RBC_DIAMETER_UM = 7.5
 RBC_BOX_FACTOR = 1.155  # estimate -> annotated box size (BCCD train)
@@ -101,7 +101,18 @@ def _edge_radius(g: np.ndarray, x: float, y: float, r: float, rays: int = 32) ->
 
 
 def estimate_scale(rgb: np.ndarray) -> Scale:
-    """Pixels a micrometre of `rgb` (HxWx3 uint8), from the median red-cell diameter."""
+    """Pixels a micrometre of `rgb` (HxWx3 uint8), from the median red-cell diameter; when the image as it is
+    gives none, once more with its background made neutral (under a cyan cast every pixel looked stained, so
+    every red cell was painted out)."""
+    s = _estimate(rgb)
+    if not s.found:
+        balanced = neutral_background(rgb)
+        if balanced is not rgb:
+            s = _estimate(balanced)
+    return s
+
+
+def _estimate(rgb: np.ndarray) -> Scale:
     c, f, green = _circles(rgb)
     if len(c) < MIN_RBCS:
         return Scale(None, len(c))

@@ -1,0 +1,75 @@
+"""No real cell dropped under the shifts other labs' images show (issue 17): colour casts, a red-purple
+nucleus, a grey background, greyscale and crops where the cell fills the frame. Real cells from three
+sources, the shipped model, the rules every entry point shares (Predictor.frame + no_white_cell)."""
+
+import numpy as np
+import pytest
+from conftest import DATA, KAGGLE, pbc_images
+
+import wbc
+from wbc.data.shifts import SHIFTS, shifted
+from wbc.image.decode import decode
+from wbc.image.stain import neutral_background
+from wbc.infer.predictor import NO_WHITE_CELL
+
+
+def _cells() -> list[np.ndarray]:
+    files = [*sorted((KAGGLE / "TEST" / "MONOCYTE").glob("*.jpeg"))[::150], *sorted((KAGGLE / "TEST" / "LYMPHOCYTE").glob("*.jpeg"))[::150],
+             *pbc_images("test", "NEUTROPHIL")[::25], *pbc_images("test", "EOSINOPHIL")[::25],
+             *sorted((DATA / "munich-aml" / "test" / "BLAST").glob("*.jpg"))[::25]]
+    assert len(files) >= 15
+    return [decode(f) for f in files]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return wbc.load_model()
+
+
+@pytest.fixture(scope="module")
+def cells():
+    return _cells()
+
+
+@pytest.mark.parametrize("how", SHIFTS)
+def test_real_cells_are_never_answered_no_white_cell(model, cells, how):
+    images = [shifted(c, how) for c in cells]
+    dropped = [p.note for p in model.predict(images) if p.label == NO_WHITE_CELL]
+    assert dropped == []
+
+
+def test_a_cyan_cast_still_lets_the_red_cells_give_the_scale(model, cells):
+    for c in cells[:4]:  # Kaggle: red cells all around
+        plain, cast = model.frame(c), model.frame(shifted(c, "cyan"))
+        assert plain.scale == cast.scale == "measured"
+        assert abs(cast.px_per_um / plain.px_per_um - 1) < 0.15
+
+
+def test_a_cell_filling_the_frame_takes_its_scale_from_the_cell_not_the_width(model, cells):
+    """A tight crop has no red cells: the scale comes from the stained cell and lands near the measured one,
+    where the image-width assumption was off by a factor of two or more."""
+    ratios, width_ratios = [], []
+    for c in cells:
+        measured = model.frame(c)
+        crop = shifted(c, "tight_crop")
+        f = model.frame(crop)
+        if measured.scale != "measured" or f.scale == "measured":
+            continue
+        assert f.scale == "cell"
+        ratios.append(f.px_per_um / measured.px_per_um)
+        width_ratios.append(crop.shape[1] / 40.0 / measured.px_per_um)
+    assert len(ratios) >= 5
+    assert 0.7 < np.median(ratios) < 1.4
+    assert np.median(np.abs(np.log(ratios))) < np.median(np.abs(np.log(width_ratios)))
+
+
+def test_neutral_background_leaves_a_neutral_image_alone_and_undoes_a_cast():
+    rng = np.random.default_rng(0)
+    img = np.full((120, 160, 3), 225, np.uint8)
+    img[40:80, 60:100] = (120, 60, 170)  # a purple nucleus
+    img = np.clip(img.astype(int) + rng.integers(-3, 4, img.shape), 0, 255).astype(np.uint8)
+    assert neutral_background(img) is img
+    yellow = shifted(img, "yellow")
+    back = neutral_background(yellow).astype(int)
+    assert np.abs(back[5, 5] - back[5, 5].mean()).max() < 6  # background grey again
+    assert back[60, 80, 2] - back[60, 80, 0] > 30  # the nucleus blue minus red again
