@@ -72,7 +72,7 @@ class Cluster:
         cmd = cmd.replace("--port 6379", f"--port {self.port}").replace("/shared/cells", str(self.folder))
         if out is not None:
             cmd = cmd.replace("results.csv", str(out))
-        common = f" --num-cpus 1 --disable-usage-stats"
+        common = " --num-cpus 1 --disable-usage-stats"
         if cmd.startswith("ray start --head"):
             cmd += (f" --node-ip-address {HEAD_IP} --temp-dir {self.temp} --include-dashboard false"
                     f" --ray-client-server-port {self.client_port}" + common)

@@ -73,3 +73,13 @@ def test_neutral_background_leaves_a_neutral_image_alone_and_undoes_a_cast():
     back = neutral_background(yellow).astype(int)
     assert np.abs(back[5, 5] - back[5, 5].mean()).max() < 6  # background grey again
     assert back[60, 80, 2] - back[60, 80, 0] > 30  # the nucleus blue minus red again
+
+
+def test_every_flagged_cell_says_why(model, cells):
+    """review_reason: low confidence, or a view sized without red cells (Python, and the CSV/JSON/HTTP rows built from it)."""
+    preds = model.predict([shifted(c, "tight_crop") for c in cells] + cells)
+    for p in preds:
+        assert p.review == bool(p.review_reason) and p.to_dict()["review_reason"] == p.review_reason
+        assert ("scale not measured" in (p.review_reason or "")) == (p.scale in ("cell", "assumed"))
+        assert ("low confidence" in (p.review_reason or "")) == (p.probability < model.spec.review_threshold)
+    assert any(p.scale == "cell" for p in preds) and any("low confidence" in (p.review_reason or "") for p in preds)

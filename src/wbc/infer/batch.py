@@ -111,18 +111,18 @@ def classify_stream(predictor, files: list[str], batch_size: int = 32, workers: 
 
 
 def columns(classes: list[str]) -> list[str]:
-    return ["path", "class", "probability", *[f"p_{c}" for c in classes], "review", "white_cell", "px_per_um", "scale", "error"]
+    return ["path", "class", "probability", *[f"p_{c}" for c in classes], "review", "white_cell", "px_per_um", "scale", "error", "review_reason"]
 
 
 def row_of(o: Outcome, classes: list[str]) -> dict:
     p = o.prediction
     if p is None:
         return {"path": o.path, "class": "", "probability": "", **{f"p_{c}": "" for c in classes}, "review": "", "white_cell": "",
-                "px_per_um": "", "scale": "", "error": o.error}
+                "px_per_um": "", "scale": "", "error": o.error, "review_reason": ""}
     return {"path": o.path, "class": p.label, "probability": round(p.probability, 6),
             **{f"p_{c}": round(p.probabilities[c], 6) for c in classes}, "review": int(p.review),
             "white_cell": int(p.to_dict()["white_cell"]), "px_per_um": round(p.px_per_um, 3) if p.px_per_um else "",
-            "scale": p.scale or "", "error": ""}
+            "scale": p.scale or "", "error": "", "review_reason": p.review_reason or ""}
 
 
 def format_of(path: Path | None, fmt: str | None) -> str:
@@ -182,7 +182,8 @@ class ParquetWriter:
         self.path, self.classes, self.done = path, classes, set()
         self.schema = pa.schema([("path", pa.string()), ("class", pa.string()), ("probability", pa.float32()),
                                  *[(f"p_{c}", pa.float32()) for c in classes], ("review", pa.int8()), ("white_cell", pa.int8()),
-                                 ("px_per_um", pa.float32()), ("scale", pa.string()), ("error", pa.string())])
+                                 ("px_per_um", pa.float32()), ("scale", pa.string()), ("error", pa.string()),
+                                 ("review_reason", pa.string())])
         self.tmp = path.with_name(f".{path.name}.partial")
         self.writer = None
 

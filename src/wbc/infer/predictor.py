@@ -41,13 +41,26 @@ class Prediction:
     probabilities: dict[str, float]
     review: bool
     px_per_um: float | None = None
-    scale: str | None = None  # given | measured | assumed
+    scale: str | None = None  # given | measured | cell | assumed
     note: str | None = None  # why there is no class ("no white cell found: ...")
+    review_reason: str | None = None  # why `review` is set ("low confidence ...; scale not measured ...")
 
     def to_dict(self) -> dict:
         return {"source": self.source, "class": self.label, "probability": self.probability,
-                "probabilities": self.probabilities, "review": self.review, "white_cell": self.label != NO_WHITE_CELL,
-                "px_per_um": self.px_per_um, "scale": self.scale, "note": self.note}
+                "probabilities": self.probabilities, "review": self.review, "review_reason": self.review_reason,
+                "white_cell": self.label != NO_WHITE_CELL, "px_per_um": self.px_per_um, "scale": self.scale, "note": self.note}
+
+
+def review_reasons(probability: float, threshold: float, framed: Framed | None) -> list[str]:
+    """Why a technologist should look at this cell: the model unsure of it, or the view around it sized without
+    red cells to measure (a cell seen at the wrong size is a cell classified on the wrong evidence)."""
+    reasons = []
+    if probability < threshold:
+        reasons.append(f"low confidence ({probability:.2f} < {threshold:.2f})")
+    if framed is not None and framed.scale in ("cell", "assumed"):
+        source = "from the stained cell" if framed.scale == "cell" else "assumed from the image width"
+        reasons.append(f"scale not measured (no red cells): {source}")
+    return reasons
 
 
 def no_white_cell(framed: Framed, label: str) -> str | None:
@@ -111,10 +124,11 @@ class Predictor:
         k = int(p.argmax())
         label = self.classes[k]
         note = no_white_cell(framed, label) if framed is not None else None
+        reasons = [] if note else review_reasons(float(p[k]), self.spec.review_threshold, framed)
         return Prediction(source=source, label=NO_WHITE_CELL if note else label, probability=float(p[k]),
-                          probabilities={c: float(v) for c, v in zip(self.classes, p)},
-                          review=bool(p[k] < self.spec.review_threshold) and not note,
-                          px_per_um=round(framed.px_per_um, 3) if framed else None, scale=framed.scale if framed else None, note=note)
+                          probabilities={c: float(v) for c, v in zip(self.classes, p)}, review=bool(reasons),
+                          px_per_um=round(framed.px_per_um, 3) if framed else None, scale=framed.scale if framed else None, note=note,
+                          review_reason="; ".join(reasons) or None)
 
     def predict(self, images, batch_size: int = 32, px_per_um: float | None = None) -> list[Prediction]:
         images = [images] if isinstance(images, (str, os.PathLike, bytes, Image.Image, np.ndarray)) else list(images)

@@ -47,8 +47,9 @@ function showResult(c, file, r) {
     return;
   }
   const label = el("div", { class: "label", "data-testid": "label", text: `${r.class} ${(100 * r.probability).toFixed(1)}%` });
-  if (r.review) label.append(el("span", { class: "review", "data-testid": "review", text: "review" }));
+  if (r.review) label.append(el("span", { class: "review", "data-testid": "review", text: "review", title: r.review_reason || "" }));
   c.append(label);
+  if (r.review_reason) c.append(el("div", { class: "note", "data-testid": "review-reason", text: `review: ${r.review_reason}` }));
   if (r.px_per_um) c.append(el("div", { class: "note", text: `scale ${r.px_per_um.toFixed(1)} px/um (${r.scale})` }));
   for (const k of state.classes) {
     const p = r.probabilities[k];
@@ -99,13 +100,13 @@ function renderTally() {
   const none = state.rows.filter((r) => r.white_cell === false).length;
   if (none) body.append(el("tr", { "data-class": "NO_WHITE_CELL" }, el("td", { text: "no white cell found" }), el("td", { text: String(none) }), el("td", { text: (100 * none / n).toFixed(1) })));
   const review = state.rows.filter((r) => r.review).length;
-  $("review-count").textContent = `${review} flagged for review (low confidence)`;
+  $("review-count").textContent = `${review} flagged for review (each card says why)`;
 }
 
 function csv() {
-  const head = ["filename", "class", "probability", ...state.classes.map((k) => `p_${k}`), "review", "white_cell"];
+  const head = ["filename", "class", "probability", ...state.classes.map((k) => `p_${k}`), "review", "white_cell", "review_reason"];
   const quote = (s) => `"${String(s).replace(/"/g, '""')}"`;
-  const lines = state.rows.map((r) => [quote(r.filename), r.class, r.probability.toFixed(4), ...state.classes.map((k) => r.probabilities[k].toFixed(4)), r.review ? 1 : 0, r.white_cell === false ? 0 : 1].join(","));
+  const lines = state.rows.map((r) => [quote(r.filename), r.class, r.probability.toFixed(4), ...state.classes.map((k) => r.probabilities[k].toFixed(4)), r.review ? 1 : 0, r.white_cell === false ? 0 : 1, quote(r.review_reason || "")].join(","));
   return [head.join(","), ...lines].join("\n") + "\n";
 }
 
