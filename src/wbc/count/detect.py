@@ -122,13 +122,12 @@ class ClassicDetector:
     """Colour and circle detection behind the learned Detector's interface (boxes, counted, name), so
     count_field and the server take either. One microscope field at a time (no tiling)."""
 
+    name = "classic"
     engine = None  # no network
     max_pixels = MAX_FIELD_PIXELS
 
     def __init__(self, cfg: DetectConfig | None = None):
         self.cfg = cfg or DetectConfig()
-
-    name = "classic"
 
     @property
     def px_per_um(self) -> float:

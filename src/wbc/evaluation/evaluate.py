@@ -24,7 +24,7 @@ from wbc._util.io import atomic_save, atomic_write_text
 from wbc._util.progress import or_null
 from wbc.data.labels import Labelled, match_classes  # noqa: F401  (match_classes: part of this module's surface)
 from wbc.data.split import read_manifest
-from wbc.infer.predictor import Predictor
+from wbc.infer.predictor import Predictor, no_white_cell
 from wbc.training.metrics import balanced
 
 
@@ -131,8 +131,6 @@ def evaluate(predictor: Predictor, data: str, split: str, out: Path | None = Non
     """Figures for one split. A set with fewer classes than the model (the Kaggle TEST has 4 of 8) gets
     two accuracies: over the model's full output (a class outside the set counts as wrong) and
     restricted to the set's classes (the best of those wins)."""
-    from wbc.infer.predictor import no_white_cell
-
     classes = predictor.classes
     progress = or_null(progress)
     lab = match_classes(data, split, classes, ignore_unknown, progress)

@@ -10,10 +10,10 @@ known magnification) or is measured from the red cells in the image (wbc.image.s
 without red cells to measure (a tight crop, the cell filling the frame) takes it from the stained
 cell itself (its largest stained region spans `NUCLEUS_EXTENT_UM`), and only an image with nothing
 stained either has it assumed from its width (`ASSUMED_FIELD_UM`). The result says which
-(`scale`: given | measured | cell | assumed). The WBC is the only thing in a Romanowsky-stained smear much bluer than red, so "blue
-minus red above a threshold" finds it; the same rule frames WBCs found in whole smear fields
-(wbc count) and tells an image with no white cell in it. Models of wbc <= 0.1 (`field_um` 0)
-framed a `crop`-pixel square of the 320-pixel-wide Kaggle frame instead; they still load.
+(`scale`: given | measured | cell | assumed). The cell is found by its stain (wbc.image.stain),
+read from the image as it is or, when that shows no red cells or no nucleus, with its background
+made neutral (`stain_reading`). Models of wbc <= 0.1 (`field_um` 0) framed a `crop`-pixel square
+of the 320-pixel-wide Kaggle frame instead; they still load.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class Framed:
 
 def image_scale(rgb: np.ndarray, px_per_um: float | None = None) -> tuple[float, str]:
     """(pixels a micrometre, how it was known): given, else measured from red cells, else from the stained
-    cell, else assumed from the width. `rgb` should have a neutral background (stain.neutral_background)."""
+    cell, else assumed from the width (`stain_reading` decides which image, as it is or balanced, is read)."""
     if px_per_um:
         return float(px_per_um), "given"
     s = estimate_scale(rgb) if min(rgb.shape[:2]) >= MIN_SIDE else None
