@@ -28,6 +28,11 @@ def test_fp32_round_trip_matches_pytorch(native, fp32):
     a = compare(native, exported, paths)
     assert a.images == len(paths) >= 16
     assert a.same_top_class == 1.0 and a.max_abs_diff < 1e-4, a
+    # the open-set distance is an output of the graph too: same answers, same UNIDENTIFIED decisions
+    mine, theirs = native.predict(paths[:12]), exported.predict(paths[:12])
+    assert all(p.distance is not None for p in theirs)
+    assert max(abs(p.distance - q.distance) for p, q in zip(mine, theirs)) < 2e-3
+    assert [p.label for p in mine] == [q.label for q in theirs] and [p.review for p in mine] == [q.review for q in theirs]
 
 
 def test_int8_loads_and_predicts(native, tiny_kaggle, tmp_path):

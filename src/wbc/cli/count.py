@@ -85,7 +85,7 @@ def count(images: list[str] = typer.Argument(..., help="smear field images, fold
     from wbc.count.count import field_summary
     from wbc.count.detector import default_detector
     from wbc.data.collect import collect_images
-    from wbc.infer.predictor import fastest, load_model
+    from wbc.infer.predictor import fastest, lab_check, load_model
 
     if format not in ("table", "csv", "json"):
         raise WbcError(f"--format must be table, csv or json, not '{format}'")
@@ -107,6 +107,11 @@ def count(images: list[str] = typer.Argument(..., help="smear field images, fold
     else:
         console.print(_fields_table(fields, summary["totals"]))
         console.print(_diff_table(f"WBC differential ({len(labels)} WBC)", summary["differential"]))
+        for line in summary["alerts"]:
+            console.print(f"[bold red]{line}[/bold red]", highlight=False)
+        warning = lab_check(predictor, (w for fc in fields for w in fc.wbc)).warning()
+        if warning:
+            console.print(f"[bold yellow]warning:[/bold yellow] {warning}", highlight=False, soft_wrap=True)
         if out:
             console.print(f"annotated images in {out}")
     if failures:

@@ -30,10 +30,16 @@ def _print_eval(r: dict) -> None:
         console.print(f"per source cell ({ps['n_sources']} cells): mean accuracy {ps['mean_accuracy_per_source']:.4f} "
                       f"[95% CI {ps['ci95'][0]:.3f}-{ps['ci95'][1]:.3f}], majority vote {ps['majority_vote_accuracy']:.4f}")
     rv = r["review"]
-    rest = f"; the other {r['images'] - rv['flagged']} are {rv['accuracy_unflagged']:.1%} right" if rv["accuracy_unflagged"] is not None else ""
-    console.print(f"ECE {r['ece']:.4f}; {rv['flagged']} images ({rv['flagged_share']:.1%}) flagged for review (top probability < {rv['threshold']:.3f}){rest}; "
+    rest = f"; the {rv['unflagged_share']:.1%} left unflagged are {rv['accuracy_unflagged']:.1%} right" if rv["accuracy_unflagged"] is not None else ""
+    why = " or far from the known types" if rv["near_distance"] else ""
+    console.print(f"ECE {r['ece']:.4f}; {rv['flagged']} images ({rv['flagged_share']:.1%}) flagged for review (top probability < {rv['threshold']:.3f}{why}){rest}; "
+                  f"UNIDENTIFIED {rv['unidentified']}; AURC {rv['risk_coverage']['aurc']:.4f}; "
                   f"no white cell found in {r['no_white_cell']}; scale {r['scale']['px_per_um_median']:.2f} px/um "
                   f"(measured on {r['scale']['measured']}, from the cell on {r['scale'].get('cell', 0)}, assumed on {r['scale']['assumed']})", highlight=False)
+    for name, a in r.get("abnormal", {}).items():
+        console.print(f"[bold]{name}[/bold] (not a class of this model): {a['images']} cells, {a['unidentified']} UNIDENTIFIED, {a['flagged']} flagged, "
+                      f"[bold red]{a['missed_unflagged']} passed as an unflagged known type[/bold red], {a['dropped_no_white_cell']} dropped as no white cell "
+                      f"(missed {a['missed_share']:.1%})", highlight=False)
 
 
 @app.command()
@@ -41,7 +47,8 @@ def evaluate(model: Optional[str] = ModelOpt, data: Optional[str] = DataOpt, spl
              json_out: Optional[Path] = typer.Option(None, "--json", help="write all metrics to this JSON file"),
              out: Optional[Path] = typer.Option(Path("reports/evaluate"), help="folder for report.md and PNGs (one sub-folder a split)"),
              manifest: Optional[str] = typer.Option(None, help="split manifest giving source cells (default: the model's own, if it matches)"),
-             ignore_unknown: bool = typer.Option(False, help="skip class folders the model does not know")):
+             ignore_unknown: bool = typer.Option(False, help="skip class folders the model does not know"),
+             abnormal: bool = typer.Option(False, help="class folders the model does not know hold cells it must catch (e.g. BLAST): report how many it flags, calls UNIDENTIFIED or misses")):
     """Accuracy, per-class P/R/F1, confusion matrix, misclassified gallery, calibration, per-source-cell accuracy."""
     from wbc._util.io import atomic_write_text
     from wbc.data.locate import resolve_data
@@ -54,7 +61,7 @@ def evaluate(model: Optional[str] = ModelOpt, data: Optional[str] = DataOpt, spl
     results = {}
     for s in split:
         with bar() as p:
-            r = run_eval(predictor, data, s, out / s.upper() if out else None, ignore_unknown, manifest, progress=p)
+            r = run_eval(predictor, data, s, out / s.upper() if out else None, ignore_unknown, manifest, progress=p, abnormal=abnormal)
         _print_eval(r)
         results[s.upper()] = r
         if out:

@@ -16,7 +16,9 @@ from wbc.errors import WbcError
 
 
 def _label(p) -> str:
-    return "no white cell found" if not p.to_dict()["white_cell"] else p.label
+    if not p.to_dict()["white_cell"]:
+        return "no white cell found"
+    return f"[bold red]{p.label}[/bold red]" if p.label in ("UNIDENTIFIED", "BLAST") else p.label
 
 
 def _parse_scale(value: Optional[str]):
@@ -133,6 +135,9 @@ def _report(failures: list[tuple[str, str]], summary, out: Path | None) -> None:
         counts = ", ".join(f"{('no white cell' if k == 'NO_WHITE_CELL' else k)} {v}" for k, v in summary.labels.most_common())
         console.print(f"{summary.done} classified, {len(failures)} failed" + (f", {summary.skipped} already in {out}" if summary.skipped else "")
                       + (f"; {counts}" if counts else "") + (f"; results in {out}" if out else ""), highlight=False)
+    warning = summary.lab.warning() if summary.lab else None
+    if warning:
+        console.print(f"[bold yellow]warning:[/bold yellow] {warning}", highlight=False, soft_wrap=True)
     if failures:
         raise typer.Exit(1)
 

@@ -22,8 +22,10 @@ from wbc.errors import ImageTooLarge, WbcError
 from wbc.image.decode import decode_shrunk
 from wbc.image.framing import cell_view
 from wbc.image.stain import cell_centre
+from wbc.infer.predictor import UNIDENTIFIED
 
 CLINICAL_ORDER = ["NEUTROPHIL", "LYMPHOCYTE", "MONOCYTE", "EOSINOPHIL", "BASOPHIL"]
+ALARM = ["BLAST", UNIDENTIFIED]  # listed first, and said in a line of their own whenever present
 COLOURS = {"RBC": (220, 60, 60), "WBC": (90, 40, 200), "Platelets": (30, 170, 60)}  # RGB
 
 
@@ -80,8 +82,9 @@ def count_field(predictor, source, px_per_um: float = BCCD_PX_PER_UM, cfg: Detec
     for i in range(0, len(wbcs), 64):  # in batches: a slide can hold thousands
         chunk = wbcs[i : i + 64]
         x = torch.stack([cell_view(work, spec, work_scale, b.nucleus or nucleus_in(work, b)) for b in chunk])
-        for b, p in zip(chunk, predictor.probabilities(x)):
-            d = predictor.to_prediction(p, name).to_dict()
+        probs, dist = predictor.scores(x)
+        for k, (b, p) in enumerate(zip(chunk, probs)):
+            d = predictor.to_prediction(p, name, distance=None if dist is None else dist[k]).to_dict()
             for k in ("source", "white_cell", "note", "scale"):
                 d.pop(k)
             d["px_per_um"] = px_per_um
@@ -110,11 +113,13 @@ def wilson(k: int, n: int) -> tuple[float, float] | None:
 
 
 def differential(labels: list[str], classes: list[str]) -> list[dict]:
-    """Count and percentage per WBC class in clinical row order, with 95% Wilson intervals."""
+    """Count and percentage per WBC class, blasts and unidentified cells first, then clinical row order,
+    with 95% Wilson intervals. UNIDENTIFIED (far from every known type) is always a row: never folded into a type."""
     n = len(labels)
     rows = []
-    for c in CLINICAL_ORDER + [c for c in classes if c not in CLINICAL_ORDER]:
-        known = c in classes
+    order = [c for c in ALARM if c in classes or c == UNIDENTIFIED] + CLINICAL_ORDER
+    for c in order + [c for c in classes if c not in order]:
+        known = c in classes or c == UNIDENTIFIED
         k = labels.count(c)
         ci = wilson(k, n) if known else None
         rows.append({"class": c, "count": k if known else None, "percent": 100 * k / n if n and known else None,
@@ -122,9 +127,17 @@ def differential(labels: list[str], classes: list[str]) -> list[dict]:
     return rows
 
 
+def alerts(labels: list[str]) -> list[str]:
+    """The lines no user may miss: "blasts: 3 of 112 white cells (2.7%)", the same for unidentified cells."""
+    n = len(labels)
+    names = {"BLAST": "blasts", UNIDENTIFIED: "unidentified cells (unlike every known type: review them)"}
+    return [f"{names[c]}: {labels.count(c)} of {n} white cells ({100 * labels.count(c) / n:.1f}%)" for c in ALARM if labels.count(c)]
+
+
 def field_summary(counts: list[dict[str, int]], labels: list[str], classes: list[str]) -> dict:
-    """Totals over fields (each a {type: n}) and the WBC differential of their `labels`: one summary for the CLI and the API."""
-    return {"totals": {k: sum(c[k] for c in counts) for k in TYPES}, "differential": differential(labels, classes)}
+    """Totals over fields (each a {type: n}), the WBC differential of their `labels` and its alert lines:
+    one summary for the CLI and the API."""
+    return {"totals": {k: sum(c[k] for c in counts) for k in TYPES}, "differential": differential(labels, classes), "alerts": alerts(labels)}
 
 
 def draw(rgb: np.ndarray, fc: FieldCount) -> np.ndarray:

@@ -17,6 +17,7 @@ class Labelled:
     y: np.ndarray  # index into the model's classes
     skipped_bad: int
     ignored_unknown: int
+    unknown: dict[str, list[Path]] | None = None  # images of class folders the model lacks, by folder name
 
 
 def match_classes(data: str, split: str | None, classes: list[str], ignore_unknown: bool, progress=None, check: bool = True) -> Labelled:
@@ -34,4 +35,8 @@ def match_classes(data: str, split: str | None, classes: list[str], ignore_unkno
     if not kept:
         raise WbcError(f"no images of the model's classes in split {split} of {data}")
     bad = sum(1 for b in s.bad if f"/{split.upper()}/" in b.path.as_posix().upper() or split.upper() == "ALL")
-    return Labelled([r.path for r in kept], np.array([known[r.label] for r in kept]), bad, len(recs) - len(kept))
+    others: dict[str, list[Path]] = {}
+    for r in recs:
+        if r.label not in known:
+            others.setdefault(r.label, []).append(r.path)
+    return Labelled([r.path for r in kept], np.array([known[r.label] for r in kept]), bad, len(recs) - len(kept), others)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,8 @@ from wbc._util.io import atomic_save, atomic_write_text
 from wbc._util.progress import or_null
 from wbc.data.labels import Labelled, match_classes  # noqa: F401  (match_classes: part of this module's surface)
 from wbc.data.split import read_manifest
-from wbc.infer.predictor import Predictor, no_white_cell
+from wbc.evaluation.risk import abnormal_figures, plot_risk_coverage, risk_coverage
+from wbc.infer.predictor import NO_WHITE_CELL, UNIDENTIFIED, Predictor, strangeness
 from wbc.training.metrics import balanced
 
 
@@ -126,25 +127,48 @@ def plots(out: Path, classes, y, pred, probs, paths, calib_table, rows: list[int
     return files
 
 
+def answers(predictor: Predictor, paths: list, batch_size: int, on_batch, px_per_um) -> tuple[np.ndarray, list, list]:
+    """(probabilities, each image's Framed, each image's Prediction as a user gets it)."""
+    dist: list = []
+    probs_t, framed = predictor.predict_framed(paths, batch_size, on_batch, px_per_um, distances=dist)
+    preds = [predictor.to_prediction(p, str(path), f, d) for p, path, f, d in zip(probs_t, paths, framed, dist)]
+    return probs_t.numpy(), framed, preds
+
+
+def review_figures(predictor: Predictor, preds: list, y: np.ndarray, classes) -> dict:
+    """The flag as the user sees it: every reason, UNIDENTIFIED, and the accuracy of what is left unflagged."""
+    right = np.array([p.label == classes[k] for p, k in zip(preds, y)])
+    unflagged = np.array([not p.review and p.label not in (UNIDENTIFIED, NO_WHITE_CELL) for p in preds])
+    reasons = Counter(r.split(" (")[0] for p in preds if p.review_reason for r in p.review_reason.split("; "))
+    score = np.array([strangeness(p.probability, p.distance, predictor.spec) for p in preds])
+    spec = predictor.spec
+    return {"threshold": spec.review_threshold, "near_distance": spec.near_distance or None, "far_distance": spec.far_distance or None,
+            "flagged": int(sum(p.review for p in preds)), "flagged_share": float(np.mean([p.review for p in preds])),
+            "unflagged_share": float(unflagged.mean()),
+            "accuracy_unflagged": float(right[unflagged].mean()) if unflagged.any() else None,
+            "unidentified": int(sum(p.label == UNIDENTIFIED for p in preds)), "reasons": dict(reasons),
+            "distance_measured": any(p.distance is not None for p in preds),
+            "risk_coverage": risk_coverage(right, score)}
+
+
 def evaluate(predictor: Predictor, data: str, split: str, out: Path | None = None, ignore_unknown: bool = False,
-             manifest: str | None = None, batch_size: int = 32, px_per_um: float | None = None, progress=None) -> dict:
+             manifest: str | None = None, batch_size: int = 32, px_per_um: float | None = None, progress=None,
+             abnormal: bool = False) -> dict:
     """Figures for one split. A set with fewer classes than the model (the Kaggle TEST has 4 of 8) gets
     two accuracies: over the model's full output (a class outside the set counts as wrong) and
-    restricted to the set's classes (the best of those wins)."""
+    restricted to the set's classes (the best of those wins). `abnormal`: class folders the model lacks
+    hold cells it must not pass as a known type (blasts to a normal-type model): reported as caught or missed."""
     classes = predictor.classes
     progress = or_null(progress)
-    lab = match_classes(data, split, classes, ignore_unknown, progress)
+    lab = match_classes(data, split, classes, ignore_unknown or abnormal, progress)
     task = progress.add_task(f"evaluating {split}", total=len(lab.paths))
-    probs_t, framed = predictor.predict_framed(lab.paths, batch_size, lambda n: progress.advance(task, n), px_per_um)
-    probs = probs_t.numpy()
+    probs, framed, preds = answers(predictor, lab.paths, batch_size, lambda n: progress.advance(task, n), px_per_um)
     y, pred = lab.y, probs.argmax(1)
     in_set = sorted(set(int(k) for k in y))
     restricted = np.array(in_set)[probs[:, in_set].argmax(1)]
     labels = range(len(classes))
     prec, rec, f1, sup = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
     ece, calib = expected_calibration_error(probs, y)
-    review = probs.max(1) < predictor.spec.review_threshold
-    turned_away = sum(no_white_cell(f, classes[k]) is not None for f, k in zip(framed, pred))
     scales = np.array([f.px_per_um for f in framed])
     result = {
         "model": str(predictor.path),
@@ -153,7 +177,7 @@ def evaluate(predictor: Predictor, data: str, split: str, out: Path | None = Non
         "images": int(len(y)),
         "classes_in_set": [classes[k] for k in in_set],
         "skipped_bad_files": lab.skipped_bad,
-        "ignored_unknown_class_images": lab.ignored_unknown,
+        "ignored_unknown_class_images": 0 if abnormal else lab.ignored_unknown,
         "accuracy": float(accuracy_score(y, pred)),
         "accuracy_in_set_classes": float(accuracy_score(y, restricted)),
         "predicted_outside_set": int(np.sum(~np.isin(pred, in_set))),
@@ -165,21 +189,38 @@ def evaluate(predictor: Predictor, data: str, split: str, out: Path | None = Non
                              "rows_true": confusion_matrix(y, pred, labels=labels)[in_set].tolist()},
         "ece": ece,
         "calibration_bins": calib,
-        "review": {"threshold": predictor.spec.review_threshold, "flagged": int(review.sum()),
-                   "flagged_share": float(review.mean()),
-                   "accuracy_unflagged": float((pred[~review] == y[~review]).mean()) if (~review).any() else None},
-        "no_white_cell": int(turned_away),
+        "review": review_figures(predictor, preds, y, classes),
+        "no_white_cell": int(sum(p.label == NO_WHITE_CELL for p in preds)),
         "scale": {"px_per_um_median": float(np.median(scales)), "p5": float(np.percentile(scales, 5)), "p95": float(np.percentile(scales, 95)),
                   "measured": sum(f.scale == "measured" for f in framed), "given": sum(f.scale == "given" for f in framed),
                   "cell": sum(f.scale == "cell" for f in framed), "assumed": sum(f.scale == "assumed" for f in framed)},
         "per_source_cell": per_source(lab.paths, y, pred, manifest, data, classes),
     }
+    if abnormal and lab.unknown:
+        result["abnormal"] = {name: abnormal_figures(answers(predictor, paths, batch_size, None, px_per_um)[2])
+                              for name, paths in sorted(lab.unknown.items())}
     if out:
         out.mkdir(parents=True, exist_ok=True)
         result["files"] = plots(out, classes, y, pred, probs, lab.paths, calib, in_set)
+        result["files"]["risk_coverage"] = risk_plot(out, result)
         atomic_write_text(out / "metrics.json", json.dumps(result, indent=2))
         atomic_write_text(out / "report.md", report_markdown(result))
     return result
+
+
+def risk_plot(out: Path, result: dict) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    r = result["review"]
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    point = {result["split"]: (r["unflagged_share"], r["accuracy_unflagged"])} if r["accuracy_unflagged"] is not None else None
+    plot_risk_coverage(ax, {result["split"]: r["risk_coverage"]}, point)
+    atomic_save(out / "risk_coverage.png", lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+    plt.close(fig)
+    return "risk_coverage.png"
 
 
 def report_markdown(r: dict) -> str:
@@ -188,9 +229,12 @@ def report_markdown(r: dict) -> str:
              f"- accuracy **{r['accuracy']:.4f}** over the model's {len(r['confusion_matrix']['columns'])} classes, "
              f"{r['accuracy_in_set_classes']:.4f} restricted to the set's {len(r['classes_in_set'])}; balanced accuracy "
              f"{r['balanced_accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f}, ECE {r['ece']:.4f}",
-             f"- review flag (top probability < {r['review']['threshold']:.3f}): {r['review']['flagged']} images "
-             f"({r['review']['flagged_share']:.1%}); the rest {_pct(r['review']['accuracy_unflagged'])} right",
-             f"- no white cell found: {r['no_white_cell']} images", "",
+             f"- review flag (top probability < {r['review']['threshold']:.3f}"
+             + (f", or distance to the known types > {r['review']['near_distance']:.2f}" if r['review']['near_distance'] else "")
+             + f"): {r['review']['flagged']} images ({r['review']['flagged_share']:.1%}); the {r['review']['unflagged_share']:.1%} "
+             f"left unflagged {_pct(r['review']['accuracy_unflagged'])} right; UNIDENTIFIED {r['review']['unidentified']}; "
+             f"AURC {_num(r['review']['risk_coverage']['aurc'])}",
+             f"- no white cell found: {r['no_white_cell']} images", *_abnormal_lines(r), "",
              "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
     for c, m in r["per_class"].items():
         lines.append(f"| {c} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |")
@@ -204,3 +248,13 @@ def report_markdown(r: dict) -> str:
 
 def _pct(v) -> str:
     return "-" if v is None else f"{v:.1%}"
+
+
+def _num(v) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+def _abnormal_lines(r: dict) -> list[str]:
+    return [f"- **{name}** (a type the model lacks): {a['images']} cells, {a['unidentified']} UNIDENTIFIED, {a['flagged']} flagged, "
+            f"**{a['missed_unflagged']} passed as an unflagged known type**, {a['dropped_no_white_cell']} dropped as no white cell "
+            f"(missed {_pct(a['missed_share'])})" for name, a in r.get("abnormal", {}).items()]

@@ -43,6 +43,7 @@ class Summary:
     skipped: int = 0  # already in the output (resume)
     labels: Counter = field(default_factory=Counter)
     failures: list[tuple[str, str]] = field(default_factory=list)
+    lab: object = None  # wbc.infer.predictor.LabCheck: the run's cells against the training sources
 
 
 # ---- framing in worker processes ---------------------------------------------------------------
@@ -94,8 +95,8 @@ def classify_stream(predictor, files: list[str], batch_size: int = 32, workers: 
 
     def flush() -> list[Outcome]:
         good = [(p, f) for p, f, _ in pending if f is not None]
-        probs = predictor.probabilities(torch.stack([f.pixels for _, f in good])) if good else None
-        by_path = {p: predictor.to_prediction(probs[k], p, f) for k, (p, f) in enumerate(good)}
+        probs, dist = predictor.scores(torch.stack([f.pixels for _, f in good])) if good else (None, None)
+        by_path = {p: predictor.to_prediction(probs[k], p, f, None if dist is None else dist[k]) for k, (p, f) in enumerate(good)}
         return [Outcome(p, by_path.get(p), e) for p, _, e in pending]
 
     for item in _framed_stream(files, predictor.spec, px_per_um, workers):
@@ -111,18 +112,19 @@ def classify_stream(predictor, files: list[str], batch_size: int = 32, workers: 
 
 
 def columns(classes: list[str]) -> list[str]:
-    return ["path", "class", "probability", *[f"p_{c}" for c in classes], "review", "white_cell", "px_per_um", "scale", "error", "review_reason"]
+    return ["path", "class", "probability", *[f"p_{c}" for c in classes], "review", "white_cell", "px_per_um", "scale", "error", "review_reason", "distance"]
 
 
 def row_of(o: Outcome, classes: list[str]) -> dict:
     p = o.prediction
     if p is None:
         return {"path": o.path, "class": "", "probability": "", **{f"p_{c}": "" for c in classes}, "review": "", "white_cell": "",
-                "px_per_um": "", "scale": "", "error": o.error, "review_reason": ""}
+                "px_per_um": "", "scale": "", "error": o.error, "review_reason": "", "distance": ""}
     return {"path": o.path, "class": p.label, "probability": round(p.probability, 6),
             **{f"p_{c}": round(p.probabilities[c], 6) for c in classes}, "review": int(p.review),
             "white_cell": int(p.to_dict()["white_cell"]), "px_per_um": round(p.px_per_um, 3) if p.px_per_um else "",
-            "scale": p.scale or "", "error": "", "review_reason": p.review_reason or ""}
+            "scale": p.scale or "", "error": "", "review_reason": p.review_reason or "",
+            "distance": "" if p.distance is None else p.distance}
 
 
 def format_of(path: Path | None, fmt: str | None) -> str:
@@ -183,7 +185,7 @@ class ParquetWriter:
         self.schema = pa.schema([("path", pa.string()), ("class", pa.string()), ("probability", pa.float32()),
                                  *[(f"p_{c}", pa.float32()) for c in classes], ("review", pa.int8()), ("white_cell", pa.int8()),
                                  ("px_per_um", pa.float32()), ("scale", pa.string()), ("error", pa.string()),
-                                 ("review_reason", pa.string())])
+                                 ("review_reason", pa.string()), ("distance", pa.float32())])
         self.tmp = path.with_name(f".{path.name}.partial")
         self.writer = None
 
@@ -245,7 +247,9 @@ def run_collection(predictor, files: list[str], sink: Callable[[list[Outcome]], 
                    batch_size: int = 32, workers: int = 0, px_per_um: float | None = None, on_batch=None,
                    stream: Callable | None = None) -> Summary:
     """Classify every file not in `done`, hand each batch of outcomes to `sink`, and count."""
-    summary = Summary()
+    from wbc.infer.predictor import lab_check
+
+    summary = Summary(lab=lab_check(predictor))
     todo = [f for f in files if f not in (done or set())]
     summary.skipped = len(files) - len(todo)
     batches: Iterable[list[Outcome]] = (stream or classify_stream)(predictor, todo, batch_size, workers, px_per_um)
@@ -258,6 +262,7 @@ def run_collection(predictor, files: list[str], sink: Callable[[list[Outcome]], 
             else:
                 summary.done += 1
                 summary.labels[o.prediction.label] += 1
+                summary.lab.add(o.prediction.distance, o.prediction.label, predictor.spec)
         if on_batch:
             on_batch(len(outcomes))
     return summary

@@ -1,4 +1,5 @@
-"""The engines a Predictor drives: uint8 N x 3 x H x W in, class probabilities out.
+"""The engines a Predictor drives: uint8 N x 3 x H x W in, class probabilities out (`scores`: with each
+cell's distance to the nearest known type, when the model holds the statistics).
 
 TorchEngine runs the native model in PyTorch; OnnxEngine an exported one (.onnx, preprocessing inside) on
 ONNX Runtime's CPU provider, with the wbc metadata read from the file.
@@ -56,9 +57,13 @@ class OnnxEngine:
         self.name = f"onnx-{self.meta['precision']}"
         self.input = self.session.get_inputs()[0].name
 
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+    def scores(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = np.ascontiguousarray(batch.numpy() if isinstance(batch, torch.Tensor) else batch, dtype=np.uint8)
-        return torch.from_numpy(self.session.run(None, {self.input: x})[0])
+        out = self.session.run(None, {self.input: x})
+        return torch.from_numpy(out[0]), torch.from_numpy(out[1]) if len(out) > 1 else None
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.scores(batch)[0]
 
 
 class TorchEngine:
@@ -70,6 +75,10 @@ class TorchEngine:
         self.model, self.device = model.to(memory_format=torch.channels_last), device
 
     @torch.no_grad()
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+    def scores(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = batch.to(self.device, torch.float32).contiguous(memory_format=torch.channels_last)
-        return self.model.probabilities(x).cpu()
+        probs, dist = self.model.scores(x)
+        return probs.cpu(), dist.cpu() if dist is not None else None
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.scores(batch)[0]

@@ -30,6 +30,7 @@ def shipped_model_path() -> Path:
 
 
 NO_WHITE_CELL = "NO_WHITE_CELL"  # the label of an image the no-white-cell rule turns away
+UNIDENTIFIED = "UNIDENTIFIED"  # a cell far from every known type: counted apart, never folded into a type
 NON_NUCLEATED = ("PLATELET",)  # classes whose cells have no nucleus: a small stained region is right for them
 
 
@@ -44,23 +45,86 @@ class Prediction:
     scale: str | None = None  # given | measured | cell | assumed
     note: str | None = None  # why there is no class ("no white cell found: ...")
     review_reason: str | None = None  # why `review` is set ("low confidence ...; scale not measured ...")
+    distance: float | None = None  # to the nearest known type's training cells (about 1: typical); None: not measured
 
     def to_dict(self) -> dict:
         return {"source": self.source, "class": self.label, "probability": self.probability,
                 "probabilities": self.probabilities, "review": self.review, "review_reason": self.review_reason,
-                "white_cell": self.label != NO_WHITE_CELL, "px_per_um": self.px_per_um, "scale": self.scale, "note": self.note}
+                "white_cell": self.label != NO_WHITE_CELL, "px_per_um": self.px_per_um, "scale": self.scale, "note": self.note,
+                "distance": self.distance}
 
 
-def review_reasons(probability: float, threshold: float, framed: Framed | None) -> list[str]:
-    """Why a technologist should look at this cell: the model unsure of it, or the view around it sized without
-    red cells to measure (a cell seen at the wrong size is a cell classified on the wrong evidence)."""
+def review_reasons(probability: float, spec, framed: Framed | None, distance: float | None = None) -> list[str]:
+    """Why a technologist should look at this cell: unlike every known type, the model unsure of it, or the view
+    around it sized without red cells to measure (a cell seen at the wrong size is classified on the wrong evidence)."""
     reasons = []
-    if probability < threshold:
-        reasons.append(f"low confidence ({probability:.2f} < {threshold:.2f})")
+    if distance is not None and spec.far_distance and distance > spec.far_distance:
+        reasons.append(f"far from every known cell type (distance {distance:.2f} > {spec.far_distance:.2f})")
+    elif distance is not None and spec.near_distance and distance > spec.near_distance:
+        reasons.append(f"unlike the training cells (distance {distance:.2f} > {spec.near_distance:.2f})")
+    if probability < spec.review_threshold:
+        reasons.append(f"low confidence ({probability:.2f} < {spec.review_threshold:.2f})")
     if framed is not None and framed.scale in ("cell", "assumed"):
         source = "from the stained cell" if framed.scale == "cell" else "assumed from the image width"
         reasons.append(f"scale not measured (no red cells): {source}")
     return reasons
+
+
+def strangeness(probability: float, distance: float | None, spec) -> float:
+    """One number for "how much this answer needs a human": 1 at the review operating point (confidence at
+    `review_threshold` or distance at `near_distance`), above it flagged. Ranks cells for risk-coverage curves."""
+    s = spec.review_threshold / max(probability, 1e-9)
+    if distance is not None and spec.near_distance:
+        s = max(s, distance / spec.near_distance)
+    return s
+
+
+def unlike_known(distance: float | None, label: str, spec) -> bool | None:
+    """The cell lies beyond the near distance (None: the model measures no distance, or there is no cell)."""
+    if distance is None or not spec.near_distance or label == NO_WHITE_CELL:
+        return None
+    return distance > spec.near_distance
+
+
+@dataclass
+class LabCheck:
+    """A run's cells as a whole against the training sources: one warning for a folder out of the model's world."""
+
+    cells: int = 0  # cells with a distance
+    unlike: int = 0  # of those, beyond the near distance (UNIDENTIFIED included)
+    expected: float = 0.05  # the share beyond it on the model's own validation cells
+
+    def add(self, distance: float | None, label: str, spec) -> None:
+        u = unlike_known(distance, label, spec)
+        if u is not None:
+            self.cells += 1
+            self.unlike += int(u)
+
+    @property
+    def share(self) -> float | None:
+        return self.unlike / self.cells if self.cells else None
+
+    def warning(self) -> str | None:
+        """Said once for the run when at least LAB_MIN_CELLS cells were measured and the share unlike the training
+        cells passes LAB_WARN_SHARE (and three times what validation shows)."""
+        if self.cells < LAB_MIN_CELLS or self.share <= max(LAB_WARN_SHARE, 3 * self.expected):
+            return None
+        return (f"these images lie far from the cells the model was trained on: {self.share:.0%} of {self.cells} cells are unlike "
+                f"every training source ({self.expected:.0%} on its own validation cells), so its answers here are unreliable; "
+                f"adapt it to this microscope: wbc adapt IMAGES --labelled DIR (ten labelled cells a class) --out lab.safetensors")
+
+
+LAB_MIN_CELLS = 20
+LAB_WARN_SHARE = 0.35
+
+
+def lab_check(predictor, answers=()) -> LabCheck:
+    """A LabCheck that knows what the model's own validation cells show, holding `answers` (result dicts)."""
+    val = predictor.meta.get("info", {}).get("metrics", {}).get("val", {}).get("openset", {})
+    lab = LabCheck(expected=float(val.get("val_near", 0.05)))
+    for a in answers:
+        lab.add(a.get("distance"), a.get("class", NO_WHITE_CELL), predictor.spec)
+    return lab
 
 
 def no_white_cell(framed: Framed, label: str) -> str | None:
@@ -105,12 +169,21 @@ class Predictor:
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         return self.engine(batch)
 
-    def predict_framed(self, images: list, batch_size: int = 32, on_batch=None, px_per_um: float | None = None) -> tuple[torch.Tensor, list[Framed]]:
-        """(class probabilities N x classes, each image's Framed) in batches; on_batch(n) is told after each batch."""
+    def scores(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(probabilities N x classes, distance to the nearest known type N or None) of uint8 inputs."""
+        return self.engine.scores(batch)
+
+    def predict_framed(self, images: list, batch_size: int = 32, on_batch=None, px_per_um: float | None = None,
+                       distances: list | None = None) -> tuple[torch.Tensor, list[Framed]]:
+        """(class probabilities N x classes, each image's Framed) in batches; on_batch(n) is told after each batch;
+        `distances`, when given, is extended with each image's distance to the known types (None: not measured)."""
         out, framed = [], []
         for i in range(0, len(images), batch_size):
             chunk = [self.frame(im, px_per_um) for im in images[i : i + batch_size]]
-            out.append(self.probabilities(torch.stack([f.pixels for f in chunk])))
+            probs, dist = self.scores(torch.stack([f.pixels for f in chunk]))
+            out.append(probs)
+            if distances is not None:
+                distances += dist.tolist() if dist is not None else [None] * len(chunk)
             framed += chunk
             if on_batch:
                 on_batch(len(chunk))
@@ -120,21 +193,29 @@ class Predictor:
         """Class probabilities (N x classes), the model's alone (no white-cell rule)."""
         return self.predict_framed(images, batch_size, on_batch, px_per_um)[0]
 
-    def to_prediction(self, p: torch.Tensor, source: str, framed: Framed | None = None) -> Prediction:
+    def to_prediction(self, p: torch.Tensor, source: str, framed: Framed | None = None, distance: float | None = None) -> Prediction:
+        """The answer for one image: a known type, UNIDENTIFIED (far from every known type: the type is not given),
+        or NO_WHITE_CELL (nothing stained like a white cell), with the review flag and its reasons."""
         k = int(p.argmax())
         label = self.classes[k]
         note = no_white_cell(framed, label) if framed is not None else None
-        reasons = [] if note else review_reasons(float(p[k]), self.spec.review_threshold, framed)
-        return Prediction(source=source, label=NO_WHITE_CELL if note else label, probability=float(p[k]),
+        distance = None if distance is None else round(float(distance), 3)
+        reasons = [] if note else review_reasons(float(p[k]), self.spec, framed, distance)
+        if note:
+            label = NO_WHITE_CELL
+        elif distance is not None and self.spec.far_distance and distance > self.spec.far_distance:
+            label = UNIDENTIFIED
+        return Prediction(source=source, label=label, probability=float(p[k]),
                           probabilities={c: float(v) for c, v in zip(self.classes, p)}, review=bool(reasons),
                           px_per_um=round(framed.px_per_um, 3) if framed else None, scale=framed.scale if framed else None, note=note,
-                          review_reason="; ".join(reasons) or None)
+                          review_reason="; ".join(reasons) or None, distance=distance)
 
     def predict(self, images, batch_size: int = 32, px_per_um: float | None = None) -> list[Prediction]:
         images = [images] if isinstance(images, (str, os.PathLike, bytes, Image.Image, np.ndarray)) else list(images)
-        probs, framed = self.predict_framed(images, batch_size, px_per_um=px_per_um)
-        return [self.to_prediction(p, str(im) if isinstance(im, (str, os.PathLike)) else f"<{type(im).__name__}>", f)
-                for im, p, f in zip(images, probs, framed)]
+        dist: list = []
+        probs, framed = self.predict_framed(images, batch_size, px_per_um=px_per_um, distances=dist)
+        return [self.to_prediction(p, str(im) if isinstance(im, (str, os.PathLike)) else f"<{type(im).__name__}>", f, d)
+                for im, p, f, d in zip(images, probs, framed, dist)]
 
 
 def load_model(path: str | os.PathLike | None = None, device: str | None = None, threads: int | None = None) -> Predictor:

@@ -70,11 +70,12 @@ def classify_chunk(model_bytes: bytes, key: str, spec_dict: dict, px_per_um: flo
             continue
         rows.append((path, "", f.px_per_um, f.scale, f.stained_um2, f.too_small))
         pixels.append(f.pixels.numpy())
-    probs = np.zeros((0, len(spec.classes)), np.float32)
+    probs, dist = np.zeros((0, len(spec.classes)), np.float32), None
     if pixels:
         session = _session(key, model_bytes)
-        probs = session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(np.stack(pixels))})[0]
-    return {"rows": rows, "probs": probs}
+        out = session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(np.stack(pixels))})
+        probs, dist = out[0], out[1] if len(out) > 1 else None
+    return {"rows": rows, "probs": probs, "distance": dist}
 
 
 def _onnx_bytes(predictor) -> bytes:
@@ -129,12 +130,14 @@ def _route_cluster_messages() -> None:
 
 def _outcomes(predictor, result: dict) -> list[Outcome]:
     out, probs = [], iter(result["probs"])
+    dist = iter(result["distance"]) if result.get("distance") is not None else None
     for path, err, px, scale, stained, too_small in result["rows"]:
         if err:
             out.append(Outcome(path, None, err))
             continue
         f = _Framed(float(px), str(scale), float(stained), bool(too_small))
-        out.append(Outcome(path, predictor.to_prediction(torch.from_numpy(np.array(next(probs), np.float32)), path, f)))
+        p = torch.from_numpy(np.array(next(probs), np.float32))
+        out.append(Outcome(path, predictor.to_prediction(p, path, f, float(next(dist)) if dist is not None else None)))
     return out
 
 

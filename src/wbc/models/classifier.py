@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from wbc.models.openset import FeatureDistance
 from wbc.models.weights import create_backbone
 
 ALIASES = {"xception": "legacy_xception"}  # the reference design's name -> timm's
@@ -28,6 +29,9 @@ class ModelSpec:
     dropout: float = 0.3
     temperature: float = 1.0  # fitted on validation so probabilities are calibrated
     review_threshold: float = 0.7  # top probability below this -> flag for human review
+    openset: bool = False  # the file holds the training cells' feature statistics (wbc.models.openset)
+    near_distance: float = 0.0  # >0: a cell farther than this from every known type is flagged for review
+    far_distance: float = 0.0  # >0: a cell farther than this from every known type is UNIDENTIFIED
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -62,6 +66,7 @@ class CellClassifier(nn.Module):
         self.spec = spec
         self.backbone = create_backbone(ALIASES.get(spec.backbone, spec.backbone), pretrained=pretrained)
         self.head = make_head(self.backbone.num_features, spec.head, len(spec.classes), spec.dropout)
+        self.openset = FeatureDistance(self.backbone.num_features, len(spec.classes)) if spec.openset else None
         self.register_buffer("scale_mean", torch.tensor(spec.mean).view(1, 3, 1, 1) * 255.0, persistent=False)
         self.register_buffer("scale_std", torch.tensor(spec.std).view(1, 3, 1, 1) * 255.0, persistent=False)
 
@@ -73,6 +78,12 @@ class CellClassifier(nn.Module):
 
     def probabilities(self, pixels: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self(pixels) / self.spec.temperature, dim=1)
+
+    def scores(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(probabilities N x C, distance to the nearest known type N, or None without statistics)."""
+        feats = self.features(pixels)
+        probs = torch.softmax(self.head(feats) / self.spec.temperature, dim=1)
+        return probs, self.openset(feats).min(1).values if self.openset is not None else None
 
     def backbone_stages(self) -> list[nn.Module]:
         """Backbone pieces from input to output, for unfreezing the last N (timm EfficientNet/Xception)."""

@@ -29,8 +29,9 @@ class _Pixels2Probabilities(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.model.probabilities(pixels.float())
+    def forward(self, pixels: torch.Tensor):
+        probs, dist = self.model.scores(pixels.float())
+        return probs if dist is None else (probs, dist)
 
 
 def _write_metadata(path: str, meta: dict, precision: str) -> None:
@@ -71,10 +72,11 @@ def _export_fp32(predictor, path: str, opset: int) -> None:
     h, w = predictor.spec.input_size
     example = torch.zeros(2, 3, h, w, dtype=torch.uint8)
     model = static_same_padding(model, example.float())
+    outputs = ["probabilities", "distance"] if model.openset is not None else ["probabilities"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice is not the user's concern
-        torch.onnx.export(_Pixels2Probabilities(model), (example,), path, input_names=["pixels"], output_names=["probabilities"],
-                          dynamic_axes={"pixels": {0: "batch"}, "probabilities": {0: "batch"}}, opset_version=opset, dynamo=False)
+        torch.onnx.export(_Pixels2Probabilities(model), (example,), path, input_names=["pixels"], output_names=outputs,
+                          dynamic_axes={"pixels": {0: "batch"}, **{o: {0: "batch"} for o in outputs}}, opset_version=opset, dynamo=False)
     _write_metadata(path, predictor.meta, "fp32")
 
 

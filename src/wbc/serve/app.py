@@ -31,6 +31,7 @@ def model_info(predictor, explain: bool) -> dict:
             "adapted": (info.get("adapted") or {}).get("images_folder"),
             "engine": predictor.engine.name, "file": predictor.path.name, "wbc_version": predictor.meta.get("wbc_version"),
             "temperature": spec.temperature, "review_threshold": spec.review_threshold, "metrics": info.get("metrics", {}),
+            "near_distance": spec.near_distance or None, "far_distance": spec.far_distance or None,
             "explain": explain}
 
 

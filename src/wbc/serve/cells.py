@@ -9,6 +9,7 @@ from fastapi import APIRouter, File, HTTPException, Query, UploadFile
 
 from wbc.image.decode import decode_bytes
 from wbc.image.framing import frame
+from wbc.infer.predictor import lab_check
 from wbc.serve.gate import Gate
 
 
@@ -16,8 +17,9 @@ def classify_one(predictor, explainer, name: str, data: bytes, explain: bool, px
     rgb = decode_bytes(data, name)
     framed = frame(rgb, predictor.spec, px_per_um)
     x = framed.pixels
-    p = predictor.probabilities(x[None])[0]
-    out = predictor.to_prediction(p, name, framed).to_dict()
+    probs, dist = predictor.scores(x[None])
+    p = probs[0]
+    out = predictor.to_prediction(p, name, framed, None if dist is None else dist[0]).to_dict()
     out["filename"] = out.pop("source")
     out["size"] = [int(rgb.shape[1]), int(rgb.shape[0])]
     if explain and out["white_cell"]:
@@ -41,6 +43,6 @@ def router(predictor, explainer, gate: Gate, model_file: str) -> APIRouter:
         if explain and explainer is None:
             raise HTTPException(409, "heat-maps need the native model: start `wbc serve` with a .safetensors model, not an .onnx file")
         results = await gate.run(one, await gate.read(files), explain, px_per_um)
-        return {"model": model_file, "results": results}
+        return {"model": model_file, "results": results, "lab_warning": lab_check(predictor, results).warning()}
 
     return api

@@ -48,8 +48,15 @@ from wbc.models.classifier import (
 from wbc.models.io import load_model_file, save_model
 from wbc.training.config import TrainConfig
 from wbc.training.metrics import scores
+from wbc.training.openset import (
+    OpenSetConfig,
+    fit_statistics,
+    min_distance,
+    set_thresholds,
+)
 
 log = logging.getLogger(__name__)
+OPENSET_PER_CLASS = 1000  # training cells a source's class for the open-set statistics (Kaggle's are copies of few cells)
 
 
 def seed_everything(seed: int) -> None:
@@ -304,6 +311,18 @@ def round2(fit: Fit) -> None:
         fit.checkpoint(opt, sched)
 
 
+def fit_openset(model, train_rows: list[Row], val_rows: list[Row], infos: dict[str, SourceInfo], cfg: TrainConfig, device, progress,
+                openset: OpenSetConfig | None = None) -> dict:
+    """The training cells' feature statistics (un-augmented views, at most OPENSET_PER_CLASS a source's class)
+    and the near/far distances from the validation cells (wbc.training.openset)."""
+    classes = list(model.spec.classes)
+    rows = subsample(train_rows, OPENSET_PER_CLASS, cfg.seed)
+    feats, y = predict_logits(model, loader(rows, classes, infos, cfg, augment=False), device, progress, "open-set statistics", True)
+    fit_statistics(model, feats, y)
+    vf, _ = predict_logits(model, loader(val_rows, classes, infos, cfg, augment=False), device, progress, "validation distances", True)
+    return set_thresholds(model.spec, min_distance(model, vf).numpy(), openset or OpenSetConfig())
+
+
 def calibrate_and_save(fit: Fit) -> Path:
     """Temperature and review threshold fitted on validation; the final model file with its provenance."""
     cfg, run = fit.cfg, fit.run
@@ -314,6 +333,7 @@ def calibrate_and_save(fit: Fit) -> Path:
     probs = torch.softmax(logits / spec.temperature, 1)
     spec.review_threshold = review_threshold(probs, yv, cfg.review_accuracy)
     val = scores(logits, yv, fit.val_sources)
+    val["openset"] = fit_openset(model, fit.train_rows, fit.val_rows, fit.infos, cfg, fit.device, fit.progress)
     kept = probs.max(1).values >= spec.review_threshold
     val["review"] = {"threshold": spec.review_threshold, "flagged": float(1 - kept.float().mean()),
                      "accuracy_unflagged": float((probs.argmax(1) == yv)[kept].float().mean()) if kept.any() else None}

@@ -1,6 +1,7 @@
 // The wbc page: one request per file (so one bad file gets its own message), a running tally, CSV export.
 "use strict";
-const state = { classes: [], rows: [] };
+const state = { classes: [], rows: [], near: null, expected: 0.05 };
+const LAB_MIN_CELLS = 20, LAB_WARN_SHARE = 0.35;  // as wbc.infer.predictor.LabCheck
 const $ = (id) => document.getElementById(id);
 
 async function loadModel() {
@@ -8,6 +9,8 @@ async function loadModel() {
     const r = await fetch("/api/v1/model");
     const m = await r.json();
     state.classes = m.classes;
+    state.near = m.near_distance;
+    state.expected = ((m.metrics || {}).val || {}).openset ? m.metrics.val.openset.val_near : 0.05;
     const pct = (r) => `${(100 * r.accuracy).toFixed(1)}%`;
     const met = m.metrics || {};
     const kt = met.kaggle_test || met.test;
@@ -46,7 +49,10 @@ function showResult(c, file, r) {
     c.append(el("div", { class: "label", "data-testid": "label", text: "no white cell found" }), el("div", { class: "note", text: r.note || "" }));
     return;
   }
-  const label = el("div", { class: "label", "data-testid": "label", text: `${r.class} ${(100 * r.probability).toFixed(1)}%` });
+  const alarm = ALARM.includes(r.class);
+  if (alarm) c.classList.add("alarm");
+  const text = r.class === "UNIDENTIFIED" ? "UNIDENTIFIED: unlike every known cell type" : `${r.class} ${(100 * r.probability).toFixed(1)}%`;
+  const label = el("div", { class: "label", "data-testid": "label", text });
   if (r.review) label.append(el("span", { class: "review", "data-testid": "review", text: "review", title: r.review_reason || "" }));
   c.append(label);
   if (r.review_reason) c.append(el("div", { class: "note", "data-testid": "review-reason", text: `review: ${r.review_reason}` }));
@@ -99,8 +105,21 @@ function renderTally() {
   }
   const none = state.rows.filter((r) => r.white_cell === false).length;
   if (none) body.append(el("tr", { "data-class": "NO_WHITE_CELL" }, el("td", { text: "no white cell found" }), el("td", { text: String(none) }), el("td", { text: (100 * none / n).toFixed(1) })));
+  const unid = state.rows.filter((r) => r.class === "UNIDENTIFIED").length;
+  if (unid) body.prepend(el("tr", { "data-class": "UNIDENTIFIED", class: "alarm" }, el("td", { text: "UNIDENTIFIED" }), el("td", { text: String(unid) }), el("td", { text: (100 * unid / n).toFixed(1) })));
   const review = state.rows.filter((r) => r.review).length;
   $("review-count").textContent = `${review} flagged for review (each card says why)`;
+  renderLabWarning();
+}
+
+function renderLabWarning() {
+  // a folder out of the model's world, said once: the share of cells unlike every training source
+  const measured = state.rows.filter((r) => r.distance != null && r.white_cell !== false && state.near);
+  const unlike = measured.filter((r) => r.distance > state.near).length;
+  const share = measured.length ? unlike / measured.length : 0;
+  const warn = measured.length >= LAB_MIN_CELLS && share > Math.max(LAB_WARN_SHARE, 3 * state.expected);
+  $("lab-warning").hidden = !warn;
+  if (warn) $("lab-warning").textContent = `These images lie far from the cells the model was trained on: ${(100 * share).toFixed(0)}% of ${measured.length} cells are unlike every training source (${(100 * state.expected).toFixed(0)}% on its own validation cells), so its answers here are unreliable. Adapt it to this microscope: wbc adapt IMAGES --labelled DIR (ten labelled cells a class).`;
 }
 
 function csv() {
@@ -154,6 +173,8 @@ function wilson(k, n) {
   return [Math.max(0, centre - half), Math.min(1, centre + half)];
 }
 
+const ALARM = ["BLAST", "UNIDENTIFIED"];  // cells a differential exists to catch: always first, never missed
+
 function renderSmear() {
   $("smear-summary").hidden = smear.fields.length === 0;
   const tot = { RBC: 0, WBC: 0, Platelets: 0 };
@@ -163,9 +184,16 @@ function renderSmear() {
   const body = $("smear-diff").querySelector("tbody");
   body.innerHTML = "";
   const clinical = ["NEUTROPHIL", "LYMPHOCYTE", "MONOCYTE", "EOSINOPHIL", "BASOPHIL"];
-  const order = [...clinical, ...state.classes.filter((k) => !clinical.includes(k))];  // the model's other classes after
+  const first = ALARM.filter((k) => k === "UNIDENTIFIED" || state.classes.includes(k));
+  const order = [...first, ...clinical, ...state.classes.filter((k) => !clinical.includes(k) && !first.includes(k))];  // the model's other classes after
+  const alerts = first.filter((k) => labels.includes(k)).map((k) => {
+    const m = labels.filter((x) => x === k).length;
+    return `${k === "BLAST" ? "blasts" : "unidentified cells (review them)"}: ${m} of ${labels.length} white cells (${(100 * m / labels.length).toFixed(1)}%)`;
+  });
+  $("smear-alerts").textContent = alerts.join("; ");
+  $("smear-alerts").hidden = alerts.length === 0;
   for (const k of order) {
-    if (!state.classes.includes(k)) { body.append(el("tr", {}, el("td", { text: k }), el("td", { text: "-" }), el("td", { text: "-" }), el("td", { text: "not a model class" }))); continue; }
+    if (!state.classes.includes(k) && k !== "UNIDENTIFIED") { body.append(el("tr", {}, el("td", { text: k }), el("td", { text: "-" }), el("td", { text: "-" }), el("td", { text: "not a model class" }))); continue; }
     const m = labels.filter((x) => x === k).length, n = labels.length, ci = wilson(m, n);
     body.append(el("tr", { "data-class": k }, el("td", { text: k }), el("td", { text: String(m) }), el("td", { text: n ? (100 * m / n).toFixed(1) : "-" }),
       el("td", { text: ci ? `${(100 * ci[0]).toFixed(1)}-${(100 * ci[1]).toFixed(1)}` : "-" })));
