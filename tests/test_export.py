@@ -45,6 +45,8 @@ def test_int8_loads_and_predicts(native, tiny_kaggle, tmp_path):
     assert np.allclose(probs.sum(1), 1, atol=0.5 * len(native.classes) / 255)  # uint8 outputs: half a step a class
     truth = np.array([native.classes.index(p.parent.name) for p in paths])
     assert (probs.argmax(1) == truth).mean() >= 0.5  # it still classifies (accuracy vs fp32: see `wbc export --int8`)
+    d8, d32 = (np.array([p.distance for p in m.predict(paths[:24])]) for m in (q, native))
+    assert np.median(np.abs(d8 - d32) / d32) < 0.1  # the distance is computed in fp32 on the int8 network's features
 
 
 def test_cli_export_predict_and_evaluate_with_onnx(fp32, tmp_path):
