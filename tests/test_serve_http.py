@@ -5,7 +5,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import CLASSES, KAGGLE, kaggle_images, start_server
+from conftest import CLASSES, DATA, KAGGLE, kaggle_images, start_server
 from PIL import Image
 
 CHROMIUM = "/usr/bin/chromium"
@@ -84,3 +84,38 @@ def test_web_page_in_chromium(server, tmp_path):
         page.screenshot(path=str(tmp_path / "wbc-page.png"), full_page=True)
         browser.close()
     assert (tmp_path / "wbc-page.png").stat().st_size > 10_000
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed (.ci/run installs it)")
+def test_page_shows_unidentified_cells_and_the_run_warning(wbc_cache, tmp_path):
+    """A copy of the shipped model whose distances real blasts pass (far: half of them, near: three quarters), served
+    as a user would: the page marks the UNIDENTIFIED cards, counts them first in the tally, and warns once about the run."""
+    from playwright.sync_api import expect, sync_playwright
+
+    import wbc
+    from wbc.models.io import save_model
+
+    cells = sorted((DATA / "munich-aml" / "test" / "BLAST").glob("*.jpg"))[:22]
+    strict = wbc.load_model()
+    d = sorted(p.distance for p in strict.predict(cells))
+    strict.model.spec.near_distance, strict.model.spec.far_distance = d[len(d) // 4], d[len(d) // 2]
+    save_model(strict.model, tmp_path / "strict.safetensors", strict.meta["info"])
+    proc, url = start_server(tmp_path / "serve.log", wbc_cache, "--model", str(tmp_path / "strict.safetensors"))
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(url)
+            expect(page.get_by_test_id("model-info")).to_contain_text("tf_efficientnet_lite0")
+            page.get_by_test_id("file-input").set_input_files([str(p) for p in cells])
+            expect(page.get_by_test_id("label")).to_have_count(len(cells), timeout=180_000)
+            alarm = page.locator(".card.alarm")
+            expect(alarm.first).to_contain_text("UNIDENTIFIED: unlike every known cell type")
+            n = alarm.count()
+            assert len(cells) // 3 <= n <= len(cells) - len(cells) // 3
+            expect(page.locator('#tally tr[data-class="UNIDENTIFIED"] td').nth(1)).to_have_text(str(n))
+            expect(page.get_by_test_id("lab-warning")).to_contain_text("lie far from the cells the model was trained on")
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
