@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -106,12 +107,28 @@ def connect(address: str | None) -> None:
             kw["_node_ip_address"] = "127.0.0.1" if addr.host == "localhost" else addr.host  # beside a loopback head: its node
     else:
         kw.update(num_cpus=os.cpu_count() or 1, object_store_memory=300 * 1024**2)
-    try:
-        ray.init(address=address or "local", **kw)  # "local": a Ray of our own, never some other cluster found here
-    except Exception as e:  # version mismatch, a head that went away, ...
-        raise WbcError(f"cannot start or reach Ray{' at ' + address if address else ''}: {str(e).splitlines()[0][:160]}") from None
+    _init(ray, address, kw)
     _quiet_ray_loggers()
     _route_cluster_messages()
+
+
+CLIENT_TRIES = 3  # the Ray Client server starts a driver process per client; on a busy head that start can time out
+
+
+def _init(ray, address: str | None, kw: dict) -> None:
+    """ray.init, once more (up to CLIENT_TRIES) when a Ray Client server failed to start this client's driver in time:
+    a busy head, not a wrong address (that was checked already). Any other failure is one line."""
+    for attempt in range(1, CLIENT_TRIES + 1):
+        try:
+            ray.init(address=address or "local", **kw)  # "local": a Ray of our own, never some other cluster found here
+            return
+        except Exception as e:  # version mismatch, a head that went away, ...
+            first = str(e).splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            if address and address.startswith("ray://") and "Initialization failure" in str(e) and attempt < CLIENT_TRIES:
+                log.warning(f"Ray Client at {address} could not start this client's driver ({first}); trying again")
+                time.sleep(2 * attempt)
+                continue
+            raise WbcError(f"cannot start or reach Ray{' at ' + address if address else ''}: {first}") from None
 
 
 def _route_cluster_messages() -> None:
