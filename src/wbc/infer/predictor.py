@@ -54,13 +54,19 @@ class Prediction:
                 "distance": self.distance}
 
 
+def beyond(distance: float | None, limit: float) -> bool:
+    """The distance was measured and passes `limit` (0: that limit is not set): the one test behind the flag,
+    UNIDENTIFIED and the run-level check."""
+    return distance is not None and bool(limit) and distance > limit
+
+
 def review_reasons(probability: float, spec, framed: Framed | None, distance: float | None = None) -> list[str]:
     """Why a technologist should look at this cell: unlike every known type, the model unsure of it, or the view
     around it sized without red cells to measure (a cell seen at the wrong size is classified on the wrong evidence)."""
     reasons = []
-    if distance is not None and spec.far_distance and distance > spec.far_distance:
+    if beyond(distance, spec.far_distance):
         reasons.append(f"far from every known cell type (distance {distance:.2f} > {spec.far_distance:.2f})")
-    elif distance is not None and spec.near_distance and distance > spec.near_distance:
+    elif beyond(distance, spec.near_distance):
         reasons.append(f"unlike the training cells (distance {distance:.2f} > {spec.near_distance:.2f})")
     if probability < spec.review_threshold:
         reasons.append(f"low confidence ({probability:.2f} < {spec.review_threshold:.2f})")
@@ -83,7 +89,7 @@ def unlike_known(distance: float | None, label: str, spec) -> bool | None:
     """The cell lies beyond the near distance (None: the model measures no distance, or there is no cell)."""
     if distance is None or not spec.near_distance or label == NO_WHITE_CELL:
         return None
-    return distance > spec.near_distance
+    return beyond(distance, spec.near_distance)
 
 
 @dataclass
@@ -203,7 +209,7 @@ class Predictor:
         reasons = [] if note else review_reasons(float(p[k]), self.spec, framed, distance)
         if note:
             label = NO_WHITE_CELL
-        elif distance is not None and self.spec.far_distance and distance > self.spec.far_distance:
+        elif beyond(distance, self.spec.far_distance):
             label = UNIDENTIFIED
         return Prediction(source=source, label=label, probability=float(p[k]),
                           probabilities={c: float(v) for c, v in zip(self.classes, p)}, review=bool(reasons),
