@@ -156,3 +156,28 @@ def test_sources_parse_and_balance():
         assert abs(pair[m].sum() - 1 / 6) < 1e-9
     with pytest.raises(WbcError, match="--balance"):
         balanced_weights(rows, "classes")
+
+
+def test_init_starts_a_new_class_from_a_trained_model(two_source_run, tiny_kaggle, tmp_path):
+    from wbc.models.classifier import CellClassifier
+    from wbc.models.io import warm_start
+
+    path = two_source_run / "model.safetensors"
+    old, _ = load_model_file(path)
+    spec = type(old.spec)(backbone=old.spec.backbone, classes=["BLAST", *PBC_CLASSES], input_size=old.spec.input_size,
+                          head=old.spec.head, field_um=old.spec.field_um)
+    new = CellClassifier(spec, pretrained=False)
+    assert warm_start(new, path) == ["BLAST"]
+    assert torch.equal(new.backbone.conv_stem.weight, old.backbone.conv_stem.weight)
+    last = len(new.head) - 1
+    for j, c in enumerate(spec.classes[1:], start=1):  # every known class keeps its output row
+        assert torch.equal(new.head[last].weight[j], old.head[last].weight[PBC_CLASSES.index(c)])
+    # through the CLI: a four-class run from the eight-class file, and a clear line when the networks differ
+    run = tmp_path / "init"
+    p = run_cli("train", "--data", f"kaggle={tiny_kaggle}", "--init", str(path), "--out", str(run), "--size", "64", "--head", "32",
+                "--round1-epochs", "1", "--round2-epochs", "1", "--epoch-size", "32", "--workers", "0", "--val-fraction", "0.25")
+    assert f"starting from {path}" in p.stderr and (run / "model.safetensors").is_file()
+    p = run_cli("train", "--data", f"kaggle={tiny_kaggle}", "--init", str(path), "--out", str(tmp_path / "bad"), "--size", "64",
+                "--head", "16", "--workers", "0", check=False)
+    assert p.returncode == 2 and "--init" in p.stderr and "give the same --backbone, --head and --size" in p.stderr
+    assert "Traceback" not in p.stderr

@@ -21,6 +21,8 @@ def train(data: Optional[list[str]] = typer.Option(None, "--data", help="trainin
           manifest: Optional[list[str]] = typer.Option(None, help="a source's split manifest, NAME=FILE (made in the run when absent)"),
           out: Path = typer.Option(Path(T.out), help="run folder"), backbone: str = typer.Option(T.backbone, help="timm model name (xception: the reference design)"),
           pretrained: bool = typer.Option(T.pretrained, "--pretrained/--no-pretrained", help="start from ImageNet weights"),
+          init: str = typer.Option(T.init, help="start from this wbc model file instead (same backbone, head and size; its classes' "
+                                                 "output rows kept, new classes fresh): adds a class or a source to a trained model"),
           size: int = typer.Option(T.size, help="model input side (pixels)"), field_um: float = typer.Option(T.field_um, help="width of the view around the cell, micrometres"),
           head: str = typer.Option(",".join(map(str, T.head)), help="dense layer sizes"),
           dropout: float = typer.Option(T.dropout), batch_size: int = typer.Option(T.batch_size), round1_epochs: int = typer.Option(T.round1_epochs),

@@ -111,3 +111,27 @@ def load_model_file(path: str | os.PathLike, device: str | torch.device = "cpu")
     except (SafetensorError, RuntimeError, OSError) as e:
         raise WbcError(f"{path}: the weights are damaged or do not fit backbone {spec.backbone} ({str(e).splitlines()[0][:120]})") from None
     return model.to(device).eval(), meta
+
+
+def warm_start(model: CellClassifier, path: str | os.PathLike) -> list[str]:
+    """Copy a trained model file's backbone and hidden head layers into `model`, and its output
+    layer's rows by class name, so adding a class (BLAST) or a source starts from what the file
+    already knows rather than from ImageNet. Returns the classes that start fresh."""
+    old, _ = load_model_file(path)
+    new = model.spec
+    if (old.spec.backbone, tuple(old.spec.head), tuple(old.spec.input_size)) != (new.backbone, tuple(new.head), tuple(new.input_size)):
+        raise WbcError(f"--init {path}: its network ({old.spec.backbone}, head {list(old.spec.head)}, input {list(old.spec.input_size)}) "
+                       f"differs from this run's ({new.backbone}, head {list(new.head)}, input {list(new.input_size)}); "
+                       "give the same --backbone, --head and --size")
+    model.backbone.load_state_dict(old.backbone.state_dict())
+    last = len(model.head) - 1
+    with torch.no_grad():
+        for i in range(last):
+            if hasattr(model.head[i], "weight"):
+                model.head[i].load_state_dict(old.head[i].state_dict())
+        for j, name in enumerate(new.classes):
+            if name in old.spec.classes:
+                k = old.spec.classes.index(name)
+                model.head[last].weight[j] = old.head[last].weight[k]
+                model.head[last].bias[j] = old.head[last].bias[k]
+    return [c for c in new.classes if c not in old.spec.classes]

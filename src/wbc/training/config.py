@@ -18,6 +18,7 @@ class TrainConfig:
     out: str = "runs/train"
     backbone: str = "tf_efficientnet_lite0"
     pretrained: bool = True
+    init: str = ""  # a wbc model file to start from (wbc.models.io.warm_start) instead of ImageNet weights
     size: int = 128  # model input, square
     field_um: float = 24.0  # the view: a square this many micrometres wide around the stained cell
     head: tuple[int, ...] = (1024, 512, 128, 64)

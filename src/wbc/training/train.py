@@ -45,7 +45,7 @@ from wbc.models.classifier import (
     frozen_bn_eval,
     set_trainable,
 )
-from wbc.models.io import load_model_file, save_model
+from wbc.models.io import load_model_file, save_model, warm_start
 from wbc.training.config import TrainConfig
 from wbc.training.metrics import scores
 from wbc.training.openset import (
@@ -372,7 +372,11 @@ def start(cfg: TrainConfig, resume: bool, progress) -> Fit:
                  f"{i.px_per_um:.2f} px/um, classes {', '.join(i.counts['train'])}")
     spec = ModelSpec(backbone=cfg.backbone, classes=classes, input_size=(cfg.size, cfg.size), field_um=cfg.field_um,
                      head=cfg.head, dropout=cfg.dropout)
-    model = CellClassifier(spec, pretrained=cfg.pretrained and ckpt is None).to(device).to(memory_format=torch.channels_last)
+    model = CellClassifier(spec, pretrained=cfg.pretrained and ckpt is None and not cfg.init)
+    if cfg.init and ckpt is None:
+        fresh = warm_start(model, cfg.init)
+        log.info(f"starting from {cfg.init}" + (f"; new classes {', '.join(fresh)}" if fresh else ""))
+    model = model.to(device).to(memory_format=torch.channels_last)
     fit = Fit(run, cfg, model, device, train_rows, val_rows, classes, infos, Logger(run), progress, ckpt)
     if ckpt:
         model.load_state_dict(ckpt["model"])
