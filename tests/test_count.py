@@ -84,6 +84,28 @@ def test_magnification_flag_rescales(predictor, tmp_path):
     assert all(0 <= v <= 320 for c in b.to_dict()["cells"] for v in c["box"][::2])  # boxes in the small image's pixels
 
 
+def test_scale_is_measured_in_each_field(predictor, tmp_path):
+    # another lab's magnification: the same BCCD field at half and 1.5x size, no --px-per-um given
+    from wbc.count.detector import default_detector
+
+    detector = default_detector(None)  # the learned one, as `wbc count` and the API use
+    path, truth = field(read_ids(BCCD, "val")[0])
+    im = Image.open(path)
+    full = count_field(predictor, path, px_per_um=14.0, detector=detector)
+    for factor in (0.5, 1.5):
+        resized = tmp_path / f"x{factor}.png"
+        im.resize((round(640 * factor), round(480 * factor)), Image.LANCZOS).save(resized)
+        fc = count_field(predictor, resized, detector=detector)
+        assert fc.scale == "measured" and abs(fc.px_per_um / (14 * factor) - 1) < 0.25, (factor, fc.px_per_um)
+        assert [w["class"] for w in fc.wbc] == [w["class"] for w in full.wbc] and abs(fc.counts["RBC"] - full.counts["RBC"]) <= 4
+        assert fc.to_dict()["scale"] == "measured" and all(w["px_per_um"] == fc.px_per_um for w in fc.wbc)
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (640, 480), (235, 230, 240)).save(blank)
+    fc = count_field(predictor, blank)
+    assert (fc.scale, fc.px_per_um) == ("assumed", 14.0)
+    assert count_field(predictor, path, px_per_um=14.0).scale == "given"
+
+
 def test_bad_inputs(tmp_path):
     blank = tmp_path / "blank.png"
     Image.new("RGB", (640, 480), (235, 230, 240)).save(blank)

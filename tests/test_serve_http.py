@@ -75,6 +75,7 @@ def test_web_page_in_chromium(server, tmp_path):
         if smear.is_file():  # the whole-field view: annotated image, counts, differential
             page.get_by_test_id("smear-input").set_input_files([str(smear)])
             expect(page.get_by_test_id("smear-counts")).to_contain_text("WBC 1", timeout=120_000)
+            expect(page.get_by_test_id("smear-scale")).to_contain_text("px/um (measured)")
             expect(page.get_by_test_id("smear-totals")).to_contain_text("1 field(s)")
             assert page.locator("#smear-results img").first.get_attribute("src").startswith("data:image/png;base64,")
         with page.expect_download() as dl:

@@ -28,7 +28,7 @@ def _diff_table(title: str, rows: list[dict]) -> Table:
     return t
 
 
-def _count_fields(predictor, files: list[str], px_per_um: float, detector, out: Path | None) -> tuple[list, list[tuple[str, str]]]:
+def _count_fields(predictor, files: list[str], px_per_um: float | None, detector, out: Path | None) -> tuple[list, list[tuple[str, str]]]:
     """(a FieldCount a readable field, (file, why) for the rest); annotated PNGs into `out`."""
     from wbc.count.count import COUNT_MAX_PIXELS, count_field, save_annotated
     from wbc.image.decode import decode
@@ -42,7 +42,8 @@ def _count_fields(predictor, files: list[str], px_per_um: float, detector, out: 
             console.print(f"[red]skipped[/red] {e}", highlight=False, soft_wrap=True)
             continue
         if not fc.boxes:
-            console.print(f"[yellow]no cells found in {img}[/yellow]: is it a blood smear field at about {px_per_um:g} px/um? (see --px-per-um)", highlight=False)
+            console.print(f"[yellow]no cells found in {img}[/yellow]: is it a blood smear field at about {fc.px_per_um:.1f} px/um "
+                          f"({fc.scale})? (see --px-per-um)", highlight=False)
         if out:
             fc.annotated = str(save_annotated(decode(img, max_pixels=COUNT_MAX_PIXELS), fc, out))
         fields.append(fc)
@@ -64,14 +65,14 @@ def _print_csv(fields: list) -> None:
 
 def _fields_table(fields: list, totals: dict) -> Table:
     t = Table(title="cells per field")
-    for col in ("image", "RBC", "WBC", "platelets", "WBC classes"):
+    for col in ("image", "px/um", "RBC", "WBC", "platelets", "WBC classes"):
         t.add_column(col)
     for fc in fields:
         c = fc.counts
-        t.add_row(Path(fc.source).name, str(c["RBC"]), str(c["WBC"]), str(c["Platelets"]),
+        t.add_row(Path(fc.source).name, f"{fc.px_per_um:.1f} {fc.scale}", str(c["RBC"]), str(c["WBC"]), str(c["Platelets"]),
                   ", ".join(f"{w['class']} {w['probability']:.2f}" + (" (review)" if w["review"] else "") for w in fc.wbc) or "-")
     if len(fields) > 1:
-        t.add_row("total", str(totals["RBC"]), str(totals["WBC"]), str(totals["Platelets"]), "")
+        t.add_row("total", "", str(totals["RBC"]), str(totals["WBC"]), str(totals["Platelets"]), "")
     return t
 
 
@@ -79,7 +80,8 @@ def _fields_table(fields: list, totals: dict) -> Table:
 def count(images: list[str] = typer.Argument(..., help="smear field images, folders or globs (e.g. BCCD 640x480 JPEGs)"), model: Optional[str] = ModelOpt,
           out: Optional[Path] = typer.Option(None, help="folder for annotated PNGs (one per image)"),
           format: str = typer.Option("table", "--format", "-f", help="table, csv or json"),
-          px_per_um: float = typer.Option(14.0, help="pixels a micrometre of the images (BCCD 640x480: 14); other magnifications are rescaled to it"),
+          px_per_um: Optional[float] = typer.Option(None, help="pixels a micrometre of the images (BCCD 640x480: 14); default: measured in each "
+                                                                "field from its red cells (14 assumed when too few); every field is rescaled to the detector's"),
           detector: Optional[str] = typer.Option(None, help="learned (default when installed), classic, or a detector file (.safetensors/.onnx)")):
     """Find and count RBCs, WBCs and platelets in smear fields of any size; classify each WBC; report the differential."""
     from wbc.count.count import field_summary
@@ -89,7 +91,7 @@ def count(images: list[str] = typer.Argument(..., help="smear field images, fold
 
     if format not in ("table", "csv", "json"):
         raise WbcError(f"--format must be table, csv or json, not '{format}'")
-    if px_per_um <= 0:
+    if px_per_um is not None and px_per_um <= 0:
         raise WbcError(f"--px-per-um must be positive, not {px_per_um}")
     found = collect_images(images)
     if not found.files:
@@ -159,7 +161,8 @@ def evaluate_count(data: Optional[str] = typer.Option(None, "--data", help="BCCD
                    split: str = typer.Option("test", help="ImageSets/Main list to evaluate on"), model: Optional[str] = ModelOpt,
                    labels: Optional[str] = typer.Option(None, help="dataset-master/labels.csv (default: from the blood-cells data when found)"),
                    json_out: Optional[Path] = typer.Option(None, "--json", help="write the figures here"),
-                   detector: Optional[str] = typer.Option(None, help="learned (default when installed), classic, or a detector file")):
+                   detector: Optional[str] = typer.Option(None, help="learned (default when installed), classic, or a detector file"),
+                   px_per_um: Optional[float] = typer.Option(None, help="the fields' pixels a micrometre (BCCD: 14); default: measured per field, as `wbc count`")):
     """Detection AP@0.5 and AP@[.5:.95] per type, precision/recall and count error, WBC class accuracy on a BCCD list."""
     from wbc._util.io import atomic_write_text
     from wbc.count.evaluate import evaluate_count as run
@@ -180,8 +183,9 @@ def evaluate_count(data: Optional[str] = typer.Option(None, "--data", help="BCCD
 
     predictor = fastest(load_model(model))
     with bar() as p:
-        r = run(predictor, root, split, labels, test_simple, progress=p, detector=default_detector(detector))
-    t = Table(title=f"BCCD {split}, {r['detector']} detector: {r['images']} images, {1 / r['seconds_per_image']:.1f} images/s, "
+        r = run(predictor, root, split, labels, test_simple, progress=p, detector=default_detector(detector), px_per_um=px_per_um)
+    scale = f"{px_per_um:g} px/um" if px_per_um else "scale measured per field"
+    t = Table(title=f"BCCD {split}, {r['detector']} detector, {scale}: {r['images']} images, {1 / r['seconds_per_image']:.1f} images/s, "
                     f"mAP@0.5 {r['map50']:.3f}, mAP@[.5:.95] {r['map50_95']:.3f}")
     for col in ("type", "boxes", "counted", "precision", "recall", "AP@0.5", "AP@[.5:.95]", "count MAE", "count bias"):
         t.add_column(col, justify="left" if col == "type" else "right")

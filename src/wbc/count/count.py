@@ -21,11 +21,13 @@ from wbc.count.voc import TYPES, Box
 from wbc.errors import ImageTooLarge, WbcError
 from wbc.image.decode import decode_shrunk
 from wbc.image.framing import cell_view
+from wbc.image.scale import estimate_scale
 from wbc.image.stain import cell_centre
 from wbc.infer.predictor import UNIDENTIFIED
 
 CLINICAL_ORDER = ["NEUTROPHIL", "LYMPHOCYTE", "MONOCYTE", "EOSINOPHIL", "BASOPHIL"]
 ALARM = ["BLAST", UNIDENTIFIED]  # listed first, and said in a line of their own whenever present
+MEASURE_WINDOW = (640, 480)  # at the detector's scale: where a large field's red cells are measured
 COLOURS = {"RBC": (220, 60, 60), "WBC": (90, 40, 200), "Platelets": (30, 170, 60)}  # RGB
 
 
@@ -36,13 +38,16 @@ class FieldCount:
     boxes: list[Box]  # counted cells, in the image's own pixels
     candidates: list[Box] = field(repr=False, default_factory=list)  # every candidate (for AP)
     wbc: list[dict] = field(default_factory=list)  # per WBC: box, class, probability, probabilities, review
+    px_per_um: float = BCCD_PX_PER_UM  # the field's scale, and how it was known: given | measured | assumed
+    scale: str = "given"
 
     @property
     def counts(self) -> dict[str, int]:
         return {t: sum(b.kind == t for b in self.boxes) for t in TYPES}
 
     def to_dict(self) -> dict:
-        return {"image": self.source, "width": self.size[0], "height": self.size[1], "counts": self.counts, "wbc": self.wbc,
+        return {"image": self.source, "width": self.size[0], "height": self.size[1], "px_per_um": round(self.px_per_um, 2),
+                "scale": self.scale, "counts": self.counts, "wbc": self.wbc,
                 "cells": [{"type": b.kind, "box": _rounded(b), "score": round(float(b.score), 3)}
                           for b in self.boxes]}
 
@@ -56,20 +61,48 @@ def _scaled(b: Box, f: float) -> Box:
     return Box(b.kind, b.x0 / f, b.y0 / f, b.x1 / f, b.y1 / f, b.score, nucleus)
 
 
-def count_field(predictor, source, px_per_um: float = BCCD_PX_PER_UM, cfg: DetectConfig | None = None, name: str | None = None,
+def field_scale(work: np.ndarray, f: float) -> float | None:
+    """Pixels a micrometre of the original field, measured from the red cells of `work` (the field scaled by
+    `f`) in a window about one BCCD field wide at the detector's scale (a large scan's red cells would be
+    too small to find in its whole width); None when too few red cells are found."""
+    h, w = work.shape[:2]
+    win_w, win_h = min(w, MEASURE_WINDOW[0]), min(h, MEASURE_WINDOW[1])
+    x0, y0 = (w - win_w) // 2, (h - win_h) // 2
+    s = estimate_scale(np.ascontiguousarray(work[y0 : y0 + win_h, x0 : x0 + win_w]))
+    return s.px_per_um / f if s.found else None
+
+
+def load_field(source, px_per_um: float | None, work_scale: float) -> tuple[np.ndarray, tuple[int, int], float, str]:
+    """(the field at the detector's scale, its original size, its pixels a micrometre, how known: given |
+    measured | assumed). Not given: read at BCCD's scale, measured from its red cells, read again at the
+    measured scale when it differs; too few red cells: BCCD's assumed."""
+    guess = px_per_um or BCCD_PX_PER_UM
+    work, (w, h) = decode_shrunk(source, work_scale / guess, COUNT_MAX_PIXELS)
+    if px_per_um:
+        return work, (w, h), px_per_um, "given"
+    measured = field_scale(work, work.shape[1] / w)
+    if measured is None:
+        return work, (w, h), guess, "assumed"
+    if abs(measured / guess - 1) > 0.02:
+        work, _ = decode_shrunk(source, work_scale / measured, COUNT_MAX_PIXELS)
+    return work, (w, h), measured, "measured"
+
+
+def count_field(predictor, source, px_per_um: float | None = None, cfg: DetectConfig | None = None, name: str | None = None,
                 detector=None) -> FieldCount:
     """Find RBCs, WBCs and platelets in one field of any size; classify every WBC, framed as the cell model was trained.
 
-    `detector`: a wbc.count.detector.Detector (the learned one; fields are tiled, so any size works),
-    or a ClassicDetector (None, or "classic": colour and circle detection, one field up to 16 Mpx, `cfg` its settings)."""
-    if px_per_um <= 0:
+    `px_per_um`: the field's pixels a micrometre; None measures it from the field's red cells (BCCD's 14
+    assumed when too few are found; `FieldCount.scale` says which). `detector`: a wbc.count.detector.Detector
+    (the learned one; fields are tiled, so any size works), or a ClassicDetector (None, or "classic": colour
+    and circle detection, one field up to 16 Mpx, `cfg` its settings)."""
+    if px_per_um is not None and px_per_um <= 0:
         raise WbcError(f"--px-per-um must be positive, not {px_per_um}")
     name = name or (str(source) if isinstance(source, (str, os.PathLike)) else f"<{type(source).__name__}>")
     if detector is None or detector == "classic":
         detector = ClassicDetector(cfg)
     work_scale = detector.px_per_um
-    f = work_scale / px_per_um  # bring the field to the scale the detector works at
-    work, (w, h) = decode_shrunk(source, f, COUNT_MAX_PIXELS)
+    work, (w, h), px_per_um, how = load_field(source, px_per_um, work_scale)
     if w * h > detector.max_pixels:
         raise ImageTooLarge(f"{name} is {w}x{h} pixels: the classic detector takes one microscope field (up to {detector.max_pixels / 1e6:.0f} Mpx); "
                             f"use the learned detector (the default), which tiles any size")
@@ -77,7 +110,7 @@ def count_field(predictor, source, px_per_um: float = BCCD_PX_PER_UM, cfg: Detec
     candidates = detector.boxes(work)
     keep = detector.counted(candidates)
     wbcs = [b for b in keep if b.kind == "WBC"]
-    result = FieldCount(name, (w, h), [_scaled(b, f) for b in keep], [_scaled(b, f) for b in candidates])
+    result = FieldCount(name, (w, h), [_scaled(b, f) for b in keep], [_scaled(b, f) for b in candidates], px_per_um=px_per_um, scale=how)
     spec = predictor.spec
     for i in range(0, len(wbcs), 64):  # in batches: a slide can hold thousands
         chunk = wbcs[i : i + 64]

@@ -65,9 +65,10 @@ def held_out_ids(field_paths: dict[str, Path], test_simple: Path | None) -> set[
 
 
 def evaluate_count(predictor, data: str | Path, split: str = "test", labels: str | Path | None = None,
-                   test_simple: Path | None = None, progress=None, detector=None) -> dict:
+                   test_simple: Path | None = None, progress=None, detector=None, px_per_um: float | None = None) -> dict:
     """Detection AP (COCO-style, torchmetrics) per type, precision/recall and count error at the operating
-    threshold, WBC class against labels.csv, fields/s; `detector` as in count_field."""
+    threshold, WBC class against labels.csv, fields/s; `detector` and `px_per_um` (None: measured per field,
+    as `wbc count` does) as in count_field."""
     root = Path(data)
     detector = ClassicDetector() if detector in (None, "classic") else detector
     ids = read_ids(root, split)
@@ -84,7 +85,7 @@ def evaluate_count(predictor, data: str | Path, split: str = "test", labels: str
     for i in ids:
         truth = read_boxes(root / "Annotations" / f"{i}.xml")
         t = time.perf_counter()
-        fc = count_field(predictor, paths[i], detector=detector)
+        fc = count_field(predictor, paths[i], px_per_um, detector=detector)
         seconds += time.perf_counter() - t
         all_candidates.append([b for b in fc.candidates if b.kind in TYPES])
         all_truth.append([b for b in truth if b.kind in TYPES])
@@ -108,7 +109,7 @@ def evaluate_count(predictor, data: str | Path, split: str = "test", labels: str
                   "ap50": ap["per_type"].get(k, {}).get("ap50", float("nan")), "ap50_95": ap["per_type"].get(k, {}).get("ap50_95", float("nan")),
                   "count_mae": float(np.mean(np.abs(count_err[k]))), "count_bias": float(np.mean(count_err[k]))}
     name = detector.name if detector.engine is None else f"learned ({detector.path.name}, {detector.engine})"
-    result = {"split": split, "images": len(ids), "detector": name, "seconds_per_image": seconds / len(ids), "detection": det,
+    result = {"split": split, "images": len(ids), "detector": name, "px_per_um": px_per_um or "measured per field", "seconds_per_image": seconds / len(ids), "detection": det,
               "map50": ap["map50"], "map50_95": ap["map50_95"], "anchors": ANCHORS}
     if labels:
         lab = read_labels(labels)

@@ -12,7 +12,7 @@ from wbc.infer.predictor import lab_check
 from wbc.serve.gate import Gate
 
 
-def count_one(predictor, detector, name: str, data: bytes, px_per_um: float, annotate: bool) -> dict:
+def count_one(predictor, detector, name: str, data: bytes, px_per_um: float | None, annotate: bool) -> dict:
     from wbc.infer.explain import png_bytes
 
     # the learned detector tiles (its own, larger limit); the classic one takes one field
@@ -27,12 +27,13 @@ def count_one(predictor, detector, name: str, data: bytes, px_per_um: float, ann
 def router(predictor, detector, gate: Gate, model_file: str) -> APIRouter:
     api = APIRouter()
 
-    def one(name: str, data: bytes, px_per_um: float, annotate: bool) -> dict:
+    def one(name: str, data: bytes, px_per_um: float | None, annotate: bool) -> dict:
         return count_one(predictor, detector, name, data, px_per_um, annotate)
 
     @api.post("/api/v1/count")
     async def count(files: list[UploadFile] = File(default=[], description="whole smear fields (e.g. BCCD 640x480 JPEGs)"),
-                    px_per_um: float = Query(14.0, gt=0, le=1000, description="pixels a micrometre (BCCD: 14); other magnifications are rescaled"),
+                    px_per_um: float | None = Query(None, gt=0, le=1000, description="pixels a micrometre (BCCD: 14); default: measured in each "
+                                                    "field from its red cells (14 assumed when too few); fields are rescaled to the detector's"),
                     annotate: bool = Query(True, description="add the annotated field as a PNG data URL")):
         fields = await gate.run(one, await gate.read(files), px_per_um, annotate)
         labels = [w["class"] for f in fields for w in f["wbc"]]

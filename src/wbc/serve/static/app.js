@@ -150,7 +150,8 @@ async function countField(file) {
   const form = new FormData();
   form.append("files", file, file.name);
   try {
-    const r = await fetch(`/api/v1/count?px_per_um=${encodeURIComponent($("px-per-um").value || 14)}`, { method: "POST", body: form });
+    const px = $("px-per-um").value;
+    const r = await fetch("/api/v1/count" + (px ? `?px_per_um=${encodeURIComponent(px)}` : ""), { method: "POST", body: form });
     const body = await r.json().catch(() => ({ detail: `server answered ${r.status}` }));
     if (!r.ok) { showError(c, file, body.detail || `server answered ${r.status}`); return; }
     const f = body.fields[0];
@@ -159,6 +160,7 @@ async function countField(file) {
     const n = f.counts;
     c.append(el("img", { alt: file.name, src: f.annotated_png }), el("div", { class: "name", text: file.name }),
       el("div", { class: "label", "data-testid": "smear-counts", text: `RBC ${n.RBC} · WBC ${n.WBC} · platelets ${n.Platelets}` }),
+      el("div", { class: "note", "data-testid": "smear-scale", text: `scale ${f.px_per_um.toFixed(1)} px/um (${f.scale})` }),
       el("div", { class: "name", text: f.wbc.map((w) => `${w.class} ${(100 * w.probability).toFixed(0)}%${w.review ? " (review)" : ""}`).join(", ") || (f.cells.length ? "no WBC in this field" : "no cells found: check the magnification") }));
     renderSmear();
   } catch (e) {
