@@ -130,13 +130,17 @@ def train_detector(data: Optional[str] = typer.Option(None, "--data", help="BCCD
                                                           help="no loss where the classic detector finds a cell no box covers"),
                    max_images: int = typer.Option(0, help="use at most this many fields a list (quick runs)"),
                    pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained"), workers: int = typer.Option(0),
+                   photometric: str = typer.Option("classifier", help="classifier (its colour and stain augmentation plus colour casts) or stain (HED and brightness only)"),
+                   cast: float = typer.Option(0.25, help="colour casts: each channel's gain in 1 +- cast"),
                    seed: int = typer.Option(0), resume: bool = typer.Option(False, help="continue the run in --out")):
     """Train the CenterNet cell detector (RBC, WBC, platelets) on BCCD train, early stopping on val mAP@0.5."""
     from wbc.count.train_detector import DetectorConfig
     from wbc.count.train_detector import train_detector as run
     from wbc.data.locate import resolve_bccd
 
-    cfg = DetectorConfig(data="" if resume else resolve_bccd(data), out=str(out), epochs=epochs, batch_size=batch_size, crop=crop, lr=lr,
+    if photometric not in ("classifier", "stain"):
+        raise WbcError(f"--photometric must be classifier or stain, not '{photometric}'")
+    cfg = DetectorConfig(data="" if resume else resolve_bccd(data), out=str(out), epochs=epochs, photometric=photometric, cast=cast, batch_size=batch_size, crop=crop, lr=lr,
                          patience=patience, ignore_unlabelled=ignore_unlabelled, max_images=max_images, pretrained=pretrained,
                          workers=workers, seed=seed)
     with bar() as p:

@@ -18,12 +18,23 @@ import numpy as np
 
 from wbc.count.count import count_field
 from wbc.count.detect import ClassicDetector
-from wbc.count.voc import TYPES, coco_ap, match, read_boxes, read_ids
+from wbc.count.voc import TYPES, Box, coco_ap, match, read_boxes, read_ids
+from wbc.data.shifts import shifted_field
 from wbc.errors import WbcError
 from wbc.image.decode import decode
+from wbc.infer.predictor import UNIDENTIFIED
 
 ANCHORS = {"YOLOv5x AP@0.5 (public BCCD result)": {"WBC": 0.977, "overall": 0.923},
            "CST-YOLO AP@0.5 (public BCCD result)": {"WBC": 0.984, "overall": 0.927}}
+
+
+def phantoms(wbcs: list[dict], truth: list[Box]) -> list[dict]:
+    """The counted WBCs whose box centre lies inside no true WBC box."""
+    def inside(w, t):
+        cx, cy = (w["box"][0] + w["box"][2]) / 2, (w["box"][1] + w["box"][3]) / 2
+        return t.x0 <= cx <= t.x1 and t.y0 <= cy <= t.y1
+
+    return [w for w in wbcs if not any(inside(w, t) for t in truth)]
 
 
 def read_labels(path: str | Path) -> dict[int, str]:
@@ -65,10 +76,13 @@ def held_out_ids(field_paths: dict[str, Path], test_simple: Path | None) -> set[
 
 
 def evaluate_count(predictor, data: str | Path, split: str = "test", labels: str | Path | None = None,
-                   test_simple: Path | None = None, progress=None, detector=None, px_per_um: float | None = None) -> dict:
+                   test_simple: Path | None = None, progress=None, detector=None, px_per_um: float | None = None,
+                   shift: str = "none") -> dict:
     """Detection AP (COCO-style, torchmetrics) per type, precision/recall and count error at the operating
     threshold, WBC class against labels.csv, fields/s; `detector` and `px_per_um` (None: measured per field,
-    as `wbc count` does) as in count_field."""
+    as `wbc count` does) as in count_field; `shift` shows every field as another lab's microscope might
+    (wbc.data.shifts.FIELD_SHIFTS; the truth boxes follow a change of size). `phantom_wbc`: counted WBCs whose
+    centre lies in no true WBC box (a red cell or debris called a white cell), and how many went unflagged."""
     root = Path(data)
     detector = ClassicDetector() if detector in (None, "classic") else detector
     ids = read_ids(root, split)
@@ -82,11 +96,20 @@ def evaluate_count(predictor, data: str | Path, split: str = "test", labels: str
     wbc_pred: dict[str, str | None] = {}
     task = progress.add_task(f"counting BCCD {split}", total=len(ids)) if progress else None
     seconds = 0.0
+    phantom = {"fields": 0, "cells": 0, "unflagged": 0}
     for i in ids:
         truth = read_boxes(root / "Annotations" / f"{i}.xml")
+        source, f = paths[i], 1.0
+        if shift != "none":
+            source, f = shifted_field(decode(paths[i]), shift)
+            truth = [Box(b.kind, b.x0 * f, b.y0 * f, b.x1 * f, b.y1 * f) for b in truth]
         t = time.perf_counter()
-        fc = count_field(predictor, paths[i], px_per_um, detector=detector)
+        fc = count_field(predictor, source, px_per_um * f if px_per_um else None, detector=detector)
         seconds += time.perf_counter() - t
+        ghosts = phantoms(fc.wbc, [b for b in truth if b.kind == "WBC"])
+        phantom["fields"] += bool(ghosts)
+        phantom["cells"] += len(ghosts)
+        phantom["unflagged"] += sum(not (w["review"] or w["class"] == UNIDENTIFIED) for w in ghosts)
         all_candidates.append([b for b in fc.candidates if b.kind in TYPES])
         all_truth.append([b for b in truth if b.kind in TYPES])
         for k in TYPES:
@@ -109,7 +132,8 @@ def evaluate_count(predictor, data: str | Path, split: str = "test", labels: str
                   "ap50": ap["per_type"].get(k, {}).get("ap50", float("nan")), "ap50_95": ap["per_type"].get(k, {}).get("ap50_95", float("nan")),
                   "count_mae": float(np.mean(np.abs(count_err[k]))), "count_bias": float(np.mean(count_err[k]))}
     name = detector.name if detector.engine is None else f"learned ({detector.path.name}, {detector.engine})"
-    result = {"split": split, "images": len(ids), "detector": name, "px_per_um": px_per_um or "measured per field", "seconds_per_image": seconds / len(ids), "detection": det,
+    result = {"split": split, "shift": shift, "images": len(ids), "detector": name, "px_per_um": px_per_um or "measured per field",
+              "phantom_wbc": phantom, "seconds_per_image": seconds / len(ids), "detection": det,
               "map50": ap["map50"], "map50_95": ap["map50_95"], "anchors": ANCHORS}
     if labels:
         lab = read_labels(labels)

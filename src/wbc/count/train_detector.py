@@ -59,6 +59,8 @@ class DetectorConfig:
     weight_decay: float = 1e-4
     patience: int = 10
     ignore_unlabelled: bool = True
+    photometric: str = "classifier"  # "classifier": the classifier's colour and stain augmentation plus colour casts; "stain": HED and brightness only (detectors of wbc <= 0.2)
+    cast: float = 0.25  # colour casts, each channel's gain in 1 +- cast ("classifier" only)
     max_images: int = 0  # use at most this many fields a list (quick runs)
     pretrained: bool = True
     seed: int = 0
@@ -109,16 +111,21 @@ def load_fields(root: str, split: str, spec: DetectorSpec, ignore: bool, limit: 
 
 class CropDataset(Dataset):
     """Augmented square crops of training fields and their CenterNet targets: scale +-15%, any of the
-    8 flips/right-angle turns, HED stain and brightness/contrast jitter."""
+    8 flips/right-angle turns, and the classifier's photometric augmentation with colour casts (so a cyan
+    or yellow lab's red cells stay red cells), or (`photometric` "stain") HED and brightness/contrast only."""
 
-    def __init__(self, fields: list[Field], crop: int, n_classes: int, per_image: int):
+    def __init__(self, fields: list[Field], crop: int, n_classes: int, per_image: int, photometric: str = "classifier", cast: float = 0.25):
+        from wbc.data.transforms import Augment, colour_transform
+
         self.fields, self.crop, self.n_classes, self.per_image = fields, crop, n_classes, per_image
+        self.augment = Augment(cast=cast) if photometric == "classifier" else None
+        self.colour = colour_transform(self.augment) if self.augment else None
 
     def __len__(self) -> int:
         return len(self.fields) * self.per_image
 
     def __getitem__(self, i: int):
-        from wbc.data.transforms import hed_jitter
+        from wbc.data.transforms import hed_jitter, photometric
 
         rng = random.Random(torch.randint(0, 2**31, (1,)).item())
         f = self.fields[i % len(self.fields)]
@@ -144,10 +151,13 @@ class CropDataset(Dataset):
             tile = np.rot90(tile)
             boxes = [[k, a0, c - b1, a1, c - b0] for k, b0, a0, b1, a1 in boxes]
             ignore = [[k, cy, c - cx, r] for k, cx, cy, r in ignore]
+        t = targets([tuple(b) for b in boxes], [tuple(g) for g in ignore], (c, c), self.n_classes)
+        t = {k: torch.from_numpy(v) for k, v in t.items()}
+        if self.augment:
+            return photometric(np.ascontiguousarray(tile), self.augment, self.colour, rng), t
         tile = hed_jitter(np.ascontiguousarray(tile), 0.08, 0.015, rng)
         tile = np.clip(tile.astype(np.float32) * rng.uniform(0.85, 1.15) + rng.uniform(-15, 15), 0, 255).astype(np.uint8)
-        t = targets([tuple(b) for b in boxes], [tuple(g) for g in ignore], (c, c), self.n_classes)
-        return torch.from_numpy(np.ascontiguousarray(tile.transpose(2, 0, 1))), {k: torch.from_numpy(v) for k, v in t.items()}
+        return torch.from_numpy(np.ascontiguousarray(tile.transpose(2, 0, 1))), t
 
 
 @torch.no_grad()
@@ -249,7 +259,7 @@ def train_detector(cfg: DetectorConfig, resume: bool = False, progress=None) -> 
     n_ignored = sum(len(f.ignore) for f in train)
     log.info(f"train {len(train)} fields ({sum(len(f.boxes) for f in train)} boxes, {n_ignored} unboxed cells ignored), val {len(val)} fields")
     val_truth = [[Box(spec.classes[k], *b) for k, *b in f.boxes] for f in val]
-    dl = DataLoader(CropDataset(train, cfg.crop, len(spec.classes), cfg.crops_per_image), batch_size=cfg.batch_size, shuffle=True,
+    dl = DataLoader(CropDataset(train, cfg.crop, len(spec.classes), cfg.crops_per_image, cfg.photometric, cfg.cast), batch_size=cfg.batch_size, shuffle=True,
                     num_workers=cfg.workers, drop_last=len(train) * cfg.crops_per_image > cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(1, cfg.epochs * len(dl)), pct_start=0.1)
     if ck and "scheduler" in ck:

@@ -34,3 +34,29 @@ def shifted(rgb: np.ndarray, how: str) -> np.ndarray:
 
 
 SHIFTS = ("none", "yellow", "cyan", "grey_background", "greyscale", "red_purple_nucleus", "tight_crop")
+
+
+def shifted_field(rgb: np.ndarray, how: str) -> tuple[np.ndarray, float]:
+    """A whole smear field as another lab's microscope might show it, and the factor its size changed by
+    (`how`: one of FIELD_SHIFTS; the cell shifts above, plus a cyan background whose red cells turn dark
+    blue-grey, a pale stain, blur, and other magnifications)."""
+    import cv2
+
+    if how == "cyan_dark_red":  # red cells blue-grey and darker than the background: the lab whose red cells were called WBCs
+        x = rgb.astype(np.float32) / 255
+        x = np.power(x, np.array([2.2, 1.25, 1.0])) * np.array([0.75, 1.0, 1.02]) + np.array([0.0, 0.02, 0.05])
+        return np.clip(x * 255, 0, 255).astype(np.uint8), 1.0
+    if how == "pale_stain":
+        from skimage.color import hed2rgb, rgb2hed
+
+        return np.clip(hed2rgb(rgb2hed(rgb) * np.array([0.55, 0.7, 1.0])) * 255 + 0.5, 0, 255).astype(np.uint8), 1.0
+    if how == "blur":
+        return cv2.GaussianBlur(rgb, (0, 0), 2.0), 1.0
+    if how.startswith("zoom_"):
+        f = float(how.split("_", 1)[1])
+        h, w = rgb.shape[:2]
+        return cv2.resize(rgb, (round(w * f), round(h * f)), interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_CUBIC), f
+    return shifted(rgb, how), 1.0
+
+
+FIELD_SHIFTS = ("none", "yellow", "cyan", "cyan_dark_red", "grey_background", "greyscale", "pale_stain", "blur", "zoom_0.6", "zoom_1.5")

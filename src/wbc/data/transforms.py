@@ -41,6 +41,7 @@ class Augment:
     noise_p: float = 0.3
     jpeg_p: float = 0.3
     grey_p: float = 0.05
+    cast: float = 0.0  # colour cast: each channel's gain drawn from 1 +- cast (another lamp, filter or white balance)
 
 
 def hed_jitter(rgb: np.ndarray, sigma: float, bias: float, rng: random.Random) -> np.ndarray:
@@ -114,10 +115,17 @@ class CellDataset(Dataset):
                         scale=rng.uniform(1 - a.scale_jitter, 1 + a.scale_jitter),
                         shift=(rng.uniform(-a.shift_um, a.shift_um), rng.uniform(-a.shift_um, a.shift_um)),
                         flip=rng.random() < 0.5)
-        if a.hed_sigma or a.hed_bias:
-            out = hed_jitter(out, a.hed_sigma, a.hed_bias, rng)
-        x = torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))
-        x = self.colour(x)
-        g = rng.uniform(*a.gamma)
-        x = (255.0 * (x.float() / 255.0) ** g).round().clamp(0, 255).to(torch.uint8)
-        return x, self.labels[i]
+        return photometric(out, a, self.colour, rng), self.labels[i]
+
+
+def photometric(rgb: np.ndarray, a: Augment, colour: v2.Compose, rng: random.Random) -> torch.Tensor:
+    """Stain (HED), colour cast, colour jitter, blur, JPEG, noise, grey and gamma: the classifier's and the
+    detector's photometric augmentation, HxWx3 uint8 in, 3xHxW uint8 tensor out."""
+    if a.hed_sigma or a.hed_bias:
+        rgb = hed_jitter(rgb, a.hed_sigma, a.hed_bias, rng)
+    if a.cast:
+        gain = np.array([rng.uniform(1 - a.cast, 1 + a.cast) for _ in range(3)], np.float32)
+        rgb = np.clip(rgb * gain, 0, 255).astype(np.uint8)
+    x = colour(torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))))
+    g = rng.uniform(*a.gamma)
+    return (255.0 * (x.float() / 255.0) ** g).round().clamp(0, 255).to(torch.uint8)
