@@ -115,11 +115,10 @@ class CropDataset(Dataset):
     or yellow lab's red cells stay red cells), or (`photometric` "stain") HED and brightness/contrast only."""
 
     def __init__(self, fields: list[Field], crop: int, n_classes: int, per_image: int, photometric: str = "classifier", cast: float = 0.25):
-        from wbc.data.transforms import Augment, colour_transform
+        from wbc.data.transforms import Augment
 
         self.fields, self.crop, self.n_classes, self.per_image = fields, crop, n_classes, per_image
         self.augment = Augment(cast=cast) if photometric == "classifier" else None
-        self.colour = colour_transform(self.augment) if self.augment else None
 
     def __len__(self) -> int:
         return len(self.fields) * self.per_image
@@ -154,7 +153,7 @@ class CropDataset(Dataset):
         t = targets([tuple(b) for b in boxes], [tuple(g) for g in ignore], (c, c), self.n_classes)
         t = {k: torch.from_numpy(v) for k, v in t.items()}
         if self.augment:
-            return photometric(np.ascontiguousarray(tile), self.augment, self.colour, rng), t
+            return photometric(np.ascontiguousarray(tile), self.augment, rng), t
         tile = hed_jitter(np.ascontiguousarray(tile), 0.08, 0.015, rng)
         tile = np.clip(tile.astype(np.float32) * rng.uniform(0.85, 1.15) + rng.uniform(-15, 15), 0, 255).astype(np.uint8)
         return torch.from_numpy(np.ascontiguousarray(tile.transpose(2, 0, 1))), t
