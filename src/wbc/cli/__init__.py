@@ -34,4 +34,4 @@ def main() -> None:
 
 
 # the commands register themselves on `app` (and `data_app`) when imported; the order is `wbc --help`'s
-from wbc.cli import count, data, evaluation, predict, serve, training  # noqa: E402,F401
+from wbc.cli import count, data, evaluation, predict, review, serve, training  # noqa: E402,F401

@@ -1,0 +1,170 @@
+"""`wbc review ...`: the lab's review station from the command line (cases, users, import, sign, export)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from wbc.cli import ModelOpt, app
+from wbc.cli.render import console
+from wbc.errors import WbcError
+
+review_app = typer.Typer(help="The lab's review station: cases in a database, review, sign-off, export.", no_args_is_help=True)
+users_app = typer.Typer(help="Users of the review station.", no_args_is_help=True)
+review_app.add_typer(users_app, name="users")
+app.add_typer(review_app, name="review")
+
+DataDirOpt = typer.Option(None, "--data-dir", envvar="WBC_REVIEW_DATA", help="folder of the SQLite database and the cell images")
+DbOpt = typer.Option(None, "--db", envvar="WBC_REVIEW_DB", help="database URL (e.g. postgresql+psycopg://user@host/wbc); default: SQLite in --data-dir")
+UserOpt = typer.Option(..., "--user", "-u", help="who does it (a user of the station)")
+
+
+def _open(data_dir: Optional[str], db: Optional[str]):
+    from wbc.review.db import open_database
+
+    if db and not data_dir:
+        raise WbcError("--db needs --data-dir too: the folder the cell images are stored in")
+    return open_database(data_dir, db)
+
+
+def _password(name: str, confirm: bool = False) -> str:
+    """From $WBC_PASSWORD (scripts), else asked without echo."""
+    pw = os.environ.get("WBC_PASSWORD")
+    return pw if pw is not None else typer.prompt(f"password for {name}", hide_input=True, confirmation_prompt=confirm)
+
+
+def _user(session, name: str):
+    from sqlalchemy import select
+
+    from wbc.review.db import User
+
+    u = session.scalar(select(User).where(User.name == name, User.active.is_(True)))
+    if u is None:
+        raise WbcError(f"no active user {name} (add one with `wbc review users add {name} --role technologist`)")
+    return u
+
+
+@users_app.command("add")
+def users_add(name: str = typer.Argument(...), role: str = typer.Option("technologist", help="technologist, reviewer or admin"),
+              data_dir: Optional[str] = DataDirOpt, db: Optional[str] = DbOpt):
+    """Add a user (the password is asked twice, or read from $WBC_PASSWORD)."""
+    from wbc.review.users import ROLES, add_user
+
+    if role not in ROLES:
+        raise WbcError(f"--role must be one of {', '.join(ROLES)}, not '{role}'")
+    Session = _open(data_dir, db)
+    with Session.begin() as s:
+        add_user(s, name, role, _password(name, confirm=True))
+    console.print(f"user {name} ({role}) added")
+
+
+@review_app.command("import")
+def review_import(case: str = typer.Argument(..., help="a case id, or a new sample reference (a case is made for it)"),
+                  images: list[str] = typer.Argument(..., help="cell images (or smear fields with --fields), folders or globs"),
+                  user: str = UserOpt, fields: bool = typer.Option(False, help="the images are whole smear fields: find and cut out every WBC"),
+                  specimen: str = typer.Option("blood", help="blood or marrow (a new case)"), model: Optional[str] = ModelOpt,
+                  detector: Optional[str] = typer.Option(None, help="with --fields: learned (default), classic or a detector file"),
+                  data_dir: Optional[str] = DataDirOpt, db: Optional[str] = DbOpt):
+    """Pre-classify images into a case (bad files are listed and skipped)."""
+    from wbc.data.collect import collect_images
+    from wbc.infer.predictor import fastest, load_model
+    from wbc.review.cases import create_case, get_case, import_cells, import_fields
+
+    found = collect_images(images)
+    if not found.files:
+        raise WbcError("; ".join(f"{p}: {why}" for p, why in found.problems) or "no images to import")
+    predictor = fastest(load_model(model))
+    Session = _open(data_dir, db)
+    root = data_dir or "."
+    with Session.begin() as s:
+        who = _user(s, user).name
+        c = get_case(s, int(case)) if case.isdigit() else create_case(s, case, specimen, who)
+        if fields:
+            from wbc.count.detector import default_detector
+
+            with console.status(f"counting {len(found.files)} fields"):
+                r = import_fields(s, root, c, found.files, predictor, default_detector(detector), who)
+        else:
+            with console.status(f"classifying {len(found.files)} images"):
+                r = import_cells(s, root, c, found.files, predictor, who)
+        case_id, ref = c.id, c.reference
+    for path, why in [*found.problems, *r.problems]:
+        console.print(f"[red]skipped[/red] {path}: {why}", highlight=False, soft_wrap=True)
+    console.print(f"case {case_id} ({ref}): {r.cells} cells imported" + (f", {len(r.problems) + len(found.problems)} files skipped" if r.problems or found.problems else ""))
+
+
+@review_app.command("cases")
+def review_cases(data_dir: Optional[str] = DataDirOpt, db: Optional[str] = DbOpt):
+    """List the cases."""
+    from wbc.review.cases import cases_summary
+
+    with _open(data_dir, db)() as s:
+        rows = cases_summary(s)
+    t = Table(title="cases")
+    for col in ("id", "reference", "version", "specimen", "status", "cells", "created by", "created"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(str(r["id"]), r["reference"], str(r["version"]), r["specimen"], r["status"], str(r["cells"]), r["created_by"], r["created_at"][:19])
+    console.print(t)
+
+
+@review_app.command("show")
+def review_show(case: int = typer.Argument(...), data_dir: Optional[str] = DataDirOpt, db: Optional[str] = DbOpt,
+                as_json: bool = typer.Option(False, "--json", help="print the differential as JSON")):
+    """A case's differential (white cells as % of white cells, the rest per 100 white cells) and what blocks signing."""
+    from wbc.review.cases import blockers, differential, get_case
+
+    with _open(data_dir, db)() as s:
+        c = get_case(s, case)
+        d, why = differential(c), blockers(c)
+        status, ref = c.status, c.reference
+    if as_json:
+        print(json.dumps({"case": case, "reference": ref, "status": status, **d, "blockers": why}, indent=2))
+        return
+    t = Table(title=f"case {case} ({ref}, {status}): {d['white_cells']} of {d['target']} white cells")
+    for col in ("class", "count", "%", "95% CI (Wilson)"):
+        t.add_column(col, justify="left" if col == "class" else "right")
+    for r in d["differential"]:
+        t.add_row(r["class"], str(r["count"]), f"{r['percent']:.1f}" if r["percent"] is not None else "-",
+                  f"{r['ci95'][0]:.1f}-{r['ci95'][1]:.1f}" if r["ci95"] else "-")
+    for r in d["not_white"]:
+        t.add_row(r["class"], str(r["count"]), "-", f"{r['per_100_white']:.1f} per 100 white cells" if r["per_100_white"] is not None else "-")
+    console.print(t)
+    for line in why:
+        console.print(f"[yellow]cannot sign yet:[/yellow] {line}", highlight=False)
+
+
+@review_app.command("sign")
+def review_sign(case: int = typer.Argument(...), user: str = UserOpt, meaning: str = typer.Option("reviewed and verified", help="what you attest"),
+                second: bool = typer.Option(False, help="the second signature (another reviewer)"),
+                data_dir: Optional[str] = DataDirOpt, db: Optional[str] = DbOpt):
+    """Sign a case (the password is asked again, or read from $WBC_PASSWORD)."""
+    from wbc.review.cases import sign
+
+    Session = _open(data_dir, db)
+    with Session.begin() as s:
+        sig = sign(s, case, _user(s, user), _password(user), meaning, "second" if second else "primary")
+        at = sig.at
+    console.print(f"case {case} signed by {user} ({'second' if second else 'primary'}, {meaning}) at {at:%Y-%m-%d %H:%M:%S}")
+
+
+@review_app.command("export")
+def review_export(case: int = typer.Argument(...), out: Optional[Path] = typer.Option(None, "--out", "-o", help="file to write (default: print)"),
+                  data_dir: Optional[str] = DataDirOpt, db: Optional[str] = DbOpt):
+    """A case's differential as CSV."""
+    from wbc._util.io import atomic_write_text
+    from wbc.review.cases import get_case
+    from wbc.review.export import case_csv
+
+    with _open(data_dir, db)() as s:
+        text = case_csv(s, get_case(s, case))
+    if out:
+        atomic_write_text(out, text)
+        console.print(f"written {out}")
+    else:
+        print(text, end="")

@@ -1,0 +1,208 @@
+"""The review station's database layer, on SQLite and on a real PostgreSQL server started for the tests:
+migrations from empty, users (argon2), import of real cells and smear fields through the shipped model and
+detector, reclassify / undo with version checks, sign-off rules, amendments, the append-only audit trail
+(refused by the database itself), CSV export and the `wbc review` commands."""
+
+import csv
+import io
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from conftest import DATA, KAGGLE, pbc_images, run_cli
+
+import wbc
+from wbc.errors import WbcError
+from wbc.infer.predictor import UNIDENTIFIED
+from wbc.review import cases as C
+from wbc.review.db import Audit, open_database
+from wbc.review.export import case_csv
+from wbc.review.users import add_user, authenticate
+
+PG_BIN = next((p for p in (Path("/usr/lib/postgresql") / v / "bin" for v in ("17", "16", "15", "14")) if (p / "initdb").is_file()), None)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A throw-away PostgreSQL server (Debian's package, installed by .ci/run), trust auth on 127.0.0.1."""
+    if PG_BIN is None:
+        pytest.skip("no PostgreSQL server binaries (apt-get install postgresql)")
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="wbc-pg-"))  # not under pytest's 0700 folders: the server runs as postgres
+    data, port = root / "data", _free_port()
+    as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []  # initdb refuses to run as root
+    if as_pg:
+        shutil.chown(root, "postgres")
+    subprocess.run([*as_pg, str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+                   check=True, capture_output=True)
+    subprocess.run([*as_pg, str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o",
+                    f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as c:
+        c.execute(sa.text("CREATE ROLE wbc_app LOGIN"))
+        c.execute(sa.text("CREATE DATABASE wbc OWNER wbc_app"))
+    engine.dispose()
+    yield f"postgresql+psycopg://wbc_app@127.0.0.1:{port}/wbc"
+    subprocess.run([*as_pg, str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request, tmp_path):
+    """(session factory, data folder), the schema made by the migrations from empty."""
+    url = request.getfixturevalue("postgres") if request.param == "postgresql" else None
+    Session = open_database(tmp_path / "station", url)
+    if url:  # each test its own empty schema
+        with Session.begin() as s:
+            for t in ("signatures", "audit", "cells", "cases", "users"):
+                s.execute(sa.text(f"ALTER TABLE {t} DISABLE TRIGGER USER")) if t in ("audit", "signatures") else None
+                s.execute(sa.text(f"DELETE FROM {t}"))
+                s.execute(sa.text(f"ALTER TABLE {t} ENABLE TRIGGER USER")) if t in ("audit", "signatures") else None
+    return Session, tmp_path / "station"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return wbc.load_model()
+
+
+def _cells() -> list[str]:
+    return [str(f) for f in [*sorted((KAGGLE / "TEST" / "NEUTROPHIL").glob("*.jpeg"))[:4], *sorted((KAGGLE / "TEST" / "LYMPHOCYTE").glob("*.jpeg"))[:3],
+                             *pbc_images("test", "PLATELET")[:1], *sorted((DATA / "munich-aml" / "test" / "BLAST").glob("*.jpg"))[:2]]]
+
+
+def _users(Session):
+    with Session.begin() as s:
+        add_user(s, "ana", "technologist", "ana-password")
+        add_user(s, "ben", "reviewer", "ben-password")
+
+
+def test_migrations_users_and_the_audit_trail_is_append_only(db):
+    Session, _ = db
+    _users(Session)
+    with Session.begin() as s:
+        assert authenticate(s, "ana", "ana-password").role == "technologist"
+        assert authenticate(s, "ana", "wrong") is None and authenticate(s, "nobody", "ana-password") is None
+        hashed = s.execute(sa.text("SELECT password_hash FROM users WHERE name = 'ana'")).scalar_one()
+        assert hashed.startswith("$argon2id$") and "ana-password" not in hashed
+        with pytest.raises(WbcError, match="exists already"):
+            add_user(s, "ana", "admin", "another-password")
+        with pytest.raises(WbcError, match="too short"):
+            add_user(s, "cleo", "admin", "short")
+        case = C.create_case(s, "S-1", "blood", "ana")
+        case_id = case.id
+    for sql in ("UPDATE audit SET user = 'mallory'", "DELETE FROM audit"):
+        sql = sql.replace("user", '"user"')
+        with pytest.raises(sa.exc.DBAPIError, match="append-only"):
+            with Session.begin() as s:
+                s.execute(sa.text(sql))
+    with Session() as s:
+        rows = s.scalars(sa.select(Audit).where(Audit.case_id == case_id)).all()
+        assert [(r.user, r.action) for r in rows] == [("ana", "create")]
+
+
+def test_a_case_from_import_to_signature(db, model):
+    Session, data_dir = db
+    _users(Session)
+    files = _cells()
+    bad = data_dir.parent / "notes.jpg"
+    bad.write_text("not an image")
+    with Session.begin() as s:
+        case = C.create_case(s, "S-2", "blood", "ana")
+        r = C.import_cells(s, data_dir, case, [*files, str(bad)], model, "ana")
+        case_id = case.id
+    assert r.cells == len(files) and len(r.problems) == 1 and "notes.jpg" in r.problems[0][0]
+    with Session.begin() as s:
+        case = C.get_case(s, case_id)
+        assert all((data_dir / c.image).is_file() for c in case.cells)
+        assert {c.model_class for c in case.cells[:4]} <= set(model.classes) | {UNIDENTIFIED}
+        first = case.cells[0]
+        # a stale version (somebody changed the cell since) is a conflict, nothing written
+        with pytest.raises(C.Conflict):
+            C.reclassify(s, case_id, [first.id], "MONOCYTE", "ana", versions=[first.row_version + 1])
+        C.reclassify(s, case_id, [first.id], "MONOCYTE", "ana", versions=[first.row_version], why="kidney-shaped nucleus")
+        C.reclassify(s, case_id, [c.id for c in case.cells[1:3]], "LYMPHOCYTE", "ana")
+        assert C.undo(s, case_id, "ana").id in {c.id for c in case.cells[1:3]}
+        with pytest.raises(WbcError, match="not a class here"):
+            C.reclassify(s, case_id, [first.id], "DRAGON", "ana")
+        # the platelet and a smudge stay out of the white-cell denominator
+        C.reclassify(s, case_id, [case.cells[-3].id], "PLATELET", "ana")
+        C.reclassify(s, case_id, [case.cells[-1].id], UNIDENTIFIED, "ana")
+        d = C.differential(case)
+        assert d["white_cells"] == len(files) - 1 and d["target"] == 100
+        assert d["differential"][0]["class"] == UNIDENTIFIED and d["not_white"][0]["class"] == "PLATELET"
+        assert abs(sum(r["percent"] for r in d["differential"]) - 100) < 1e-6
+        ana = authenticate(s, "ana", "ana-password")
+        with pytest.raises(C.Refused, match="UNIDENTIFIED"):
+            C.sign(s, case_id, ana, "ana-password", "reviewed")
+        C.reclassify(s, case_id, [case.cells[-1].id], "BLAST" if "BLAST" in model.classes else "MONOCYTE", "ana")
+        for c in case.cells:
+            if c.flagged:
+                C.open_cell(s, case_id, c.id, "ana")
+        with pytest.raises(C.Refused, match="wrong password"):
+            C.sign(s, case_id, ana, "guess", "reviewed")
+        C.sign(s, case_id, ana, "ana-password", "reviewed and verified")
+        with pytest.raises(C.Refused, match="read-only"):
+            C.reclassify(s, case_id, [first.id], "NEUTROPHIL", "ana")
+        with pytest.raises(C.Refused, match="needs the role reviewer or admin"):
+            C.sign(s, case_id, ana, "ana-password", "second", "second")
+        add_user(s, "ana2", "reviewer", "ana2-password")
+        C.sign(s, case_id, authenticate(s, "ben", "ben-password"), "ben-password", "second review", "second")
+        with pytest.raises(C.Refused, match="second signature already"):
+            C.sign(s, case_id, authenticate(s, "ana2", "ana2-password"), "ana2-password", "third", "second")
+        text = case_csv(s, case)
+        amended = C.amend(s, case_id, "ben", "late correction")
+        assert amended.version == 2 and amended.amends == case_id and len(amended.cells) == len(case.cells)
+        assert case.status == "amended"
+    rows = list(csv.DictReader(io.StringIO(text)))
+    mono = next(r for r in rows if r["class"] == "MONOCYTE")
+    assert int(mono["count"]) >= 1 and "ana" in mono["signatures"] and "ben" in mono["signatures"]
+    with Session() as s:
+        actions = [a.action for a in s.scalars(sa.select(Audit).where(Audit.case_id == case_id).order_by(Audit.id))]
+    assert actions[:2] == ["create", "import"] and "undo" in actions and actions[-3:] == ["sign", "second_sign", "amend"]
+
+
+def test_smear_fields_are_cut_into_cells_with_their_box(db, model):
+    from wbc.count.detector import default_detector
+
+    Session, data_dir = db
+    fields = [str(DATA / "bccd" / "JPEGImages" / f"BloodImage_0000{i}.jpg") for i in (0, 1)]
+    with Session.begin() as s:
+        case = C.create_case(s, "S-3", "marrow", "ana")
+        r = C.import_fields(s, data_dir, case, fields, model, default_detector(None), "ana")
+        assert r.cells >= 2 and not r.problems
+        assert all(c.field_box and len(c.field_box) == 4 and c.source in fields for c in case.cells)
+        assert C.differential(case)["target"] == 200
+
+
+def test_review_commands(tmp_path):
+    d = str(tmp_path / "station")
+    env = {"WBC_PASSWORD": "ana-password"}
+    run_cli("review", "users", "add", "ana", "--role", "technologist", "--data-dir", d, env=env)
+    p = run_cli("review", "users", "add", "ana", "--data-dir", d, env=env, check=False)
+    assert p.returncode == 2 and "exists already" in p.stderr and "Traceback" not in p.stderr
+    p = run_cli("review", "import", "SAMPLE-9", *_cells()[:3], str(tmp_path / "missing.jpg"), "--user", "ana", "--data-dir", d)
+    assert "case 1 (SAMPLE-9): 3 cells imported" in p.stderr and "missing.jpg" in p.stderr
+    assert "SAMPLE-9" in run_cli("review", "cases", "--data-dir", d).stderr
+    shown = run_cli("review", "show", "1", "--json", "--data-dir", d).stdout
+    assert '"white_cells": 3' in shown
+    out = tmp_path / "case.csv"
+    run_cli("review", "export", "1", "--out", str(out), "--data-dir", d)
+    assert out.read_text().startswith("case,reference")
+    p = run_cli("review", "sign", "1", "--user", "ana", "--data-dir", d, env={"WBC_PASSWORD": "wrong-password"}, check=False)
+    assert p.returncode == 2 and "wrong password" in p.stderr
+    p = run_cli("review", "show", "1", "--data-dir", str(tmp_path / "x"), "--db", "postgresql+psycopg://nobody@127.0.0.1:1/none", check=False)
+    assert p.returncode == 2 and "cannot open the review database" in p.stderr and "Traceback" not in p.stderr
