@@ -7,14 +7,12 @@ import csv
 import io
 import os
 import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import DATA, KAGGLE, pbc_images, run_cli
+from conftest import DATA, KAGGLE, free_port, pbc_images, run_cli
 
 import wbc
 from wbc.errors import WbcError
@@ -27,12 +25,6 @@ from wbc.review.users import add_user, authenticate
 PG_BIN = next((p for p in (Path("/usr/lib/postgresql") / v / "bin" for v in ("17", "16", "15", "14")) if (p / "initdb").is_file()), None)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def postgres():
     """A throw-away PostgreSQL server (Debian's package, installed by .ci/run), trust auth on 127.0.0.1."""
@@ -41,7 +33,7 @@ def postgres():
     import tempfile
 
     root = Path(tempfile.mkdtemp(prefix="wbc-pg-"))  # not under pytest's 0700 folders: the server runs as postgres
-    data, port = root / "data", _free_port()
+    data, port = root / "data", free_port()
     as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []  # initdb refuses to run as root
     if as_pg:
         shutil.chown(root, "postgres")

@@ -19,10 +19,15 @@ def serve(model: Optional[str] = ModelOpt, host: str = typer.Option("127.0.0.1",
           max_files: int = typer.Option(S.max_files, help="images a request"), max_mb: float = typer.Option(S.max_mb, help="MB an uploaded image"),
           threads: int = typer.Option(0, help="CPU threads for inference (0: all cores)"),
           queue: int = typer.Option(S.queue, help="requests classifying or waiting; beyond it the server answers 503 with Retry-After"),
-          timeout: float = typer.Option(S.timeout_s, help="seconds a request may run before it gets 504")):
+          timeout: float = typer.Option(S.timeout_s, help="seconds a request may run before it gets 504"),
+          review_data: Optional[str] = typer.Option(None, "--review-data", envvar="WBC_REVIEW_DATA", help="serve the review station on this data folder (SQLite there unless --review-db)"),
+          review_db: Optional[str] = typer.Option(None, "--review-db", envvar="WBC_REVIEW_DB", help="review database URL (PostgreSQL, for several server processes)")):
     """Web page and HTTP API (POST /api/v1/classify, GET /api/v1/model, /healthz, /readyz; docs at /docs)."""
     from wbc.serve.server import serve as run_serve
 
     if queue < 1 or timeout <= 0:
         raise WbcError("--queue must be at least 1 and --timeout positive")
-    run_serve(model, host, port, engine, Limits(max_files=max_files, max_mb=max_mb, queue=queue, timeout_s=timeout), threads or None)
+    if review_db and not review_data:
+        raise WbcError("--review-db needs --review-data too: the folder the cell images are stored in")
+    run_serve(model, host, port, engine, Limits(max_files=max_files, max_mb=max_mb, queue=queue, timeout_s=timeout), threads or None,
+              review_data, review_db)

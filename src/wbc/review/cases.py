@@ -35,7 +35,15 @@ class Conflict(WbcError):
 
 
 class Refused(WbcError):
-    """Not allowed in this state or for this user (HTTP 403/409)."""
+    """Not allowed in this state or for this user (HTTP 409)."""
+
+
+class WrongPassword(Refused):
+    """A signature with the wrong password (HTTP 403)."""
+
+
+class NotFound(WbcError):
+    """No such case or cell (HTTP 404)."""
 
 
 def review_classes(model_classes: list[str]) -> list[str]:
@@ -63,7 +71,7 @@ def create_case(session, reference: str, specimen: str, user: str) -> Case:
 def get_case(session, case_id: int) -> Case:
     case = session.get(Case, case_id)
     if case is None:
-        raise WbcError(f"no case {case_id} (list them with `wbc review cases`)")
+        raise NotFound(f"no case {case_id} (list them with `wbc review cases`)")
     return case
 
 
@@ -136,7 +144,7 @@ def import_fields(session, data_dir, case: Case, files: list[str], predictor, de
 def _cell(session, case_id: int, cell_id: int) -> Cell:
     cell = session.get(Cell, cell_id)
     if cell is None or cell.case_id != case_id:
-        raise WbcError(f"case {case_id} has no cell {cell_id}")
+        raise NotFound(f"case {case_id} has no cell {cell_id}")
     return cell
 
 
@@ -214,7 +222,7 @@ def sign(session, case_id: int, user: User, password: str, meaning: str, kind: s
     by the first signer, or for a role that may not sign so."""
     case = get_case(session, case_id)
     if authenticate(session, user.name, password) is None or not user.active:
-        raise Refused(f"signature refused: wrong password for {user.name}")
+        raise WrongPassword(f"signature refused: wrong password for {user.name}")
     if user.role not in SIGNERS[kind]:
         raise Refused(f"a {kind} signature needs the role {' or '.join(SIGNERS[kind])}; {user.name} is a {user.role}")
     signatures = session.scalars(select(Signature).where(Signature.case_id == case_id)).all()

@@ -35,9 +35,10 @@ def model_info(predictor, explain: bool) -> dict:
             "explain": explain}
 
 
-def create_app(predictor, explainer=None, limits: Limits | None = None, detector=None) -> FastAPI:
+def create_app(predictor, explainer=None, limits: Limits | None = None, detector=None, review: tuple | None = None) -> FastAPI:
     """`explainer`: a wbc.infer.explain.Explainer for ?explain=true (None: heat-maps are refused with 409);
-    `detector`: the cell detector for /api/v1/count (None: the shipped learned one when installed, else classic)."""
+    `detector`: the cell detector for /api/v1/count (None: the shipped learned one when installed, else classic);
+    `review`: (session factory, data folder) of a review station (wbc.review) for /api/v1/review (None: off)."""
     if detector is None:
         from wbc.count.detector import default_detector
 
@@ -62,6 +63,10 @@ def create_app(predictor, explainer=None, limits: Limits | None = None, detector
     gate = Gate(limits)
     app.include_router(cells.router(predictor, explainer, gate, info["file"]))
     app.include_router(fields.router(predictor, detector, gate, info["file"]))
+    if review is not None:
+        from wbc.serve import review as review_api
+
+        app.include_router(review_api.router(review[0], review[1], predictor, detector, gate))
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(_, exc: RequestValidationError):

@@ -36,7 +36,8 @@ def load_for_serving(model: str | None, engine: str = "auto", threads: int | Non
     return fast, explainer
 
 
-def serve(model: str | None, host: str, port: int, engine: str = "auto", limits: Limits | None = None, threads: int | None = None) -> None:
+def serve(model: str | None, host: str, port: int, engine: str = "auto", limits: Limits | None = None, threads: int | None = None,
+          review_data: str | None = None, review_db: str | None = None) -> None:
     import socket
 
     import uvicorn
@@ -48,8 +49,13 @@ def serve(model: str | None, host: str, port: int, engine: str = "auto", limits:
             probe.bind((host, port))
         except OSError as e:
             raise WbcError(f"cannot listen on {host}:{port} ({e.strerror}): pass another --port or --host") from None
+    review = None
+    if review_data:
+        from wbc.review.db import open_database
+
+        review = (open_database(review_data, review_db), review_data)
     predictor, explainer = load_for_serving(model, engine, threads)
-    app = create_app(predictor, explainer, limits or Limits())
+    app = create_app(predictor, explainer, limits or Limits(), review=review)
     log.info(f"serving {predictor.path.name} ({predictor.engine.name}) on http://{host}:{port}  (API docs: /docs)")
     # SIGTERM / Ctrl-C: stop accepting, let requests in flight finish (up to 30 s), then exit
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)

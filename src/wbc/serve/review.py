@@ -1,0 +1,225 @@
+"""/api/v1/review/...: the review station over HTTP, with the same rules as `wbc review` (wbc.review.cases).
+
+Every endpoint needs a login: the page holds an HttpOnly, SameSite=Strict session cookie and sends the CSRF
+token it got at login in `X-CSRF-Token` with every change; scripts send `Authorization: Bearer <token>`.
+Conflicts (a cell changed since it was loaded, a signed case) answer 409, a wrong password 403, a missing case
+or cell 404, with a `detail` that says what to do."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from fastapi import (
+    APIRouter,
+    Depends,
+    File,
+    Form,
+    HTTPException,
+    Request,
+    Response,
+    UploadFile,
+)
+from fastapi.responses import FileResponse, PlainTextResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from wbc.errors import WbcError
+from wbc.review import cases as C
+from wbc.review import tokens
+from wbc.review.db import Audit, User
+from wbc.review.export import case_csv
+from wbc.review.images import resolve
+from wbc.review.users import authenticate
+
+COOKIE = "wbc_session"
+
+
+class Login(BaseModel):
+    name: str = Field(max_length=80)
+    password: str = Field(max_length=200)
+
+
+class NewCase(BaseModel):
+    reference: str = Field(min_length=1, max_length=120)
+    specimen: str = "blood"
+
+
+class CellVersion(BaseModel):
+    id: int
+    version: int
+
+
+class Reclassify(BaseModel):
+    cells: list[CellVersion] = Field(min_length=1, max_length=1000)
+    new_class: str = Field(alias="class", max_length=40)
+    why: str | None = Field(None, max_length=500)
+
+
+class Sign(BaseModel):
+    password: str = Field(max_length=200)
+    meaning: str = Field("reviewed and verified", min_length=1, max_length=200)
+    second: bool = False
+
+
+class Amend(BaseModel):
+    why: str = Field(min_length=1, max_length=500)
+
+
+def _http(e: WbcError) -> HTTPException:
+    if isinstance(e, C.WrongPassword):
+        return HTTPException(403, str(e))
+    if isinstance(e, (C.Conflict, C.Refused)):
+        return HTTPException(409, str(e))
+    if isinstance(e, C.NotFound):
+        return HTTPException(404, str(e))
+    return HTTPException(400, str(e))
+
+
+def cell_json(c) -> dict:
+    return {"id": c.id, "image": f"/api/v1/review/images/{c.image}", "source": Path(c.source).name, "box": c.field_box,
+            "model_class": c.model_class, "class": c.current_class, "set_by": c.set_by, "probabilities": c.probabilities,
+            "flagged": c.flagged, "review_reason": c.review_reason, "distance": c.distance, "opened": c.opened_by is not None,
+            "version": c.row_version}
+
+
+def case_json(case) -> dict:
+    return {"id": case.id, "reference": case.reference, "version": case.version, "amends": case.amends, "specimen": case.specimen,
+            "status": case.status, "created_by": case.created_by, "created_at": case.created_at.isoformat(),
+            "classes": C.review_classes(C._model_classes(case)), "cells": [cell_json(c) for c in case.cells],
+            **C.differential(case), "blockers": C.blockers(case)}
+
+
+def router(Session, data_dir: str | Path, predictor, detector, gate) -> APIRouter:
+    api = APIRouter(prefix="/api/v1/review", tags=["review"])
+    key = tokens.secret(data_dir)
+
+    def user(request: Request) -> User:
+        """The logged-in user: a bearer token, or the session cookie plus its CSRF header on every change."""
+        auth = request.headers.get("authorization", "")
+        token = auth[7:].strip() if auth.lower().startswith("bearer ") else request.cookies.get(COOKIE)
+        uid = tokens.verify(key, token)
+        if uid is None:
+            raise HTTPException(401, "log in first (POST /api/v1/review/login)")
+        if not auth and request.method not in ("GET", "HEAD") and request.headers.get("x-csrf-token") != tokens.csrf(key, token):
+            raise HTTPException(403, "missing or wrong X-CSRF-Token header: reload the page and log in again")
+        with Session() as s:
+            u = s.get(User, uid)
+            if u is None or not u.active:
+                raise HTTPException(401, "this account is closed: log in as another user")
+            s.expunge(u)
+            return u
+
+    def run(fn, *args):
+        """One transaction: commit on success, nothing written on any error."""
+        try:
+            with Session.begin() as s:
+                return fn(s, *args)
+        except WbcError as e:
+            raise _http(e) from None
+
+    @api.post("/login")
+    def login(body: Login, response: Response):
+        with Session.begin() as s:
+            u = authenticate(s, body.name, body.password)
+            if u is None:
+                raise HTTPException(401, "wrong user name or password")
+            token = tokens.issue(key, u.id)
+            role = u.role
+        response.set_cookie(COOKIE, token, httponly=True, samesite="strict", max_age=tokens.HOURS * 3600)
+        return {"user": body.name, "role": role, "token": token, "csrf": tokens.csrf(key, token)}
+
+    @api.post("/logout")
+    def logout(response: Response, u: User = Depends(user)):
+        response.delete_cookie(COOKIE)
+        return {"user": u.name}
+
+    @api.get("/me")
+    def me(request: Request, u: User = Depends(user)):
+        token = request.cookies.get(COOKIE)
+        return {"user": u.name, "role": u.role, "csrf": tokens.csrf(key, token) if token else None}
+
+    @api.get("/cases")
+    def list_cases(u: User = Depends(user)):
+        return run(lambda s: C.cases_summary(s))
+
+    @api.post("/cases", status_code=201)
+    def new_case(body: NewCase, u: User = Depends(user)):
+        return run(lambda s: case_json(C.create_case(s, body.reference, body.specimen, u.name)))
+
+    @api.get("/cases/{case_id}")
+    def get_case(case_id: int, u: User = Depends(user)):
+        return run(lambda s: case_json(C.get_case(s, case_id)))
+
+    @api.post("/cases/{case_id}/import")
+    def import_files(case_id: int, files: list[UploadFile] = File(...), fields: bool = Form(False), u: User = Depends(user)):
+        """Cell images (or whole smear fields with fields=true), pre-classified into the case; bad files listed."""
+        if len(files) > gate.limits.max_files:
+            raise HTTPException(413, f"{len(files)} files in one request: send at most {gate.limits.max_files} a request")
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = []
+            for i, f in enumerate(files):
+                p = Path(tmp) / f"{i:05d}_{Path(f.filename or 'image').name}"
+                with p.open("wb") as out:
+                    shutil.copyfileobj(f.file, out)
+                paths.append(str(p))
+
+            def go(s):
+                case = C.get_case(s, case_id)
+                if fields:
+                    return C.import_fields(s, data_dir, case, paths, predictor, detector, u.name)
+                return C.import_cells(s, data_dir, case, paths, predictor, u.name)
+
+            r = run(go)
+        return {"imported": r.cells, "refused": [{"file": Path(p).name.split("_", 1)[1], "error": e} for p, e in r.problems]}
+
+    @api.post("/cases/{case_id}/reclassify")
+    def reclassify(case_id: int, body: Reclassify, u: User = Depends(user)):
+        cells = run(lambda s: [cell_json(c) for c in C.reclassify(s, case_id, [c.id for c in body.cells], body.new_class, u.name,
+                                                                    [c.version for c in body.cells], body.why)])
+        return {"cells": cells}
+
+    @api.post("/cases/{case_id}/undo")
+    def undo(case_id: int, u: User = Depends(user)):
+        return {"cell": run(lambda s: (lambda c: cell_json(c) if c else None)(C.undo(s, case_id, u.name)))}
+
+    @api.post("/cases/{case_id}/cells/{cell_id}/open")
+    def open_cell(case_id: int, cell_id: int, u: User = Depends(user)):
+        return run(lambda s: cell_json(C.open_cell(s, case_id, cell_id, u.name)))
+
+    @api.post("/cases/{case_id}/sign")
+    def sign(case_id: int, body: Sign, u: User = Depends(user)):
+        def go(s):
+            sig = C.sign(s, case_id, s.get(User, u.id), body.password, body.meaning, "second" if body.second else "primary")
+            return {"user": sig.user, "at": sig.at.isoformat(), "meaning": sig.meaning, "kind": sig.kind}
+        return run(go)
+
+    @api.post("/cases/{case_id}/amend", status_code=201)
+    def amend(case_id: int, body: Amend, u: User = Depends(user)):
+        return run(lambda s: case_json(C.amend(s, case_id, u.name, body.why)))
+
+    @api.get("/cases/{case_id}/audit")
+    def audit(case_id: int, u: User = Depends(user)):
+        def go(s):
+            C.get_case(s, case_id)
+            return [{"id": a.id, "cell": a.cell_id, "user": a.user, "at": a.at.isoformat(), "action": a.action, "old": a.old,
+                     "new": a.new, "why": a.why} for a in s.scalars(select(Audit).where(Audit.case_id == case_id).order_by(Audit.id))]
+        return run(go)
+
+    @api.get("/cases/{case_id}/export.csv", response_class=PlainTextResponse)
+    def export_csv(case_id: int, u: User = Depends(user)):
+        text = run(lambda s: case_csv(s, C.get_case(s, case_id)))
+        return PlainTextResponse(text, media_type="text/csv", headers={"Content-Disposition": f'attachment; filename="case-{case_id}.csv"'})
+
+    @api.get("/images/{path:path}")
+    def image(path: str, u: User = Depends(user)):
+        try:
+            f = resolve(data_dir, path)
+        except ValueError:
+            raise HTTPException(404, "no such image") from None
+        if not f.is_file():
+            raise HTTPException(404, "no such image")
+        return FileResponse(f, headers={"Cache-Control": "private, max-age=86400, immutable"})
+
+    return api

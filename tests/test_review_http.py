@@ -1,0 +1,151 @@
+"""The review station over real HTTP: a `wbc serve --review-data` process, logins (cookie + CSRF for the page,
+bearer token for scripts), every endpoint closed without one, 409 on a stale version, 403 on a wrong
+password, the audit trail, and kill -9 in the middle of a burst of reclassifications losing nothing committed."""
+
+import os
+import signal
+import threading
+
+import httpx
+import pytest
+from conftest import KAGGLE, start_server
+
+from wbc.review.db import open_database
+from wbc.review.users import add_user
+
+CELLS = [*sorted((KAGGLE / "TEST" / "NEUTROPHIL").glob("*.jpeg"))[:6], *sorted((KAGGLE / "TEST" / "EOSINOPHIL").glob("*.jpeg"))[:6]]
+
+
+@pytest.fixture(scope="module")
+def station(tmp_path_factory):
+    d = tmp_path_factory.mktemp("station")
+    Session = open_database(d)
+    with Session.begin() as s:
+        add_user(s, "ana", "technologist", "ana-password")
+        add_user(s, "ben", "reviewer", "ben-password")
+    return d
+
+
+@pytest.fixture(scope="module")
+def server(station, wbc_cache, tmp_path_factory):
+    proc, url = start_server(tmp_path_factory.mktemp("log") / "serve.log", wbc_cache, "--review-data", str(station))
+    yield url, proc
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _login(url: str, name: str) -> tuple[httpx.Client, dict]:
+    c = httpx.Client(base_url=url, timeout=120)
+    r = c.post("/api/v1/review/login", json={"name": name, "password": f"{name}-password"})
+    assert r.status_code == 200, r.text
+    return c, r.json()
+
+
+def _case(url: str) -> tuple[int, dict]:
+    c, who = _login(url, "ana")
+    csrf = {"X-CSRF-Token": who["csrf"]}
+    case = c.post("/api/v1/review/cases", json={"reference": "H-1", "specimen": "blood"}, headers=csrf).json()
+    r = c.post(f"/api/v1/review/cases/{case['id']}/import", headers=csrf,
+               files=[("files", (p.name, p.read_bytes(), "image/jpeg")) for p in CELLS] + [("files", ("notes.jpg", b"hello", "image/jpeg"))])
+    assert r.status_code == 200, r.text
+    assert r.json()["imported"] == len(CELLS) and r.json()["refused"][0]["file"] == "notes.jpg"
+    return case["id"], c.get(f"/api/v1/review/cases/{case['id']}").json()
+
+
+def test_nothing_is_reachable_without_a_login(server):
+    url, _ = server
+    case_id, case = _case(url)
+    anon = httpx.Client(base_url=url, timeout=60)
+    for path in ("/cases", f"/cases/{case_id}", f"/cases/{case_id}/audit", f"/cases/{case_id}/export.csv", case["cells"][0]["image"][len("/api/v1/review"):]):
+        assert anon.get("/api/v1/review" + path).status_code == 401, path
+    assert anon.post(f"/api/v1/review/cases/{case_id}/undo").status_code == 401
+    assert anon.post("/api/v1/review/login", json={"name": "ana", "password": "nope"}).status_code == 401
+    forged = "1.9999999999.00.deadbeef"
+    assert anon.get("/api/v1/review/cases", headers={"Authorization": f"Bearer {forged}"}).status_code == 401
+    # a cookie session without its CSRF header may read but not change anything
+    c, _ = _login(url, "ana")
+    assert c.get(f"/api/v1/review/cases/{case_id}").status_code == 200
+    assert c.post(f"/api/v1/review/cases/{case_id}/undo").status_code == 403
+    # the image itself, logged in; a path out of the images folder is not served
+    assert c.get(case["cells"][0]["image"]).headers["content-type"].startswith("image/")
+    assert c.get("/api/v1/review/images/../wbc-review.sqlite").status_code == 404
+
+
+def test_review_sign_and_export_over_http(server):
+    url, _ = server
+    case_id, case = _case(url)
+    c, who = _login(url, "ana")
+    h = {"X-CSRF-Token": who["csrf"]}
+    cell = case["cells"][0]
+    r = c.post(f"/api/v1/review/cases/{case_id}/reclassify", headers=h, json={"cells": [{"id": cell["id"], "version": cell["version"]}], "class": "MONOCYTE"})
+    assert r.status_code == 200 and r.json()["cells"][0]["class"] == "MONOCYTE"
+    # ben loaded the case before ana's change: his stale version answers 409, nothing written
+    b, bwho = _login(url, "ben")
+    r = b.post(f"/api/v1/review/cases/{case_id}/reclassify", headers={"X-CSRF-Token": bwho["csrf"]},
+               json={"cells": [{"id": cell["id"], "version": cell["version"]}], "class": "LYMPHOCYTE"})
+    assert r.status_code == 409 and "reload" in r.json()["detail"]
+    bad = c.post(f"/api/v1/review/cases/{case_id}/reclassify", headers=h, json={"cells": [{"id": cell["id"], "version": 99}], "class": "DRAGON"})
+    assert bad.status_code in (400, 409)
+    for x in c.get(f"/api/v1/review/cases/{case_id}").json()["cells"]:
+        if x["flagged"]:
+            assert c.post(f"/api/v1/review/cases/{case_id}/cells/{x['id']}/open", headers=h).json()["opened"]
+    assert c.post(f"/api/v1/review/cases/{case_id}/sign", headers=h, json={"password": "guess"}).status_code == 403
+    r = c.post(f"/api/v1/review/cases/{case_id}/sign", headers=h, json={"password": "ana-password", "meaning": "verified"})
+    assert r.status_code == 200 and r.json()["user"] == "ana"
+    r = c.post(f"/api/v1/review/cases/{case_id}/reclassify", headers=h, json={"cells": [{"id": cell["id"], "version": 2}], "class": "NEUTROPHIL"})
+    assert r.status_code == 409 and "read-only" in r.json()["detail"]
+    # a script with the bearer token signs second, without cookies or CSRF
+    r = httpx.post(f"{url}/api/v1/review/cases/{case_id}/sign", headers={"Authorization": f"Bearer {bwho['token']}"},
+                   json={"password": "ben-password", "second": True}, timeout=60)
+    assert r.status_code == 200 and r.json()["kind"] == "second"
+    csv_text = c.get(f"/api/v1/review/cases/{case_id}/export.csv").text
+    assert "MONOCYTE" in csv_text and "second ben" in csv_text
+    actions = [a["action"] for a in c.get(f"/api/v1/review/cases/{case_id}/audit").json()]
+    assert actions[:3] == ["create", "import", "reclassify"] and actions[-2:] == ["sign", "second_sign"]
+
+
+def test_kill_9_during_a_burst_loses_nothing_committed(server, station, wbc_cache, tmp_path):
+    url, proc = server
+    case_id, case = _case(url)
+    c, who = _login(url, "ana")
+    h = {"X-CSRF-Token": who["csrf"]}
+    committed, stop = [], threading.Event()
+
+    def burst():
+        versions = {x["id"]: x["version"] for x in case["cells"]}
+        classes = ["MONOCYTE", "LYMPHOCYTE"]
+        k = 0
+        while not stop.is_set():
+            cid = case["cells"][k % len(case["cells"])]["id"]
+            new = classes[(k // len(case["cells"])) % 2]  # every request a real change
+            try:
+                r = c.post(f"/api/v1/review/cases/{case_id}/reclassify", headers=h, json={"cells": [{"id": cid, "version": versions[cid]}], "class": new})
+            except httpx.TransportError:
+                return
+            if r.status_code == 200:
+                versions[cid] = r.json()["cells"][0]["version"]
+                committed.append((cid, new))
+            k += 1
+
+    t = threading.Thread(target=burst)
+    t.start()
+    while len(committed) < 20:
+        threading.Event().wait(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    stop.set()
+    t.join(timeout=60)
+    proc2, url2 = start_server(tmp_path / "serve2.log", wbc_cache, "--review-data", str(station))
+    try:
+        c2, _ = _login(url2, "ana")
+        now = {x["id"]: x["class"] for x in c2.get(f"/api/v1/review/cases/{case_id}").json()["cells"]}
+        last = {}
+        for cid, new in committed:
+            last[cid] = new
+        assert all(now[cid] == new for cid, new in last.items())
+        changes = [a for a in c2.get(f"/api/v1/review/cases/{case_id}/audit").json() if a["action"] == "reclassify"]
+        assert len(changes) >= len(committed)  # every answered change has its audit row (one more may have committed unanswered)
+    finally:
+        proc2.terminate()
+        proc2.wait(timeout=30)
