@@ -68,6 +68,10 @@ def create_app(predictor, explainer=None, limits: Limits | None = None, detector
 
         app.include_router(review_api.router(review[0], review[1], predictor, detector, gate))
 
+        @app.get("/review", include_in_schema=False)
+        def review_page():
+            return FileResponse(static_dir() / "review.html")
+
     @app.exception_handler(RequestValidationError)
     async def bad_request(_, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}

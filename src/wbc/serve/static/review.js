@@ -1,0 +1,216 @@
+// The review station's page: log in, pick a case, review its cells by keyboard (or mouse), sign, export.
+"use strict";
+const $ = (id) => document.getElementById(id);
+const API = "/api/v1/review";
+const KEYS = "1234567890qwertyiop".split("");  // 'u' is undo
+const ORDER = ["UNIDENTIFIED", "BLAST", "NEUTROPHIL", "LYMPHOCYTE", "MONOCYTE", "EOSINOPHIL", "BASOPHIL", "IG",
+  "ERYTHROBLAST", "PLATELET", "SMUDGE", "ARTEFACT", "NO_WHITE_CELL"];
+const ALARM = new Set(["UNIDENTIFIED", "BLAST"]);
+const st = { csrf: null, user: null, caseId: null, data: null, selected: new Set(), cursor: null, hover: null, flat: [] };
+
+function el(tag, attrs = {}, ...kids) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "text") e.textContent = v; else if (k.startsWith("on")) e.addEventListener(k.slice(2), v); else e.setAttribute(k, v);
+  }
+  kids.forEach((k) => e.append(k));
+  return e;
+}
+
+async function call(path, method = "GET", body = null) {
+  const opts = { method, headers: {} };
+  if (method !== "GET") opts.headers["X-CSRF-Token"] = st.csrf || "";
+  if (body) { opts.headers["Content-Type"] = "application/json"; opts.body = JSON.stringify(body); }
+  const r = await fetch(API + path, opts);
+  const out = await r.json().catch(() => ({}));
+  if (r.status === 401) { showLogin(); throw new Error(out.detail || "log in first"); }
+  if (!r.ok) throw Object.assign(new Error(out.detail || `server answered ${r.status}`), { status: r.status });
+  return out;
+}
+
+function show(id) { for (const s of ["login", "cases-view", "case-view"]) $(s).hidden = s !== id; }
+function showLogin() { show("login"); $("who").textContent = ""; }
+
+async function start() {
+  try {
+    const me = await call("/me");
+    st.user = me.user; st.csrf = me.csrf;
+    $("who").textContent = `${me.user} (${me.role})`;
+    await listCases();
+  } catch (e) { showLogin(); }
+}
+
+$("login").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const r = await fetch(API + "/login", { method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ name: $("login-name").value, password: $("login-password").value }) });
+  const out = await r.json().catch(() => ({}));
+  if (!r.ok) { $("login-error").textContent = out.detail || "login failed"; return; }
+  $("login-password").value = ""; $("login-error").textContent = "";
+  st.user = out.user; st.csrf = out.csrf;
+  $("who").textContent = `${out.user} (${out.role})`;
+  await listCases();
+});
+
+async function listCases() {
+  show("cases-view");
+  const rows = await call("/cases");
+  const body = $("cases").querySelector("tbody");
+  body.innerHTML = "";
+  for (const c of rows) {
+    body.append(el("tr", { "data-id": c.id, onclick: () => openCase(c.id) },
+      ...[c.id, c.reference, c.version, c.specimen, c.status, c.cells].map((v) => el("td", { text: String(v) }))));
+  }
+}
+
+$("new-case").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const c = await call("/cases", "POST", { reference: $("new-ref").value, specimen: $("new-specimen").value });
+  $("new-ref").value = "";
+  await openCase(c.id);
+});
+$("back").addEventListener("click", (ev) => { ev.preventDefault(); st.caseId = null; listCases(); });
+
+async function openCase(id) {
+  st.caseId = id; st.selected.clear(); st.cursor = null;
+  show("case-view");
+  await refresh();
+}
+
+async function refresh() {
+  st.data = await call(`/cases/${st.caseId}`);
+  render();
+}
+
+function classOrder(classes) {
+  return [...ORDER.filter((c) => classes.includes(c)), ...classes.filter((c) => !ORDER.includes(c))];
+}
+
+function render() {
+  const d = st.data;
+  $("case-title").textContent = `Case ${d.id}: ${d.reference} (${d.specimen}, version ${d.version}, ${d.status})`;
+  const classes = classOrder(d.classes);
+  st.keymap = Object.fromEntries(classes.map((c, i) => [KEYS[i], c]));
+  $("keys").innerHTML = "";
+  classes.forEach((c, i) => $("keys").append(el("span", { "data-key": KEYS[i], text: `${KEYS[i]} ${c}` })));
+  const gal = $("galleries");
+  gal.innerHTML = "";
+  st.flat = [];
+  for (const c of classes) {
+    const cells = d.cells.filter((x) => x.class === c).sort((a, b) => (b.flagged - a.flagged) || (a.id - b.id));
+    if (!cells.length && !ALARM.has(c) && !["NEUTROPHIL", "LYMPHOCYTE", "MONOCYTE", "EOSINOPHIL", "BASOPHIL"].includes(c)) continue;
+    const box = el("div", { class: "cells" });
+    const g = el("section", { class: "gallery" + (ALARM.has(c) ? " alarm" : ""), "data-class": c, "data-testid": `gallery-${c}` },
+      el("h3", { text: `${c} (${cells.length})` }), box);
+    g.addEventListener("dragover", (ev) => { ev.preventDefault(); g.classList.add("drop-target"); });
+    g.addEventListener("dragleave", () => g.classList.remove("drop-target"));
+    g.addEventListener("drop", (ev) => { ev.preventDefault(); g.classList.remove("drop-target"); const id = +ev.dataTransfer.getData("text/plain"); setClass(targets(id), c); });
+    for (const x of cells) { box.append(cellCard(x)); st.flat.push(x.id); }
+    gal.append(g);
+  }
+  const diff = $("diff").querySelector("tbody");
+  diff.innerHTML = "";
+  for (const r of d.differential) {
+    diff.append(el("tr", { class: ALARM.has(r.class) ? "alarm" : "", "data-class": r.class },
+      el("td", { text: r.class }), el("td", { text: String(r.count) }), el("td", { text: r.percent == null ? "-" : `${r.percent.toFixed(1)}%` })));
+  }
+  for (const r of d.not_white) {
+    diff.append(el("tr", { "data-class": r.class }, el("td", { text: r.class }), el("td", { text: String(r.count) }),
+      el("td", { text: r.per_100_white == null ? "-" : `${r.per_100_white.toFixed(1)}/100 WBC` })));
+  }
+  $("tally-count").textContent = `${d.white_cells} / ${d.target} white cells`;
+  $("blockers").textContent = d.blockers.join("; ");
+  $("export").href = `${API}/cases/${d.id}/export.csv`;
+  if (st.cursor == null && st.flat.length) select(st.flat[0], false);
+  else markSelection();
+}
+
+function cellCard(x) {
+  const pct = Math.round(100 * (x.probabilities[x.model_class] || 0));
+  const card = el("div", { class: "cell" + (x.flagged ? " flagged" : "") + (x.class !== x.model_class ? " changed" : ""), "data-id": x.id,
+    "data-testid": "cell", draggable: "true", title: x.review_reason || "" },
+  el("img", { src: x.image, alt: x.class, loading: "lazy" }), el("div", { class: "p", text: `${x.model_class} ${pct}%` }));
+  card.addEventListener("click", (ev) => select(x.id, ev.shiftKey));
+  card.addEventListener("dblclick", () => zoom(x.id));
+  card.addEventListener("mouseenter", () => { st.hover = x.id; });
+  card.addEventListener("mouseleave", () => { st.hover = null; });
+  card.addEventListener("dragstart", (ev) => ev.dataTransfer.setData("text/plain", String(x.id)));
+  return card;
+}
+
+function select(id, add) {
+  if (!add) st.selected.clear();
+  if (add && st.selected.has(id)) st.selected.delete(id); else st.selected.add(id);
+  st.cursor = id;
+  markSelection();
+}
+
+function markSelection() {
+  document.querySelectorAll(".cell").forEach((c) => c.classList.toggle("selected", st.selected.has(+c.dataset.id)));
+  const cur = document.querySelector(`.cell[data-id="${st.cursor}"]`);
+  if (cur) cur.scrollIntoView({ block: "nearest" });
+}
+
+function targets(id) {
+  if (id != null && !st.selected.has(id)) return [id];
+  return st.selected.size ? [...st.selected] : (st.hover != null ? [st.hover] : []);
+}
+
+function byId(id) { return st.data.cells.find((c) => c.id === id); }
+
+async function setClass(ids, cls) {
+  if (!ids.length) return;
+  const next = st.flat[st.flat.indexOf(ids[ids.length - 1]) + 1];
+  try {
+    await call(`/cases/${st.caseId}/reclassify`, "POST", { cells: ids.map((i) => ({ id: i, version: byId(i).version })), class: cls });
+  } catch (e) { alert(e.message); }
+  await refresh();
+  if (next != null && st.flat.includes(next)) select(next, false);
+}
+
+async function zoom(id) {
+  const x = await call(`/cases/${st.caseId}/cells/${id}/open`, "POST");
+  $("zoom-img").src = x.image;
+  const probs = Object.entries(x.probabilities).sort((a, b) => b[1] - a[1]).slice(0, 4).map(([k, v]) => `${k} ${(100 * v).toFixed(1)}%`).join(", ");
+  $("zoom-info").textContent = `${x.class} (model: ${x.model_class}; ${probs})` + (x.review_reason ? ` — review: ${x.review_reason}` : "");
+  $("zoom").showModal();
+  await refresh();
+}
+$("zoom-close").addEventListener("click", () => $("zoom").close());
+
+document.addEventListener("keydown", async (ev) => {
+  if (!st.caseId || $("case-view").hidden || ev.target.tagName === "INPUT" || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+  if ($("zoom").open) { if (ev.key === "Escape" || ev.key === "Enter") { ev.preventDefault(); $("zoom").close(); } return; }
+  const i = st.flat.indexOf(st.cursor);
+  if (ev.key === "ArrowRight" || ev.key === "ArrowDown") { ev.preventDefault(); if (i + 1 < st.flat.length) select(st.flat[i + 1], ev.shiftKey); }
+  else if (ev.key === "ArrowLeft" || ev.key === "ArrowUp") { ev.preventDefault(); if (i > 0) select(st.flat[i - 1], ev.shiftKey); }
+  else if (ev.key === "Enter" && st.cursor != null) { ev.preventDefault(); await zoom(st.cursor); }
+  else if (ev.key === "u") { ev.preventDefault(); await call(`/cases/${st.caseId}/undo`, "POST").catch((e) => alert(e.message)); await refresh(); }
+  else if (st.keymap && st.keymap[ev.key.toLowerCase()]) { ev.preventDefault(); await setClass(targets(null), st.keymap[ev.key.toLowerCase()]); }
+});
+
+$("sign").addEventListener("click", async () => {
+  try {
+    const s = await call(`/cases/${st.caseId}/sign`, "POST", { password: $("sign-password").value, second: $("sign-second").checked });
+    $("sign-result").textContent = `signed by ${s.user} (${s.kind}) at ${s.at}`;
+  } catch (e) { $("sign-result").textContent = e.message; }
+  $("sign-password").value = "";
+  await refresh();
+});
+
+async function importFiles(files) {
+  const form = new FormData();
+  [...files].forEach((f) => form.append("files", f, f.name));
+  form.append("fields", $("import-fields").checked ? "true" : "false");
+  $("import-status").textContent = `importing ${files.length} file(s)…`;
+  const r = await fetch(`${API}/cases/${st.caseId}/import`, { method: "POST", body: form, headers: { "X-CSRF-Token": st.csrf } });
+  const out = await r.json().catch(() => ({}));
+  $("import-status").textContent = r.ok ? `${out.imported} cells imported` + (out.refused.length ? `, refused: ${out.refused.map((x) => `${x.file} (${x.error})`).join("; ")}` : "") : (out.detail || `server answered ${r.status}`);
+  await refresh();
+}
+$("import-files").addEventListener("change", (ev) => importFiles(ev.target.files));
+$("import").addEventListener("dragover", (ev) => { ev.preventDefault(); $("import").classList.add("over"); });
+$("import").addEventListener("dragleave", () => $("import").classList.remove("over"));
+$("import").addEventListener("drop", (ev) => { ev.preventDefault(); $("import").classList.remove("over"); importFiles(ev.dataTransfer.files); });
+
+start();

@@ -1,0 +1,96 @@
+"""The review page in a real browser (Chromium) against a real `wbc serve --review-data`: log in, import cells,
+review with the keyboard alone (select, reclassify by number key, undo, enlarge), drag a cell onto a class,
+signing refused while a cell is UNIDENTIFIED, sign, second signature by another user, export."""
+
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import KAGGLE, start_server
+
+from wbc.review.db import open_database
+from wbc.review.users import add_user
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+CELLS = [*sorted((KAGGLE / "TEST" / "NEUTROPHIL").glob("*.jpeg"))[:3], *sorted((KAGGLE / "TEST" / "LYMPHOCYTE").glob("*.jpeg"))[:3]]
+
+
+@pytest.fixture(scope="module")
+def server(wbc_cache, tmp_path_factory):
+    d = tmp_path_factory.mktemp("station")
+    with open_database(d).begin() as s:
+        add_user(s, "ana", "technologist", "ana-password")
+        add_user(s, "ben", "reviewer", "ben-password")
+    proc, url = start_server(tmp_path_factory.mktemp("log") / "serve.log", wbc_cache, "--review-data", str(d))
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def _login(page, name):
+    page.get_by_test_id("login").locator("#login-name").fill(name)
+    page.locator("#login-password").fill(f"{name}-password")
+    page.locator("#login-password").press("Enter")
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed (.ci/run installs it)")
+def test_review_a_case_with_the_keyboard_and_sign_it(server):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.on("dialog", lambda d: d.accept())
+        page.goto(server + "/review")
+        _login(page, "ana")
+        expect(page.get_by_test_id("who")).to_contain_text("ana (technologist)")
+        page.locator("#new-ref").fill("P-77")
+        page.locator("#new-ref").press("Enter")
+        expect(page.get_by_test_id("case-title")).to_contain_text("P-77")
+        page.get_by_test_id("import-input").set_input_files([str(p) for p in CELLS])
+        expect(page.get_by_test_id("import-status")).to_contain_text(f"{len(CELLS)} cells imported", timeout=120_000)
+        expect(page.get_by_test_id("cell")).to_have_count(len(CELLS))
+        expect(page.get_by_test_id("keys")).to_contain_text("1 UNIDENTIFIED")
+        # keyboard only: the first cell is selected; '1' makes it UNIDENTIFIED, which blocks signing
+        page.keyboard.press("1")
+        expect(page.get_by_test_id("gallery-UNIDENTIFIED").get_by_test_id("cell")).to_have_count(1)
+        expect(page.get_by_test_id("blockers")).to_contain_text("UNIDENTIFIED")
+        page.get_by_test_id("sign-password").fill("ana-password")
+        page.get_by_test_id("sign").click()
+        expect(page.get_by_test_id("sign-result")).to_contain_text("cannot be signed")
+        page.locator("body").click(position={"x": 5, "y": 5})
+        page.keyboard.press("u")  # undo: back where it was
+        expect(page.get_by_test_id("gallery-UNIDENTIFIED").get_by_test_id("cell")).to_have_count(0)
+        # select the first cell, move right, set MONOCYTE by its key
+        mono = page.locator("#keys span", has_text="MONOCYTE").get_attribute("data-key")  # the key map on screen
+        page.get_by_test_id("cell").first.click()
+        page.keyboard.press("ArrowRight")
+        page.keyboard.press(mono)
+        expect(page.get_by_test_id("gallery-MONOCYTE").get_by_test_id("cell")).to_have_count(1)
+        # drag one cell onto the LYMPHOCYTE gallery
+        page.get_by_test_id("gallery-NEUTROPHIL").get_by_test_id("cell").first.drag_to(page.get_by_test_id("gallery-LYMPHOCYTE"))
+        expect(page.get_by_test_id("diff").locator('tr[data-class="MONOCYTE"] td').nth(1)).to_have_text("1")
+        # every flagged cell opened (Enter enlarges the selected cell; Escape closes it)
+        for card in page.locator(".cell.flagged").all():
+            card.click()
+            page.keyboard.press("Enter")
+            expect(page.get_by_test_id("zoom")).to_be_visible()
+            page.keyboard.press("Escape")
+        page.get_by_test_id("sign-password").fill("ana-password")
+        page.get_by_test_id("sign").click()
+        expect(page.get_by_test_id("sign-result")).to_contain_text("signed by ana (primary)")
+        expect(page.get_by_test_id("case-title")).to_contain_text("signed")
+        csv_text = page.request.get(server + page.get_by_test_id("export").get_attribute("href")).text()
+        assert "MONOCYTE" in csv_text and "primary ana" in csv_text
+        # a second reviewer signs in another browser session
+        other = browser.new_context().new_page()
+        other.goto(server + "/review")
+        _login(other, "ben")
+        other.get_by_test_id("cases").locator("tr[data-id]").first.click()
+        other.get_by_test_id("sign-password").fill("ben-password")
+        other.locator("#sign-second").check()
+        other.get_by_test_id("sign").click()
+        expect(other.get_by_test_id("sign-result")).to_contain_text("signed by ben (second)")
+        browser.close()
+    assert httpx.get(server + "/api/v1/review/cases").status_code == 401
