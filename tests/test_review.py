@@ -198,3 +198,26 @@ def test_review_commands(tmp_path):
     assert p.returncode == 2 and "wrong password" in p.stderr
     p = run_cli("review", "show", "1", "--data-dir", str(tmp_path / "x"), "--db", "postgresql+psycopg://nobody@127.0.0.1:1/none", check=False)
     assert p.returncode == 2 and "cannot open the review database" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_verified_cells_feed_adapt_and_install_only_a_better_model(tmp_path, model):
+    """PBC cells (another lab's microscope) reviewed to their true class and signed; `wbc review adapt` learns
+    from 70% of them and reports before/after on the rest; the lab model exists exactly when it is better."""
+    d = tmp_path / "station"
+    Session = open_database(d)
+    truth = {}
+    with Session.begin() as s:
+        add_user(s, "ana", "technologist", "ana-password")
+        case = C.create_case(s, "PBC-1", "blood", "ana")
+        files = [str(f) for c in ("NEUTROPHIL", "LYMPHOCYTE", "EOSINOPHIL", "MONOCYTE") for f in pbc_images("train", c)[5:15]]
+        C.import_cells(s, d, case, files, model, "ana")
+        for cell in case.cells:
+            truth[cell.id] = Path(cell.source).parent.name
+            C.reclassify(s, case.id, [cell.id], truth[cell.id], "ana", why="verified")
+            C.open_cell(s, case.id, cell.id, "ana")
+        C.sign(s, case.id, authenticate(s, "ana", "ana-password"), "ana-password", "verified")
+    p = run_cli("review", "adapt", "--data-dir", str(d), "--work", str(tmp_path / "work"))
+    assert "28 verified cells adapted on, 12 held out" in p.stderr
+    installed = (d / "lab_model.safetensors").is_file()
+    assert installed == ("installed as the lab's model" in p.stderr)
+    assert sorted(p.name for p in (tmp_path / "work" / "heldout").iterdir()) == ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]

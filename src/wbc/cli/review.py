@@ -168,3 +168,24 @@ def review_export(case: int = typer.Argument(...), out: Optional[Path] = typer.O
         console.print(f"written {out}")
     else:
         print(text, end="")
+
+
+@review_app.command("adapt")
+def review_adapt(model: Optional[str] = ModelOpt, work: Path = typer.Option(Path("runs/review-adapt"), help="folder for the exported cells and the candidate"),
+                 holdout: float = typer.Option(0.3, help="share of each class's verified cells kept out of the adaptation to judge it"),
+                 data_dir: Optional[str] = DataDirOpt, db: Optional[str] = DbOpt):
+    """Adapt the model to the lab's verified cells (signed cases); it becomes the lab's model only if it is
+    more accurate on verified cells it never saw."""
+    from wbc.infer.predictor import shipped_model_path
+    from wbc.review.feedback import adapt_from_reviews
+
+    if not data_dir:
+        raise WbcError("give --data-dir: the review station's folder")
+    with _open(data_dir, db)() as s:
+        with console.status("adapting to the verified cells"):
+            r = adapt_from_reviews(s, data_dir, model or shipped_model_path(), work, holdout)
+    held = sum(r["counts"]["heldout"].values())
+    console.print(f"{sum(r['counts']['train'].values())} verified cells adapted on, {held} held out: accuracy {r['before']:.1%} before, "
+                  f"{r['after']:.1%} after")
+    console.print(f"installed as the lab's model: {r['lab_model']} (wbc serve --model {r['lab_model']})" if r["installed"]
+                  else "not better on the held-out cells: the model stays as it was")
