@@ -9,7 +9,7 @@ from PIL import Image
 
 import wbc
 from wbc.count.count import count_field, differential
-from wbc.count.voc import read_boxes, read_ids
+from wbc.count.voc import Box, read_boxes, read_ids
 
 BCCD = DATA / "bccd"
 pytestmark = pytest.mark.skipif(not BCCD.is_dir(), reason="no BCCD data")
@@ -151,3 +151,23 @@ def test_count_api(wbc_cache):
     assert sum(r["count"] or 0 for r in body["differential"]) == body["totals"]["WBC"]
     assert c.post("/api/v1/count?px_per_um=-1", files=[("files", (path.name, path.read_bytes(), "image/jpeg"))]).status_code == 422
     assert c.post("/api/v1/count", files=[("files", ("x.jpg", b"nope", "image/jpeg"))]).status_code == 415
+
+
+def test_shifted_fields_never_report_an_unflagged_phantom_white_cell(predictor, tmp_path):
+    """Other labs' fields, made from BCCD val (a cyan background with dark red cells, a grey background, pale
+    stain, blur, another magnification): whatever the detector calls a white cell where there is none must
+    come flagged or UNIDENTIFIED, never as a plain cell type; and the real white cells are still found."""
+    from wbc.count.detector import default_detector
+    from wbc.count.evaluate import evaluate_count, phantoms
+
+    root = tmp_path / "bccd"
+    (root / "ImageSets" / "Main").mkdir(parents=True)
+    for sub in ("JPEGImages", "Annotations"):
+        (root / sub).symlink_to(BCCD / sub)
+    (root / "ImageSets" / "Main" / "val.txt").write_text("\n".join(read_ids(BCCD, "val")[::9]) + "\n")
+    detector = default_detector(None)
+    for how in ("cyan_dark_red", "grey_background", "pale_stain", "blur", "zoom_0.6"):
+        r = evaluate_count(predictor, root, "val", detector=detector, shift=how)
+        assert r["phantom_wbc"]["unflagged"] == 0, (how, r["phantom_wbc"])
+        assert r["detection"]["WBC"]["recall"] >= 0.8, (how, r["detection"]["WBC"])
+    assert phantoms([{"box": [0, 0, 10, 10]}], []) and not phantoms([{"box": [0, 0, 10, 10]}], [Box("WBC", 0, 0, 20, 20)])

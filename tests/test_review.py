@@ -19,7 +19,7 @@ from wbc.errors import WbcError
 from wbc.infer.predictor import UNIDENTIFIED
 from wbc.review import cases as C
 from wbc.review.db import Audit, open_database
-from wbc.review.export import case_csv
+from wbc.review.export import LOINC, case_csv, case_fhir, case_hl7
 from wbc.review.users import add_user, authenticate
 
 PG_BIN = next((p for p in (Path("/usr/lib/postgresql") / v / "bin" for v in ("17", "16", "15", "14")) if (p / "initdb").is_file()), None)
@@ -159,6 +159,9 @@ def test_a_case_from_import_to_signature(db, model):
         amended = C.amend(s, case_id, "ben", "late correction")
         assert amended.version == 2 and amended.amends == case_id and len(amended.cells) == len(case.cells)
         assert case.status == "amended"
+        fhir_text, hl7_text = case_fhir(s, case), case_hl7(s, case)
+    _check_fhir(fhir_text, case_id)
+    _check_hl7(hl7_text)
     rows = list(csv.DictReader(io.StringIO(text)))
     mono = next(r for r in rows if r["class"] == "MONOCYTE")
     assert int(mono["count"]) >= 1 and "ana" in mono["signatures"] and "ben" in mono["signatures"]
@@ -194,6 +197,10 @@ def test_review_commands(tmp_path):
     out = tmp_path / "case.csv"
     run_cli("review", "export", "1", "--out", str(out), "--data-dir", d)
     assert out.read_text().startswith("case,reference")
+    assert '"resourceType": "Bundle"' in run_cli("review", "export", "1", "--format", "fhir", "--data-dir", d).stdout
+    assert run_cli("review", "export", "1", "--format", "hl7", "--data-dir", d).stdout.startswith("MSH|")
+    p = run_cli("review", "export", "1", "--format", "pdf", "--data-dir", d, check=False)
+    assert p.returncode == 2 and "--format must be csv, fhir or hl7" in p.stderr
     p = run_cli("review", "sign", "1", "--user", "ana", "--data-dir", d, env={"WBC_PASSWORD": "wrong-password"}, check=False)
     assert p.returncode == 2 and "wrong password" in p.stderr
     p = run_cli("review", "show", "1", "--data-dir", str(tmp_path / "x"), "--db", "postgresql+psycopg://nobody@127.0.0.1:1/none", check=False)
@@ -221,3 +228,30 @@ def test_verified_cells_feed_adapt_and_install_only_a_better_model(tmp_path, mod
     installed = (d / "lab_model.safetensors").is_file()
     assert installed == ("installed as the lab's model" in p.stderr)
     assert sorted(p.name for p in (tmp_path / "work" / "heldout").iterdir()) == ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]
+
+
+def _check_fhir(text: str, case_id: int) -> None:
+    """The bundle parses back with fhir.resources; every Observation a LOINC code of ours, in %, final."""
+    from fhir.resources.R4B.bundle import Bundle
+
+    b = Bundle.model_validate_json(text)
+    report, *obs = [e.resource for e in b.entry]
+    assert report.__resource_type__ == "DiagnosticReport" and report.code.coding[0].code == "24318-8" and report.status == "final"
+    assert len(report.result) == len(obs) >= 5
+    codes = {o.code.coding[0].code: o for o in obs}
+    assert set(codes) <= {c for c, _ in LOINC.values()} and "26485-3" in codes  # the MONOCYTE set by ana
+    assert all(o.valueQuantity.code == "%" and o.valueQuantity.system == "http://unitsofmeasure.org" for o in obs)
+    assert abs(sum(float(o.valueQuantity.value) for o in obs if o.code.coding[0].code != "34992-8") - 100) < 0.6
+    assert "PLATELET" in (report.conclusion or "")  # uncoded classes said, not dropped
+
+
+def _check_hl7(text: str) -> None:
+    """The ORU^R01 parses back under hl7apy's strict validation; one OBX per coded class."""
+    from hl7apy.consts import VALIDATION_LEVEL
+    from hl7apy.parser import parse_message
+
+    m = parse_message(text, validation_level=VALIDATION_LEVEL.STRICT)
+    assert m.validate() and m.msh.msh_9.to_er7() == "ORU^R01^ORU_R01"
+    obx = [seg for seg in text.split("\r") if seg.startswith("OBX|")]
+    assert len(obx) >= 5 and all("^LN|" in seg and "|%^percent^UCUM|" in seg and seg.split("|")[11] == "F" for seg in obx)
+    assert any(seg.startswith("NTE|") and "PLATELET" in seg for seg in text.split("\r"))

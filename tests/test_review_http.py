@@ -101,6 +101,11 @@ def test_review_sign_and_export_over_http(server):
     assert r.status_code == 200 and r.json()["kind"] == "second"
     csv_text = c.get(f"/api/v1/review/cases/{case_id}/export.csv").text
     assert "MONOCYTE" in csv_text and "second ben" in csv_text
+    fhir = c.get(f"/api/v1/review/cases/{case_id}/export.fhir.json")
+    assert fhir.headers["content-type"].startswith("application/fhir+json") and '"24318-8"' in fhir.text
+    hl7 = c.get(f"/api/v1/review/cases/{case_id}/export.hl7").text
+    assert hl7.startswith("MSH|") and "26485-3^Monocytes/100 leukocytes in Blood^LN" in hl7
+    assert httpx.get(f"{url}/api/v1/review/cases/{case_id}/export.hl7").status_code == 401
     actions = [a["action"] for a in c.get(f"/api/v1/review/cases/{case_id}/audit").json()]
     assert actions[:3] == ["create", "import", "reclassify"] and actions[-2:] == ["sign", "second_sign"]
 

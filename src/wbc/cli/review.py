@@ -155,19 +155,23 @@ def review_sign(case: int = typer.Argument(...), user: str = UserOpt, meaning: s
 
 @review_app.command("export")
 def review_export(case: int = typer.Argument(...), out: Optional[Path] = typer.Option(None, "--out", "-o", help="file to write (default: print)"),
+                  format: str = typer.Option("csv", "--format", "-f", help="csv, fhir (R4 Bundle: DiagnosticReport + Observations, JSON) or hl7 (v2.5.1 ORU^R01)"),
                   data_dir: Optional[str] = DataDirOpt, db: Optional[str] = DbOpt):
-    """A case's differential as CSV."""
+    """A case's differential for a lab system: CSV, FHIR or HL7 v2 (LOINC-coded, per 100 white cells)."""
     from wbc._util.io import atomic_write_text
     from wbc.review.cases import get_case
-    from wbc.review.export import case_csv
+    from wbc.review.export import case_csv, case_fhir, case_hl7
 
+    writers = {"csv": case_csv, "fhir": case_fhir, "hl7": case_hl7}
+    if format not in writers:
+        raise WbcError(f"--format must be csv, fhir or hl7, not '{format}'")
     with _open(data_dir, db)() as s:
-        text = case_csv(s, get_case(s, case))
+        text = writers[format](s, get_case(s, case))
     if out:
         atomic_write_text(out, text)
         console.print(f"written {out}")
     else:
-        print(text, end="")
+        print(text.replace("\r", "\n") if format == "hl7" else text, end="" if format == "csv" else "\n")
 
 
 @review_app.command("adapt")

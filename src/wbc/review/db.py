@@ -45,6 +45,11 @@ def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def aware(dt: datetime) -> datetime:
+    """`dt` with its time zone: SQLite hands back the UTC times it stored without one."""
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
 class Base(DeclarativeBase):
     pass
 

@@ -29,7 +29,7 @@ from wbc.errors import WbcError
 from wbc.review import cases as C
 from wbc.review import tokens
 from wbc.review.db import Audit, User
-from wbc.review.export import case_csv
+from wbc.review.export import case_csv, case_fhir, case_hl7
 from wbc.review.images import resolve
 from wbc.review.users import authenticate
 
@@ -211,6 +211,16 @@ def router(Session, data_dir: str | Path, predictor, detector, gate) -> APIRoute
     def export_csv(case_id: int, u: User = Depends(user)):
         text = run(lambda s: case_csv(s, C.get_case(s, case_id)))
         return PlainTextResponse(text, media_type="text/csv", headers={"Content-Disposition": f'attachment; filename="case-{case_id}.csv"'})
+
+    @api.get("/cases/{case_id}/export.fhir.json")
+    def export_fhir(case_id: int, u: User = Depends(user)):
+        text = run(lambda s: case_fhir(s, C.get_case(s, case_id)))
+        return PlainTextResponse(text, media_type="application/fhir+json")
+
+    @api.get("/cases/{case_id}/export.hl7")
+    def export_hl7(case_id: int, u: User = Depends(user)):
+        text = run(lambda s: case_hl7(s, C.get_case(s, case_id)))
+        return PlainTextResponse(text, media_type="x-application/hl7-v2+er7")
 
     @api.get("/images/{path:path}")
     def image(path: str, u: User = Depends(user)):
