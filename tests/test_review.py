@@ -223,6 +223,14 @@ def test_verified_cells_feed_adapt_and_install_only_a_better_model(tmp_path, mod
             C.reclassify(s, case.id, [cell.id], truth[cell.id], "ana", why="verified")
             C.open_cell(s, case.id, cell.id, "ana")
         C.sign(s, case.id, authenticate(s, "ana", "ana-password"), "ana-password", "verified")
+    from wbc.review.feedback import agreement
+
+    with Session() as s:
+        a = agreement(s)
+    assert a["cells"] == 40 and 0 <= a["kept"] <= 40
+    neut = next(r for r in a["per_class"] if r["class"] == "NEUTROPHIL")
+    assert neut["final"] == 10 and neut["agreed"] <= min(neut["final"], neut["called"])
+    assert "sensitivity" in run_cli("review", "agreement", "--data-dir", str(d)).stderr
     p = run_cli("review", "adapt", "--data-dir", str(d), "--work", str(tmp_path / "work"))
     assert "28 verified cells adapted on, 12 held out" in p.stderr
     installed = (d / "lab_model.safetensors").is_file()

@@ -193,3 +193,20 @@ def review_adapt(model: Optional[str] = ModelOpt, work: Path = typer.Option(Path
                   f"{r['after']:.1%} after")
     console.print(f"installed as the lab's model: {r['lab_model']} (wbc serve --model {r['lab_model']})" if r["installed"]
                   else "not better on the held-out cells: the model stays as it was")
+
+
+@review_app.command("agreement")
+def review_agreement(data_dir: Optional[str] = DataDirOpt, db: Optional[str] = DbOpt):
+    """Per class, over signed cases: how often the model's pre-classification was kept (sensitivity, predictive value)."""
+    from wbc.review.feedback import agreement
+
+    with _open(data_dir, db)() as s:
+        a = agreement(s)
+    t = Table(title=f"signed cases: {a['cells']} cells, {a['kept']} pre-classifications kept"
+                    + (f" ({a['accepted_share']:.1%})" if a["accepted_share"] is not None else ""))
+    for col in ("class", "final", "model called", "agreed", "sensitivity", "predictive value"):
+        t.add_column(col, justify="left" if col == "class" else "right")
+    pct = lambda v: "-" if v is None else f"{v:.1%}"  # noqa: E731
+    for r in a["per_class"]:
+        t.add_row(r["class"], str(r["final"]), str(r["called"]), str(r["agreed"]), pct(r["sensitivity"]), pct(r["predictive_value"]))
+    console.print(t)

@@ -76,3 +76,21 @@ def adapt_from_reviews(session, data_dir, model_path: str | Path, work: str | Pa
     log.info(f"verified held-out cells: {before:.3f} before, {after:.3f} after; " + ("installed" if installed else "kept the old model"))
     return {"counts": counts, "before": before, "after": after, "installed": installed,
             "lab_model": str(Path(data_dir) / LAB_MODEL) if installed else None}
+
+
+def agreement(session) -> dict:
+    """Over the newest signed version of every case: per class, how often the model's pre-classification was
+    kept (sensitivity: of the cells finally that class, the share the model called so; predictive value: of
+    the cells the model called that class, the share that stayed) -- the lab's own evidence of how far to trust it."""
+    pairs = [(c.model_class, c.current_class) for case in session.scalars(select(Case).where(Case.status == "signed"))
+             for c in session.scalars(select(Cell).where(Cell.case_id == case.id))]
+    classes = sorted({x for p in pairs for x in p})
+    rows = []
+    for k in classes:
+        final = sum(f == k for _, f in pairs)
+        called = sum(m == k for m, _ in pairs)
+        both = sum(m == k and f == k for m, f in pairs)
+        rows.append({"class": k, "final": final, "called": called, "agreed": both,
+                     "sensitivity": both / final if final else None, "predictive_value": both / called if called else None})
+    kept = sum(m == f for m, f in pairs)
+    return {"cells": len(pairs), "kept": kept, "accepted_share": kept / len(pairs) if pairs else None, "per_class": rows}

@@ -222,6 +222,12 @@ def router(Session, data_dir: str | Path, predictor, detector, gate) -> APIRoute
         text = run(lambda s: case_hl7(s, C.get_case(s, case_id)))
         return PlainTextResponse(text, media_type="x-application/hl7-v2+er7")
 
+    @api.get("/agreement")
+    def agreement_view(u: User = Depends(user)):
+        from wbc.review.feedback import agreement
+
+        return run(agreement)
+
     @api.get("/images/{path:path}")
     def image(path: str, u: User = Depends(user)):
         try:
