@@ -28,6 +28,37 @@ ANCHORS = {"YOLOv5x AP@0.5 (public BCCD result)": {"WBC": 0.977, "overall": 0.92
            "CST-YOLO AP@0.5 (public BCCD result)": {"WBC": 0.984, "overall": 0.927}}
 
 
+def wbc_class_figures(wbc_pred: dict, ids: list[str], paths: dict, labels, test_simple, classes: list[str]) -> dict:
+    """Each field's largest WBC's class against labels.csv: all single-label fields, and the Kaggle TEST originals."""
+    lab = read_labels(labels)
+    held = held_out_ids(paths, test_simple)
+    rows = [(i, lab[int(i.rsplit("_", 1)[-1])]) for i in ids if i.rsplit("_", 1)[-1].isdigit() and int(i.rsplit("_", 1)[-1]) in lab]
+    rows = [(i, c) for i, c in rows if c in classes]
+
+    def acc(sel):
+        sel = list(sel)
+        return {"images": len(sel), "accuracy": float(np.mean([wbc_pred[i] == c for i, c in sel])) if sel else None,
+                "no_wbc_found": sum(wbc_pred[i] is None for i, _ in sel)}
+
+    return {"all_single_label": acc(rows), "held_out_originals": acc((i, c) for i, c in rows if i in held),
+            "note": "Kaggle TRAIN holds augmented copies of most BCCD originals; held_out_originals are the Kaggle TEST ones"}
+
+
+def field_and_truth(path: Path, annotation: Path, shift: str):
+    """(the field as counted: its path, or its shifted pixels; the true boxes at its size; the size factor)."""
+    truth = read_boxes(annotation)
+    if shift == "none":
+        return path, truth, 1.0
+    rgb, f = shifted_field(decode(path), shift)
+    return rgb, [Box(b.kind, b.x0 * f, b.y0 * f, b.x1 * f, b.y1 * f) for b in truth], f
+
+
+def add_phantoms(tally: dict, ghosts: list[dict]) -> None:
+    tally["fields"] += bool(ghosts)
+    tally["cells"] += len(ghosts)
+    tally["unflagged"] += sum(not (w["review"] or w["class"] == UNIDENTIFIED) for w in ghosts)
+
+
 def phantoms(wbcs: list[dict], truth: list[Box]) -> list[dict]:
     """The counted WBCs whose box centre lies inside no true WBC box."""
     def inside(w, t):
@@ -98,18 +129,11 @@ def evaluate_count(predictor, data: str | Path, split: str = "test", labels: str
     seconds = 0.0
     phantom = {"fields": 0, "cells": 0, "unflagged": 0}
     for i in ids:
-        truth = read_boxes(root / "Annotations" / f"{i}.xml")
-        source, f = paths[i], 1.0
-        if shift != "none":
-            source, f = shifted_field(decode(paths[i]), shift)
-            truth = [Box(b.kind, b.x0 * f, b.y0 * f, b.x1 * f, b.y1 * f) for b in truth]
+        source, truth, f = field_and_truth(paths[i], root / "Annotations" / f"{i}.xml", shift)
         t = time.perf_counter()
         fc = count_field(predictor, source, px_per_um * f if px_per_um else None, detector=detector)
         seconds += time.perf_counter() - t
-        ghosts = phantoms(fc.wbc, [b for b in truth if b.kind == "WBC"])
-        phantom["fields"] += bool(ghosts)
-        phantom["cells"] += len(ghosts)
-        phantom["unflagged"] += sum(not (w["review"] or w["class"] == UNIDENTIFIED) for w in ghosts)
+        add_phantoms(phantom, phantoms(fc.wbc, [b for b in truth if b.kind == "WBC"]))
         all_candidates.append([b for b in fc.candidates if b.kind in TYPES])
         all_truth.append([b for b in truth if b.kind in TYPES])
         for k in TYPES:
@@ -136,16 +160,5 @@ def evaluate_count(predictor, data: str | Path, split: str = "test", labels: str
               "phantom_wbc": phantom, "seconds_per_image": seconds / len(ids), "detection": det,
               "map50": ap["map50"], "map50_95": ap["map50_95"], "anchors": ANCHORS}
     if labels:
-        lab = read_labels(labels)
-        held = held_out_ids(paths, test_simple)
-        rows = [(i, lab[int(i.rsplit("_", 1)[-1])]) for i in ids if i.rsplit("_", 1)[-1].isdigit() and int(i.rsplit("_", 1)[-1]) in lab]
-        rows = [(i, c) for i, c in rows if c in predictor.classes]
-
-        def acc(sel):
-            sel = list(sel)
-            return {"images": len(sel), "accuracy": float(np.mean([wbc_pred[i] == c for i, c in sel])) if sel else None,
-                    "no_wbc_found": sum(wbc_pred[i] is None for i, _ in sel)}
-
-        result["wbc_class"] = {"all_single_label": acc(rows), "held_out_originals": acc((i, c) for i, c in rows if i in held),
-                               "note": "Kaggle TRAIN holds augmented copies of most BCCD originals; held_out_originals are the Kaggle TEST ones"}
+        result["wbc_class"] = wbc_class_figures(wbc_pred, ids, paths, labels, test_simple, predictor.classes)
     return result

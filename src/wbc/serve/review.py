@@ -119,6 +119,14 @@ def router(Session, data_dir: str | Path, predictor, detector, gate) -> APIRoute
         except WbcError as e:
             raise _http(e) from None
 
+    _auth_routes(api, Session, key, user)
+    _case_routes(api, run, user)
+    _edit_routes(api, run, user, data_dir, predictor, detector, gate)
+    _export_routes(api, run, user, data_dir)
+    return api
+
+
+def _auth_routes(api: APIRouter, Session, key: bytes, user) -> None:
     @api.post("/login")
     def login(body: Login, response: Response):
         with Session.begin() as s:
@@ -140,6 +148,8 @@ def router(Session, data_dir: str | Path, predictor, detector, gate) -> APIRoute
         token = request.cookies.get(COOKIE)
         return {"user": u.name, "role": u.role, "csrf": tokens.csrf(key, token) if token else None}
 
+
+def _case_routes(api: APIRouter, run, user) -> None:
     @api.get("/cases")
     def list_cases(u: User = Depends(user)):
         return run(lambda s: C.cases_summary(s))
@@ -152,6 +162,8 @@ def router(Session, data_dir: str | Path, predictor, detector, gate) -> APIRoute
     def get_case(case_id: int, u: User = Depends(user)):
         return run(lambda s: case_json(C.get_case(s, case_id)))
 
+
+def _edit_routes(api: APIRouter, run, user, data_dir, predictor, detector, gate) -> None:
     @api.post("/cases/{case_id}/import")
     def import_files(case_id: int, files: list[UploadFile] = File(...), fields: bool = Form(False), u: User = Depends(user)):
         """Cell images (or whole smear fields with fields=true), pre-classified into the case; bad files listed."""
@@ -199,6 +211,8 @@ def router(Session, data_dir: str | Path, predictor, detector, gate) -> APIRoute
     def amend(case_id: int, body: Amend, u: User = Depends(user)):
         return run(lambda s: case_json(C.amend(s, case_id, u.name, body.why)))
 
+
+def _export_routes(api: APIRouter, run, user, data_dir) -> None:
     @api.get("/cases/{case_id}/audit")
     def audit(case_id: int, u: User = Depends(user)):
         def go(s):
@@ -237,5 +251,3 @@ def router(Session, data_dir: str | Path, predictor, detector, gate) -> APIRoute
         if not f.is_file():
             raise HTTPException(404, "no such image")
         return FileResponse(f, headers={"Cache-Control": "private, max-age=86400, immutable"})
-
-    return api
