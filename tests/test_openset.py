@@ -67,8 +67,10 @@ def test_far_cells_are_unidentified_with_their_reason_everywhere(model, tmp_path
 
     labels = [p.label for p in preds]
     rows = differential(labels, m.classes)
-    assert rows[0]["class"] == UNIDENTIFIED and rows[0]["count"] == labels.count(UNIDENTIFIED)
-    assert alerts(labels)[0].startswith(f"unidentified cells (unlike every known type: review them): {labels.count(UNIDENTIFIED)} of 12")
+    assert [r["class"] for r in rows][:2] == ["BLAST", UNIDENTIFIED] and rows[1]["count"] == labels.count(UNIDENTIFIED)
+    said = [line for line in alerts(labels) if line.startswith("unidentified")]
+    assert said == [f"unidentified cells (unlike every known type: review them): {labels.count(UNIDENTIFIED)} of 12 white cells "
+                    f"({100 * labels.count(UNIDENTIFIED) / 12:.1f}%)"]
 
 
 def test_a_model_file_without_statistics_still_works(model, tmp_path):
@@ -92,16 +94,21 @@ def test_risk_coverage_is_the_accuracy_of_the_least_strange_cells():
 
 
 def test_evaluate_reports_risk_coverage_and_the_blasts_missed(model, tmp_path):
-    """`wbc evaluate --abnormal` on the Munich test set (BLAST is not a class of the shipped model): every
-    blast is counted as caught (UNIDENTIFIED, flagged) or missed (an unflagged normal type, dropped)."""
-    p = run_cli("evaluate", "--data", str(MUNICH), "--split", "TEST", "--abnormal", "--out", str(tmp_path / "r"), "--json", str(tmp_path / "m.json"))
+    """`wbc evaluate --abnormal`: every cell of a class folder the model lacks is counted as caught
+    (UNIDENTIFIED, flagged) or missed (an unflagged known type, dropped). BLAST is a class of the shipped
+    model now, so the Munich test blasts are shown under a name it lacks (the accounting, on real cells)."""
+    root = tmp_path / "munich"
+    (root / "test").mkdir(parents=True)
+    (root / "test" / "NEUTROPHIL").symlink_to(MUNICH / "test" / "NEUTROPHIL")
+    (root / "test" / "UNSEEN_TYPE").symlink_to(MUNICH / "test" / "BLAST")
+    p = run_cli("evaluate", "--data", str(root), "--split", "TEST", "--abnormal", "--out", str(tmp_path / "r"), "--json", str(tmp_path / "m.json"))
     said = p.stdout + p.stderr
     assert "passed as an unflagged known type" in said and "AURC" in said
     r = json.loads((tmp_path / "m.json").read_text())["TEST"]
-    a = r["abnormal"]["BLAST"]
+    a = r["abnormal"]["UNSEEN_TYPE"]
     assert a["images"] == 100
     assert a["unidentified"] + a["flagged"] + a["missed_unflagged"] + a["dropped_no_white_cell"] == 100
-    assert a["missed_share"] <= 0.10, a  # measured 0.0x with the shipped operating point (docs/results.md)
+    assert a["missed_share"] <= 0.25, a  # measured 0.18: 17 answered BLAST unflagged (right, in truth), 1 LYMPHOCYTE
     rv = r["review"]
     assert rv["risk_coverage"]["aurc"] is not None and 0 <= rv["unflagged_share"] <= 1
     assert (tmp_path / "r" / "TEST" / "risk_coverage.png").stat().st_size > 5000
