@@ -96,21 +96,20 @@ class Imported:
     problems: list[tuple[str, str]]  # (file, why)
 
 
-def import_cells(session, data_dir, case: Case, files: list[str], predictor, user: str, batch_size: int = 32) -> Imported:
-    """Single-cell images: each pre-classified by the model and stored beside the database."""
+def import_cells(session, data_dir, case: Case, files: list[str], predictor, user: str) -> Imported:
+    """Single-cell images: each pre-classified by the model (one at a time, so a bad file is refused alone)
+    and stored beside the database."""
     _writable(case)
     added, problems = 0, []
-    for i in range(0, len(files), batch_size):
-        chunk = files[i : i + batch_size]
-        for path in chunk:
-            try:
-                answer = predictor.predict([path])[0].to_dict()
-                data = Path(path).read_bytes()
-            except (WbcError, OSError) as e:
-                problems.append((path, str(e)))
-                continue
-            add_cell(session, case, store(data_dir, data, Path(path).suffix or ".png"), str(path), answer)
-            added += 1
+    for path in files:
+        try:
+            answer = predictor.predict([path])[0].to_dict()
+            data = Path(path).read_bytes()
+        except (WbcError, OSError) as e:
+            problems.append((path, str(e)))
+            continue
+        add_cell(session, case, store(data_dir, data, Path(path).suffix or ".png"), str(path), answer)
+        added += 1
     audit(session, case, user, "import", why=f"{added} cell images ({len(problems)} refused)")
     return Imported(added, problems)
 
