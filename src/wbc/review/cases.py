@@ -13,7 +13,7 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm.exc import StaleDataError
 
-from wbc.count.count import CLINICAL_ORDER, wilson
+from wbc.count.count import differential as count_differential
 from wbc.errors import WbcError
 from wbc.image.framing import crop_square
 from wbc.infer.predictor import NO_WHITE_CELL, UNIDENTIFIED
@@ -272,18 +272,13 @@ def _model_classes(case: Case) -> list[str]:
 
 
 def differential(case: Case) -> dict:
-    """Counts per class: white cells as % of white cells (Wilson 95% intervals), the rest per 100 white cells,
-    and the tally toward the specimen's target (100 blood, 200 marrow)."""
+    """Counts per class: white cells as % of white cells (wbc.count's differential: the alarms first, clinical
+    order, Wilson 95% intervals), the rest per 100 white cells, and the tally toward the specimen's target
+    (100 blood, 200 marrow)."""
     labels = [c.current_class for c in case.cells]
     white = [x for x in labels if x not in NOT_WHITE]
     n = len(white)
-    order = [c for c in ("BLAST", UNIDENTIFIED) if c in white] + CLINICAL_ORDER
-    order += sorted({x for x in white if x not in order})
-    rows = []
-    for c in order:
-        k = white.count(c)
-        ci = wilson(k, n)
-        rows.append({"class": c, "count": k, "percent": 100 * k / n if n else None, "ci95": [100 * ci[0], 100 * ci[1]] if ci else None})
+    rows = count_differential(white, [c for c in _model_classes(case) if c not in NOT_WHITE])
     other = [{"class": c, "count": labels.count(c), "per_100_white": 100 * labels.count(c) / n if n else None}
              for c in sorted(NOT_WHITE) if labels.count(c)]
     return {"white_cells": n, "target": SPECIMENS[case.specimen], "differential": rows, "not_white": other}
