@@ -181,3 +181,29 @@ def test_init_starts_a_new_class_from_a_trained_model(two_source_run, tiny_kaggl
                 "--head", "16", "--workers", "0", check=False)
     assert p.returncode == 2 and "--init" in p.stderr and "give the same --backbone, --head and --size" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_adapt_refits_the_open_set_statistics_to_the_moved_backbone(tiny_pbc, tmp_path):
+    # fine-tuning moves the features: the stored class means must follow them, or the distance (the
+    # UNIDENTIFIED / "unlike the training cells" decision) measures cells against features no longer made
+    from wbc.infer.predictor import shipped_model_path
+    from wbc.training.adapt import _labelled, _loader
+    from wbc.training.openset import _features
+
+    out = tmp_path / "labelled.safetensors"
+    run_cli("adapt", str(tiny_pbc / "train"), "--out", str(out), "--labelled", str(tiny_pbc / "train"), "--epochs", "2")
+    stale, _ = load_model_file(shipped_model_path())
+    after, meta = load_model_file(out)
+    o = meta["info"]["adapted"]["openset"]
+    assert sorted(o["class_means_refit"]) == sorted(PBC_CLASSES)
+    assert after.spec.near_distance == o["after"]["near_distance"] != o["before"]["near_distance"]
+    assert after.spec.far_distance > after.spec.near_distance > 0
+    # held-out cells of the lab lie nearer their own class with the re-fitted means than with the stale ones
+    paths, y = _labelled(str(tiny_pbc / "test"), after.spec.classes, "test")
+    feats, _ = _features(after, _loader(paths, y, after.spec.px_per_um, after.spec, None, 64))
+    own = torch.arange(len(y)), torch.tensor(y)
+    with torch.no_grad():
+        refit_d = after.openset(feats)[own].mean()
+        after.openset.means.copy_(stale.openset.means)
+        stale_d = after.openset(feats)[own].mean()
+    assert refit_d < stale_d

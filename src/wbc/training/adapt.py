@@ -13,6 +13,9 @@ Without labels (a folder of 50 or more of the lab's single-cell images):
    `scripts/bn_effect.py`), so its statistics are kept (`bn_stats="auto"`).
 With `--labelled DIR` (a handful of labelled cells a class, folder per class): the head and the
 last backbone stages are then fine-tuned on them with augmentation, statistics kept fixed.
+Whenever the backbone moved (statistics re-estimated or labelled fine-tuning), the open-set statistics follow
+it (wbc.training.openset.refit_adapted): labelled classes' means from the lab's cells, near/far distances from
+the lab's images at the shipped quantiles.
 With `--heldout DIR` (labelled, never used to fit anything): figures before and after.
 The adapted file records where it came from (original model, images, scale, steps) in its metadata.
 """
@@ -39,6 +42,7 @@ from wbc.image.scale import source_scale
 from wbc.models.classifier import frozen_bn_eval, set_trainable
 from wbc.models.io import load_model_file, save_model
 from wbc.training.metrics import balanced
+from wbc.training.openset import refit_adapted
 
 MIN_IMAGES = 20  # below this the statistics are noise; 50 or more is what we ask for
 
@@ -193,6 +197,12 @@ def adapt(model_path: str | Path, images: str, out: str | Path, cfg: AdaptConfig
         report["labelled"] = {"folder": labelled, "images": len(paths), "per_class": counts, "epochs": cfg.labelled_epochs,
                               "stages": cfg.labelled_stages, "loss": losses}
     spec.px_per_um = float(px)
+    if model.openset is not None and (labelled or stats == "target"):
+        plain = _loader(files, [0] * len(files), px, spec, None, 64)
+        lab = _loader(*_labelled(labelled, spec.classes, "--labelled"), px, spec, None, 64) if labelled else None
+        report["openset"] = refit_adapted(model, plain, lab)
+        log.info(f"open-set statistics re-fitted: {report['openset']['class_means_refit'] or 'no class means'}; "
+                 f"near distance {report['openset']['before']['near_distance']:.2f} -> {spec.near_distance:.2f}")
     if held:
         report["heldout_after"] = heldout_figures(model, *held, px, spec)
     info = dict(meta.get("info", {}))

@@ -48,3 +48,31 @@ def set_thresholds(spec, val_distance: np.ndarray, cfg: OpenSetConfig) -> dict:
     spec.far_distance = float(np.quantile(val_distance, cfg.far_quantile) * cfg.far_factor)
     return {"near_distance": spec.near_distance, "far_distance": spec.far_distance,
             "val_near": float((val_distance > spec.near_distance).mean()), "val_far": float((val_distance > spec.far_distance).mean())}
+
+
+@torch.no_grad()
+def _features(model, batches) -> tuple[torch.Tensor, torch.Tensor]:
+    model.eval()
+    out = [(model.features(x.float().contiguous(memory_format=torch.channels_last)), y) for x, y in batches]
+    return torch.cat([f for f, _ in out]).float(), torch.cat([y for _, y in out])
+
+
+@torch.no_grad()
+def refit_adapted(model, lab_batches, labelled_batches=None, cfg: OpenSetConfig | None = None, min_cells: int = 5) -> dict:
+    """After `wbc adapt` moved the backbone, the stored class means describe features it no longer makes: the
+    means of the classes the lab labelled (at least `min_cells` cells) are taken from those cells, the others
+    and the shared covariance kept; near/far are set again from the lab's own images at the shipped quantiles,
+    as training sets them from validation. Returns what moved."""
+    d = model.openset
+    before = float((min_distance(model, _features(model, lab_batches)[0]) > model.spec.near_distance).float().mean())
+    refit = []
+    if labelled_batches is not None:
+        feats, y = _features(model, labelled_batches)
+        for k in y.unique().tolist():
+            if int((y == k).sum()) >= min_cells:
+                d.means[k] = (feats[y == k].mean(0) - d.center) @ d.whiten
+                refit.append(model.spec.classes[k])
+    lab = min_distance(model, _features(model, lab_batches)[0]).numpy()
+    old = {"near_distance": model.spec.near_distance, "far_distance": model.spec.far_distance}
+    new = set_thresholds(model.spec, lab, cfg or OpenSetConfig())
+    return {"class_means_refit": refit, "before": old | {"lab_beyond_near": before}, "after": new}
