@@ -115,7 +115,7 @@ def test_kill_9_during_a_burst_loses_nothing_committed(server, station, wbc_cach
     case_id, case = _case(url)
     c, who = _login(url, "ana")
     h = {"X-CSRF-Token": who["csrf"]}
-    committed, stop = [], threading.Event()
+    committed, stop, pending = [], threading.Event(), {}
 
     def burst():
         versions = {x["id"]: x["version"] for x in case["cells"]}
@@ -124,6 +124,7 @@ def test_kill_9_during_a_burst_loses_nothing_committed(server, station, wbc_cach
         while not stop.is_set():
             cid = case["cells"][k % len(case["cells"])]["id"]
             new = classes[(k // len(case["cells"])) % 2]  # every request a real change
+            pending["last"] = (cid, new)  # sent, not yet answered: the kill may land after its commit
             try:
                 r = c.post(f"/api/v1/review/cases/{case_id}/reclassify", headers=h, json={"cells": [{"id": cid, "version": versions[cid]}], "class": new})
             except httpx.TransportError:
@@ -148,7 +149,8 @@ def test_kill_9_during_a_burst_loses_nothing_committed(server, station, wbc_cach
         last = {}
         for cid, new in committed:
             last[cid] = new
-        assert all(now[cid] == new for cid, new in last.items())
+        # every answered change is there; the one request in flight at the kill may have committed unanswered
+        assert all(now[cid] == new or (cid, now[cid]) == pending.get("last") for cid, new in last.items())
         changes = [a for a in c2.get(f"/api/v1/review/cases/{case_id}/audit").json() if a["action"] == "reclassify"]
         assert len(changes) >= len(committed)  # every answered change has its audit row (one more may have committed unanswered)
     finally:

@@ -94,3 +94,28 @@ def test_review_a_case_with_the_keyboard_and_sign_it(server):
         expect(other.get_by_test_id("sign-result")).to_contain_text("signed by ben (second)")
         browser.close()
     assert httpx.get(server + "/api/v1/review/cases").status_code == 401
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed (.ci/run installs it)")
+def test_a_large_import_goes_in_chunks_with_progress(server, tmp_path):
+    """More files than one request carries: sent in chunks (each its own transaction), the count shown as it goes,
+    a bad file refused by name without stopping the rest."""
+    from playwright.sync_api import expect, sync_playwright
+
+    files = [str(p) for p in sorted((KAGGLE / "TEST" / "EOSINOPHIL").glob("*.jpeg"))[:20]]
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not an image")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(server + "/review")
+        _login(page, "ana")
+        page.locator("#new-ref").fill("BIG-1")
+        page.locator("#new-ref").press("Enter")
+        expect(page.get_by_test_id("case-title")).to_contain_text("BIG-1")
+        page.get_by_test_id("import-input").set_input_files([*files, str(bad)])
+        expect(page.get_by_test_id("import-status")).to_contain_text("21 of 21 file(s) sent, 20 cells imported", timeout=180_000)
+        expect(page.get_by_test_id("import-status")).to_contain_text("refused: notes.jpg")
+        expect(page.get_by_test_id("cell")).to_have_count(20)
+        expect(page.get_by_test_id("import-progress")).to_be_hidden()
+        browser.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Annotated
 
 from fastapi import (
     APIRouter,
@@ -21,6 +22,7 @@ from fastapi import (
     Response,
     UploadFile,
 )
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -34,6 +36,9 @@ from wbc.review.images import resolve
 from wbc.review.users import authenticate
 
 COOKIE = "wbc_session"
+DB_ID = 2**63 - 1  # the largest id a database integer holds: a bigger one is a 422, not a driver overflow
+CaseId = Annotated[int, PathParam(ge=1, le=DB_ID)]
+CellId = Annotated[int, PathParam(ge=1, le=DB_ID)]
 
 
 class Login(BaseModel):
@@ -47,8 +52,8 @@ class NewCase(BaseModel):
 
 
 class CellVersion(BaseModel):
-    id: int
-    version: int
+    id: int = Field(ge=1, le=DB_ID)
+    version: int = Field(ge=0, le=DB_ID)
 
 
 class Reclassify(BaseModel):
@@ -159,13 +164,13 @@ def _case_routes(api: APIRouter, run, user) -> None:
         return run(lambda s: case_json(C.create_case(s, body.reference, body.specimen, u.name)))
 
     @api.get("/cases/{case_id}")
-    def get_case(case_id: int, u: User = Depends(user)):
+    def get_case(case_id: CaseId, u: User = Depends(user)):
         return run(lambda s: case_json(C.get_case(s, case_id)))
 
 
 def _edit_routes(api: APIRouter, run, user, data_dir, predictor, detector, gate) -> None:
     @api.post("/cases/{case_id}/import")
-    def import_files(case_id: int, files: list[UploadFile] = File(...), fields: bool = Form(False), u: User = Depends(user)):
+    def import_files(case_id: CaseId, files: list[UploadFile] = File(...), fields: bool = Form(False), u: User = Depends(user)):
         """Cell images (or whole smear fields with fields=true), pre-classified into the case; bad files listed."""
         if len(files) > gate.limits.max_files:
             raise HTTPException(413, f"{len(files)} files in one request: send at most {gate.limits.max_files} a request")
@@ -187,34 +192,34 @@ def _edit_routes(api: APIRouter, run, user, data_dir, predictor, detector, gate)
         return {"imported": r.cells, "refused": [{"file": Path(p).name.split("_", 1)[1], "error": e} for p, e in r.problems]}
 
     @api.post("/cases/{case_id}/reclassify")
-    def reclassify(case_id: int, body: Reclassify, u: User = Depends(user)):
+    def reclassify(case_id: CaseId, body: Reclassify, u: User = Depends(user)):
         cells = run(lambda s: [cell_json(c) for c in C.reclassify(s, case_id, [c.id for c in body.cells], body.new_class, u.name,
                                                                     [c.version for c in body.cells], body.why)])
         return {"cells": cells}
 
     @api.post("/cases/{case_id}/undo")
-    def undo(case_id: int, u: User = Depends(user)):
+    def undo(case_id: CaseId, u: User = Depends(user)):
         return {"cell": run(lambda s: (lambda c: cell_json(c) if c else None)(C.undo(s, case_id, u.name)))}
 
     @api.post("/cases/{case_id}/cells/{cell_id}/open")
-    def open_cell(case_id: int, cell_id: int, u: User = Depends(user)):
+    def open_cell(case_id: CaseId, cell_id: CellId, u: User = Depends(user)):
         return run(lambda s: cell_json(C.open_cell(s, case_id, cell_id, u.name)))
 
     @api.post("/cases/{case_id}/sign")
-    def sign(case_id: int, body: Sign, u: User = Depends(user)):
+    def sign(case_id: CaseId, body: Sign, u: User = Depends(user)):
         def go(s):
             sig = C.sign(s, case_id, s.get(User, u.id), body.password, body.meaning, "second" if body.second else "primary")
             return {"user": sig.user, "at": sig.at.isoformat(), "meaning": sig.meaning, "kind": sig.kind}
         return run(go)
 
     @api.post("/cases/{case_id}/amend", status_code=201)
-    def amend(case_id: int, body: Amend, u: User = Depends(user)):
+    def amend(case_id: CaseId, body: Amend, u: User = Depends(user)):
         return run(lambda s: case_json(C.amend(s, case_id, u.name, body.why)))
 
 
 def _export_routes(api: APIRouter, run, user, data_dir) -> None:
     @api.get("/cases/{case_id}/audit")
-    def audit(case_id: int, u: User = Depends(user)):
+    def audit(case_id: CaseId, u: User = Depends(user)):
         def go(s):
             C.get_case(s, case_id)
             return [{"id": a.id, "cell": a.cell_id, "user": a.user, "at": a.at.isoformat(), "action": a.action, "old": a.old,
@@ -222,17 +227,17 @@ def _export_routes(api: APIRouter, run, user, data_dir) -> None:
         return run(go)
 
     @api.get("/cases/{case_id}/export.csv", response_class=PlainTextResponse)
-    def export_csv(case_id: int, u: User = Depends(user)):
+    def export_csv(case_id: CaseId, u: User = Depends(user)):
         text = run(lambda s: case_csv(s, C.get_case(s, case_id)))
         return PlainTextResponse(text, media_type="text/csv", headers={"Content-Disposition": f'attachment; filename="case-{case_id}.csv"'})
 
     @api.get("/cases/{case_id}/export.fhir.json")
-    def export_fhir(case_id: int, u: User = Depends(user)):
+    def export_fhir(case_id: CaseId, u: User = Depends(user)):
         text = run(lambda s: case_fhir(s, C.get_case(s, case_id)))
         return PlainTextResponse(text, media_type="application/fhir+json")
 
     @api.get("/cases/{case_id}/export.hl7")
-    def export_hl7(case_id: int, u: User = Depends(user)):
+    def export_hl7(case_id: CaseId, u: User = Depends(user)):
         text = run(lambda s: case_hl7(s, C.get_case(s, case_id)))
         return PlainTextResponse(text, media_type="x-application/hl7-v2+er7")
 

@@ -198,14 +198,31 @@ $("sign").addEventListener("click", async () => {
   await refresh();
 });
 
-async function importFiles(files) {
-  const form = new FormData();
-  [...files].forEach((f) => form.append("files", f, f.name));
-  form.append("fields", $("import-fields").checked ? "true" : "false");
-  $("import-status").textContent = `importing ${files.length} file(s)…`;
-  const r = await fetch(`${API}/cases/${st.caseId}/import`, { method: "POST", body: form, headers: { "X-CSRF-Token": st.csrf } });
-  const out = await r.json().catch(() => ({}));
-  $("import-status").textContent = r.ok ? `${out.imported} cells imported` + (out.refused.length ? `, refused: ${out.refused.map((x) => `${x.file} (${x.error})`).join("; ")}` : "") : (out.detail || `server answered ${r.status}`);
+const IMPORT_CHUNK = { cells: 16, fields: 2 }; // files a request: each is one transaction, the page stays live
+
+async function importFiles(fileList) {
+  // sent in chunks: progress shows, the galleries fill as it goes, a refused chunk does not undo the others
+  const files = [...fileList], asFields = $("import-fields").checked;
+  const chunk = asFields ? IMPORT_CHUNK.fields : IMPORT_CHUNK.cells;
+  const bar = $("import-progress");
+  let imported = 0, sent = 0, refused = [], failed = null;
+  bar.max = files.length; bar.value = 0; bar.hidden = false;
+  for (let i = 0; i < files.length && !failed; i += chunk) {
+    const form = new FormData();
+    files.slice(i, i + chunk).forEach((f) => form.append("files", f, f.name));
+    form.append("fields", asFields ? "true" : "false");
+    $("import-status").textContent = `importing ${sent} of ${files.length} file(s)…`;
+    const r = await fetch(`${API}/cases/${st.caseId}/import`, { method: "POST", body: form, headers: { "X-CSRF-Token": st.csrf } });
+    const out = await r.json().catch(() => ({}));
+    if (!r.ok) { failed = out.detail || `server answered ${r.status}`; break; }
+    imported += out.imported; refused = refused.concat(out.refused); sent = Math.min(files.length, i + chunk);
+    bar.value = sent;
+    await refresh();
+  }
+  const said = `${sent} of ${files.length} file(s) sent, ${imported} cells imported` +
+    (refused.length ? `, refused: ${refused.map((x) => `${x.file} (${x.error})`).join("; ")}` : "");
+  $("import-status").textContent = failed ? `${said}; stopped: ${failed}` : said;
+  bar.hidden = true;
   await refresh();
 }
 $("import-files").addEventListener("change", (ev) => importFiles(ev.target.files));
