@@ -23,6 +23,7 @@ def station(tmp_path_factory):
     with Session.begin() as s:
         add_user(s, "ana", "technologist", "ana-password")
         add_user(s, "ben", "reviewer", "ben-password")
+        add_user(s, "cleo", "admin", "cleo-password")
     return d
 
 
@@ -110,6 +111,31 @@ def test_review_sign_and_export_over_http(server):
     assert actions[:3] == ["create", "import", "reclassify"] and actions[-2:] == ["sign", "second_sign"]
 
 
+def test_only_an_admin_adapts_the_lab_model_from_the_page_api(server, station):
+    """After the signed case above: an admin starts the adaptation on its verified cells in the background (the
+    server answers meanwhile, one job at a time); with one 12-cell case the job ends saying why it cannot adapt and
+    installs nothing (a full adaptation through the same function: tests/test_review.py)."""
+    from pathlib import Path
+
+    url, _ = server
+    c, who = _login(url, "ben")
+    r = c.post("/api/v1/review/adapt", headers={"X-CSRF-Token": who["csrf"]})
+    assert r.status_code == 403 and "only an admin" in r.json()["detail"]
+    a, who = _login(url, "cleo")
+    h = {"X-CSRF-Token": who["csrf"]}
+    r = a.post("/api/v1/review/adapt", headers=h)
+    assert r.status_code == 202 and r.json()["state"] == "running" and r.json()["by"] == "cleo"
+    assert a.post("/api/v1/review/adapt", headers=h).status_code == 409  # one job at a time
+    assert a.get("/api/v1/review/cases").status_code == 200  # the server keeps answering meanwhile
+    for _ in range(1200):
+        j = a.get("/api/v1/review/adapt").json()
+        if j["state"] != "running":
+            break
+        threading.Event().wait(0.5)
+    assert j["state"] == "failed" and "train holds 8 images: adaptation needs at least 20" in j["error"], j
+    assert not (Path(station) / "lab_model.safetensors").exists()
+
+
 def test_kill_9_during_a_burst_loses_nothing_committed(server, station, wbc_cache, tmp_path):
     url, proc = server
     case_id, case = _case(url)
@@ -156,3 +182,4 @@ def test_kill_9_during_a_burst_loses_nothing_committed(server, station, wbc_cach
     finally:
         proc2.terminate()
         proc2.wait(timeout=30)
+

@@ -83,6 +83,11 @@ def test_review_a_case_with_the_keyboard_and_sign_it(server):
         expect(page.get_by_test_id("case-title")).to_contain_text("signed")
         csv_text = page.request.get(server + page.get_by_test_id("export").get_attribute("href")).text()
         assert "MONOCYTE" in csv_text and "primary ana" in csv_text
+        # back on the case list: the agreement over signed cases counts this case's cells; no adapt button for a technologist
+        page.locator("#back").click()
+        expect(page.get_by_test_id("agreement-summary")).to_contain_text(f"{len(CELLS)} cells in signed cases")
+        expect(page.get_by_test_id("agreement").locator('tr[data-class="MONOCYTE"] td').nth(1)).to_have_text("1")
+        expect(page.get_by_test_id("adapt-box")).to_be_hidden()
         # a second reviewer signs in another browser session
         other = browser.new_context().new_page()
         other.goto(server + "/review")

@@ -128,6 +128,7 @@ def router(Session, data_dir: str | Path, predictor, detector, gate) -> APIRoute
     _case_routes(api, run, user)
     _edit_routes(api, run, user, data_dir, predictor, detector, gate)
     _export_routes(api, run, user, data_dir)
+    _adapt_routes(api, Session, user, data_dir, predictor)
     return api
 
 
@@ -256,3 +257,45 @@ def _export_routes(api: APIRouter, run, user, data_dir) -> None:
         if not f.is_file():
             raise HTTPException(404, "no such image")
         return FileResponse(f, headers={"Cache-Control": "private, max-age=86400, immutable"})
+
+
+def _adapt_routes(api: APIRouter, Session, user, data_dir, predictor) -> None:
+    """An admin starts `wbc review adapt` from the page: one job at a time, in a thread (the server keeps
+    answering), its state polled. The adapted model is installed beside the database only when better; the
+    running server keeps its model until restarted with it."""
+    import threading
+    import time
+
+    job: dict = {"state": "idle"}
+    lock = threading.Lock()
+
+    def work(work_dir: Path):
+        from wbc.review.feedback import adapt_from_reviews
+
+        try:
+            with Session() as s:
+                r = adapt_from_reviews(s, data_dir, predictor.path, work_dir)
+            job.update(state="done", result=r, finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        except WbcError as e:
+            job.update(state="failed", error=str(e))
+        except Exception as e:  # a job thread has no caller to raise to: its state says what went wrong
+            job.update(state="failed", error=f"{type(e).__name__}: {e}")
+
+    @api.post("/adapt", status_code=202)
+    def start_adapt(u: User = Depends(user)):
+        if u.role != "admin":
+            raise HTTPException(403, f"{u.name} is a {u.role}: only an admin adapts the lab's model")
+        if predictor.path.suffix.lower() != ".safetensors":
+            raise HTTPException(409, f"the server runs {predictor.path.name}: adapt needs the .safetensors model (wbc serve --model FILE.safetensors)")
+        with lock:
+            if job["state"] == "running":
+                raise HTTPException(409, f"an adaptation started by {job['by']} is still running")
+            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+            job.clear()
+            job.update(state="running", by=u.name, started=stamp)
+            threading.Thread(target=work, args=(Path(data_dir) / "adapt" / stamp,), daemon=True).start()
+        return dict(job)
+
+    @api.get("/adapt")
+    def adapt_state(u: User = Depends(user)):
+        return dict(job)

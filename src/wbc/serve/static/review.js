@@ -34,7 +34,7 @@ function showLogin() { show("login"); $("who").textContent = ""; }
 async function start() {
   try {
     const me = await call("/me");
-    st.user = me.user; st.csrf = me.csrf;
+    st.user = me.user; st.csrf = me.csrf; st.role = me.role;
     $("who").textContent = `${me.user} (${me.role})`;
     await listCases();
   } catch (e) { showLogin(); }
@@ -47,7 +47,7 @@ $("login").addEventListener("submit", async (ev) => {
   const out = await r.json().catch(() => ({}));
   if (!r.ok) { $("login-error").textContent = out.detail || "login failed"; return; }
   $("login-password").value = ""; $("login-error").textContent = "";
-  st.user = out.user; st.csrf = out.csrf;
+  st.user = out.user; st.csrf = out.csrf; st.role = out.role;
   $("who").textContent = `${out.user} (${out.role})`;
   await listCases();
 });
@@ -61,7 +61,38 @@ async function listCases() {
     body.append(el("tr", { "data-id": c.id, onclick: () => openCase(c.id) },
       ...[c.id, c.reference, c.version, c.specimen, c.status, c.cells].map((v) => el("td", { text: String(v) }))));
   }
+  await showAgreement();
 }
+
+const pct = (v) => (v === null || v === undefined ? "-" : `${(100 * v).toFixed(1)}%`);
+
+async function showAgreement() {
+  const a = await call("/agreement");
+  $("agreement-summary").textContent = a.cells ? `${a.cells} cells in signed cases, ${a.kept} pre-classifications kept (${pct(a.accepted_share)})` : "no signed case yet";
+  const body = $("agreement").querySelector("tbody");
+  body.innerHTML = "";
+  for (const r of a.per_class) {
+    body.append(el("tr", { "data-class": r.class }, ...[r.class, r.final, r.called, r.agreed, pct(r.sensitivity), pct(r.predictive_value)]
+      .map((v) => el("td", { text: String(v) }))));
+  }
+  $("adapt-box").hidden = st.role !== "admin";
+  if (st.role === "admin") showAdapt(await call("/adapt"));
+}
+
+function showAdapt(j) {
+  const r = j.result;
+  $("adapt-status").textContent = j.state === "running" ? `adapting (started by ${j.by})…`
+    : j.state === "failed" ? `not adapted: ${j.error}`
+    : j.state === "done" ? `held-out verified cells ${pct(r.before)} before, ${pct(r.after)} after: ` +
+      (r.installed ? `installed as ${r.lab_model} (restart wbc serve with --model ${r.lab_model})` : "not better, the model stays as it was")
+    : "";
+  $("adapt").disabled = j.state === "running";
+  if (j.state === "running") setTimeout(async () => showAdapt(await call("/adapt")), 2000);
+}
+
+$("adapt").addEventListener("click", async () => {
+  try { showAdapt(await call("/adapt", "POST")); } catch (e) { $("adapt-status").textContent = e.message; }
+});
 
 $("new-case").addEventListener("submit", async (ev) => {
   ev.preventDefault();
