@@ -271,6 +271,10 @@ def _model_classes(case: Case) -> list[str]:
     return sorted(names)
 
 
+def differential_warm_up() -> None:
+    count_differential(["NEUTROPHIL"], ["NEUTROPHIL"])
+
+
 def differential(case: Case) -> dict:
     """Counts per class: white cells as % of white cells (wbc.count's differential: the alarms first, clinical
     order, Wilson 95% intervals), the rest per 100 white cells, and the tally toward the specimen's target

@@ -99,6 +99,7 @@ def case_json(case) -> dict:
 def router(Session, data_dir: str | Path, predictor, detector, gate) -> APIRouter:
     api = APIRouter(prefix="/api/v1/review", tags=["review"])
     key = tokens.secret(data_dir)
+    C.differential_warm_up()  # scipy's import (the Wilson intervals) costs ~1.5 s: at start, not in the first case opened
 
     def user(request: Request) -> User:
         """The logged-in user: a bearer token, or the session cookie plus its CSRF header on every change."""
