@@ -124,3 +124,57 @@ def test_a_large_import_goes_in_chunks_with_progress(server, tmp_path):
         expect(page.get_by_test_id("cell")).to_have_count(20)
         expect(page.get_by_test_id("import-progress")).to_be_hidden()
         browser.close()
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed (.ci/run installs it)")
+def test_a_200_cell_case_reviewed_with_the_keyboard_alone(wbc_cache, tmp_path):
+    """Issue 14's target: log in, open the case, reclassify, open every flagged cell and sign, with keys only
+    (the page counts pointer events: none)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from wbc.infer.predictor import fastest, load_model
+    from wbc.review import cases as C
+
+    every = sorted((KAGGLE / "TEST").glob("*/*.jpeg"))
+    files = [str(p) for p in every[:: len(every) // 200][:200]]
+    d = tmp_path / "station"
+    with open_database(d).begin() as s:
+        add_user(s, "ana", "technologist", "ana-password")
+        case = C.create_case(s, "KEYS-200", "blood", "ana")
+        C.import_cells(s, d, case, files, fastest(load_model()), "ana")
+    proc, url = start_server(tmp_path / "serve.log", wbc_cache, "--review-data", str(d))
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url + "/review")
+            page.evaluate("window.__pointer = 0; for (const t of ['mousedown', 'click', 'pointerdown']) "
+                          "document.addEventListener(t, (e) => { if (e.isTrusted && e.detail) window.__pointer++; }, true)")
+            kb = page.keyboard
+            kb.type("ana")
+            kb.press("Tab")
+            kb.type("ana-password")
+            kb.press("Enter")
+            expect(page.locator("#cases tr[data-id]")).to_have_count(1)
+            kb.press("Enter")  # the case row has the focus
+            expect(page.get_by_test_id("cell")).to_have_count(200)
+            mono = page.locator("#keys span", has_text="MONOCYTE").get_attribute("data-key")
+            kb.press(mono)  # the first cell (selected on opening) becomes a monocyte
+            expect(page.locator(".cell.changed")).to_have_count(1)
+            flagged = page.locator(".cell.flagged").count()
+            for _ in range(flagged):
+                kb.press("n")
+                kb.press("Enter")
+                expect(page.get_by_test_id("zoom")).to_be_visible()
+                kb.press("Escape")
+            expect(page.get_by_test_id("blockers")).to_have_text("")
+            kb.press("s")
+            kb.type("ana-password")
+            kb.press("Enter")
+            expect(page.get_by_test_id("sign-result")).to_contain_text("signed by ana (primary)", timeout=60_000)
+            assert page.evaluate("window.__pointer") == 0
+            assert flagged >= 20  # the walk above really opened many cells
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

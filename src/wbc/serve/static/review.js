@@ -29,7 +29,7 @@ async function call(path, method = "GET", body = null) {
 }
 
 function show(id) { for (const s of ["login", "cases-view", "case-view"]) $(s).hidden = s !== id; }
-function showLogin() { show("login"); $("who").textContent = ""; }
+function showLogin() { show("login"); $("who").textContent = ""; $("login-name").focus(); }
 
 async function start() {
   try {
@@ -58,9 +58,13 @@ async function listCases() {
   const body = $("cases").querySelector("tbody");
   body.innerHTML = "";
   for (const c of rows) {
-    body.append(el("tr", { "data-id": c.id, onclick: () => openCase(c.id) },
-      ...[c.id, c.reference, c.version, c.specimen, c.status, c.cells].map((v) => el("td", { text: String(v) }))));
+    const row = el("tr", { "data-id": c.id, tabindex: "0", onclick: () => openCase(c.id) },
+      ...[c.id, c.reference, c.version, c.specimen, c.status, c.cells].map((v) => el("td", { text: String(v) })));
+    row.addEventListener("keydown", (ev) => { if (ev.key === "Enter") { ev.preventDefault(); openCase(c.id); } });
+    body.append(row);
   }
+  const first = body.querySelector("tr"); // keyboard users start on the newest case: Enter opens it, Tab moves on
+  if (first) first.focus();
   await showAgreement();
 }
 
@@ -216,9 +220,21 @@ document.addEventListener("keydown", async (ev) => {
   if (ev.key === "ArrowRight" || ev.key === "ArrowDown") { ev.preventDefault(); if (i + 1 < st.flat.length) select(st.flat[i + 1], ev.shiftKey); }
   else if (ev.key === "ArrowLeft" || ev.key === "ArrowUp") { ev.preventDefault(); if (i > 0) select(st.flat[i - 1], ev.shiftKey); }
   else if (ev.key === "Enter" && st.cursor != null) { ev.preventDefault(); await zoom(st.cursor); }
+  else if (ev.key === "n") { ev.preventDefault(); nextUnopened(); }
+  else if (ev.key === "s") { ev.preventDefault(); $("sign-password").focus(); }
   else if (ev.key === "u") { ev.preventDefault(); await call(`/cases/${st.caseId}/undo`, "POST").catch((e) => alert(e.message)); await refresh(); }
   else if (st.keymap && st.keymap[ev.key.toLowerCase()]) { ev.preventDefault(); await setClass(targets(null), st.keymap[ev.key.toLowerCase()]); }
 });
+
+function nextUnopened() {
+  // the next flagged cell nobody opened yet, after the cursor (wrapping): signing waits for every one of them
+  const i = st.flat.indexOf(st.cursor);
+  const order = [...st.flat.slice(i + 1), ...st.flat.slice(0, i + 1)];
+  const id = order.find((k) => { const x = byId(k); return x.flagged && !x.opened; });
+  if (id != null) select(id, false);
+}
+
+$("sign-password").addEventListener("keydown", (ev) => { if (ev.key === "Enter") { ev.preventDefault(); $("sign").click(); } });
 
 $("sign").addEventListener("click", async () => {
   try {
