@@ -139,3 +139,17 @@ def test_a_run_far_from_the_training_cells_gets_one_warning(model, tmp_path):
     body = client.post("/api/v1/classify", files=[("files", (f.name, f.read_bytes(), "image/jpeg")) for f in cells]).json()
     assert "lie far from the cells" in body["lab_warning"]
     assert {r["class"] for r in body["results"]} and all("distance" in r for r in body["results"])
+
+
+def test_a_blast_answered_as_another_type_says_possible_blast(model):
+    """Every Munich test blast the model calls something else while giving BLAST 5% or more is flagged and the
+    reason names the blast; no blast is answered as an unflagged normal type with BLAST that probable."""
+    preds = model.predict(sorted((MUNICH / "test" / "BLAST").glob("*.jpg")))
+    others = [p for p in preds if p.label != "BLAST" and p.probabilities["BLAST"] >= 0.05]
+    assert others, "the shipped model calls every Munich blast BLAST: pick a harder set"
+    for p in others:
+        assert p.review and "possible blast (P " in p.review_reason, (p.source, p.review_reason)
+    # the reason is added only where it applies: neither to blasts called BLAST nor to cells with BLAST improbable
+    assert not any("possible blast" in (p.review_reason or "") for p in preds if p.label == "BLAST")
+    neut = model.predict(sorted((MUNICH / "test" / "NEUTROPHIL").glob("*.jpg"))[:40])
+    assert all(("possible blast" in (p.review_reason or "")) == (p.probabilities["BLAST"] >= 0.05) for p in neut)

@@ -76,6 +76,17 @@ def review_reasons(probability: float, spec, framed: Framed | None, distance: fl
     return reasons
 
 
+ALERTS = {"BLAST": 0.05}  # cell types a differential exists to catch: named whenever this probable, whatever the top class
+# (shipped model, validation: non-blast cells of PBC and Munich have P(BLAST) <= 0.023 in 99 of 100; 3 of the 4 blasts
+# it called something else had P(BLAST) 0.097-0.349. scripts/selective.py's cache, docs/results.md)
+
+
+def alert_reasons(probabilities: dict[str, float], label: str) -> list[str]:
+    """"possible blast (P 0.19)" for a cell answered as another type: the technologist must look at it."""
+    return [f"possible {c.lower()} (P {probabilities[c]:.2f})" for c, p in ALERTS.items()
+            if c in probabilities and c != label and probabilities[c] >= p]
+
+
 def strangeness(probability: float, distance: float | None, spec) -> float:
     """One number for "how much this answer needs a human": 1 at the review operating point (confidence at
     `review_threshold` or distance at `near_distance`), above it flagged. Ranks cells for risk-coverage curves."""
@@ -206,13 +217,13 @@ class Predictor:
         label = self.classes[k]
         note = no_white_cell(framed, label) if framed is not None else None
         distance = None if distance is None else round(float(distance), 3)
-        reasons = [] if note else review_reasons(float(p[k]), self.spec, framed, distance)
+        probabilities = {c: float(v) for c, v in zip(self.classes, p)}
+        reasons = [] if note else alert_reasons(probabilities, label) + review_reasons(float(p[k]), self.spec, framed, distance)
         if note:
             label = NO_WHITE_CELL
         elif beyond(distance, self.spec.far_distance):
             label = UNIDENTIFIED
-        return Prediction(source=source, label=label, probability=float(p[k]),
-                          probabilities={c: float(v) for c, v in zip(self.classes, p)}, review=bool(reasons),
+        return Prediction(source=source, label=label, probability=float(p[k]), probabilities=probabilities, review=bool(reasons),
                           px_per_um=round(framed.px_per_um, 3) if framed else None, scale=framed.scale if framed else None, note=note,
                           review_reason="; ".join(reasons) or None, distance=distance)
 
