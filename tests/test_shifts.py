@@ -83,3 +83,25 @@ def test_every_flagged_cell_says_why(model, cells):
         assert ("scale not measured" in (p.review_reason or "")) == (p.scale in ("cell", "assumed"))
         assert ("low confidence" in (p.review_reason or "")) == (p.probability < model.spec.review_threshold)
     assert any(p.scale == "cell" for p in preds) and any("low confidence" in (p.review_reason or "") for p in preds)
+
+
+@pytest.mark.parametrize("how", ["yellow", "cyan", "red_purple_nucleus"])
+def test_a_white_balanced_model_sees_a_cast_cell_nearly_as_at_home(model, cells, how):
+    """With `white_balance` in the spec every view's background is made neutral before the model (training did
+    the same after its colour augmentation): a cell under another lab's cast reaches the network much closer to
+    the same cell at home than without it."""
+    from dataclasses import replace
+
+    from wbc.image.framing import frame
+    from wbc.image.stain import cell_centre
+
+    wb = replace(model.spec, white_balance=True)
+    gap = {False: [], True: []}
+    for rgb in cells:
+        px, centre = model.frame(rgb).px_per_um, cell_centre(rgb)  # one scale and centre for both: only colour differs
+        for on in (False, True):
+            spec = wb if on else model.spec
+            home = frame(rgb, spec, px, centre).pixels.float()
+            away = frame(shifted(rgb, how), spec, px, centre).pixels.float()
+            gap[on].append(float((home - away).abs().mean()))
+    assert np.median(gap[True]) < 0.6 * np.median(gap[False]), {k: np.median(v) for k, v in gap.items()}

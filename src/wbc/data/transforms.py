@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from wbc.image.decode import decode
-from wbc.image.framing import view
+from wbc.image.framing import balanced, view
 from wbc.image.stain import cell_centre
 
 
@@ -110,9 +110,10 @@ class CellDataset(Dataset):
     `px_per_um` gives each image's scale (in practice its source's measured scale); with
     `augment` None the view is exactly what inference sees (wbc.image.framing.view)."""
 
-    def __init__(self, paths: list, labels: list[int], px_per_um: list[float], size: int, field_um: float, augment: Augment | None = None):
+    def __init__(self, paths: list, labels: list[int], px_per_um: list[float], size: int, field_um: float, augment: Augment | None = None,
+                 white_balance: bool = False):
         self.paths, self.labels, self.px = [str(p) for p in paths], list(labels), list(px_per_um)
-        self.size, self.field_um, self.augment = size, field_um, augment
+        self.size, self.field_um, self.augment, self.white_balance = size, field_um, augment, white_balance
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -120,14 +121,16 @@ class CellDataset(Dataset):
     def __getitem__(self, i: int):
         rgb = decode(self.paths[i])
         if self.augment is None:
-            return view(rgb, (self.size, self.size), self.field_um, self.px[i]), self.labels[i]
+            x = view(rgb, (self.size, self.size), self.field_um, self.px[i])
+            return (balanced(x) if self.white_balance else x), self.labels[i]
         a, rng = self.augment, random.Random(torch.randint(0, 2**31, (1,)).item())  # seeded by torch, per worker
         out = warp_view(rgb, self.size, self.field_um, self.px[i], cell_centre(rgb),
                         angle=rng.uniform(0, 360) if a.rotate else 0.0,
                         scale=rng.uniform(1 - a.scale_jitter, 1 + a.scale_jitter),
                         shift=(rng.uniform(-a.shift_um, a.shift_um), rng.uniform(-a.shift_um, a.shift_um)),
                         flip=rng.random() < 0.5)
-        return photometric(out, a, rng), self.labels[i]
+        x = photometric(out, a, rng)
+        return (balanced(x) if self.white_balance else x), self.labels[i]
 
 
 def photometric(rgb: np.ndarray, a: Augment, rng: random.Random) -> torch.Tensor:

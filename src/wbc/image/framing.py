@@ -101,10 +101,23 @@ def legacy_view(rgb: np.ndarray, size_hw: tuple[int, int], crop: int, px_per_um:
     return resize_to(rgb, size_hw)
 
 
+def balanced(pixels: torch.Tensor) -> torch.Tensor:
+    """A view (3xHxW uint8) with its background made neutral (von Kries on its brightest quarter): the colour of
+    another lab's light and stain taken out before the model sees the cell. Training applies it after the
+    photometric augmentation, inference to every view, so both see the same kind of input."""
+    rgb = pixels.permute(1, 2, 0).numpy()
+    out = neutral_background(rgb)
+    return pixels if out is rgb else torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))
+
+
+def model_view(pixels: torch.Tensor, spec) -> torch.Tensor:
+    return balanced(pixels) if getattr(spec, "white_balance", False) else pixels
+
+
 def cell_view(rgb: np.ndarray, spec, px_per_um: float, centre: tuple[float, float]) -> torch.Tensor:
     """The model's input for a cell at `centre` of an image of known scale (a smear field): no checks, no estimate."""
     if spec.field_um:
-        return view(rgb, spec.input_size, spec.field_um, px_per_um, centre)
+        return model_view(view(rgb, spec.input_size, spec.field_um, px_per_um, centre), spec)
     return legacy_view(rgb, spec.input_size, spec.crop, px_per_um, centre)
 
 
@@ -119,7 +132,7 @@ def frame(rgb: np.ndarray, spec, px_per_um: float | None = None, centre: tuple[f
     given = px_per_um or spec.px_per_um
     read, px, how, stained = stain_reading(rgb, given)
     if spec.field_um:
-        pixels = view(rgb, spec.input_size, spec.field_um, px, centre or cell_centre(read))
+        pixels = model_view(view(rgb, spec.input_size, spec.field_um, px, centre or cell_centre(read)), spec)
     else:
         pixels = legacy_view(rgb, spec.input_size, spec.crop, px_per_um, centre)
     return Framed(pixels, px, how, stained)

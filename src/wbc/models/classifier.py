@@ -23,6 +23,7 @@ class ModelSpec:
     crop: int = 0  # legacy (field_um 0): a square this many 320x240-frame pixels wide centred on the stained cell
     field_um: float = 0.0  # >0: the view is a square this many micrometres wide centred on the stained cell
     px_per_um: float = 0.0  # >0: every image is taken to have this scale (an adapted lab's); 0: measured per image
+    white_balance: bool = False  # the view's background made neutral before the model (wbc.image.framing.balanced)
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # of pixels scaled to 0..1
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     head: tuple[int, ...] = (1024, 512, 128, 64)  # the reference design's dense layers
