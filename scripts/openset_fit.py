@@ -41,7 +41,7 @@ def main() -> None:
     model, meta = load_model_file(a.model)
     info = meta["info"]
     conf = info["config"]
-    cfg = TrainConfig(**{k: v for k, v in conf.items() if k in ("size", "field_um", "val_fraction", "seed", "batch_size")})
+    cfg = TrainConfig(**{k: v for k, v in conf.items() if k in ("size", "field_um", "val_fraction", "seed", "batch_size", "white_balance")})
     given = dict(m.split("=", 1) for m in a.manifest)
     manifests = [f"{k}={v}" for k, v in (dict(m.split("=", 1) for m in conf["manifest"]) | given).items()]
     with tempfile.TemporaryDirectory() as tmp:

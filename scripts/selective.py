@@ -31,7 +31,7 @@ def score_val(model_path: Path, cache: Path) -> dict:
         return torch.load(cache)
     model, meta = load_model_file(model_path)
     conf = meta["info"]["config"]
-    cfg = TrainConfig(**{k: v for k, v in conf.items() if k in ("size", "field_um", "val_fraction", "seed", "batch_size")})
+    cfg = TrainConfig(**{k: v for k, v in conf.items() if k in ("size", "field_um", "val_fraction", "seed", "batch_size", "white_balance")})
     with tempfile.TemporaryDirectory() as tmp:
         rows, infos = load_rows(parse_sources(conf["data"], conf["manifest"]), Path(tmp), cfg.val_fraction, cfg.seed)
     val = [r for r in rows if r.split == "val"]
