@@ -107,6 +107,15 @@ def test_review_sign_and_export_over_http(server):
     hl7 = c.get(f"/api/v1/review/cases/{case_id}/export.hl7").text
     assert hl7.startswith("MSH|") and "26485-3^Monocytes/100 leukocytes in Blood^LN" in hl7
     assert httpx.get(f"{url}/api/v1/review/cases/{case_id}/export.hl7").status_code == 401
+    # the enlarged cell's heat-map: a PNG of the model's view, behind the login like everything else
+    heat = c.get(f"/api/v1/review/cases/{case_id}/cells/{cell['id']}/heatmap")
+    assert heat.status_code == 200 and heat.headers["content-type"] == "image/png"
+    import io
+
+    from PIL import Image
+    assert Image.open(io.BytesIO(heat.content)).size == (160, 160)
+    assert httpx.get(f"{url}/api/v1/review/cases/{case_id}/cells/{cell['id']}/heatmap").status_code == 401
+    assert c.get(f"/api/v1/review/cases/{case_id}/cells/999999/heatmap").status_code == 404
     actions = [a["action"] for a in c.get(f"/api/v1/review/cases/{case_id}/audit").json()]
     assert actions[:3] == ["create", "import", "reclassify"] and actions[-2:] == ["sign", "second_sign"]
 

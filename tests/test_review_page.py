@@ -72,10 +72,12 @@ def test_review_a_case_with_the_keyboard_and_sign_it(server):
         page.get_by_test_id("gallery-NEUTROPHIL").get_by_test_id("cell").first.drag_to(page.get_by_test_id("gallery-LYMPHOCYTE"))
         expect(page.get_by_test_id("diff").locator('tr[data-class="MONOCYTE"] td').nth(1)).to_have_text("1")
         # every flagged cell opened (Enter enlarges the selected cell; Escape closes it)
-        for card in page.locator(".cell.flagged").all():
+        for i, card in enumerate(page.locator(".cell.flagged").all()):
             card.click()
             page.keyboard.press("Enter")
             expect(page.get_by_test_id("zoom")).to_be_visible()
+            if i == 0:  # the enlarged cell shows its Grad-CAM heat-map, drawn by the server over the model's view
+                expect(page.get_by_test_id("zoom-heat")).to_have_js_property("naturalWidth", 160, timeout=60_000)
             page.keyboard.press("Escape")
         page.get_by_test_id("sign-password").fill("ana-password")
         page.get_by_test_id("sign").click()

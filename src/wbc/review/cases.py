@@ -140,6 +140,12 @@ def import_fields(session, data_dir, case: Case, files: list[str], predictor, de
     return Imported(added, problems)
 
 
+def cell_in_case(session, case_id: int, cell_id: int) -> dict:
+    """The stored image and the model's class of one cell of a case (NotFound otherwise)."""
+    c = _cell(session, case_id, cell_id)
+    return {"image": c.image, "model_class": c.model_class}
+
+
 def _cell(session, case_id: int, cell_id: int) -> Cell:
     cell = session.get(Cell, cell_id)
     if cell is None or cell.case_id != case_id:

@@ -96,7 +96,7 @@ def case_json(case) -> dict:
             **C.differential(case), "blockers": C.blockers(case)}
 
 
-def router(Session, data_dir: str | Path, predictor, detector, gate) -> APIRouter:
+def router(Session, data_dir: str | Path, predictor, detector, gate, explainer=None) -> APIRouter:
     api = APIRouter(prefix="/api/v1/review", tags=["review"])
     key = tokens.secret(data_dir)
     C.differential_warm_up()  # scipy's import (the Wilson intervals) costs ~1.5 s: at start, not in the first case opened
@@ -129,6 +129,7 @@ def router(Session, data_dir: str | Path, predictor, detector, gate) -> APIRoute
     _case_routes(api, run, user)
     _edit_routes(api, run, user, data_dir, predictor, detector, gate)
     _export_routes(api, run, user, data_dir)
+    _heatmap_route(api, run, user, data_dir, predictor, explainer)
     _adapt_routes(api, Session, user, data_dir, predictor)
     return api
 
@@ -300,3 +301,21 @@ def _adapt_routes(api: APIRouter, Session, user, data_dir, predictor) -> None:
     @api.get("/adapt")
     def adapt_state(u: User = Depends(user)):
         return dict(job)
+
+
+def _heatmap_route(api: APIRouter, run, user, data_dir, predictor, explainer) -> None:
+    @api.get("/cases/{case_id}/cells/{cell_id}/heatmap", response_class=Response,
+             responses={200: {"content": {"image/png": {}}, "description": "Grad-CAM over the model's view of the cell"}})
+    def heatmap(case_id: CaseId, cell_id: CellId, u: User = Depends(user)):
+        """What the model looked at for its pre-class: Grad-CAM over the view it classified (PNG)."""
+        from wbc.image.decode import decode
+        from wbc.image.framing import frame
+        from wbc.infer.explain import overlay, png_bytes
+
+        if explainer is None:
+            raise HTTPException(409, "this server has no heat-maps (it runs an ONNX model alone): serve the .safetensors model")
+        cell = run(lambda s: C.cell_in_case(s, case_id, cell_id))
+        x = frame(decode(resolve(data_dir, cell["image"])), predictor.spec).pixels
+        k = predictor.classes.index(cell["model_class"]) if cell["model_class"] in predictor.classes else None
+        return Response(png_bytes(overlay(x, explainer.heatmap(x, k))), media_type="image/png",
+                        headers={"Cache-Control": "private, max-age=86400"})

@@ -206,6 +206,7 @@ async function setClass(ids, cls) {
 async function zoom(id) {
   const x = await call(`/cases/${st.caseId}/cells/${id}/open`, "POST");
   $("zoom-img").src = x.image;
+  $("zoom-heat").src = `${API}/cases/${st.caseId}/cells/${id}/heatmap`;
   const probs = Object.entries(x.probabilities).sort((a, b) => b[1] - a[1]).slice(0, 4).map(([k, v]) => `${k} ${(100 * v).toFixed(1)}%`).join(", ");
   $("zoom-info").textContent = `${x.class} (model: ${x.model_class}; ${probs})` + (x.review_reason ? ` — review: ${x.review_reason}` : "");
   $("zoom").showModal();
