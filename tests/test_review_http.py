@@ -2,6 +2,7 @@
 bearer token for scripts), every endpoint closed without one, 409 on a stale version, 403 on a wrong
 password, the audit trail, and kill -9 in the middle of a burst of reclassifications losing nothing committed."""
 
+import io
 import os
 import signal
 import threading
@@ -9,6 +10,7 @@ import threading
 import httpx
 import pytest
 from conftest import KAGGLE, start_server
+from PIL import Image
 
 from wbc.review.db import open_database
 from wbc.review.users import add_user
@@ -110,9 +112,6 @@ def test_review_sign_and_export_over_http(server):
     # the enlarged cell's heat-map: a PNG of the model's view, behind the login like everything else
     heat = c.get(f"/api/v1/review/cases/{case_id}/cells/{cell['id']}/heatmap")
     assert heat.status_code == 200 and heat.headers["content-type"] == "image/png"
-    import io
-
-    from PIL import Image
     assert Image.open(io.BytesIO(heat.content)).size == (160, 160)
     assert httpx.get(f"{url}/api/v1/review/cases/{case_id}/cells/{cell['id']}/heatmap").status_code == 401
     assert c.get(f"/api/v1/review/cases/{case_id}/cells/999999/heatmap").status_code == 404
