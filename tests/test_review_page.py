@@ -180,3 +180,29 @@ def test_a_200_cell_case_reviewed_with_the_keyboard_alone(wbc_cache, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed (.ci/run installs it)")
+def test_a_folder_of_cells_is_imported_from_the_page(server, tmp_path):
+    """A lab's folder (sub-folders, a text file beside the images) chosen with the folder picker: every image
+    under it imported, the rest left out."""
+    from playwright.sync_api import expect, sync_playwright
+
+    folder = tmp_path / "slide-9"
+    for i, f in enumerate(sorted((KAGGLE / "TEST" / "MONOCYTE").glob("*.jpeg"))[:5]):
+        d = folder / ("a" if i < 3 else "b")
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f.name).write_bytes(f.read_bytes())
+    (folder / "README.txt").write_text("scanner notes")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(server + "/review")
+        _login(page, "ben")
+        page.locator("#new-ref").fill("FOLDER-9")
+        page.locator("#new-ref").press("Enter")
+        expect(page.get_by_test_id("case-title")).to_contain_text("FOLDER-9")
+        page.get_by_test_id("import-folder").set_input_files(str(folder))
+        expect(page.get_by_test_id("import-status")).to_contain_text("5 of 5 file(s) sent, 5 cells imported", timeout=120_000)
+        expect(page.get_by_test_id("cell")).to_have_count(5)
+        browser.close()

@@ -274,8 +274,34 @@ async function importFiles(fileList) {
   await refresh();
 }
 $("import-files").addEventListener("change", (ev) => importFiles(ev.target.files));
+$("import-folder").addEventListener("change", (ev) => importFiles([...ev.target.files].filter((f) => IMAGE_NAME.test(f.name))));
+
+const IMAGE_NAME = /\.(jpe?g|png|tiff?|bmp|webp)$/i;
+
+async function droppedFiles(items) {
+  // a dropped folder arrives as a directory entry: walk it (every image file under it, in name order)
+  const out = [];
+  const walk = async (entry, inFolder) => {
+    if (entry.isFile) {  // a file dropped by itself is sent whatever its name (and refused by name if it is no image)
+      if (!inFolder || IMAGE_NAME.test(entry.name)) out.push(await new Promise((ok, fail) => entry.file(ok, fail)));
+    } else if (entry.isDirectory) {
+      const reader = entry.createReader();
+      for (;;) {
+        const batch = await new Promise((ok, fail) => reader.readEntries(ok, fail));
+        if (!batch.length) break;
+        for (const e of batch.sort((a, b) => a.name.localeCompare(b.name))) await walk(e, true);
+      }
+    }
+  };
+  for (const entry of [...items].map((i) => i.webkitGetAsEntry && i.webkitGetAsEntry()).filter(Boolean)) await walk(entry, false);
+  return out;
+}
 $("import").addEventListener("dragover", (ev) => { ev.preventDefault(); $("import").classList.add("over"); });
 $("import").addEventListener("dragleave", () => $("import").classList.remove("over"));
-$("import").addEventListener("drop", (ev) => { ev.preventDefault(); $("import").classList.remove("over"); importFiles(ev.dataTransfer.files); });
+$("import").addEventListener("drop", async (ev) => {
+  ev.preventDefault(); $("import").classList.remove("over");
+  const items = ev.dataTransfer.items;
+  importFiles(items && items.length && items[0].webkitGetAsEntry ? await droppedFiles(items) : ev.dataTransfer.files);
+});
 
 start();
