@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from wbc.cli import ModelOpt, app
-from wbc.cli.render import console
+from wbc.cli.render import bar, console
 from wbc.errors import WbcError
 
 review_app = typer.Typer(help="The lab's review station: cases in a database, review, sign-off, export.", no_args_is_help=True)
@@ -63,6 +63,9 @@ def users_add(name: str = typer.Argument(...), role: str = typer.Option("technol
     console.print(f"user {name} ({role}) added")
 
 
+IMPORT_CHUNK_CELLS, IMPORT_CHUNK_FIELDS = 64, 8  # files a transaction
+
+
 @review_app.command("import")
 def review_import(case: str = typer.Argument(..., help="a case id, or a new sample reference (a case is made for it)"),
                   images: list[str] = typer.Argument(..., help="cell images (or smear fields with --fields), folders or globs"),
@@ -84,18 +87,27 @@ def review_import(case: str = typer.Argument(..., help="a case id, or a new samp
     with Session.begin() as s:
         who = _user(s, user).name
         c = get_case(s, int(case)) if case.isdigit() else create_case(s, case, specimen, who)
-        if fields:
-            from wbc.count.detector import default_detector
-
-            with console.status(f"counting {len(found.files)} fields"):
-                r = import_fields(s, root, c, found.files, predictor, default_detector(detector), who)
-        else:
-            with console.status(f"classifying {len(found.files)} images"):
-                r = import_cells(s, root, c, found.files, predictor, who)
         case_id, ref = c.id, c.reference
-    for path, why in [*found.problems, *r.problems]:
+    found_detector = None
+    if fields:
+        from wbc.count.detector import default_detector
+
+        found_detector = default_detector(detector)
+    # chunks, each its own transaction: the bar moves, and an interrupted import keeps the chunks done
+    chunk = IMPORT_CHUNK_FIELDS if fields else IMPORT_CHUNK_CELLS
+    cells, problems = 0, []
+    with bar() as progress:
+        task = progress.add_task(f"{'counting' if fields else 'classifying'} into case {case_id}", total=len(found.files))
+        for i in range(0, len(found.files), chunk):
+            part = found.files[i : i + chunk]
+            with Session.begin() as s:
+                c = get_case(s, case_id)
+                r = (import_fields(s, root, c, part, predictor, found_detector, who) if fields else import_cells(s, root, c, part, predictor, who))
+            cells, problems = cells + r.cells, problems + r.problems
+            progress.advance(task, len(part))
+    for path, why in [*found.problems, *problems]:
         console.print(f"[red]skipped[/red] {path}: {why}", highlight=False, soft_wrap=True)
-    console.print(f"case {case_id} ({ref}): {r.cells} cells imported" + (f", {len(r.problems) + len(found.problems)} files skipped" if r.problems or found.problems else ""))
+    console.print(f"case {case_id} ({ref}): {cells} cells imported" + (f", {len(problems) + len(found.problems)} files skipped" if problems or found.problems else ""))
 
 
 @review_app.command("cases")
