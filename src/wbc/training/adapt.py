@@ -198,17 +198,24 @@ def adapt(model_path: str | Path, images: str, out: str | Path, cfg: AdaptConfig
                               "stages": cfg.labelled_stages, "loss": losses}
     spec.px_per_um = float(px)
     if model.openset is not None and (labelled or stats == "target"):
-        plain = _loader(files, [0] * len(files), px, spec, None, 64)
-        lab = _loader(*_labelled(labelled, spec.classes, "--labelled"), px, spec, None, 64) if labelled else None
-        report["openset"] = refit_adapted(model, plain, lab)
-        log.info(f"open-set statistics re-fitted: {report['openset']['class_means_refit'] or 'no class means'}; "
-                 f"near distance {report['openset']['before']['near_distance']:.2f} -> {spec.near_distance:.2f}")
+        report["openset"] = _refit_openset(model, files, labelled, px)
     if held:
         report["heldout_after"] = heldout_figures(model, *held, px, spec)
     info = dict(meta.get("info", {}))
     info["adapted"] = report
     save_model(model, out, info)
     return report
+
+
+def _refit_openset(model: nn.Module, files: list[str], labelled: str | None, px: float) -> dict:
+    """The distance statistics follow the moved backbone (wbc.training.openset.refit_adapted)."""
+    spec = model.spec
+    plain = _loader(files, [0] * len(files), px, spec, None, 64)
+    lab = _loader(*_labelled(labelled, spec.classes, "--labelled"), px, spec, None, 64) if labelled else None
+    r = refit_adapted(model, plain, lab)
+    log.info(f"open-set statistics re-fitted: {r['class_means_refit'] or 'no class means'}; "
+             f"near distance {r['before']['near_distance']:.2f} -> {spec.near_distance:.2f}")
+    return r
 
 
 def _per_image_figures(model_path: Path, held) -> dict:
