@@ -108,7 +108,9 @@ def test_evaluate_reports_risk_coverage_and_the_blasts_missed(model, tmp_path):
     a = r["abnormal"]["UNSEEN_TYPE"]
     assert a["images"] == 100
     assert a["unidentified"] + a["flagged"] + a["missed_unflagged"] + a["dropped_no_white_cell"] == 100
-    assert a["missed_share"] <= 0.25, a  # measured 0.18: 17 answered BLAST unflagged (right, in truth), 1 LYMPHOCYTE
+    # the "missed" here are blasts answered BLAST without a flag (right, in truth: the folder hides the name); the
+    # white-balanced model does so for 46 and calls 87 BLAST in all (the earlier model: 17 of 79)
+    assert a["answered_as"].get("BLAST", 0) >= 0.8 * a["images"] and a["missed_unflagged"] <= a["answered_as"]["BLAST"], a
     rv = r["review"]
     assert rv["risk_coverage"]["aurc"] is not None and 0 <= rv["unflagged_share"] <= 1
     assert (tmp_path / "r" / "TEST" / "risk_coverage.png").stat().st_size > 5000
