@@ -34,6 +34,20 @@ def _login(page, name):
     page.locator("#login-password").press("Enter")
 
 
+def _new_case(pw, server: str, user: str, reference: str):
+    """A browser logged in as `user` with a new case `reference` open: (browser, page)."""
+    from playwright.sync_api import expect
+
+    browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(server + "/review")
+    _login(page, user)
+    page.locator("#new-ref").fill(reference)
+    page.locator("#new-ref").press("Enter")
+    expect(page.get_by_test_id("case-title")).to_contain_text(reference)
+    return browser, page
+
+
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed (.ci/run installs it)")
 def test_review_a_case_with_the_keyboard_and_sign_it(server):
     from playwright.sync_api import expect, sync_playwright
@@ -113,13 +127,7 @@ def test_a_large_import_goes_in_chunks_with_progress(server, tmp_path):
     bad = tmp_path / "notes.jpg"
     bad.write_text("not an image")
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(server + "/review")
-        _login(page, "ana")
-        page.locator("#new-ref").fill("BIG-1")
-        page.locator("#new-ref").press("Enter")
-        expect(page.get_by_test_id("case-title")).to_contain_text("BIG-1")
+        browser, page = _new_case(pw, server, "ana", "BIG-1")
         page.get_by_test_id("import-input").set_input_files([*files, str(bad)])
         expect(page.get_by_test_id("import-status")).to_contain_text("21 of 21 file(s) sent, 20 cells imported", timeout=180_000)
         expect(page.get_by_test_id("import-status")).to_contain_text("refused: notes.jpg")
@@ -195,13 +203,7 @@ def test_a_folder_of_cells_is_imported_from_the_page(server, tmp_path):
         (d / f.name).write_bytes(f.read_bytes())
     (folder / "README.txt").write_text("scanner notes")
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(server + "/review")
-        _login(page, "ben")
-        page.locator("#new-ref").fill("FOLDER-9")
-        page.locator("#new-ref").press("Enter")
-        expect(page.get_by_test_id("case-title")).to_contain_text("FOLDER-9")
+        browser, page = _new_case(pw, server, "ben", "FOLDER-9")
         page.get_by_test_id("import-folder").set_input_files(str(folder))
         expect(page.get_by_test_id("import-status")).to_contain_text("5 of 5 file(s) sent, 5 cells imported", timeout=120_000)
         expect(page.get_by_test_id("cell")).to_have_count(5)
