@@ -122,14 +122,14 @@ class CellDataset(Dataset):
         rgb = decode(self.paths[i])
         if self.augment is None:
             x = view(rgb, (self.size, self.size), self.field_um, self.px[i])
-            return (balanced(x) if self.white_balance else x), self.labels[i]
-        a, rng = self.augment, random.Random(torch.randint(0, 2**31, (1,)).item())  # seeded by torch, per worker
-        out = warp_view(rgb, self.size, self.field_um, self.px[i], cell_centre(rgb),
-                        angle=rng.uniform(0, 360) if a.rotate else 0.0,
-                        scale=rng.uniform(1 - a.scale_jitter, 1 + a.scale_jitter),
-                        shift=(rng.uniform(-a.shift_um, a.shift_um), rng.uniform(-a.shift_um, a.shift_um)),
-                        flip=rng.random() < 0.5)
-        x = photometric(out, a, rng)
+        else:
+            a, rng = self.augment, random.Random(torch.randint(0, 2**31, (1,)).item())  # seeded by torch, per worker
+            out = warp_view(rgb, self.size, self.field_um, self.px[i], cell_centre(rgb),
+                            angle=rng.uniform(0, 360) if a.rotate else 0.0,
+                            scale=rng.uniform(1 - a.scale_jitter, 1 + a.scale_jitter),
+                            shift=(rng.uniform(-a.shift_um, a.shift_um), rng.uniform(-a.shift_um, a.shift_um)),
+                            flip=rng.random() < 0.5)
+            x = photometric(out, a, rng)
         return (balanced(x) if self.white_balance else x), self.labels[i]
 
 

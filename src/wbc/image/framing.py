@@ -111,7 +111,7 @@ def balanced(pixels: torch.Tensor) -> torch.Tensor:
 
 
 def model_view(pixels: torch.Tensor, spec) -> torch.Tensor:
-    return balanced(pixels) if getattr(spec, "white_balance", False) else pixels
+    return balanced(pixels) if spec.white_balance else pixels
 
 
 def cell_view(rgb: np.ndarray, spec, px_per_um: float, centre: tuple[float, float]) -> torch.Tensor:

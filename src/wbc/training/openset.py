@@ -64,7 +64,8 @@ def refit_adapted(model, lab_batches, labelled_batches=None, cfg: OpenSetConfig 
     and the shared covariance kept; near/far are set again from the lab's own images at the shipped quantiles,
     as training sets them from validation. Returns what moved."""
     d = model.openset
-    before = float((min_distance(model, _features(model, lab_batches)[0]) > model.spec.near_distance).float().mean())
+    lab_feats = _features(model, lab_batches)[0]  # the backbone is fixed here: only the means move
+    before = float((min_distance(model, lab_feats) > model.spec.near_distance).float().mean())
     refit = []
     if labelled_batches is not None:
         feats, y = _features(model, labelled_batches)
@@ -72,7 +73,7 @@ def refit_adapted(model, lab_batches, labelled_batches=None, cfg: OpenSetConfig 
             if int((y == k).sum()) >= min_cells:
                 d.means[k] = (feats[y == k].mean(0) - d.center) @ d.whiten
                 refit.append(model.spec.classes[k])
-    lab = min_distance(model, _features(model, lab_batches)[0]).numpy()
+    lab = min_distance(model, lab_feats).numpy()
     old = {"near_distance": model.spec.near_distance, "far_distance": model.spec.far_distance}
     new = set_thresholds(model.spec, lab, cfg or OpenSetConfig())
     return {"class_means_refit": refit, "before": old | {"lab_beyond_near": before}, "after": new}
