@@ -77,8 +77,9 @@ def review_reasons(probability: float, spec, framed: Framed | None, distance: fl
 
 
 ALERTS = {"BLAST": 0.05}  # cell types a differential exists to catch: named whenever this probable, whatever the top class
-# (shipped model, validation: non-blast cells of PBC and Munich have P(BLAST) <= 0.023 in 99 of 100; 3 of the 4 blasts
-# it called something else had P(BLAST) 0.097-0.349. scripts/selective.py's cache, docs/results.md)
+# (chosen on the first three-source model's validation: non-blast PBC and Munich cells had P(BLAST) <= 0.023 in 99 of
+# 100; 3 of its 4 missed blasts had 0.097-0.349. On the white-balanced model's validation it names 55 of 2,672 cells,
+# every one already flagged by confidence or distance; scripts/selective.py's caches)
 
 
 def alert_reasons(probabilities: dict[str, float], label: str) -> list[str]:
