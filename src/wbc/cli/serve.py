@@ -8,7 +8,7 @@ import typer
 
 from wbc.cli import ModelOpt, app
 from wbc.errors import WbcError
-from wbc.serve.gate import Limits
+from wbc.serve.limits import Limits
 
 S = Limits()  # the server's limits; the options' defaults are theirs
 

@@ -17,16 +17,14 @@ from wbc.count.detect import (  # noqa: F401  (MAX_FIELD_PIXELS: re-exported)
     DetectConfig,
 )
 from wbc.count.detector import COUNT_MAX_PIXELS
+from wbc.count.differential import ALARM, CLINICAL_ORDER, alerts, differential, wilson  # noqa: F401  (re-exported)
 from wbc.count.voc import TYPES, Box
 from wbc.errors import ImageTooLarge, WbcError
 from wbc.image.decode import decode_shrunk
 from wbc.image.framing import cell_view
 from wbc.image.scale import estimate_scale
 from wbc.image.stain import cell_centre
-from wbc.infer.predictor import UNIDENTIFIED
 
-CLINICAL_ORDER = ["NEUTROPHIL", "LYMPHOCYTE", "MONOCYTE", "EOSINOPHIL", "BASOPHIL"]
-ALARM = ["BLAST", UNIDENTIFIED]  # listed first, and said in a line of their own whenever present
 MEASURE_WINDOW = (640, 480)  # at the detector's scale: where a large field's red cells are measured
 COLOURS = {"RBC": (220, 60, 60), "WBC": (90, 40, 200), "Platelets": (30, 170, 60)}  # RGB
 
@@ -133,38 +131,6 @@ def nucleus_in(rgb: np.ndarray, b: Box) -> tuple[float, float]:
         return b.centre
     cx, cy = cell_centre(crop)
     return x0 + cx, y0 + cy
-
-
-def wilson(k: int, n: int) -> tuple[float, float] | None:
-    """95% Wilson score interval for k of n (None when n is 0)."""
-    if n == 0:
-        return None
-    from scipy.stats import binomtest
-
-    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
-    return float(ci.low), float(ci.high)
-
-
-def differential(labels: list[str], classes: list[str]) -> list[dict]:
-    """Count and percentage per WBC class, blasts and unidentified cells first, then clinical row order,
-    with 95% Wilson intervals. UNIDENTIFIED (far from every known type) is always a row: never folded into a type."""
-    n = len(labels)
-    rows = []
-    order = [c for c in ALARM if c in classes or c == UNIDENTIFIED] + CLINICAL_ORDER
-    for c in order + [c for c in classes if c not in order]:
-        known = c in classes or c == UNIDENTIFIED
-        k = labels.count(c)
-        ci = wilson(k, n) if known else None
-        rows.append({"class": c, "count": k if known else None, "percent": 100 * k / n if n and known else None,
-                     "ci95": [100 * ci[0], 100 * ci[1]] if ci else None, "in_model": known})
-    return rows
-
-
-def alerts(labels: list[str]) -> list[str]:
-    """The lines no user may miss: "blasts: 3 of 112 white cells (2.7%)", the same for unidentified cells."""
-    n = len(labels)
-    names = {"BLAST": "blasts", UNIDENTIFIED: "unidentified cells (unlike every known type: review them)"}
-    return [f"{names[c]}: {labels.count(c)} of {n} white cells ({100 * labels.count(c) / n:.1f}%)" for c in ALARM if labels.count(c)]
 
 
 def field_summary(counts: list[dict[str, int]], labels: list[str], classes: list[str]) -> dict:

@@ -12,35 +12,16 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from wbc.data.augment import Augment  # noqa: F401  (the settings these transforms read)
 from wbc.image.decode import decode
 from wbc.image.framing import balanced, view
 from wbc.image.stain import cell_centre
-
-
-@dataclass
-class Augment:
-    """Strengths of every augmentation (0 turns one off); saved with the run's config."""
-
-    rotate: bool = True
-    shift_um: float = 1.5
-    scale_jitter: float = 0.15
-    hed_sigma: float = 0.08  # stain concentration scaling, per H, E and D channel
-    hed_bias: float = 0.015
-    colour: float = 0.15  # brightness, contrast, saturation
-    hue: float = 0.04
-    gamma: tuple[float, float] = (0.75, 1.35)
-    blur_p: float = 0.3
-    noise_p: float = 0.3
-    jpeg_p: float = 0.3
-    grey_p: float = 0.05
-    cast: float = 0.0  # colour cast: each channel's gain drawn from 1 +- cast (another lamp, filter or white balance)
 
 
 def hed_jitter(rgb: np.ndarray, sigma: float, bias: float, rng: random.Random) -> np.ndarray:

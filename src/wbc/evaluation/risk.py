@@ -12,7 +12,7 @@ from collections import Counter
 
 import numpy as np
 
-from wbc.infer.predictor import NO_WHITE_CELL, UNIDENTIFIED
+from wbc.infer.answers import NO_WHITE_CELL, UNIDENTIFIED
 
 
 def risk_coverage(correct: np.ndarray, strangeness: np.ndarray, points: int = 50) -> dict:

@@ -17,6 +17,7 @@ from wbc.errors import WbcError
 from wbc.image.decode import decode
 from wbc.image.framing import Framed, frame
 from wbc.image.stain import MIN_NUCLEUS_UM2, MIN_STAINED_UM2
+from wbc.infer.answers import NO_WHITE_CELL, UNIDENTIFIED  # noqa: F401  (re-exported)
 from wbc.infer.engines import OnnxEngine, TorchEngine
 from wbc.models.io import load_model_file
 
@@ -29,8 +30,6 @@ def shipped_model_path() -> Path:
     return Path(str(resources.files("wbc") / "assets" / SHIPPED_MODEL))
 
 
-NO_WHITE_CELL = "NO_WHITE_CELL"  # the label of an image the no-white-cell rule turns away
-UNIDENTIFIED = "UNIDENTIFIED"  # a cell far from every known type: counted apart, never folded into a type
 NON_NUCLEATED = ("PLATELET",)  # classes whose cells have no nucleus: a small stained region is right for them
 
 

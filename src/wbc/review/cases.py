@@ -13,10 +13,9 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm.exc import StaleDataError
 
-from wbc.count.count import differential as count_differential
+from wbc.count.differential import differential as count_differential
 from wbc.errors import WbcError
-from wbc.image.framing import crop_square
-from wbc.infer.predictor import NO_WHITE_CELL, UNIDENTIFIED
+from wbc.infer.answers import NO_WHITE_CELL, UNIDENTIFIED
 from wbc.review.db import Audit, Case, Cell, Signature, User
 from wbc.review.images import store
 from wbc.review.users import authenticate
@@ -119,6 +118,7 @@ def import_fields(session, data_dir, case: Case, files: list[str], predictor, de
     """Whole smear fields: every WBC found (wbc.count), classified, cut out and stored with its field and box."""
     from wbc.count.count import count_field
     from wbc.image.decode import decode
+    from wbc.image.framing import crop_square
 
     _writable(case)
     added, problems = 0, []

@@ -13,7 +13,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from wbc.errors import WbcError
-from wbc.infer.predictor import NO_WHITE_CELL, UNIDENTIFIED
+from wbc.infer.answers import NO_WHITE_CELL, UNIDENTIFIED
 from wbc.review.cases import REVIEW_ONLY
 from wbc.review.db import Case, Cell
 from wbc.review.images import resolve

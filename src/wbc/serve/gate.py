@@ -4,22 +4,12 @@ requests in flight (503 beyond it), a time limit (504), and image errors as the 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 
 from fastapi import HTTPException, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from wbc.errors import BadImage, ImageTooLarge
-
-
-@dataclass
-class Limits:
-    """The server's limits; `wbc serve` takes its option defaults from here."""
-
-    max_files: int = 50  # images a request
-    max_mb: float = 10.0  # size of one uploaded file
-    queue: int = 32  # requests classifying or waiting to; more get 503 + Retry-After
-    timeout_s: float = 120.0  # a request running longer gets 504
+from wbc.serve.limits import Limits
 
 
 class Gate:

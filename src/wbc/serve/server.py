@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from wbc.errors import WbcError
-from wbc.serve.gate import Limits
+from wbc.serve.limits import Limits
 
 log = logging.getLogger(__name__)
 

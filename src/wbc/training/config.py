@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from wbc._util.io import atomic_write_text
-from wbc.data.transforms import Augment
+from wbc.data.augment import Augment
 
 
 @dataclass
