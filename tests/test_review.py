@@ -106,6 +106,31 @@ def test_migrations_users_and_the_audit_trail_is_append_only(db):
         assert [(r.user, r.action) for r in rows] == [("ana", "create")]
 
 
+def test_a_database_of_the_first_schema_is_migrated_and_keeps_its_rows(tmp_path):
+    """A station made by an older wbc (schema 0001) opens with the newest one: its cells are kept, the scale
+    column added empty (its heat-maps measure the scale as before)."""
+    from alembic import command
+    from alembic.config import Config
+
+    from wbc.review.db import database_url, make_engine
+
+    engine = make_engine(database_url(tmp_path / "old", None))
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(C.__file__).with_name("migrations")))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.execute(sa.text("INSERT INTO cases (id, reference, version, specimen, status, created_by, created_at, row_version) "
+                             "VALUES (1, 'OLD-1', 1, 'blood', 'open', 'ana', '2026-11-30 10:00:00', 1)"))
+        conn.execute(sa.text("INSERT INTO cells (id, case_id, image, source, model_class, probabilities, flagged, current_class, "
+                             "set_by, row_version) VALUES (1, 1, 'x.png', 'x.jpg', 'NEUTROPHIL', '{}', 0, 'NEUTROPHIL', 'model', 1)"))
+    engine.dispose()
+    Session = open_database(tmp_path / "old")
+    with Session() as s:
+        assert s.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
+        assert s.execute(sa.text("SELECT current_class, px_per_um FROM cells WHERE id = 1")).one() == ("NEUTROPHIL", None)
+
+
 def test_a_case_from_import_to_signature(db, model):
     Session, data_dir = db
     _users(Session)
@@ -181,6 +206,7 @@ def test_smear_fields_are_cut_into_cells_with_their_box(db, model):
         r = C.import_fields(s, data_dir, case, fields, model, default_detector(None), "ana")
         assert r.cells >= 2 and not r.problems
         assert all(c.field_box and len(c.field_box) == 4 and c.source in fields for c in case.cells)
+        assert all(10 < c.px_per_um < 18 for c in case.cells)  # the field's scale (BCCD: about 14 px/um), kept with each cut cell
         assert C.differential(case)["target"] == 200
 
 

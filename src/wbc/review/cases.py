@@ -79,11 +79,13 @@ def _writable(case: Case) -> None:
         raise Refused(f"case {case.id} ({case.reference}) is {case.status}: read-only; amend it to change it")
 
 
-def add_cell(session, case: Case, image: str, source: str, answer: dict, box: list | None = None) -> Cell:
-    """A pre-classified cell (`answer`: Prediction.to_dict() or a count's WBC entry) into the case."""
+def add_cell(session, case: Case, image: str, source: str, answer: dict, box: list | None = None,
+             px_per_um: float | None = None) -> Cell:
+    """A pre-classified cell (`answer`: Prediction.to_dict() or a count's WBC entry) into the case, with the scale
+    it was framed at (`px_per_um`, else the answer's own)."""
     cell = Cell(case_id=case.id, image=image, source=source, field_box=box, model_class=answer["class"],
                 probabilities={k: round(float(v), 5) for k, v in answer["probabilities"].items()},
-                distance=answer.get("distance"), flagged=bool(answer["review"]), review_reason=answer.get("review_reason"),
+                distance=answer.get("distance"), px_per_um=px_per_um or answer.get("px_per_um"), flagged=bool(answer["review"]), review_reason=answer.get("review_reason"),
                 current_class=answer["class"], set_by="model")
     session.add(cell)
     return cell
@@ -134,16 +136,16 @@ def import_fields(session, data_dir, case: Case, files: list[str], predictor, de
             side = max(x1 - x0, y1 - y0, FIELD_CROP_UM * fc.px_per_um)
             crop = crop_square(rgb, (x0 + x1) / 2, (y0 + y1) / 2, int(round(side)))
             ok, png = cv2.imencode(".png", np.ascontiguousarray(crop[..., ::-1]))
-            add_cell(session, case, store(data_dir, png.tobytes(), ".png"), str(path), w, box=w["box"])
+            add_cell(session, case, store(data_dir, png.tobytes(), ".png"), str(path), w, box=w["box"], px_per_um=fc.px_per_um)
             added += 1
     audit(session, case, user, "import", why=f"{added} white cells from {len(files) - len(problems)} fields ({len(problems)} refused)")
     return Imported(added, problems)
 
 
 def cell_in_case(session, case_id: int, cell_id: int) -> dict:
-    """The stored image and the model's class of one cell of a case (NotFound otherwise)."""
+    """The stored image, the model's class and the scale it was framed at, of one cell of a case (NotFound otherwise)."""
     c = _cell(session, case_id, cell_id)
-    return {"image": c.image, "model_class": c.model_class}
+    return {"image": c.image, "model_class": c.model_class, "px_per_um": c.px_per_um}
 
 
 def _cell(session, case_id: int, cell_id: int) -> Cell:

@@ -315,7 +315,7 @@ def _heatmap_route(api: APIRouter, run, user, data_dir, predictor, explainer) ->
         if explainer is None:
             raise HTTPException(409, "this server has no heat-maps (it runs an ONNX model alone): serve the .safetensors model")
         cell = run(lambda s: C.cell_in_case(s, case_id, cell_id))
-        x = frame(decode(resolve(data_dir, cell["image"])), predictor.spec).pixels
+        x = frame(decode(resolve(data_dir, cell["image"])), predictor.spec, cell["px_per_um"]).pixels  # as classified
         k = predictor.classes.index(cell["model_class"]) if cell["model_class"] in predictor.classes else None
         return Response(png_bytes(overlay(x, explainer.heatmap(x, k))), media_type="image/png",
                         headers={"Cache-Control": "private, max-age=86400"})
