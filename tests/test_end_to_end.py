@@ -107,7 +107,7 @@ def test_predict_formats(tiny_run):
     assert bad.returncode == 2 and "nope.jpeg" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_training_killed_mid_epoch_resumes_to_the_same_model(tiny_run, tmp_path):
+def test_training_killed_mid_epoch_resumes_to_the_same_model(tiny_run, tmp_path, caplog):
     """SIGKILL during a round-2 epoch; `--resume` redoes at most that epoch and ends where an unbroken run ends."""
     import signal
     import subprocess
@@ -138,8 +138,17 @@ def test_training_killed_mid_epoch_resumes_to_the_same_model(tiny_run, tmp_path)
     stage = torch.load(broken / "last.pt", map_location="cpu", weights_only=True)["stage"]
     with open(metrics, "a") as f:
         f.write(f"2,{stage['epoch'] + 1},0.5,0.5,0.5,0.5,0.5,0.0001,1.0\n2,{stage['epoch'] + 2},0.4")
+    from wbc.infer.predictor import load_model
+
+    with caplog.at_level("WARNING", logger="wbc.infer.predictor"):
+        load_model(broken / "model.safetensors")  # the run's best weights so far: usable, said to be unfinished
+    assert "not the finished model" in caplog.text
     p = run_cli("train", "--out", str(broken), "--resume")
     assert "resuming" in p.stderr
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="wbc.infer.predictor"):
+        load_model(broken / "model.safetensors")
+    assert "not the finished model" not in caplog.text
     assert [r["epoch"] for r in csv.DictReader(open(metrics)) if r["round"] == "2"] == ["1", "2", "3"]
     a, _ = load_model_file(whole / "model.safetensors")
     b, meta = load_model_file(broken / "model.safetensors")

@@ -249,6 +249,9 @@ def load_model(path: str | os.PathLike | None = None, device: str | None = None,
         return Predictor(engine, engine.meta, p)
     dev = pick_device(device or "auto", threads)
     model, meta = load_model_file(p, dev)
+    if (meta.get("info") or {}).get("partial"):
+        log.warning(f"{p} is a training run's best weights so far, not the finished model: its review threshold and "
+                    "distance limits are not fitted yet, so answers are flagged by the defaults; use it when `wbc train` has ended")
     return Predictor(TorchEngine(model, dev), meta, p)
 
 
