@@ -15,8 +15,6 @@ import io
 import json
 import multiprocessing as mp
 import os
-import queue
-import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,44 +78,11 @@ def frame_file(path: str, spec=None, px_per_um: float | None = None):
         return path, None, f"cannot read image {path}: {type(e).__name__}: {str(e)[:160]}"
 
 
-def _framed_in_thread(files: list[str], spec, px_per_um) -> Iterator[tuple]:
-    """Framed files in input order from one thread of this process, so the next batch is framed while the
-    engine runs this one (OpenCV and NumPy let go of the interpreter lock); stops when the reader stops."""
-    q: queue.Queue = queue.Queue(maxsize=64)
-    stop = threading.Event()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for f in files:
-                if not put(frame_file(f, spec, px_per_um)):
-                    return
-            put(None)
-        except BaseException as e:  # frame_file answers bad files itself: this is a bug, the reader raises it
-            put(e)
-
-    threading.Thread(target=produce, name="wbc-framing", daemon=True).start()
-    try:
-        while (item := q.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-
-
 def _framed_stream(files: list[str], spec, px_per_um, workers: int) -> Iterator[tuple]:
-    """Framed files in input order, from `workers` processes (0: a thread of this process)."""
+    """Framed files in input order, from `workers` processes (0: in this process)."""
     if workers <= 0 or len(files) < 64:
-        yield from (_framed_in_thread(files, spec, px_per_um) if len(files) >= 64 else (frame_file(f, spec, px_per_um) for f in files))
+        for f in files:
+            yield frame_file(f, spec, px_per_um)
         return
     ctx = mp.get_context("spawn")  # no fork after torch/ONNX Runtime threads exist
     with ctx.Pool(workers, initializer=_init_worker, initargs=(spec.to_dict(), px_per_um)) as pool:
