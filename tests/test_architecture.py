@@ -97,3 +97,13 @@ def test_library_code_never_prints():
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
                 offenders.append(f"{f.relative_to(PACKAGE)}:{node.lineno}")
     assert offenders == []
+
+
+def test_the_command_line_and_the_review_commands_start_without_the_heavy_libraries():
+    """`wbc --help` and `wbc review ...` build their options from plain modules: importing them loads no torch,
+    timm or FastAPI (6 s of a 7 s start before), so a lab's everyday review commands answer at once."""
+    code = ("import sys, wbc.cli, wbc.review.cases, wbc.review.export; "
+            "print(' '.join(m for m in ('torch', 'timm', 'fastapi', 'onnxruntime') if m in sys.modules))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == ""
