@@ -8,7 +8,8 @@ from conftest import DATA, run_cli
 from PIL import Image
 
 import wbc
-from wbc.count.count import count_field, differential
+from wbc.count.count import count_field
+from wbc.count.differential import differential
 from wbc.count.voc import Box, read_boxes, read_ids
 
 BCCD = DATA / "bccd"

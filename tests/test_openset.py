@@ -9,7 +9,7 @@ import pytest
 from conftest import DATA, kaggle_images, pbc_images, run_cli
 
 import wbc
-from wbc.count.count import alerts, differential
+from wbc.count.differential import alerts, differential
 from wbc.evaluation.risk import risk_coverage
 from wbc.infer.predictor import UNIDENTIFIED
 from wbc.models.io import save_model

@@ -109,17 +109,11 @@ def test_migrations_users_and_the_audit_trail_is_append_only(db):
 def test_a_database_of_the_first_schema_is_migrated_and_keeps_its_rows(tmp_path):
     """A station made by an older wbc (schema 0001) opens with the newest one: its cells are kept, the scale
     column added empty (its heat-maps measure the scale as before)."""
-    from alembic import command
-    from alembic.config import Config
-
-    from wbc.review.db import database_url, make_engine
+    from wbc.review.db import database_url, make_engine, upgrade
 
     engine = make_engine(database_url(tmp_path / "old", None))
-    cfg = Config()
-    cfg.set_main_option("script_location", str(Path(C.__file__).with_name("migrations")))
+    upgrade(engine, "0001")
     with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0001")
         conn.execute(sa.text("INSERT INTO cases (id, reference, version, specimen, status, created_by, created_at, row_version) "
                              "VALUES (1, 'OLD-1', 1, 'blood', 'open', 'ana', '2026-11-30 10:00:00', 1)"))
         conn.execute(sa.text("INSERT INTO cells (id, case_id, image, source, model_class, probabilities, flagged, current_class, "

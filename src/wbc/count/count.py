@@ -17,7 +17,7 @@ from wbc.count.detect import (  # noqa: F401  (MAX_FIELD_PIXELS: re-exported)
     DetectConfig,
 )
 from wbc.count.detector import COUNT_MAX_PIXELS
-from wbc.count.differential import ALARM, CLINICAL_ORDER, alerts, differential, wilson  # noqa: F401  (re-exported)
+from wbc.count.differential import alerts, differential
 from wbc.count.voc import TYPES, Box
 from wbc.errors import ImageTooLarge, WbcError
 from wbc.image.decode import decode_shrunk

@@ -115,7 +115,7 @@ class CropDataset(Dataset):
     or yellow lab's red cells stay red cells), or (`photometric` "stain") HED and brightness/contrast only."""
 
     def __init__(self, fields: list[Field], crop: int, n_classes: int, per_image: int, photometric: str = "classifier", cast: float = 0.25):
-        from wbc.data.transforms import Augment
+        from wbc.data.augment import Augment
 
         self.fields, self.crop, self.n_classes, self.per_image = fields, crop, n_classes, per_image
         self.augment = Augment(cast=cast) if photometric == "classifier" else None

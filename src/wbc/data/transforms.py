@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from wbc.data.augment import Augment  # noqa: F401  (the settings these transforms read)
+from wbc.data.augment import Augment
 from wbc.image.decode import decode
 from wbc.image.framing import balanced, view
 from wbc.image.stain import cell_centre

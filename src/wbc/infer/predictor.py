@@ -17,7 +17,7 @@ from wbc.errors import WbcError
 from wbc.image.decode import decode
 from wbc.image.framing import Framed, frame
 from wbc.image.stain import MIN_NUCLEUS_UM2, MIN_STAINED_UM2
-from wbc.infer.answers import NO_WHITE_CELL, UNIDENTIFIED  # noqa: F401  (re-exported)
+from wbc.infer.answers import NO_WHITE_CELL, UNIDENTIFIED
 from wbc.infer.engines import OnnxEngine, TorchEngine
 from wbc.models.io import load_model_file
 

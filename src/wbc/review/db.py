@@ -152,8 +152,8 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-def upgrade(engine: Engine) -> None:
-    """Bring the schema to the newest migration (from empty, or from an older wbc)."""
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to the newest migration (from empty, or from an older wbc); tests stop at an older `revision`."""
     from alembic import command
     from alembic.config import Config
 
@@ -161,7 +161,7 @@ def upgrade(engine: Engine) -> None:
     cfg.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, revision)
 
 
 def open_database(data_dir: str | os.PathLike | None = None, url: str | None = None) -> sessionmaker:

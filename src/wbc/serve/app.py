@@ -17,7 +17,8 @@ from fastapi.staticfiles import StaticFiles
 
 from wbc._version import __version__
 from wbc.serve import cells, fields
-from wbc.serve.gate import Gate, Limits  # noqa: F401  (Limits: re-exported for callers of create_app)
+from wbc.serve.gate import Gate
+from wbc.serve.limits import Limits
 
 
 def static_dir() -> Path:

@@ -34,9 +34,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from wbc.data.augment import Augment
 from wbc.data.collect import collect_images
 from wbc.data.labels import match_classes
-from wbc.data.transforms import Augment, CellDataset
+from wbc.data.transforms import CellDataset
 from wbc.errors import WbcError
 from wbc.image.scale import source_scale
 from wbc.models.classifier import frozen_bn_eval, set_trainable
