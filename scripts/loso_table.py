@@ -1,5 +1,5 @@
-"""The leave-one-source-out table of `scripts/balance_loso.sh`, as markdown: per held-out source, each fold
-model with and without the white balance, on the source it never saw.
+"""The leave-one-source-out table of `scripts/loso.sh`, as markdown: per held-out source, each variant's fold
+model (plain, white balance, stain normalisation) on the source it never saw.
 
     python scripts/loso_table.py [--runs runs]
 """
@@ -12,6 +12,8 @@ from pathlib import Path
 
 HELD_OUT = {"pbc": "PBC train (Kaggle + Munich model)", "kaggle": "Kaggle TRAIN, every 16th (PBC + Munich model)",
             "munich": "Munich train (Kaggle + PBC model)"}
+
+VARIANTS = {"no-white-balance": "none", "white-balance": "white balance", "stain-norm": "stain normalisation (Reinhard)"}
 
 
 def row(d: dict) -> list[str]:
@@ -29,14 +31,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", default="runs")
     a = ap.parse_args()
-    print("| held out (fold model) | white balance | accuracy | restricted to the set's types | unflagged / right (%) | AURC | ECE | unknown types passed unflagged |")
+    print("| held out (fold model) | colour step | accuracy | restricted to the set's types | unflagged / right (%) | AURC | ECE | unknown types passed unflagged |")
     print("|---|---|---|---|---|---|---|---|")
     for src, name in HELD_OUT.items():
-        for wb in ("no-white-balance", "white-balance"):
-            f = Path(a.runs) / f"eval_no_{src}_{wb}.json"
+        for variant, step in VARIANTS.items():
+            f = Path(a.runs) / f"eval_no_{src}_{variant}.json"
             if f.is_file():
                 d = next(iter(json.loads(f.read_text()).values()))
-                print(f"| {name} | {'yes' if wb == 'white-balance' else 'no'} | " + " | ".join(row(d)) + " |")
+                print(f"| {name} | {step} | " + " | ".join(row(d)) + " |")
 
 
 if __name__ == "__main__":

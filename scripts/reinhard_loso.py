@@ -4,7 +4,7 @@ carry a fold model further than the raw pixels? Measured on the held-out source'
 
     python scripts/reinhard_loso.py [--per-class 100]
 
-Fold models: runs/fold_no_{pbc,kaggle,munich}_no-white-balance (made by scripts/balance_loso.sh). The reference
+Fold models: runs/fold_no_{pbc,kaggle,munich}_no-white-balance (made by scripts/loso.sh). The reference
 is the mean L*a*b* statistics of 100 views a source of the fold's own training sources.
 """
 

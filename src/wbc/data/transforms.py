@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from wbc.data.augment import Augment
 from wbc.image.decode import decode
-from wbc.image.framing import balanced, view
+from wbc.image.framing import colour_view, view
 from wbc.image.stain import cell_centre
 
 
@@ -92,9 +92,10 @@ class CellDataset(Dataset):
     `augment` None the view is exactly what inference sees (wbc.image.framing.view)."""
 
     def __init__(self, paths: list, labels: list[int], px_per_um: list[float], size: int, field_um: float, augment: Augment | None = None,
-                 white_balance: bool = False):
+                 white_balance: bool = False, stain_norm: bool = False):
         self.paths, self.labels, self.px = [str(p) for p in paths], list(labels), list(px_per_um)
-        self.size, self.field_um, self.augment, self.white_balance = size, field_um, augment, white_balance
+        self.size, self.field_um, self.augment = size, field_um, augment
+        self.white_balance, self.stain_norm = white_balance, stain_norm
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -111,7 +112,7 @@ class CellDataset(Dataset):
                             shift=(rng.uniform(-a.shift_um, a.shift_um), rng.uniform(-a.shift_um, a.shift_um)),
                             flip=rng.random() < 0.5)
             x = photometric(out, a, rng)
-        return (balanced(x) if self.white_balance else x), self.labels[i]
+        return colour_view(x, self.white_balance, self.stain_norm), self.labels[i]
 
 
 def photometric(rgb: np.ndarray, a: Augment, rng: random.Random) -> torch.Tensor:

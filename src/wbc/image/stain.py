@@ -88,6 +88,22 @@ def neutral_background(rgb: np.ndarray) -> np.ndarray:
     return np.clip(rgb.astype(np.float32) * gain, 0, 255).astype(np.uint8)
 
 
+REINHARD_TARGET = (175.0, 140.0, 122.0, 55.0, 14.0, 18.0)  # OpenCV L*a*b* means and spreads a view is moved to:
+# about the mean of Kaggle, PBC and Munich views (their spreads: L 48-65, a 11-21, b 16-23); any fixed target works,
+# since training and inference both map onto it
+REINHARD_MIN_STD = (10.0, 4.0, 4.0)  # a grey or flat view's spread is not blown up into colour noise
+
+
+def reinhard(rgb: np.ndarray, target: tuple[float, ...] = REINHARD_TARGET) -> np.ndarray:
+    """The image with each L*a*b* channel's mean and spread moved to `target` (Reinhard et al. 2001): another
+    lab's stain and light mapped onto one colour world before the model, when the model was trained that way."""
+    lab = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2LAB)
+    mean, std = (v.ravel() for v in cv2.meanStdDev(lab))
+    gain = np.float64(target[3:]) / np.maximum(std, REINHARD_MIN_STD)
+    affine = np.hstack([np.diag(gain), (np.float64(target[:3]) - mean * gain)[:, None]])  # per channel, one pass
+    return cv2.cvtColor(cv2.transform(lab, affine), cv2.COLOR_LAB2RGB)
+
+
 def stained_extent_px(rgb: np.ndarray) -> float:
     """Largest side (pixels) of the bounding box of the largest stained region (0 when nothing is stained):
     with NUCLEUS_EXTENT_UM, the scale of an image that holds no red cells to measure."""
