@@ -17,8 +17,9 @@ def tiny_run(tmp_path_factory, tiny_kaggle, wbc_cache):
     p = run_cli("data", "split", "--data", str(tiny_kaggle), "--out", str(manifest), "--val-fraction", "0.25")
     assert "manifest written" in p.stderr
     run = work / "run"
-    run_cli("train", "--data", str(tiny_kaggle), "--manifest", str(manifest), "--out", str(run), "--size", "64",
-            "--head", "64,32", "--round1-epochs", "4", "--round2-epochs", "1", "--epoch-size", "32", "--workers", "0")
+    p = run_cli("train", "--data", str(tiny_kaggle), "--manifest", str(manifest), "--out", str(run), "--size", "64",
+                "--head", "64,32", "--round1-epochs", "4", "--round2-epochs", "1", "--epoch-size", "32", "--workers", "0")
+    (work / "train.log").write_text(p.stderr)
     return tiny_kaggle, manifest, run
 
 
@@ -43,6 +44,10 @@ def test_run_folder_holds_config_log_checkpoint_model(tiny_run):
     assert [r["round"] for r in rows].count("2") == 1 and [r["round"] for r in rows].count("1") >= 1
     summary = json.loads((run / "summary.json").read_text())
     assert summary["trained_on"]["train_groups"] > 0 and 0 <= summary["metrics"]["val"]["accuracy"] <= 1
+    # a model that flags nearly all of validation says so plainly (here: a 64-pixel model after a few epochs)
+    flagged = summary["metrics"]["val"]["review"]["flagged"]
+    log = " ".join((run.parent / "train.log").read_text().split())
+    assert ("of validation: no confidence reaches" in log) == (flagged > 0.9), (flagged, log[-300:])
 
 
 def test_resume_continues_a_run(tiny_run, tmp_path):

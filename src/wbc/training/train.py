@@ -337,6 +337,10 @@ def calibrate_and_save(fit: Fit) -> Path:
     kept = probs.max(1).values >= spec.review_threshold
     val["review"] = {"threshold": spec.review_threshold, "flagged": float(1 - kept.float().mean()),
                      "accuracy_unflagged": float((probs.argmax(1) == yv)[kept].float().mean()) if kept.any() else None}
+    if val["review"]["flagged"] > 0.9:
+        log.warning(f"the review threshold {spec.review_threshold:.3f} flags {100 * val['review']['flagged']:.0f}% of validation: no "
+                    f"confidence reaches {100 * cfg.review_accuracy:.0f}% accuracy there, so nearly every answer goes to review "
+                    "(train longer, add data, or lower --review-accuracy)")
     tr, va = fit.train_rows, fit.val_rows
     info = {
         "sources": {k: v.__dict__ for k, v in fit.infos.items()},
