@@ -3,8 +3,7 @@
 # frozen, head on cached features; about 10-25 min each on 2 cores), each trained on two sources and measured on
 # the source it never saw: that source's train split (Kaggle: every 16th TRAIN image), never a test split.
 #     bash scripts/loso.sh [VARIANT...]    # from the repository root; default: no-white-balance white-balance
-# Variants: no-white-balance (the plain model), white-balance, stain-norm (Reinhard, the whole view's statistics),
-# stain-norm-background (Reinhard, the statistics from outside the stained cell).
+# A variant is a train flag without its dashes: no-white-balance (the plain model), white-balance, stain-norm.
 # Results in runs/eval_no_<held-out source>_<variant>.json; `python scripts/loso_table.py` prints the table.
 set -e
 wbc() { if [ -x .venv/bin/wbc ]; then .venv/bin/wbc "$@"; else command wbc "$@"; fi; }
@@ -25,14 +24,13 @@ measure() {  # fold, variant, data, split, extra...: the held-out source's figur
   [ -f "runs/eval_no_${fold}_$v.json" ] || wbc evaluate --model "runs/fold_no_${fold}_$v/model.safetensors" --data "$data" \
       --split "$split" "$@" --json "runs/eval_no_${fold}_$v.json" --out "runs/eval_no_${fold}_$v"
 }
-flags() { case $1 in stain-norm) echo --stain-norm view;; stain-norm-background) echo --stain-norm background;; *) echo --$1;; esac; }
 variants=("$@"); [ ${#variants[@]} -gt 0 ] || variants=(no-white-balance white-balance)
 for v in "${variants[@]}"; do
-    train runs/fold_no_pbc_$v --data $K --data $M --manifest $MK --manifest $MM $(flags $v)
+    train runs/fold_no_pbc_$v --data $K --data $M --manifest $MK --manifest $MM --$v
     measure pbc $v ../shared/data/pbc train --abnormal
-    train runs/fold_no_kaggle_$v --data $P --data $M --manifest $MP --manifest $MM $(flags $v)
+    train runs/fold_no_kaggle_$v --data $P --data $M --manifest $MP --manifest $MM --$v
     measure kaggle $v runs/kaggle_train_sub TRAIN
-    train runs/fold_no_munich_$v --data $K --data $P --manifest $MK --manifest $MP $(flags $v)
+    train runs/fold_no_munich_$v --data $K --data $P --manifest $MK --manifest $MP --$v
     measure munich $v ../shared/data/munich-aml train --abnormal
 done
 python scripts/loso_table.py

@@ -13,8 +13,7 @@ from pathlib import Path
 HELD_OUT = {"pbc": "PBC train (Kaggle + Munich model)", "kaggle": "Kaggle TRAIN, every 16th (PBC + Munich model)",
             "munich": "Munich train (Kaggle + PBC model)"}
 
-VARIANTS = {"no-white-balance": "none", "white-balance": "white balance", "stain-norm": "stain normalisation (Reinhard, view)",
-            "stain-norm-background": "stain normalisation (Reinhard, outside the cell)"}
+VARIANTS = {"no-white-balance": "none", "white-balance": "white balance", "stain-norm": "stain normalisation (Reinhard)"}
 
 
 def row(d: dict) -> list[str]:

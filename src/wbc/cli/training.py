@@ -25,9 +25,8 @@ def train(data: Optional[list[str]] = typer.Option(None, "--data", help="trainin
                                                  "output rows kept, new classes fresh): adds a class or a source to a trained model"),
           white_balance: bool = typer.Option(T.white_balance, "--white-balance/--no-white-balance",
                                              help="make each view's background neutral before the model (other labs' light and stain)"),
-          stain_norm: str = typer.Option(T.stain_norm, help="move each view's colours to one fixed L*a*b* world before the model "
-                                                             "(Reinhard): view (its statistics from the whole view) or background "
-                                                             "(from outside the stained cell); empty: none"),
+          stain_norm: bool = typer.Option(T.stain_norm, "--stain-norm/--no-stain-norm",
+                                          help="move each view's colours to one fixed L*a*b* world (Reinhard) before the model"),
           size: int = typer.Option(T.size, help="model input side (pixels)"), field_um: float = typer.Option(T.field_um, help="width of the view around the cell, micrometres"),
           head: str = typer.Option(",".join(map(str, T.head)), help="dense layer sizes"),
           dropout: float = typer.Option(T.dropout), batch_size: int = typer.Option(T.batch_size), round1_epochs: int = typer.Option(T.round1_epochs),

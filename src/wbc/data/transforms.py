@@ -92,7 +92,7 @@ class CellDataset(Dataset):
     `augment` None the view is exactly what inference sees (wbc.image.framing.view)."""
 
     def __init__(self, paths: list, labels: list[int], px_per_um: list[float], size: int, field_um: float, augment: Augment | None = None,
-                 white_balance: bool = False, stain_norm: str = ""):
+                 white_balance: bool = False, stain_norm: bool = False):
         self.paths, self.labels, self.px = [str(p) for p in paths], list(labels), list(px_per_um)
         self.size, self.field_um, self.augment = size, field_um, augment
         self.white_balance, self.stain_norm = white_balance, stain_norm

@@ -33,7 +33,6 @@ from wbc.image.stain import (
     largest_stained_um2,
     neutral_background,
     reinhard,
-    stain_norm_mode,
     stained_extent_px,
 )
 
@@ -112,18 +111,18 @@ def balanced(pixels: torch.Tensor) -> torch.Tensor:
     return pixels if out is rgb else torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))
 
 
-def stain_normalised(pixels: torch.Tensor, mode: str = "view") -> torch.Tensor:
+def stain_normalised(pixels: torch.Tensor) -> torch.Tensor:
     """A view (3xHxW uint8) with its colours moved to one fixed L*a*b* world (wbc.image.stain.reinhard)."""
-    out = reinhard(pixels.permute(1, 2, 0).numpy(), mode=mode)
+    out = reinhard(pixels.permute(1, 2, 0).numpy())
     return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))
 
 
-def colour_view(pixels: torch.Tensor, white_balance: bool = False, stain_norm: str = "") -> torch.Tensor:
+def colour_view(pixels: torch.Tensor, white_balance: bool = False, stain_norm: bool = False) -> torch.Tensor:
     """The colour steps a model was trained with, in training's order: background made neutral, then the stain
     normalised. Training applies them after the photometric augmentation, inference to every view."""
     if white_balance:
         pixels = balanced(pixels)
-    return stain_normalised(pixels, stain_norm_mode(stain_norm)) if stain_norm else pixels
+    return stain_normalised(pixels) if stain_norm else pixels
 
 
 def model_view(pixels: torch.Tensor, spec) -> torch.Tensor:

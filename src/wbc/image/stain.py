@@ -75,62 +75,32 @@ def neutral_background(rgb: np.ndarray) -> np.ndarray:
     """The image with its background made neutral: each channel scaled (gain 1 to 1.8) so the median of the
     brightest quarter of pixels is grey-white (von Kries white balance on the background). Unchanged when the
     background is already neutral (gains under 4%) or too dark to say."""
-    gain = background_gains(rgb)
-    return rgb if gain is None else np.clip(rgb.astype(np.float32) * gain, 0, 255).astype(np.uint8)
-
-
-def background_gains(rgb: np.ndarray) -> np.ndarray | None:
-    """neutral_background's per-channel gains, or None when it leaves the image as it is."""
     h, w = rgb.shape[:2]
     step = max(1, min(h, w) // 100)
     px = rgb[::step, ::step].reshape(-1, 3).astype(np.float32)
     lum = px.sum(1)
     bg = np.median(px[lum >= np.percentile(lum, 75)], 0)
     if bg.min() < 40:
-        return None
+        return rgb
     gain = np.clip(bg.max() / bg, 1.0, 1.8)
-    return None if (gain < 1.04).all() else gain
+    if (gain < 1.04).all():
+        return rgb
+    return np.clip(rgb.astype(np.float32) * gain, 0, 255).astype(np.uint8)
 
 
 REINHARD_TARGET = (175.0, 140.0, 122.0, 55.0, 14.0, 18.0)  # OpenCV L*a*b* means and spreads a view is moved to:
 # about the mean of Kaggle, PBC and Munich views (their spreads: L 48-65, a 11-21, b 16-23); any fixed target works,
 # since training and inference both map onto it
-REINHARD_BACKGROUND = (190.0, 135.0, 130.0)  # where the mean outside the stained cell goes ("background" mode;
-# Kaggle, PBC, Munich views: L 163-211, a 131-137, b 124-139)
 REINHARD_MIN_STD = (10.0, 4.0, 4.0)  # a grey or flat view's spread is not blown up into colour noise
-REINHARD_GAIN = (0.5, 2.0)  # nor is any spread stretched or squeezed beyond this
 
 
-STAIN_NORMS = ("", "view", "background")  # off; statistics of the whole view; of the view outside the stained cell
-
-
-def stain_norm_mode(value) -> str:
-    """A model file's or config's `stain_norm` as one of STAIN_NORMS (files of 2026-12-03 stored true for "view")."""
-    if value is True:
-        return "view"
-    if not value:
-        return ""
-    if value not in STAIN_NORMS:
-        raise ValueError(f"stain_norm must be one of view, background (or empty for none), not '{value}'")
-    return value
-
-
-def reinhard(rgb: np.ndarray, target: tuple[float, ...] = REINHARD_TARGET, mode: str = "view") -> np.ndarray:
+def reinhard(rgb: np.ndarray, target: tuple[float, ...] = REINHARD_TARGET) -> np.ndarray:
     """The image with each L*a*b* channel's mean and spread moved to `target` (Reinhard et al. 2001): another
-    lab's stain and light mapped onto one colour world before the model, when the model was trained that way.
-    `mode` "background" moves the mean *outside the stained cell* (found on the balanced image) to
-    REINHARD_BACKGROUND instead, so the lab's light, plasma and red cells set the shift and the white cell keeps
-    its own colour against them; a view the cell fills (under a quarter left) falls back to "view"."""
+    lab's stain and light mapped onto one colour world before the model, when the model was trained that way."""
     lab = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2LAB)
     mean, std = (v.ravel() for v in cv2.meanStdDev(lab))
-    gain = np.clip(np.float64(target[3:]) / np.maximum(std, REINHARD_MIN_STD), *REINHARD_GAIN)
-    centre, goal = mean, np.float64(target[:3])
-    if mode == "background":
-        g = background_gains(rgb[::2, ::2])  # a quarter of the pixels tell the background as well
-        outside = ~stain_mask(rgb, STAINED_THRESHOLD) if g is None else rgb[..., 2] * g[2] - rgb[..., 0] * g[0] <= STAINED_THRESHOLD
-        if outside.mean() >= 0.25:
-            centre, goal = cv2.mean(lab, mask=outside.astype(np.uint8))[:3], np.float64(REINHARD_BACKGROUND)
-    affine = np.hstack([np.diag(gain), (goal - np.float64(centre) * gain)[:, None]])  # per channel, one pass
+    gain = np.float64(target[3:]) / np.maximum(std, REINHARD_MIN_STD)
+    affine = np.hstack([np.diag(gain), (np.float64(target[:3]) - mean * gain)[:, None]])  # per channel, one pass
     return cv2.cvtColor(cv2.transform(lab, affine), cv2.COLOR_LAB2RGB)
 
 

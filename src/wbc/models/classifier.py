@@ -7,7 +7,6 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from wbc.image.stain import stain_norm_mode
 from wbc.models.openset import FeatureDistance
 from wbc.models.weights import create_backbone
 
@@ -25,7 +24,7 @@ class ModelSpec:
     field_um: float = 0.0  # >0: the view is a square this many micrometres wide centred on the stained cell
     px_per_um: float = 0.0  # >0: every image is taken to have this scale (an adapted lab's); 0: measured per image
     white_balance: bool = False  # the view's background made neutral before the model (wbc.image.framing.balanced)
-    stain_norm: str = ""  # then its colours moved to one fixed L*a*b* world: "view" or "background" statistics (wbc.image.stain.reinhard)
+    stain_norm: bool = False  # then its colours moved to one fixed L*a*b* world (wbc.image.stain.reinhard)
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # of pixels scaled to 0..1
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     head: tuple[int, ...] = (1024, 512, 128, 64)  # the reference design's dense layers
@@ -48,8 +47,6 @@ class ModelSpec:
         for k in ("input_size", "head", "mean", "std"):
             if k in known:
                 known[k] = tuple(known[k])
-        if "stain_norm" in known:
-            known["stain_norm"] = stain_norm_mode(known["stain_norm"])
         return cls(**known)
 
 

@@ -22,7 +22,7 @@ class TrainConfig:
     size: int = 128  # model input, square
     field_um: float = 24.0  # the view: a square this many micrometres wide around the stained cell
     white_balance: bool = False  # the view's background made neutral, in training and in every later use of the model
-    stain_norm: str = ""  # the view's colours moved to one fixed L*a*b* world (Reinhard; "view" or "background" statistics), likewise
+    stain_norm: bool = False  # the view's colours moved to one fixed L*a*b* world (Reinhard), likewise
     head: tuple[int, ...] = (1024, 512, 128, 64)
     dropout: float = 0.3
     batch_size: int = 32
@@ -61,6 +61,4 @@ class TrainConfig:
         if "gamma" in aug:
             aug["gamma"] = tuple(aug["gamma"])
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        if known.get("stain_norm") is True:  # runs of 2026-12-03
-            known["stain_norm"] = "view"
         return cls(**known, augment=Augment(**{k: v for k, v in aug.items() if k in Augment.__dataclass_fields__}))

@@ -39,7 +39,6 @@ from wbc.data.sources import (
 )
 from wbc.data.transforms import CellDataset
 from wbc.errors import WbcError
-from wbc.image.stain import STAIN_NORMS
 from wbc.models.classifier import (
     CellClassifier,
     ModelSpec,
@@ -365,8 +364,6 @@ def start(cfg: TrainConfig, resume: bool, progress) -> Fit:
     """Open (or resume) the run folder, prepare every source's split, build the model."""
     if cfg.bn not in ("train", "frozen"):
         raise WbcError(f"--bn must be train or frozen, not '{cfg.bn}'")
-    if cfg.stain_norm not in STAIN_NORMS:
-        raise WbcError(f"--stain-norm must be view or background (or empty for none), not '{cfg.stain_norm}'")
     run, cfg = open_run(cfg.out, cfg, resume, TrainConfig.load)
     cfg.save(run / "config.json")
     seed_everything(cfg.seed)
