@@ -12,21 +12,13 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import torch
-from reinhard_loso import FOLDS, rows
+from reinhard_loso import FOLDS, probabilities, rows
 
 from wbc.evaluation.risk import risk_coverage
 from wbc.infer.predictor import load_model
 
 VARIANTS = ("no-white-balance", "white-balance", "stain-norm")
-
-
-def member_probabilities(p, files: list[str]) -> torch.Tensor:
-    out = []
-    for i in range(0, len(files), 32):
-        out.append(p.probabilities(torch.stack([p.frame(f).pixels for f in files[i : i + 32]])))
-    return torch.cat(out)
 
 
 def figures(probs: torch.Tensor, y: torch.Tensor) -> str:
@@ -48,7 +40,7 @@ def main() -> None:
         assert all(m.classes == classes for m in members.values())
         test = [(f, lab) for f, lab in rows(held, a.per_class) if lab in classes]
         y = torch.tensor([classes.index(lab) for _, lab in test])
-        probs = {v: member_probabilities(m, [f for f, _ in test]) for v, m in members.items()}
+        probs = {v: probabilities(m, [m.frame(f).pixels for f, _ in test]) for v, m in members.items()}
         for v, pr in probs.items():
             print(f"| {held} | {len(test)} | {v} | {figures(pr, y)} |", flush=True)
         print(f"| {held} | {len(test)} | mean of the three | {figures(torch.stack(list(probs.values())).mean(0), y)} |", flush=True)
@@ -56,5 +48,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    np.seterr(all="ignore")
     main()

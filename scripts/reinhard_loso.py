@@ -23,13 +23,12 @@ from wbc.infer.predictor import load_model
 
 DATA = {"kaggle": "../shared/data/blood-cells", "pbc": "../shared/data/pbc", "munich": "../shared/data/munich-aml"}
 FOLDS = {"pbc": ("kaggle", "munich"), "kaggle": ("pbc", "munich"), "munich": ("kaggle", "pbc")}
-TRAIN_SPLIT = {"kaggle": "TRAIN", "pbc": "TRAIN", "munich": "TRAIN"}
 
 
 def rows(source: str, per_class: int, seed: int = 0) -> list[tuple[str, str]]:
     by = defaultdict(list)
     for r in scan(DATA[source], check=False).records:
-        if r.split.upper() == TRAIN_SPLIT[source]:
+        if r.split.upper() == "TRAIN":
             by[r.label].append(str(r.path))
     out = []
     for label, files in sorted(by.items()):
@@ -45,6 +44,8 @@ def lab_stats(view: torch.Tensor) -> np.ndarray:
 
 
 def reinhard(view: torch.Tensor, ref: np.ndarray) -> torch.Tensor:
+    """Reinhard to the fold's reference as first measured (no spread floor, values truncated): kept apart from
+    wbc.image.stain.reinhard, which floors the spreads and rounds, so the published table stays reproducible."""
     rgb = np.ascontiguousarray(view.permute(1, 2, 0).numpy())
     lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(np.float32)
     s = lab_stats(view)
@@ -53,8 +54,13 @@ def reinhard(view: torch.Tensor, ref: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))
 
 
+def probabilities(p, views: list[torch.Tensor]) -> torch.Tensor:
+    """A predictor's class probabilities of framed views, 32 at a time (the LOSO scripts share it)."""
+    return torch.cat([p.probabilities(torch.stack(views[i : i + 32]).contiguous()) for i in range(0, len(views), 32)])
+
+
 def accuracy(p, views, labels) -> tuple[float, float]:
-    probs = torch.cat([p.probabilities(torch.stack(views[i : i + 32])) for i in range(0, len(views), 32)])
+    probs = probabilities(p, views)
     known = [i for i, y in enumerate(labels) if y in p.classes]
     y = torch.tensor([p.classes.index(labels[i]) for i in known])
     pr = probs[known]
@@ -72,7 +78,7 @@ def main() -> None:
     print("|---|---|---|---|")
     for held, train_sources in FOLDS.items():
         p = load_model(f"runs/fold_no_{held}_no-white-balance/model.safetensors")
-        ref = np.mean([lab_stats(p.frame(f).pixels) for s in train_sources for f, _ in rows(s, 100 // 4 + 1)[:: 1][:100]], 0)
+        ref = np.mean([lab_stats(p.frame(f).pixels) for s in train_sources for f, _ in rows(s, 26)[:100]], 0)
         test = [(f, y) for f, y in rows(held, a.per_class) if y in p.classes]
         views = [p.frame(f).pixels for f, _ in test]
         labels = [y for _, y in test]

@@ -14,22 +14,19 @@ from __future__ import annotations
 import argparse
 
 import torch
-from reinhard_loso import FOLDS, rows
+from reinhard_loso import FOLDS, probabilities, rows
 
 from wbc.infer.predictor import load_model
 
 
-def views(batch: torch.Tensor, n: int) -> list[torch.Tensor]:
-    out = [batch, batch.flip(-1), batch.flip(-2), batch.flip(-1, -2)][: min(n, 4)]
+def views(view: torch.Tensor, n: int) -> list[torch.Tensor]:
+    out = [view, view.flip(-1), view.flip(-2), view.flip(-1, -2)][: min(n, 4)]
     return out + [v.transpose(-1, -2) for v in out][: max(0, n - 4)]
 
 
-def probabilities(p, pixels: list[torch.Tensor], n: int) -> torch.Tensor:
-    out = []
-    for i in range(0, len(pixels), 32):
-        batch = torch.stack(pixels[i : i + 32])
-        out.append(torch.stack([p.probabilities(v.contiguous()) for v in views(batch, n)]).mean(0))
-    return torch.cat(out)
+def mean_probabilities(p, pixels: list[torch.Tensor], n: int) -> torch.Tensor:
+    """The class probabilities averaged over each view's first `n` symmetries."""
+    return torch.stack([probabilities(p, [views(v, n)[k] for v in pixels]) for k in range(n)]).mean(0)
 
 
 def figures(p, probs: torch.Tensor, labels: list[str]) -> str:
@@ -54,7 +51,7 @@ def main() -> None:
         pixels = [p.frame(f).pixels for f, _ in test]
         labels = [y for _, y in test]
         for n in (1, 4, 8):
-            print(f"| {held} | {len(test)} | {n} | {figures(p, probabilities(p, pixels, n), labels)} |", flush=True)
+            print(f"| {held} | {len(test)} | {n} | {figures(p, mean_probabilities(p, pixels, n), labels)} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -106,15 +106,19 @@ def balanced(pixels: torch.Tensor) -> torch.Tensor:
     """A view (3xHxW uint8) with its background made neutral (von Kries on its brightest quarter): the colour of
     another lab's light and stain taken out before the model sees the cell. Training applies it after the
     photometric augmentation, inference to every view, so both see the same kind of input."""
-    rgb = pixels.permute(1, 2, 0).numpy()
-    out = neutral_background(rgb)
-    return pixels if out is rgb else torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))
+    return on_view(pixels, neutral_background)
 
 
 def stain_normalised(pixels: torch.Tensor) -> torch.Tensor:
     """A view (3xHxW uint8) with its colours moved to one fixed L*a*b* world (wbc.image.stain.reinhard)."""
-    out = reinhard(pixels.permute(1, 2, 0).numpy())
-    return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))
+    return on_view(pixels, reinhard)
+
+
+def on_view(pixels: torch.Tensor, recolour) -> torch.Tensor:
+    """`recolour` (an HxWx3 uint8 function) applied to a 3xHxW view; the view itself when it returns its input."""
+    rgb = pixels.permute(1, 2, 0).numpy()
+    out = recolour(rgb)
+    return pixels if out is rgb else torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))
 
 
 def colour_view(pixels: torch.Tensor, white_balance: bool = False, stain_norm: bool = False) -> torch.Tensor:
