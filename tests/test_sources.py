@@ -172,14 +172,17 @@ def test_init_starts_a_new_class_from_a_trained_model(two_source_run, tiny_kaggl
     last = len(new.head) - 1
     for j, c in enumerate(spec.classes[1:], start=1):  # every known class keeps its output row
         assert torch.equal(new.head[last].weight[j], old.head[last].weight[PBC_CLASSES.index(c)])
-    # through the CLI: a four-class run from the eight-class file, and a clear line when the networks differ
+    # through the CLI: a four-class run from the eight-class file at a higher input size (the weights do not
+    # depend on it), and a clear line when the networks differ
     run = tmp_path / "init"
-    p = run_cli("train", "--data", f"kaggle={tiny_kaggle}", "--init", str(path), "--out", str(run), "--size", "64", "--head", "32",
+    p = run_cli("train", "--data", f"kaggle={tiny_kaggle}", "--init", str(path), "--out", str(run), "--size", "80", "--head", "32",
                 "--round1-epochs", "1", "--round2-epochs", "1", "--epoch-size", "32", "--workers", "0", "--val-fraction", "0.25")
     assert f"starting from {path}" in p.stderr and (run / "model.safetensors").is_file()
+    grown, _ = load_model_file(run / "model.safetensors")
+    assert list(grown.spec.input_size) == [80, 80]
     p = run_cli("train", "--data", f"kaggle={tiny_kaggle}", "--init", str(path), "--out", str(tmp_path / "bad"), "--size", "64",
                 "--head", "16", "--workers", "0", check=False)
-    assert p.returncode == 2 and "--init" in p.stderr and "give the same --backbone, --head and --size" in p.stderr
+    assert p.returncode == 2 and "--init" in p.stderr and "give the same --backbone and --head" in p.stderr
     assert "Traceback" not in p.stderr
 
 

@@ -21,7 +21,7 @@ def train(data: Optional[list[str]] = typer.Option(None, "--data", help="trainin
           manifest: Optional[list[str]] = typer.Option(None, help="a source's split manifest, NAME=FILE (made in the run when absent)"),
           out: Path = typer.Option(Path(T.out), help="run folder"), backbone: str = typer.Option(T.backbone, help="timm model name (xception: the reference design)"),
           pretrained: bool = typer.Option(T.pretrained, "--pretrained/--no-pretrained", help="start from ImageNet weights"),
-          init: str = typer.Option(T.init, help="start from this wbc model file instead (same backbone, head and size; its classes' "
+          init: str = typer.Option(T.init, help="start from this wbc model file instead (same backbone and head, any size; its classes' "
                                                  "output rows kept, new classes fresh): adds a class or a source to a trained model"),
           white_balance: bool = typer.Option(T.white_balance, "--white-balance/--no-white-balance",
                                              help="make each view's background neutral before the model (other labs' light and stain)"),

@@ -116,13 +116,14 @@ def load_model_file(path: str | os.PathLike, device: str | torch.device = "cpu")
 def warm_start(model: CellClassifier, path: str | os.PathLike) -> list[str]:
     """Copy a trained model file's backbone and hidden head layers into `model`, and its output
     layer's rows by class name, so adding a class (BLAST) or a source starts from what the file
-    already knows rather than from ImageNet. Returns the classes that start fresh."""
+    already knows rather than from ImageNet. The input size may differ (the convolutions and the pooled
+    head do not depend on it): fine-tuning at a higher resolution starts from the lower one's weights.
+    Returns the classes that start fresh."""
     old, _ = load_model_file(path)
     new = model.spec
-    if (old.spec.backbone, tuple(old.spec.head), tuple(old.spec.input_size)) != (new.backbone, tuple(new.head), tuple(new.input_size)):
-        raise WbcError(f"--init {path}: its network ({old.spec.backbone}, head {list(old.spec.head)}, input {list(old.spec.input_size)}) "
-                       f"differs from this run's ({new.backbone}, head {list(new.head)}, input {list(new.input_size)}); "
-                       "give the same --backbone, --head and --size")
+    if (old.spec.backbone, tuple(old.spec.head)) != (new.backbone, tuple(new.head)):
+        raise WbcError(f"--init {path}: its network ({old.spec.backbone}, head {list(old.spec.head)}) "
+                       f"differs from this run's ({new.backbone}, head {list(new.head)}); give the same --backbone and --head")
     model.backbone.load_state_dict(old.backbone.state_dict())
     last = len(model.head) - 1
     with torch.no_grad():
