@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from colour_constancy import SHIFTS, val_cells
+from selective import lowest_threshold
 
 from wbc.data.shifts import shifted
 from wbc.image.decode import decode
@@ -40,13 +41,6 @@ def score(model: str, cache: Path) -> list:
     return records
 
 
-def threshold(conf: np.ndarray, right: np.ndarray, target: float) -> float:
-    order = np.argsort(-conf)
-    acc = np.cumsum(right[order]) / np.arange(1, len(order) + 1)
-    ok = np.nonzero(acc >= target)[0]
-    return float(conf[order][ok.max()]) if len(ok) else 1.01
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
@@ -65,7 +59,7 @@ def main() -> None:
                 vals = []
                 for f in (0, 1):
                     m = (half == f) & ((how == "none") if fit == "home" else True)
-                    t = threshold(conf[m], right[m], a.target)
+                    t = lowest_threshold(conf[m], right[m], a.target)
                     e = (half != f) & (how == h) & (src == s)
                     kept = e & (conf >= t)
                     vals.append((kept.sum() / e.sum(), right[kept].mean() if kept.any() else np.nan))
