@@ -5,6 +5,7 @@ evaluate on a 4-class set reports both accuracies -> predict -> adapt to unlabel
 source (statistics change, scale fixed, provenance recorded) -> save/load and ONNX round trip.
 """
 
+import csv
 import json
 
 import numpy as np
@@ -180,6 +181,20 @@ def test_init_starts_a_new_class_from_a_trained_model(two_source_run, tiny_kaggl
     assert f"starting from {path}" in p.stderr and (run / "model.safetensors").is_file()
     grown, _ = load_model_file(run / "model.safetensors")
     assert list(grown.spec.input_size) == [80, 80]
+    # no round 1: the given model (head included) is the first candidate, scored on validation before round 2
+    again = tmp_path / "no_round1"
+    p = run_cli("train", "--data", f"kaggle={tiny_kaggle}", "--init", str(run / "model.safetensors"), "--out", str(again), "--size", "80",
+                "--head", "32", "--round1-epochs", "0", "--round2-epochs", "1", "--epoch-size", "32", "--workers", "0", "--val-fraction", "0.25",
+                "--cast", "0.2")
+    assert "starting model: val balanced accuracy" in p.stderr
+    rows = list(csv.DictReader(open(again / "metrics.csv")))
+    assert [(r["round"], r["epoch"]) for r in rows] == [("1", "0"), ("2", "1")]
+    kept = json.loads((again / "summary.json").read_text())
+    assert kept["config"]["augment"]["cast"] == 0.2
+    best_val = max(float(r["val_balanced_accuracy"]) for r in rows)  # the kept model is the better of the two candidates
+    assert kept["metrics"]["val"]["balanced_accuracy"] == pytest.approx(best_val, abs=0.02)
+    p = run_cli("train", "--data", f"kaggle={tiny_kaggle}", "--out", str(tmp_path / "nothing"), "--round1-epochs", "0", check=False)
+    assert p.returncode == 2 and "--round1-epochs 0 needs --init" in p.stderr and "Traceback" not in p.stderr
     p = run_cli("train", "--data", f"kaggle={tiny_kaggle}", "--init", str(path), "--out", str(tmp_path / "bad"), "--size", "64",
                 "--head", "16", "--workers", "0", check=False)
     assert p.returncode == 2 and "--init" in p.stderr and "give the same --backbone and --head" in p.stderr

@@ -22,7 +22,8 @@ def train(data: Optional[list[str]] = typer.Option(None, "--data", help="trainin
           out: Path = typer.Option(Path(T.out), help="run folder"), backbone: str = typer.Option(T.backbone, help="timm model name (xception: the reference design)"),
           pretrained: bool = typer.Option(T.pretrained, "--pretrained/--no-pretrained", help="start from ImageNet weights"),
           init: str = typer.Option(T.init, help="start from this wbc model file instead (same backbone and head, any size; its classes' "
-                                                 "output rows kept, new classes fresh): adds a class or a source to a trained model"),
+                                                 "output rows kept, new classes fresh): adds a class or a source to a trained model; "
+                                                 "with --round1-epochs 0 its head is kept and round 2 starts at once"),
           white_balance: bool = typer.Option(T.white_balance, "--white-balance/--no-white-balance",
                                              help="make each view's background neutral before the model (other labs' light and stain)"),
           stain_norm: bool = typer.Option(T.stain_norm, "--stain-norm/--no-stain-norm",
@@ -39,6 +40,7 @@ def train(data: Optional[list[str]] = typer.Option(None, "--data", help="trainin
           max_per_class: int = typer.Option(T.max_per_class, help="cap train/val images per source and class (quick runs)"),
           val_fraction: float = typer.Option(T.val_fraction, help="share of each source's TRAIN groups for validation (when a manifest is made)"),
           review_accuracy: float = typer.Option(T.review_accuracy, help="unflagged validation images must be this accurate (sets the review threshold)"),
+          cast: float = typer.Option(T.augment.cast, help="colour-cast augmentation: each channel's gain drawn from 1 +- this (another lamp or camera)"),
           seed: int = typer.Option(T.seed), workers: Optional[int] = typer.Option(None, help="data-loading processes (default: one per core beyond the first, at most 4)"),
           device: str = typer.Option(T.device), resume: bool = typer.Option(False, help="continue the run in --out")):
     """Two-round transfer learning on one or more sources, early stopping on group-disjoint validation."""
@@ -53,6 +55,9 @@ def train(data: Optional[list[str]] = typer.Option(None, "--data", help="trainin
     cfg = TrainConfig(data=[] if resume else (data or [resolve_data(None)]), manifest=manifest or [], out=str(out), head=head_sizes, **options)
     if workers is not None:
         cfg.workers = workers
+    if not 0 <= cast < 1:
+        raise WbcError(f"--cast must be at least 0 and below 1, not {cast}")
+    cfg.augment.cast = cast
     with bar() as progress:
         run_train(cfg, resume=resume, progress=progress)
 

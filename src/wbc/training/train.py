@@ -244,9 +244,26 @@ def train_one_epoch(model, dl: DataLoader, opt, sched, cfg: TrainConfig, device,
     return float(np.mean(losses)), hits / max(seen, 1)
 
 
+def start_as_candidate(fit: Fit) -> None:
+    """No round 1 (`round1_epochs` 0, a model given by `init`): the starting model is scored on validation as
+    the first candidate, so round 2 keeps it unless an epoch beats it."""
+    val_dl = loader(fit.val_rows, fit.classes, fit.infos, fit.cfg, augment=False)
+    t0 = time.time()
+    v = scores(*predict_logits(fit.model, val_dl, fit.device, fit.progress, "validating the starting model"), fit.val_sources)
+    fit.epoch_row(1, math.nan, math.nan, v, 0.0, t0)
+    fit.best = {"score": selection_score(v), "epoch": 0, "round": 1, "val": v}
+    save_model(fit.model, fit.run / "model.safetensors", {"partial": True})
+    log.info(f"starting model: val balanced accuracy {v['balanced_accuracy']:.3f}")
+
+
 def round1(fit: Fit) -> None:
     """Backbone frozen: the head trained on cached features; the best head (on validation) kept."""
     cfg, model, stage = fit.cfg, fit.model, fit.stage
+    if cfg.round1_epochs == 0 and cfg.init:
+        start_as_candidate(fit)
+        fit.stage = {"round": 2, "epoch": 0, "bad": 0}
+        fit.checkpoint()
+        return
     xtr, ytr = cached_features(model, fit.train_rows, fit.classes, fit.infos, cfg, fit.device, fit.run, "train", fit.progress)
     xva, yva = cached_features(model, fit.val_rows, fit.classes, fit.infos, cfg, fit.device, fit.run, "val", fit.progress)
     weights = torch.tensor(balanced_weights(fit.train_rows, cfg.balance), dtype=torch.double)
@@ -364,6 +381,8 @@ def start(cfg: TrainConfig, resume: bool, progress) -> Fit:
     """Open (or resume) the run folder, prepare every source's split, build the model."""
     if cfg.bn not in ("train", "frozen"):
         raise WbcError(f"--bn must be train or frozen, not '{cfg.bn}'")
+    if cfg.round1_epochs == 0 and not cfg.init and not resume:
+        raise WbcError("--round1-epochs 0 needs --init (a trained model whose head round 2 starts from)")
     run, cfg = open_run(cfg.out, cfg, resume, TrainConfig.load)
     cfg.save(run / "config.json")
     seed_everything(cfg.seed)
