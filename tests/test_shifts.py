@@ -128,3 +128,21 @@ def test_stain_normalisation_maps_any_view_onto_one_colour_world_and_keeps_a_gre
     grey = np.repeat(img.mean(2, keepdims=True).astype(np.uint8), 3, axis=2)
     out = cv2.cvtColor(reinhard(grey), cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(float)
     assert out[:, 1:].std(0).max() < 3  # no colour made up from grey
+
+
+def test_balancing_the_whole_image_first_keeps_the_view_on_the_cell_under_a_cyan_cast(model, cells):
+    """The stain rules read blue minus red against a neutral light: under a cyan cast all of a Kaggle smear is
+    "stained", the centre leaves the cell and the view's own balance cannot bring it back; balancing the whole
+    image first (white_balance_image) can. (A yellow cast stains nothing, and frame already falls back to the
+    balanced image then.)"""
+    from dataclasses import replace
+
+    from wbc.image.framing import frame
+
+    view_only = replace(model.spec, white_balance=True, white_balance_image=False)
+    both = replace(view_only, white_balance_image=True)
+    gaps = {}
+    for name, spec in (("view", view_only), ("image", both)):
+        views = [(frame(shifted(c, "cyan"), spec, 6.9).pixels, frame(c, spec, 6.9).pixels) for c in cells[:4]]  # Kaggle TEST cells
+        gaps[name] = np.mean([(a.float() - b.float()).abs().mean().item() for a, b in views])
+    assert gaps["image"] < 0.6 * gaps["view"], gaps

@@ -26,6 +26,8 @@ def train(data: Optional[list[str]] = typer.Option(None, "--data", help="trainin
                                                  "with --round1-epochs 0 its head is kept and round 2 starts at once"),
           white_balance: bool = typer.Option(T.white_balance, "--white-balance/--no-white-balance",
                                              help="make each view's background neutral before the model (other labs' light and stain)"),
+          white_balance_image: bool = typer.Option(T.white_balance_image, "--white-balance-image/--no-white-balance-image",
+                                                   help="first make the whole image's background neutral (its plasma; the view's is crowded by red cells)"),
           stain_norm: bool = typer.Option(T.stain_norm, "--stain-norm/--no-stain-norm",
                                           help="move each view's colours to one fixed L*a*b* world (Reinhard) before the model"),
           size: int = typer.Option(T.size, help="model input side (pixels)"), field_um: float = typer.Option(T.field_um, help="width of the view around the cell, micrometres"),

@@ -21,7 +21,7 @@ from wbc.count.differential import alerts, differential
 from wbc.count.voc import TYPES, Box
 from wbc.errors import ImageTooLarge, WbcError
 from wbc.image.decode import decode_shrunk
-from wbc.image.framing import cell_view
+from wbc.image.framing import cell_view, source_image
 from wbc.image.scale import estimate_scale
 from wbc.image.stain import cell_centre
 
@@ -110,9 +110,10 @@ def count_field(predictor, source, px_per_um: float | None = None, cfg: DetectCo
     wbcs = [b for b in keep if b.kind == "WBC"]
     result = FieldCount(name, (w, h), [_scaled(b, f) for b in keep], [_scaled(b, f) for b in candidates], px_per_um=px_per_um, scale=how)
     spec = predictor.spec
+    cells = source_image(work, spec) if wbcs else work
     for i in range(0, len(wbcs), 64):  # in batches: a slide can hold thousands
         chunk = wbcs[i : i + 64]
-        x = torch.stack([cell_view(work, spec, work_scale, b.nucleus or nucleus_in(work, b)) for b in chunk])
+        x = torch.stack([cell_view(cells, spec, work_scale, b.nucleus or nucleus_in(work, b)) for b in chunk])
         probs, dist = predictor.scores(x)
         for k, (b, p) in enumerate(zip(chunk, probs)):
             d = predictor.to_prediction(p, name, distance=None if dist is None else dist[k]).to_dict()

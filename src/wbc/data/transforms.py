@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from wbc.data.augment import Augment
 from wbc.image.decode import decode
 from wbc.image.framing import colour_view, view
-from wbc.image.stain import cell_centre
+from wbc.image.stain import cell_centre, neutral_background
 
 
 def hed_jitter(rgb: np.ndarray, sigma: float, bias: float, rng: random.Random) -> np.ndarray:
@@ -92,16 +92,18 @@ class CellDataset(Dataset):
     `augment` None the view is exactly what inference sees (wbc.image.framing.view)."""
 
     def __init__(self, paths: list, labels: list[int], px_per_um: list[float], size: int, field_um: float, augment: Augment | None = None,
-                 white_balance: bool = False, stain_norm: bool = False):
+                 white_balance: bool = False, stain_norm: bool = False, white_balance_image: bool = False):
         self.paths, self.labels, self.px = [str(p) for p in paths], list(labels), list(px_per_um)
         self.size, self.field_um, self.augment = size, field_um, augment
-        self.white_balance, self.stain_norm = white_balance, stain_norm
+        self.white_balance, self.stain_norm, self.white_balance_image = white_balance, stain_norm, white_balance_image
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
         rgb = decode(self.paths[i])
+        if self.white_balance_image:  # as wbc.image.framing.source_image at inference; the augmentation's casts come after
+            rgb = neutral_background(rgb)
         if self.augment is None:
             x = view(rgb, (self.size, self.size), self.field_um, self.px[i])
         else:

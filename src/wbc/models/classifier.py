@@ -24,6 +24,7 @@ class ModelSpec:
     field_um: float = 0.0  # >0: the view is a square this many micrometres wide centred on the stained cell
     px_per_um: float = 0.0  # >0: every image is taken to have this scale (an adapted lab's); 0: measured per image
     white_balance: bool = False  # the view's background made neutral before the model (wbc.image.framing.balanced)
+    white_balance_image: bool = False  # first the whole image's, before the view is cut (wbc.image.framing.source_image)
     stain_norm: bool = False  # then its colours moved to one fixed L*a*b* world (wbc.image.stain.reinhard)
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # of pixels scaled to 0..1
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)

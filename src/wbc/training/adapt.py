@@ -78,7 +78,8 @@ def _labelled(folder: str, classes: list[str], what: str) -> tuple[list[str], li
 
 
 def _loader(paths, labels, px: float, spec, augment: Augment | None, batch_size: int, shuffle: bool = False) -> DataLoader:
-    ds = CellDataset(paths, labels, [px] * len(paths), spec.input_size[0], spec.field_um, augment, spec.white_balance, spec.stain_norm)
+    ds = CellDataset(paths, labels, [px] * len(paths), spec.input_size[0], spec.field_um, augment, spec.white_balance, spec.stain_norm,
+                     spec.white_balance_image)
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=0)
 
 

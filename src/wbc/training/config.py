@@ -22,6 +22,7 @@ class TrainConfig:
     size: int = 128  # model input, square
     field_um: float = 24.0  # the view: a square this many micrometres wide around the stained cell
     white_balance: bool = False  # the view's background made neutral, in training and in every later use of the model
+    white_balance_image: bool = False  # first the whole image's background (more plasma than the view, where red cells crowd)
     stain_norm: bool = False  # the view's colours moved to one fixed L*a*b* world (Reinhard), likewise
     head: tuple[int, ...] = (1024, 512, 128, 64)
     dropout: float = 0.3

@@ -82,7 +82,7 @@ def selection_score(v: dict) -> float:
 
 def loader(rows: list[Row], classes, infos: dict[str, SourceInfo], cfg: TrainConfig, augment: bool, epoch_size: int = 0) -> DataLoader:
     ds = CellDataset([r.path for r in rows], [classes.index(r.label) for r in rows], [infos[r.source].px_per_um for r in rows],
-                     cfg.size, cfg.field_um, cfg.augment if augment else None, cfg.white_balance, cfg.stain_norm)
+                     cfg.size, cfg.field_um, cfg.augment if augment else None, cfg.white_balance, cfg.stain_norm, cfg.white_balance_image)
     sampler = WeightedRandomSampler(balanced_weights(rows, cfg.balance), num_samples=epoch_size or len(rows)) if augment else None
     return DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers, persistent_workers=False,
                       drop_last=augment and len(ds) > cfg.batch_size)
@@ -394,7 +394,7 @@ def start(cfg: TrainConfig, resume: bool, progress) -> Fit:
                  f"val {sum(i.counts['val'].values())} / {i.groups['val']} (group-disjoint), "
                  f"{i.px_per_um:.2f} px/um, classes {', '.join(i.counts['train'])}")
     spec = ModelSpec(backbone=cfg.backbone, classes=classes, input_size=(cfg.size, cfg.size), field_um=cfg.field_um,
-                     head=cfg.head, dropout=cfg.dropout, white_balance=cfg.white_balance,
+                     head=cfg.head, dropout=cfg.dropout, white_balance=cfg.white_balance, white_balance_image=cfg.white_balance_image,
                      stain_norm=cfg.stain_norm)
     model = CellClassifier(spec, pretrained=cfg.pretrained and ckpt is None and not cfg.init)
     if cfg.init and ckpt is None:
