@@ -146,3 +146,19 @@ def test_balancing_the_whole_image_first_keeps_the_view_on_the_cell_under_a_cyan
         views = [(frame(shifted(c, "cyan"), spec, 6.9).pixels, frame(c, spec, 6.9).pixels) for c in cells[:4]]  # Kaggle TEST cells
         gaps[name] = np.mean([(a.float() - b.float()).abs().mean().item() for a, b in views])
     assert gaps["image"] < 0.6 * gaps["view"], gaps
+
+
+def test_the_background_augmentation_retones_the_plasma_and_leaves_the_stained_cell(cells):
+    """Training's new background tone (--background): the brightest pixels change, the nucleus does not."""
+    import random
+
+    from wbc.data.transforms import new_background
+    from wbc.image.stain import stain_mask
+
+    for k, c in enumerate(cells[:4]):  # Kaggle TEST cells
+        out = new_background(c, random.Random(k)).astype(np.float32)
+        lum = c.astype(np.float32).mean(2)
+        bright, nucleus = lum > np.percentile(lum, 90), stain_mask(c, 40)
+        assert nucleus.sum() > 100
+        assert np.abs(out - c)[nucleus].mean() < 1.0
+        assert np.abs(out - c)[bright].mean() > 3.0

@@ -43,6 +43,7 @@ def train(data: Optional[list[str]] = typer.Option(None, "--data", help="trainin
           val_fraction: float = typer.Option(T.val_fraction, help="share of each source's TRAIN groups for validation (when a manifest is made)"),
           review_accuracy: float = typer.Option(T.review_accuracy, help="unflagged validation images must be this accurate (sets the review threshold)"),
           cast: float = typer.Option(T.augment.cast, help="colour-cast augmentation: each channel's gain drawn from 1 +- this (another lamp or camera)"),
+          background: float = typer.Option(T.augment.background, help="share of training views given a new background tone (greyer, darker, tinted) under the cell"),
           seed: int = typer.Option(T.seed), workers: Optional[int] = typer.Option(None, help="data-loading processes (default: one per core beyond the first, at most 4)"),
           device: str = typer.Option(T.device), resume: bool = typer.Option(False, help="continue the run in --out")):
     """Two-round transfer learning on one or more sources, early stopping on group-disjoint validation."""
@@ -59,7 +60,9 @@ def train(data: Optional[list[str]] = typer.Option(None, "--data", help="trainin
         cfg.workers = workers
     if not 0 <= cast < 1:
         raise WbcError(f"--cast must be at least 0 and below 1, not {cast}")
-    cfg.augment.cast = cast
+    if not 0 <= background <= 1:
+        raise WbcError(f"--background must be a share from 0 to 1, not {background}")
+    cfg.augment.cast, cfg.augment.background = cast, background
     with bar() as progress:
         run_train(cfg, resume=resume, progress=progress)
 

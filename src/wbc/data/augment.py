@@ -23,3 +23,4 @@ class Augment:
     jpeg_p: float = 0.3
     grey_p: float = 0.05
     cast: float = 0.0  # colour cast: each channel's gain drawn from 1 +- cast (another lamp, filter or white balance)
+    background: float = 0.0  # probability of a new background tone (greyer, darker or tinted) under an unchanged cell

@@ -5,7 +5,8 @@ padded that a test image would not be): any rotation (a cell has no "up"), flips
 centre by up to 1.5 um, and a scale jitter of +-15% around the cell's physical scale (what the red
 -cell estimate of one image may miss by). Colour, for stain, optics and camera: HED stain jitter
 (Tellez et al. 2018, via scikit-image's colour deconvolution), brightness/contrast/saturation/hue,
-gamma, blur, sensor noise, JPEG re-compression, and now and then greyscale.
+gamma, blur, sensor noise, JPEG re-compression, and now and then greyscale; optionally a colour cast and
+a new background tone under the unchanged cell.
 """
 
 from __future__ import annotations
@@ -117,6 +118,18 @@ class CellDataset(Dataset):
         return colour_view(x, self.white_balance, self.stain_norm), self.labels[i]
 
 
+def new_background(rgb: np.ndarray, rng: random.Random) -> np.ndarray:
+    """The plasma and glass given another tone while the stained cells keep theirs: the slide, mounting and
+    exposure of a lab vary apart from its stain. The brightest pixels (above a random 55-85th percentile of
+    luminance, with a soft edge) move toward their own grey, darker or lighter, slightly tinted."""
+    x = rgb.astype(np.float32)
+    lum = x @ LUMA
+    t = float(np.percentile(lum[::4, ::4], rng.uniform(55, 85)))
+    w = np.clip((lum - t) / rng.uniform(3.0, 12.0), 0, 1)[..., None] * rng.uniform(0.5, 1.0)
+    tone = lum[..., None] * rng.uniform(0.7, 1.05) * np.array([rng.uniform(0.92, 1.08) for _ in range(3)], np.float32)
+    return np.clip(x * (1 - w) + tone * w + 0.5, 0, 255).astype(np.uint8)
+
+
 def photometric(rgb: np.ndarray, a: Augment, rng: random.Random) -> torch.Tensor:
     """Stain (HED), colour cast, colour jitter, blur, JPEG, noise, grey and gamma: the classifier's and the
     detector's photometric augmentation, HxWx3 uint8 in, 3xHxW uint8 tensor out."""
@@ -125,6 +138,8 @@ def photometric(rgb: np.ndarray, a: Augment, rng: random.Random) -> torch.Tensor
     if a.cast:
         gain = np.array([rng.uniform(1 - a.cast, 1 + a.cast) for _ in range(3)], np.float32)
         rgb = np.clip(rgb * gain, 0, 255).astype(np.uint8)
+    if a.background and rng.random() < a.background:
+        rgb = new_background(rgb, rng)
     rgb = colour_jitter(rgb, a, rng)
     lut = np.clip(255.0 * (np.arange(256) / 255.0) ** rng.uniform(*a.gamma) + 0.5, 0, 255).astype(np.uint8)
     return torch.from_numpy(np.ascontiguousarray(cv2.LUT(rgb, lut).transpose(2, 0, 1)))
