@@ -2,7 +2,7 @@
 model make its answers hold under other labs' colours? Measured on the model's own validation cells, as they
 are and under the colour shifts of wbc.data.shifts, with and without the balance. No test split is read.
 
-    python scripts/colour_constancy.py [MODEL] [--per-class 40] [--out reports/colour_constancy.json]
+    python scripts/colour_constancy.py [MODEL] [--per-class 40] [--out reports/colour_constancy.json] [--as-is-only]
 
 The scale is each source's (as in training), so only colour differs between the two columns.
 """
@@ -49,6 +49,7 @@ def main() -> None:
     ap.add_argument("model", nargs="?", default=str(shipped_model_path()))
     ap.add_argument("--per-class", type=int, default=40)
     ap.add_argument("--out", type=Path, default=Path("reports/colour_constancy.json"))
+    ap.add_argument("--as-is-only", action="store_true", help="skip the '+balance' columns (a model that balances the whole image itself)")
     a = ap.parse_args()
     predictor = load_model(a.model)
     cells = val_cells(predictor, a.per_class)
@@ -56,7 +57,7 @@ def main() -> None:
     images = [decode(r.path) for r, _ in cells]
     table: dict = {}
     for how in SHIFTS:
-        for balance in (False, True):
+        for balance in (False,) if a.as_is_only else (False, True):
             preds = []
             for img, (r, px) in zip(images, cells):
                 x = shifted(img, how)
