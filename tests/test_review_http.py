@@ -13,6 +13,8 @@ import pytest
 from conftest import KAGGLE, start_server
 from PIL import Image
 
+from wbc.infer.predictor import shipped_model_path
+from wbc.models.io import read_metadata
 from wbc.review.db import open_database
 from wbc.review.users import add_user
 
@@ -113,7 +115,8 @@ def test_review_sign_and_export_over_http(server):
     # the enlarged cell's heat-map: a PNG of the model's view, behind the login like everything else
     heat = c.get(f"/api/v1/review/cases/{case_id}/cells/{cell['id']}/heatmap")
     assert heat.status_code == 200 and heat.headers["content-type"] == "image/png"
-    assert Image.open(io.BytesIO(heat.content)).size == (160, 160)
+    side = read_metadata(shipped_model_path())["spec"]["input_size"][0]
+    assert Image.open(io.BytesIO(heat.content)).size == (side, side)
     assert httpx.get(f"{url}/api/v1/review/cases/{case_id}/cells/{cell['id']}/heatmap").status_code == 401
     assert c.get(f"/api/v1/review/cases/{case_id}/cells/999999/heatmap").status_code == 404
     actions = [a["action"] for a in c.get(f"/api/v1/review/cases/{case_id}/audit").json()]

@@ -8,6 +8,8 @@ import httpx
 import pytest
 from conftest import KAGGLE, start_server
 
+from wbc.infer.predictor import shipped_model_path
+from wbc.models.io import read_metadata
 from wbc.review.db import open_database
 from wbc.review.users import add_user
 
@@ -91,7 +93,8 @@ def test_review_a_case_with_the_keyboard_and_sign_it(server):
             page.keyboard.press("Enter")
             expect(page.get_by_test_id("zoom")).to_be_visible()
             if i == 0:  # the enlarged cell shows its Grad-CAM heat-map, drawn by the server over the model's view
-                expect(page.get_by_test_id("zoom-heat")).to_have_js_property("naturalWidth", 160, timeout=60_000)
+                side = read_metadata(shipped_model_path())["spec"]["input_size"][0]  # the model's view
+                expect(page.get_by_test_id("zoom-heat")).to_have_js_property("naturalWidth", side, timeout=60_000)
             page.keyboard.press("Escape")
         page.get_by_test_id("sign-password").fill("ana-password")
         page.get_by_test_id("sign").click()
