@@ -38,6 +38,7 @@ def train(data: Optional[list[str]] = typer.Option(None, "--data", help="trainin
           bn: str = typer.Option(T.bn, help="round-2 batch-norm statistics: train (updated) or frozen"),
           epoch_size: int = typer.Option(T.epoch_size, help="images per round-2 epoch, source- and class-balanced (0: the train split's size)"),
           patience: int = typer.Option(T.patience),
+          label_smoothing: float = typer.Option(T.label_smoothing, help="share of each target spread over the other classes (0: none; it caps the top probability)"),
           balance: str = typer.Option(T.balance, help="sampling: source (each source an equal share) or pair (each source's class an equal share)"),
           max_per_class: int = typer.Option(T.max_per_class, help="cap train/val images per source and class (quick runs)"),
           val_fraction: float = typer.Option(T.val_fraction, help="share of each source's TRAIN groups for validation (when a manifest is made)"),
@@ -60,6 +61,8 @@ def train(data: Optional[list[str]] = typer.Option(None, "--data", help="trainin
         cfg.workers = workers
     if not 0 <= cast < 1:
         raise WbcError(f"--cast must be at least 0 and below 1, not {cast}")
+    if not 0 <= label_smoothing < 1:
+        raise WbcError(f"--label-smoothing must be at least 0 and below 1, not {label_smoothing}")
     if not 0 <= background <= 1:
         raise WbcError(f"--background must be a share from 0 to 1, not {background}")
     cfg.augment.cast, cfg.augment.background = cast, background
