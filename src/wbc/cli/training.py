@@ -59,12 +59,6 @@ def train(data: Optional[list[str]] = typer.Option(None, "--data", help="trainin
     cfg = TrainConfig(data=[] if resume else (data or [resolve_data(None)]), manifest=manifest or [], out=str(out), head=head_sizes, **options)
     if workers is not None:
         cfg.workers = workers
-    if not 0 <= cast < 1:
-        raise WbcError(f"--cast must be at least 0 and below 1, not {cast}")
-    if not 0 <= label_smoothing < 1:
-        raise WbcError(f"--label-smoothing must be at least 0 and below 1, not {label_smoothing}")
-    if not 0 <= background <= 1:
-        raise WbcError(f"--background must be a share from 0 to 1, not {background}")
     cfg.augment.cast, cfg.augment.background = cast, background
     with bar() as progress:
         run_train(cfg, resume=resume, progress=progress)

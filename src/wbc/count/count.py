@@ -113,7 +113,7 @@ def count_field(predictor, source, px_per_um: float | None = None, cfg: DetectCo
     cells = source_image(work, spec) if wbcs else work
     for i in range(0, len(wbcs), 64):  # in batches: a slide can hold thousands
         chunk = wbcs[i : i + 64]
-        x = torch.stack([cell_view(cells, spec, work_scale, b.nucleus or nucleus_in(work, b)) for b in chunk])
+        x = torch.stack([cell_view(cells, spec, work_scale, b.nucleus or nucleus_in(cells, b)) for b in chunk])
         probs, dist = predictor.scores(x)
         for k, (b, p) in enumerate(zip(chunk, probs)):
             d = predictor.to_prediction(p, name, distance=None if dist is None else dist[k]).to_dict()

@@ -131,8 +131,8 @@ def new_background(rgb: np.ndarray, rng: random.Random) -> np.ndarray:
 
 
 def photometric(rgb: np.ndarray, a: Augment, rng: random.Random) -> torch.Tensor:
-    """Stain (HED), colour cast, colour jitter, blur, JPEG, noise, grey and gamma: the classifier's and the
-    detector's photometric augmentation, HxWx3 uint8 in, 3xHxW uint8 tensor out."""
+    """Stain (HED), colour cast, background tone, colour jitter, blur, JPEG, noise, grey and gamma: the
+    classifier's and the detector's photometric augmentation, HxWx3 uint8 in, 3xHxW uint8 tensor out."""
     if a.hed_sigma or a.hed_bias:
         rgb = hed_jitter(rgb, a.hed_sigma, a.hed_bias, rng)
     if a.cast:

@@ -259,11 +259,6 @@ def start_as_candidate(fit: Fit) -> None:
 def round1(fit: Fit) -> None:
     """Backbone frozen: the head trained on cached features; the best head (on validation) kept."""
     cfg, model, stage = fit.cfg, fit.model, fit.stage
-    if cfg.round1_epochs == 0 and cfg.init:
-        start_as_candidate(fit)
-        fit.stage = {"round": 2, "epoch": 0, "bad": 0}
-        fit.checkpoint()
-        return
     xtr, ytr = cached_features(model, fit.train_rows, fit.classes, fit.infos, cfg, fit.device, fit.run, "train", fit.progress)
     xva, yva = cached_features(model, fit.val_rows, fit.classes, fit.infos, cfg, fit.device, fit.run, "val", fit.progress)
     weights = torch.tensor(balanced_weights(fit.train_rows, cfg.balance), dtype=torch.double)
@@ -290,8 +285,6 @@ def round1(fit: Fit) -> None:
         fit.checkpoint(opt)
     model.head.load_state_dict(torch.load(fit.run / "best_head.pt", weights_only=True))
     log.info(f"round 1: best val balanced accuracy {fit.best['val']['balanced_accuracy']:.3f} (epoch {fit.best['epoch']})")
-    fit.stage = {"round": 2, "epoch": 0, "bad": 0}
-    fit.checkpoint()
 
 
 def round2(fit: Fit) -> None:
@@ -383,6 +376,12 @@ def start(cfg: TrainConfig, resume: bool, progress) -> Fit:
         raise WbcError(f"--bn must be train or frozen, not '{cfg.bn}'")
     if cfg.round1_epochs == 0 and not cfg.init and not resume:
         raise WbcError("--round1-epochs 0 needs --init (a trained model whose head round 2 starts from)")
+    if not 0 <= cfg.label_smoothing < 1:
+        raise WbcError(f"--label-smoothing must be at least 0 and below 1, not {cfg.label_smoothing}")
+    if not 0 <= cfg.augment.cast < 1:
+        raise WbcError(f"--cast must be at least 0 and below 1, not {cfg.augment.cast}")
+    if not 0 <= cfg.augment.background <= 1:
+        raise WbcError(f"--background must be a share from 0 to 1, not {cfg.augment.background}")
     run, cfg = open_run(cfg.out, cfg, resume, TrainConfig.load)
     cfg.save(run / "config.json")
     seed_everything(cfg.seed)
@@ -414,6 +413,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress=None) -> Path:
     """Prepare data -> round 1 (cached features) -> round 2 (fine-tuning) -> calibrate -> save; resumable."""
     fit = start(cfg, resume, or_null(progress))
     if fit.stage["round"] == 1:
-        round1(fit)
+        (start_as_candidate if fit.cfg.round1_epochs == 0 else round1)(fit)
+        fit.stage = {"round": 2, "epoch": 0, "bad": 0}
+        fit.checkpoint()
     round2(fit)
     return calibrate_and_save(fit)
