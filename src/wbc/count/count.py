@@ -23,7 +23,7 @@ from wbc.errors import ImageTooLarge, WbcError
 from wbc.image.decode import decode_shrunk
 from wbc.image.framing import cell_view, source_image
 from wbc.image.scale import estimate_scale
-from wbc.image.stain import cell_centre
+from wbc.image.stain import cell_centre, stain_readable
 
 MEASURE_WINDOW = (640, 480)  # at the detector's scale: where a large field's red cells are measured
 COLOURS = {"RBC": (220, 60, 60), "WBC": (90, 40, 200), "Platelets": (30, 170, 60)}  # RGB
@@ -111,9 +111,10 @@ def count_field(predictor, source, px_per_um: float | None = None, cfg: DetectCo
     result = FieldCount(name, (w, h), [_scaled(b, f) for b in keep], [_scaled(b, f) for b in candidates], px_per_um=px_per_um, scale=how)
     spec = predictor.spec
     cells = source_image(work, spec) if wbcs else work
+    readable = stain_readable(cells) if wbcs else cells  # where each box's nucleus is found (a cyan cast: balanced)
     for i in range(0, len(wbcs), 64):  # in batches: a slide can hold thousands
         chunk = wbcs[i : i + 64]
-        x = torch.stack([cell_view(cells, spec, work_scale, b.nucleus or nucleus_in(cells, b)) for b in chunk])
+        x = torch.stack([cell_view(cells, spec, work_scale, b.nucleus or nucleus_in(readable, b)) for b in chunk])
         probs, dist = predictor.scores(x)
         for k, (b, p) in enumerate(zip(chunk, probs)):
             d = predictor.to_prediction(p, name, distance=None if dist is None else dist[k]).to_dict()

@@ -33,6 +33,7 @@ from wbc.image.stain import (
     largest_stained_um2,
     neutral_background,
     reinhard,
+    stained_background,
     stained_extent_px,
 )
 
@@ -170,11 +171,12 @@ def frame(rgb: np.ndarray, spec, px_per_um: float | None = None, centre: tuple[f
 
 def stain_reading(rgb: np.ndarray, px_per_um: float | None) -> tuple[np.ndarray, float, str, float]:
     """(the image the stain rules read, pixels a micrometre, how known, largest stained area um2). The image as
-    it is, unless that finds no red cells or no nucleus-sized stain: then with its background made neutral
-    (a yellow or cyan cast, a red-purple stain), so a real cell is not dropped for its lab's colours."""
+    it is, unless that finds no red cells or no nucleus-sized stain, or its background passes for stain: then
+    with its background made neutral (a yellow or cyan cast, a red-purple stain), so a real cell is not dropped
+    for its lab's colours and the view is centred on it."""
     px, how = image_scale(rgb, px_per_um)
     stained = largest_stained_um2(rgb, px)
-    if how in ("given", "measured") and stained >= MIN_NUCLEUS_UM2:
+    if how in ("given", "measured") and stained >= MIN_NUCLEUS_UM2 and not stained_background(rgb):
         return rgb, px, how, stained
     balanced = neutral_background(rgb)
     if balanced is rgb:

@@ -21,6 +21,8 @@ MIN_STAINED_UM2 = 0.05  # below this nothing in the image is stained: no cell of
 NUCLEUS_EXTENT_UM = 11.0  # median extent of the largest stained region of a WBC image, measured with the red-cell scale
 # on 200 train images a source: Kaggle 10.7, PBC 11.1, Munich 13.4 um (per class 5 (platelets) to 16 (blasts))
 MIN_NUCLEUS_UM2 = 3.0  # a white cell's (or erythroblast's) stained nucleus is larger (PBC train: >= 3.6 um2, Kaggle >= 23 but 0.1% cut-off cells)
+STAINED_BACKGROUND = 15  # blue - red of the background above which the rule reads a cast, not a cell: Kaggle, PBC and
+# Munich validation backgrounds -54 to 5, under the cyan cast of wbc.data.shifts 30 to 81
 
 
 def stain_mask(rgb: np.ndarray, threshold: int = STAIN_THRESHOLD) -> np.ndarray:
@@ -71,15 +73,33 @@ def largest_stained_um2(rgb: np.ndarray, px_per_um: float) -> float:
     return float(stats[1:, cv2.CC_STAT_AREA].max() * step * step / px_per_um**2)
 
 
-def neutral_background(rgb: np.ndarray) -> np.ndarray:
-    """The image with its background made neutral: each channel scaled (gain 1 to 1.8) so the median of the
-    brightest quarter of pixels is grey-white (von Kries white balance on the background). Unchanged when the
-    background is already neutral (gains under 4%) or too dark to say."""
+def background_colour(rgb: np.ndarray) -> np.ndarray:
+    """RGB of the background: the median of the brightest quarter of pixels (plasma and glass)."""
     h, w = rgb.shape[:2]
     step = max(1, min(h, w) // 100)
     px = rgb[::step, ::step].reshape(-1, 3).astype(np.float32)
     lum = px.sum(1)
-    bg = np.median(px[lum >= np.percentile(lum, 75)], 0)
+    return np.median(px[lum >= np.percentile(lum, 75)], 0)
+
+
+def stained_background(rgb: np.ndarray) -> bool:
+    """Does the background itself pass for stain? Under a cyan cast it does, and the largest "stained" region
+    is the whole smear: the cell's centre came out as the image's middle (159 of 160 Kaggle validation cells
+    moved more than 3 um)."""
+    bg = background_colour(rgb)
+    return bool(bg[2] - bg[0] > STAINED_BACKGROUND)
+
+
+def stain_readable(rgb: np.ndarray) -> np.ndarray:
+    """The image the stain rules can read: with its background made neutral when the background passes for stain."""
+    return neutral_background(rgb) if stained_background(rgb) else rgb
+
+
+def neutral_background(rgb: np.ndarray) -> np.ndarray:
+    """The image with its background made neutral: each channel scaled (gain 1 to 1.8) so the median of the
+    brightest quarter of pixels is grey-white (von Kries white balance on the background). Unchanged when the
+    background is already neutral (gains under 4%) or too dark to say."""
+    bg = background_colour(rgb)
     if bg.min() < 40:
         return rgb
     gain = np.clip(bg.max() / bg, 1.0, 1.8)
