@@ -174,3 +174,27 @@ def test_shifted_fields_never_report_an_unflagged_phantom_white_cell(predictor, 
         # the cyan background whose red cells turn blue-grey still hides a third of the white cells (docs/results.md)
         assert r["detection"]["WBC"]["recall"] >= (0.5 if how == "cyan_dark_red" else 0.8), (how, r["detection"]["WBC"])
     assert phantoms([{"box": [0, 0, 10, 10]}], []) and not phantoms([{"box": [0, 0, 10, 10]}], [Box("WBC", 0, 0, 20, 20)])
+
+
+def test_under_a_cyan_cast_each_white_cells_view_is_centred_on_its_nucleus():
+    """Under a cyan cast every pixel of a box passes the stain rule; the field read with its background made
+    neutral (stain_readable) gives back the nucleus found without the cast."""
+    from wbc.count.count import nucleus_in
+    from wbc.data.shifts import shifted
+    from wbc.image.decode import decode
+    from wbc.image.stain import stain_readable
+
+    gaps, raw_gaps = [], []
+    for i in read_ids(BCCD, "val")[::8]:
+        rgb = decode(BCCD / "JPEGImages" / f"{i}.jpg")
+        cast = shifted(rgb, "cyan")
+        readable = stain_readable(cast)
+        assert readable is not cast
+        for b in (b for b in read_boxes(BCCD / "Annotations" / f"{i}.xml") if b.kind == "WBC"):
+            home = np.array(nucleus_in(rgb, b))
+            gaps.append(np.linalg.norm(np.array(nucleus_in(readable, b)) - home))
+            raw_gaps.append(np.linalg.norm(np.array(nucleus_in(cast, b)) - home))
+    assert len(gaps) >= 5
+    # BCCD: about 14 px a micrometre; one lobed nucleus of 12 moves to another lobe with or without the cast
+    assert np.percentile(gaps, 75) < 3 and sum(g > 15 for g in gaps) <= 1, gaps
+    assert np.median(raw_gaps) > 3 * max(np.median(gaps), 1.0), raw_gaps  # what the raw rule did
