@@ -4,6 +4,7 @@ sources, the shipped model, the rules every entry point shares (Predictor.frame 
 
 import numpy as np
 import pytest
+import torch
 from conftest import DATA, KAGGLE, pbc_images
 
 import wbc
@@ -175,3 +176,23 @@ def test_the_background_augmentation_retones_the_plasma_and_leaves_the_stained_c
         assert nucleus.sum() > 100
         assert np.abs(out - c)[nucleus].mean() < 1.0
         assert np.abs(out - c)[bright].mean() > 3.0
+
+
+def test_the_tight_crop_augmentation_keeps_the_cell_and_blacks_out_the_rest(model, cells):
+    """Training's analyser crop (--tight-crop): the view's middle is untouched, its edges black, as `frame` pads
+    a real tight crop (wbc.data.shifts "tight_crop")."""
+    import random
+
+    from wbc.data.transforms import tight_crop
+
+    x = model.frame(cells[0]).pixels
+    side = x.shape[-1]
+    for k in range(20):
+        out = tight_crop(x, random.Random(k))
+        mid = slice(round(side * 0.35), round(side * 0.65))  # inside every drawn square (45% wide, 6% off centre)
+        assert torch.equal(out[:, mid, mid], x[:, mid, mid])
+        assert out[:, :, :2].max() == 0 and out[:, :2, :].max() == 0 and out[:, :, -2:].max() == 0
+        kept = (out.sum(0) > 0).float().mean().item()
+        assert 0.15 < kept < 0.75
+    real = model.frame(shifted(cells[0], "tight_crop"), px_per_um=6.9).pixels  # Kaggle's scale
+    assert 0.2 < (real.sum(0) == 0).float().mean().item() < 0.85  # a real tight crop at its scale: black all round

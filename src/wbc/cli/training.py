@@ -45,6 +45,7 @@ def train(data: Optional[list[str]] = typer.Option(None, "--data", help="trainin
           review_accuracy: float = typer.Option(T.review_accuracy, help="unflagged validation images must be this accurate (sets the review threshold)"),
           cast: float = typer.Option(T.augment.cast, help="colour-cast augmentation: each channel's gain drawn from 1 +- this (another lamp or camera)"),
           background: float = typer.Option(T.augment.background, help="share of training views given a new background tone (greyer, darker, tinted) under the cell"),
+          tight_crop: float = typer.Option(T.augment.tight, help="share of training views cut tight around the cell, black outside (an analyser's crop)"),
           seed: int = typer.Option(T.seed), workers: Optional[int] = typer.Option(None, help="data-loading processes (default: one per core beyond the first, at most 4)"),
           device: str = typer.Option(T.device), resume: bool = typer.Option(False, help="continue the run in --out")):
     """Two-round transfer learning on one or more sources, early stopping on group-disjoint validation."""
@@ -59,7 +60,7 @@ def train(data: Optional[list[str]] = typer.Option(None, "--data", help="trainin
     cfg = TrainConfig(data=[] if resume else (data or [resolve_data(None)]), manifest=manifest or [], out=str(out), head=head_sizes, **options)
     if workers is not None:
         cfg.workers = workers
-    cfg.augment.cast, cfg.augment.background = cast, background
+    cfg.augment.cast, cfg.augment.background, cfg.augment.tight = cast, background, tight_crop
     with bar() as progress:
         run_train(cfg, resume=resume, progress=progress)
 

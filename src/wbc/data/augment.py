@@ -24,3 +24,4 @@ class Augment:
     grey_p: float = 0.05
     cast: float = 0.0  # colour cast: each channel's gain drawn from 1 +- cast (another lamp, filter or white balance)
     background: float = 0.0  # probability of a new background tone (greyer, darker or tinted) under an unchanged cell
+    tight: float = 0.0  # probability that a view is cut tight around the cell, black outside (an analyser's crop)

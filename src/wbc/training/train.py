@@ -382,6 +382,8 @@ def start(cfg: TrainConfig, resume: bool, progress) -> Fit:
         raise WbcError(f"--cast must be at least 0 and below 1, not {cfg.augment.cast}")
     if not 0 <= cfg.augment.background <= 1:
         raise WbcError(f"--background must be a share from 0 to 1, not {cfg.augment.background}")
+    if not 0 <= cfg.augment.tight <= 1:
+        raise WbcError(f"--tight-crop must be a share from 0 to 1, not {cfg.augment.tight}")
     run, cfg = open_run(cfg.out, cfg, resume, TrainConfig.load)
     cfg.save(run / "config.json")
     seed_everything(cfg.seed)
