@@ -5,8 +5,9 @@ padded that a test image would not be): any rotation (a cell has no "up"), flips
 centre by up to 1.5 um, and a scale jitter of +-15% around the cell's physical scale (what the red
 -cell estimate of one image may miss by). Colour, for stain, optics and camera: HED stain jitter
 (Tellez et al. 2018, via scikit-image's colour deconvolution), brightness/contrast/saturation/hue,
-gamma, blur, sensor noise, JPEG re-compression, and now and then greyscale; optionally a colour cast and
-a new background tone under the unchanged cell.
+gamma, blur, sensor noise, JPEG re-compression, and now and then greyscale; optionally a colour cast,
+a new background tone under the unchanged cell, and a crop tight around the cell (black outside, as an
+analyser's crop is padded at inference).
 """
 
 from __future__ import annotations
