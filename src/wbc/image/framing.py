@@ -33,7 +33,7 @@ from wbc.image.stain import (
     largest_stained_um2,
     neutral_background,
     reinhard,
-    stained_background,
+    stain_readable,
     stained_extent_px,
 )
 
@@ -174,15 +174,20 @@ def stain_reading(rgb: np.ndarray, px_per_um: float | None) -> tuple[np.ndarray,
     it is, unless that finds no red cells or no nucleus-sized stain, or its background passes for stain: then
     with its background made neutral (a yellow or cyan cast, a red-purple stain), so a real cell is not dropped
     for its lab's colours and the view is centred on it."""
-    px, how = image_scale(rgb, px_per_um)
-    stained = largest_stained_um2(rgb, px)
-    if how in ("given", "measured") and stained >= MIN_NUCLEUS_UM2 and not stained_background(rgb):
-        return rgb, px, how, stained
+    readable = stain_readable(rgb)
+    if readable is not rgb:  # the background passes for stain: the image as it is cannot be read at all
+        return _reading(readable, px_per_um)
+    reading = _reading(rgb, px_per_um)
+    _, _, how, stained = reading
+    if how in ("given", "measured") and stained >= MIN_NUCLEUS_UM2:
+        return reading
     balanced = neutral_background(rgb)
-    if balanced is rgb:
-        return rgb, px, how, stained
-    px_b, how_b = image_scale(balanced, px_per_um)
-    return balanced, px_b, how_b, largest_stained_um2(balanced, px_b)
+    return reading if balanced is rgb else _reading(balanced, px_per_um)
+
+
+def _reading(rgb: np.ndarray, px_per_um: float | None) -> tuple[np.ndarray, float, str, float]:
+    px, how = image_scale(rgb, px_per_um)
+    return rgb, px, how, largest_stained_um2(rgb, px)
 
 
 def load_input(source, spec, px_per_um: float | None = None) -> torch.Tensor:
