@@ -178,6 +178,27 @@ def test_the_background_augmentation_retones_the_plasma_and_leaves_the_stained_c
         assert np.abs(out - c)[bright].mean() > 3.0
 
 
+def test_for_a_whole_image_balance_the_background_tone_is_drawn_before_the_balance(cells):
+    """A model that balances the whole image (--white-balance-image) meets another lab's glass through the balance:
+    training draws the new tone first, so the balance reads it and the cell comes out in colours the home balance
+    never gives, as under the grey-background shift at inference; the view is not re-toned a second time."""
+    import random
+
+    from wbc.data.augment import Augment
+    from wbc.data.transforms import balanced_image
+    from wbc.image.stain import stain_mask
+
+    moved = []
+    for k, c in enumerate(cells):
+        home, nucleus = neutral_background(c).astype(np.float32), stain_mask(c, 40)
+        plain, rest = balanced_image(c, Augment(background=0.0), random.Random(k))
+        assert np.array_equal(plain, neutral_background(c)) and rest.background == 0.0
+        out, rest = balanced_image(c, Augment(background=1.0), random.Random(k))
+        assert rest.background == 0.0  # the view keeps the tone it got
+        moved.append(np.abs(out.astype(np.float32) - home)[nucleus].mean())
+    assert max(moved) > 2.0, moved  # drawn after the balance, every nucleus would keep its home colours (0)
+
+
 def test_the_tight_crop_augmentation_keeps_the_cell_and_blacks_out_the_rest(model, cells):
     """Training's analyser crop (--tight-crop): the view's middle is untouched, its edges black, as `frame` pads
     a real tight crop (wbc.data.shifts "tight_crop")."""

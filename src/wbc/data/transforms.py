@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -104,12 +105,14 @@ class CellDataset(Dataset):
 
     def __getitem__(self, i: int):
         rgb = decode(self.paths[i])
-        if self.white_balance_image:  # as wbc.image.framing.source_image at inference; the augmentation's casts come after
-            rgb = neutral_background(rgb)
         if self.augment is None:
+            if self.white_balance_image:  # as wbc.image.framing.source_image at inference
+                rgb = neutral_background(rgb)
             x = view(rgb, (self.size, self.size), self.field_um, self.px[i])
         else:
             a, rng = self.augment, random.Random(torch.randint(0, 2**31, (1,)).item())  # seeded by torch, per worker
+            if self.white_balance_image:
+                rgb, a = balanced_image(rgb, a, rng)
             out = warp_view(rgb, self.size, self.field_um, self.px[i], cell_centre(rgb),
                             angle=rng.uniform(0, 360) if a.rotate else 0.0,
                             scale=rng.uniform(1 - a.scale_jitter, 1 + a.scale_jitter),
@@ -131,6 +134,17 @@ def new_background(rgb: np.ndarray, rng: random.Random) -> np.ndarray:
     w = np.clip((lum - t) / rng.uniform(3.0, 12.0), 0, 1)[..., None] * rng.uniform(0.5, 1.0)
     tone = lum[..., None] * rng.uniform(0.7, 1.05) * np.array([rng.uniform(0.92, 1.08) for _ in range(3)], np.float32)
     return np.clip(x * (1 - w) + tone * w + 0.5, 0, 255).astype(np.uint8)
+
+
+def balanced_image(rgb: np.ndarray, a: Augment, rng: random.Random) -> tuple[np.ndarray, Augment]:
+    """The whole image's background made neutral, as `wbc.image.framing.source_image` does at inference, and the
+    settings left for the view. A new background tone is drawn *before* the balance: a lab's grey or dark glass is
+    what the balance reads, so its gains then leave the cell in colours the balanced training images never had
+    (a grey background: the cell keeps its raw stain). Drawn after it, the tone only ever sat under a balanced cell.
+    The colour casts stay after it: the balance takes a cast out at inference, so only what it leaves is trained."""
+    if a.background and rng.random() < a.background:
+        rgb = new_background(rgb, rng)
+    return neutral_background(rgb), replace(a, background=0.0)
 
 
 def tight_crop(x: torch.Tensor, rng: random.Random) -> torch.Tensor:
