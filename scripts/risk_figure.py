@@ -1,4 +1,4 @@
-"""One risk-coverage picture from several `wbc evaluate --json` files (for the docs).
+"""One risk-coverage picture from several `wbc evaluate --json` files or reports' metrics.json (for the docs).
 
     python scripts/risk_figure.py --out docs/img/risk_coverage.png "Kaggle TEST=reports/k.json" "PBC test=reports/p.json" ...
 
@@ -28,7 +28,8 @@ def main() -> None:
     curves, points = {}, {}
     for item in a.sets:
         name, path = item.split("=", 1)
-        r = next(iter(json.loads(Path(path).read_text()).values()))
+        r = json.loads(Path(path).read_text())
+        r = r if "review" in r else next(iter(r.values()))  # a report's metrics.json, or `wbc evaluate --json` by split
         rv = r["review"]
         curves[name] = rv["risk_coverage"]
         if rv["accuracy_unflagged"] is not None:

@@ -97,7 +97,7 @@ def test_a_colour_normalised_model_sees_a_cast_cell_nearly_as_at_home(model, cel
     from wbc.image.framing import frame
     from wbc.image.stain import cell_centre
 
-    plain = replace(model.spec, white_balance=False, stain_norm=False)
+    plain = replace(model.spec, white_balance=False, white_balance_image=False, stain_norm=False)
     on_spec = replace(plain, **{step: True})
     gap = {False: [], True: []}
     for rgb in cells:

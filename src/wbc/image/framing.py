@@ -130,13 +130,13 @@ def colour_view(pixels: torch.Tensor, white_balance: bool = False, stain_norm: b
     return stain_normalised(pixels) if stain_norm else pixels
 
 
-def source_image(rgb: np.ndarray, spec) -> np.ndarray:
+def source_image(rgb: np.ndarray, spec, in_place: bool = False) -> np.ndarray:
     """The image every later step reads (scale, stain, the cell's centre, the view): for a model trained so,
     with the whole image's background made neutral first. The stain rules read blue minus red against a
     neutral light: under a cyan cast all of a Kaggle smear is "stained" and under a yellow one none of it,
     so the centre lands on the image's middle instead of the cell (159 of 160 Kaggle validation cells
-    moved more than 3 um under cyan; 1 after this balance)."""
-    return neutral_background(rgb) if getattr(spec, "white_balance_image", False) else rgb
+    moved more than 3 um under cyan; 1 after this balance). `in_place`: over `rgb` (wbc.image.stain.neutral_background)."""
+    return neutral_background(rgb, in_place) if getattr(spec, "white_balance_image", False) else rgb
 
 
 def model_view(pixels: torch.Tensor, spec) -> torch.Tensor:
