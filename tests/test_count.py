@@ -176,6 +176,25 @@ def test_shifted_fields_never_report_an_unflagged_phantom_white_cell(predictor, 
     assert phantoms([{"box": [0, 0, 10, 10]}], []) and not phantoms([{"box": [0, 0, 10, 10]}], [Box("WBC", 0, 0, 20, 20)])
 
 
+def test_a_callers_field_array_is_left_as_it_was(predictor):
+    """`count` balances a field in place once the detector is done with it (a slide: no second 300 MB copy),
+    but never an array the caller handed in: a yellow-cast field counted from memory comes back unchanged, and
+    counted the same as from its file."""
+    from wbc.count.detector import default_detector
+    from wbc.data.shifts import shifted_field
+    from wbc.image.decode import decode
+
+    detector = default_detector(None)  # the learned one, as `wbc count` and the API use
+    path, _ = field(read_ids(BCCD, "val")[0])
+    rgb, _ = shifted_field(decode(path), "yellow")
+    before = rgb.copy()
+    own = detector.px_per_um  # the field read at its own size: the array itself, not a resized copy, is the work image
+    a = count_field(predictor, rgb, px_per_um=own, detector=detector)
+    assert np.array_equal(rgb, before)
+    b = count_field(predictor, rgb.copy(), px_per_um=own, detector=detector)
+    assert a.wbc and [w["class"] for w in a.wbc] == [w["class"] for w in b.wbc]
+
+
 def test_under_a_cyan_cast_each_white_cells_view_is_centred_on_its_nucleus():
     """Under a cyan cast every pixel of a box passes the stain rule; the field read with its background made
     neutral (stain_readable) gives back the nucleus found without the cast."""

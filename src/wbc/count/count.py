@@ -111,7 +111,8 @@ def count_field(predictor, source, px_per_um: float | None = None, cfg: DetectCo
     wbcs = [b for b in keep if b.kind == "WBC"]
     result = FieldCount(name, (w, h), [_scaled(b, f) for b in keep], [_scaled(b, f) for b in candidates], px_per_um=px_per_um, scale=how)
     spec = predictor.spec
-    cells = source_image(work, spec, in_place=True) if wbcs else work  # the detector is done with it: no second 300 MB copy of a slide
+    owned = work.flags.writeable and not (isinstance(source, np.ndarray) and np.shares_memory(work, source))
+    cells = source_image(work, spec, in_place=owned) if wbcs else work  # the detector is done with it: no second 300 MB copy of a slide
     readable = stain_readable(cells) if wbcs else cells  # where each box's nucleus is found (a cyan cast: balanced)
     for i in range(0, len(wbcs), CELL_BATCH):  # in batches: a slide can hold thousands
         chunk = wbcs[i : i + CELL_BATCH]
