@@ -85,7 +85,10 @@ def test_review_a_case_with_the_keyboard_and_sign_it(server):
         page.keyboard.press(mono)
         expect(page.get_by_test_id("gallery-MONOCYTE").get_by_test_id("cell")).to_have_count(1)
         # drag one cell onto the LYMPHOCYTE gallery
+        lymph = page.get_by_test_id("gallery-LYMPHOCYTE").get_by_test_id("cell")
+        before = lymph.count()
         page.get_by_test_id("gallery-NEUTROPHIL").get_by_test_id("cell").first.drag_to(page.get_by_test_id("gallery-LYMPHOCYTE"))
+        expect(lymph).to_have_count(before + 1)  # the galleries redrawn: the flagged cards below are found in their final order
         expect(page.get_by_test_id("diff").locator('tr[data-class="MONOCYTE"] td').nth(1)).to_have_text("1")
         # every flagged cell opened (Enter enlarges the selected cell; Escape closes it)
         for i, card in enumerate(page.locator(".cell.flagged").all()):
