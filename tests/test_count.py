@@ -179,7 +179,7 @@ def test_shifted_fields_never_report_an_unflagged_phantom_white_cell(predictor, 
 def test_a_callers_field_array_is_left_as_it_was(predictor):
     """`count` balances a field in place once the detector is done with it (a slide: no second 300 MB copy),
     but never an array the caller handed in: a yellow-cast field counted from memory comes back unchanged, and
-    counted the same as from its file."""
+    is counted the same as a copy of it."""
     from wbc.count.detector import default_detector
     from wbc.data.shifts import shifted_field
     from wbc.image.decode import decode
