@@ -59,3 +59,20 @@ def test_no_red_cells_means_the_scale_is_assumed_and_said_so():
     assert f.scale == "assumed" and f.stained_um2 == 0.0
     g = frame(blank, ModelSpec(field_um=24.0, input_size=(64, 64)), px_per_um=7.0)
     assert g.scale == "given" and g.px_per_um == 7.0
+
+
+def test_counted_background_colour_equals_numpys_percentile_and_median():
+    """background_colour counts integer values instead of sorting; it must give numpy's numbers exactly."""
+    from wbc.image.stain import background_colour
+
+    files = sorted((KAGGLE / "TEST").glob("*/*.jpeg"))[::150] + pbc_images("test", "EOSINOPHIL", 6)
+    assert len(files) >= 20
+    for f in files:
+        im = decode(f)
+        for x in (im, np.ascontiguousarray(im[::-1, :, ::-1]), im[:41, :67]):  # odd sizes: both median rules
+            h, w = x.shape[:2]
+            step = max(1, min(h, w) // 100)
+            px = x[::step, ::step].reshape(-1, 3).astype(np.float32)
+            lum = px.sum(1)
+            expected = np.median(px[lum >= np.percentile(lum, 75)], 0)
+            assert np.array_equal(background_colour(x), expected), f

@@ -48,7 +48,8 @@ def _circles(rgb: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
     h, w = rgb.shape[:2]
     f = WORK_WIDTH / w
     small = cv2.resize(rgb, (WORK_WIDTH, max(8, round(h * f))), interpolation=cv2.INTER_AREA)
-    valid = small.max(2) > 25  # not the black fill of rotated crops
+    valid = np.maximum(np.maximum(small[..., 0], small[..., 1]), small[..., 2]) > 25  # not the black fill of rotated
+    # crops (20x faster than small.max(2))
     if valid.sum() < 0.2 * valid.size:
         return np.zeros((0, 3), np.float32), f, small[..., 1]
     raw = stain_mask(small, 30).astype(np.uint8)
@@ -87,17 +88,38 @@ def _outermost(c: np.ndarray) -> np.ndarray:
     return np.array(keep, np.float32).reshape(-1, 3)
 
 
-def _edge_radius(g: np.ndarray, x: float, y: float, r: float, rays: int = 32) -> float | None:
-    """Radius of the steepest outward rise of the median radial profile (dark cell -> bright background)."""
+def _edge_radii(g: np.ndarray, circles: np.ndarray, rays: int = 32) -> list[float | None]:
+    """Per circle, the radius of the steepest outward rise of its median radial profile (dark cell -> bright
+    background); None where under half its rays lie inside the image. All circles' rays are sampled in one
+    remap and their medians taken once a ray count (a loop of both cost 4 ms an image)."""
     h, w = g.shape
-    rs = np.arange(max(2.0, 0.6 * r), 1.6 * r, 0.5, dtype=np.float32)
     th = np.linspace(0, 2 * np.pi, rays, endpoint=False)
-    xs, ys = x + np.outer(np.cos(th), rs), y + np.outer(np.sin(th), rs)
-    inside = ((xs >= 0) & (xs < w - 1) & (ys >= 0) & (ys < h - 1)).all(1)
-    if inside.sum() < rays // 2:
-        return None
-    prof = cv2.remap(g, xs[inside].astype(np.float32), ys[inside].astype(np.float32), cv2.INTER_LINEAR)
-    return float(rs[int(np.argmax(np.gradient(np.median(prof, 0))))])
+    cos, sin = np.cos(th), np.sin(th)
+    samples = []  # (circle index, radii sampled, x map, y map) of each circle with enough rays inside
+    for k, (x, y, r) in enumerate(circles):
+        rs = np.arange(max(2.0, 0.6 * r), 1.6 * r, 0.5, dtype=np.float32)
+        xs, ys = x + np.outer(cos, rs), y + np.outer(sin, rs)
+        inside = ((xs >= 0) & (xs < w - 1) & (ys >= 0) & (ys < h - 1)).all(1)
+        if inside.sum() >= rays // 2:
+            samples.append((k, rs, xs[inside].astype(np.float32), ys[inside].astype(np.float32)))
+    out: list[float | None] = [None] * len(circles)
+    if not samples:
+        return out
+    flat = cv2.remap(g, np.concatenate([s[2].ravel() for s in samples])[None], np.concatenate([s[3].ravel() for s in samples])[None],
+                     cv2.INTER_LINEAR)[0]
+    profiles, at = [], 0
+    for _, _, xs, _ in samples:
+        profiles.append(flat[at : at + xs.size].reshape(xs.shape))
+        at += xs.size
+    for n in {p.shape[0] for p in profiles}:  # circles with the same rays inside: one median for all their radii
+        group = [j for j, p in enumerate(profiles) if p.shape[0] == n]
+        medians = np.median(np.hstack([profiles[j] for j in group]), 0)
+        at = 0
+        for j in group:
+            k, rs = samples[j][:2]
+            out[k] = float(rs[int(np.argmax(np.gradient(medians[at : at + rs.size])))])
+            at += rs.size
+    return out
 
 
 def estimate_scale(rgb: np.ndarray) -> Scale:
@@ -117,7 +139,7 @@ def _estimate(rgb: np.ndarray) -> Scale:
     if len(c) < MIN_RBCS:
         return Scale(None, len(c))
     g = cv2.GaussianBlur(green, (0, 0), 0.7).astype(np.float32)
-    radii = [r for r in (_edge_radius(g, x, y, r0) for x, y, r0 in _outermost(c)) if r]
+    radii = [r for r in _edge_radii(g, _outermost(c)) if r]
     if len(radii) < MIN_RBCS:
         return Scale(None, len(radii))
     return Scale(float(2 * np.median(radii) / f / RBC_DIAMETER_UM * RBC_BOX_FACTOR), len(radii))

@@ -74,12 +74,29 @@ def largest_stained_um2(rgb: np.ndarray, px_per_um: float) -> float:
 
 
 def background_colour(rgb: np.ndarray) -> np.ndarray:
-    """RGB of the background: the median of the brightest quarter of pixels (plasma and glass)."""
+    """RGB of the background: the median of the brightest quarter of pixels (plasma and glass). Found by counting
+    the small integer values (the same numbers as np.percentile and np.median, in half the time: every image
+    reads it two or three times)."""
     h, w = rgb.shape[:2]
     step = max(1, min(h, w) // 100)
-    px = rgb[::step, ::step].reshape(-1, 3).astype(np.float32)
-    lum = px[:, 0] + px[:, 1] + px[:, 2]  # = px.sum(1) exactly (small integers), 20x faster than the strided sum
-    return np.median(px[lum >= np.percentile(lum, 75)], 0)
+    px = rgb[::step, ::step].reshape(-1, 3)
+    lum = px[:, 0].astype(np.int16) + px[:, 1] + px[:, 2]
+    cum = np.cumsum(np.bincount(lum, minlength=766))
+    at = 0.75 * (lum.size - 1)  # np.percentile's linear rule: between the values at floor(at) and the next
+    low = _kth(cum, int(at))
+    high = _kth(cum, int(at) + 1) if at > int(at) else low
+    bright = px[lum >= high]  # integers: at or above a cut that lies between low and high is at or above high
+    m = len(bright)
+    out = np.empty(3, np.float32)
+    for c in range(3):
+        cc = np.cumsum(np.bincount(bright[:, c], minlength=256))
+        out[c] = _kth(cc, m // 2) if m % 2 else (np.float32(_kth(cc, m // 2 - 1)) + np.float32(_kth(cc, m // 2))) / np.float32(2)
+    return out
+
+
+def _kth(cum: np.ndarray, k: int) -> int:
+    """The k-th smallest (from 0) of values given as the cumulative counts of 0, 1, 2, ..."""
+    return int(np.searchsorted(cum, k, side="right"))
 
 
 def stained_background(rgb: np.ndarray) -> bool:
