@@ -1,6 +1,8 @@
 """The red-cell ruler: pixels a micrometre measured on real images of three sources, against
 values measured by hand (zoomed crops with a pixel ruler) and against BCCD's annotated boxes."""
 
+from pathlib import Path
+
 import numpy as np
 from conftest import BCCD, KAGGLE, PBC_CLASSES, pbc_images
 from PIL import Image
@@ -76,3 +78,45 @@ def test_counted_background_colour_equals_numpys_percentile_and_median():
             lum = px.sum(1)
             expected = np.median(px[lum >= np.percentile(lum, 75)], 0)
             assert np.array_equal(background_colour(x), expected), f
+
+
+def test_a_cell_without_red_cells_takes_the_runs_scale_not_its_own_size(tmp_path):
+    """Munich blasts whose red cells cannot be measured: sized from the nucleus they came out far too many pixels a
+    micrometre (the blast shrunk to a lymphocyte's size); in a run they take the median of the run's other images."""
+    import csv
+
+    from conftest import DATA, run_cli
+
+    from wbc.image.framing import RunScale, run_scale
+    from wbc.infer.predictor import load_model
+
+    spec = load_model().spec
+    blasts = sorted((DATA / "munich-aml" / "train" / "BLAST").glob("*.jpg"))[:60]
+    run = run_scale(blasts)
+    assert run is not None and 12 < run.px_per_um < 16  # Munich: 14.1 px/um (median of 272 train images)
+    own = {f: frame(decode(f), spec) for f in blasts}
+    lonely = [f for f in blasts if own[f].scale == "cell"]
+    assert lonely, "no Munich blast without measurable red cells among the first 60"
+    for f in lonely:
+        framed = frame(decode(f), spec, run)
+        assert framed.scale == "run" and framed.px_per_um == run.px_per_um
+    assert np.median([own[f].px_per_um for f in lonely]) > 1.15 * run.px_per_um
+    measured = next(f for f in blasts if own[f].scale == "measured")  # an image's own red cells still win
+    again = frame(decode(measured), spec, run)
+    assert again.scale == "measured" and (again.pixels == own[measured].pixels).all()
+    crops = tmp_path / "crops"  # tight crops (the cell filling the frame): no run scale, each image sizes its own cell
+    crops.mkdir()
+    for i, f in enumerate(sorted((KAGGLE / "TEST").glob("*/*.jpeg"))[:12]):
+        Image.open(f).crop((110, 70, 210, 170)).save(crops / f"{i}.png")
+    assert run_scale(sorted(crops.glob("*.png"))) is None
+    assert RunScale(14.0) == RunScale(14.0)  # a value: pickled to decoder processes and Ray workers
+    # through the CLI: the CSV says which scale each image took and why a run-scaled cell is flagged
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for f in [*lonely[:2], *[f for f in blasts if own[f].scale == "measured"][:14]]:
+        (folder / f.name).write_bytes(f.read_bytes())
+    run_cli("predict", str(folder), "--out", str(tmp_path / "out.csv"))
+    rows = {Path(r["path"]).name: r for r in csv.DictReader(open(tmp_path / "out.csv"))}
+    for f in lonely[:2]:
+        assert rows[f.name]["scale"] == "run" and "the run's median" in rows[f.name]["review_reason"], rows[f.name]
+    assert sum(r["scale"] == "measured" for r in rows.values()) == 14

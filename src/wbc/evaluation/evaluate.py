@@ -25,6 +25,7 @@ from wbc._util.progress import or_null
 from wbc.data.labels import Labelled, match_classes  # noqa: F401  (match_classes: part of this module's surface)
 from wbc.data.split import read_manifest
 from wbc.evaluation.risk import abnormal_figures, plot_risk_coverage, risk_coverage
+from wbc.image.framing import run_scale
 from wbc.infer.predictor import NO_WHITE_CELL, UNIDENTIFIED, Predictor, strangeness
 from wbc.training.metrics import balanced
 
@@ -162,6 +163,7 @@ def evaluate(predictor: Predictor, data: str, split: str, out: Path | None = Non
     progress = or_null(progress)
     lab = match_classes(data, split, classes, ignore_unknown or abnormal, progress)
     task = progress.add_task(f"evaluating {split}", total=len(lab.paths))
+    px_per_um = px_per_um or run_scale(lab.paths)  # as `wbc predict` on a folder: a cell without red cells takes the set's scale
     probs, framed, preds = answers(predictor, lab.paths, batch_size, lambda n: progress.advance(task, n), px_per_um)
     y, pred = lab.y, probs.argmax(1)
     in_set = sorted(set(int(k) for k in y))
@@ -193,7 +195,8 @@ def evaluate(predictor: Predictor, data: str, split: str, out: Path | None = Non
         "no_white_cell": int(sum(p.label == NO_WHITE_CELL for p in preds)),
         "scale": {"px_per_um_median": float(np.median(scales)), "p5": float(np.percentile(scales, 5)), "p95": float(np.percentile(scales, 95)),
                   "measured": sum(f.scale == "measured" for f in framed), "given": sum(f.scale == "given" for f in framed),
-                  "cell": sum(f.scale == "cell" for f in framed), "assumed": sum(f.scale == "assumed" for f in framed)},
+                  "run": sum(f.scale == "run" for f in framed), "cell": sum(f.scale == "cell" for f in framed),
+                  "assumed": sum(f.scale == "assumed" for f in framed)},
         "per_source_cell": per_source(lab.paths, y, pred, manifest, data, classes),
     }
     if abnormal and lab.unknown:

@@ -10,7 +10,8 @@ known magnification) or is measured from the red cells in the image (wbc.image.s
 without red cells to measure (a tight crop, the cell filling the frame) takes it from the stained
 cell itself (its largest stained region spans `NUCLEUS_EXTENT_UM`), and only an image with nothing
 stained either has it assumed from its width (`ASSUMED_FIELD_UM`). The result says which
-(`scale`: given | measured | cell | assumed). The cell is found by its stain (wbc.image.stain),
+(`scale`: given | measured | run | cell | assumed; run: the median measured over a run's other
+images, `RunScale`). The cell is found by its stain (wbc.image.stain),
 read from the image as it is or, when that shows no red cells or no nucleus, with its background
 made neutral (`stain_reading`). Models of wbc <= 0.1 (`field_um` 0) framed a `crop`-pixel square
 of the 320-pixel-wide Kaggle frame instead; they still load.
@@ -60,19 +61,41 @@ class Framed:
 
     pixels: torch.Tensor  # uint8 3 x H x W
     px_per_um: float
-    scale: str  # given | measured | cell | assumed (see the module docstring)
+    scale: str  # given | measured | run | cell | assumed (see the module docstring)
     stained_um2: float  # largest stained region: the no-white-cell rule reads it
     too_small: bool = False  # under MIN_SIDE pixels a side
 
 
-def image_scale(rgb: np.ndarray, px_per_um: float | None = None) -> tuple[float, str]:
-    """(pixels a micrometre, how it was known): given, else measured from red cells, else from the stained
-    cell, else assumed from the width (`stain_reading` decides which image, as it is or balanced, is read)."""
+@dataclass(frozen=True)
+class RunScale:
+    """The median red-cell scale of a run's images (one microscope), passed where a scale may be given: taken only by
+    an image whose own red cells cannot be measured, instead of the guess from its stained cell's size. That guess
+    assumes a typical nucleus: Munich train blasts without red cells came out at 1.38x their source's scale (14 of
+    19 more than 25% off), so the blast reached the network shrunk to a lymphocyte's size."""
+
+    px_per_um: float
+
+
+def run_scale(images, sample: int = 50) -> RunScale | None:
+    """The run's scale from (an even sample of) its images; None when fewer than 10 of them show red cells to measure
+    (a folder of tight crops: each image then takes its scale from its own cell)."""
+    from wbc.image.scale import source_scale
+
+    s = source_scale(images, sample)
+    return RunScale(s["px_per_um"]) if s["px_per_um"] and s["found"] >= min(10, s["images"]) else None
+
+
+def image_scale(rgb: np.ndarray, px_per_um: float | None = None, run: float | None = None) -> tuple[float, str]:
+    """(pixels a micrometre, how it was known): given, else measured from red cells, else the run's (`RunScale`),
+    else from the stained cell, else assumed from the width (`stain_reading` decides which image, as it is or
+    balanced, is read)."""
     if px_per_um:
         return float(px_per_um), "given"
     s = estimate_scale(rgb) if min(rgb.shape[:2]) >= MIN_SIDE else None
     if s is not None and s.found:
         return s.px_per_um, "measured"
+    if run:
+        return float(run), "run"
     extent = stained_extent_px(rgb)
     if extent >= 8:
         return extent / NUCLEUS_EXTENT_UM, "cell"
@@ -151,8 +174,11 @@ def cell_view(rgb: np.ndarray, spec, px_per_um: float, centre: tuple[float, floa
     return legacy_view(rgb, spec.input_size, spec.crop, px_per_um, centre)
 
 
-def frame(rgb: np.ndarray, spec, px_per_um: float | None = None, centre: tuple[float, float] | None = None) -> Framed:
-    """The input `spec` (a ModelSpec) asks for, from an RGB image; `px_per_um` overrides the spec's own scale."""
+def frame(rgb: np.ndarray, spec, px_per_um: float | RunScale | None = None, centre: tuple[float, float] | None = None) -> Framed:
+    """The input `spec` (a ModelSpec) asks for, from an RGB image; `px_per_um` overrides the spec's own scale (a
+    `RunScale` only stands in for red cells the image lacks)."""
+    run = px_per_um.px_per_um if isinstance(px_per_um, RunScale) else None
+    px_per_um = None if run else px_per_um
     h, w = rgb.shape[:2]
     if min(h, w) < MIN_SIDE:
         black = torch.zeros(3, *spec.input_size, dtype=torch.uint8)
@@ -161,7 +187,7 @@ def frame(rgb: np.ndarray, spec, px_per_um: float | None = None, centre: tuple[f
     if not spec.field_um and not px_per_um:
         return Framed(legacy_view(rgb, spec.input_size, spec.crop, None, centre), w / ASSUMED_FIELD_UM, "assumed", largest_stained_um2(rgb, w / ASSUMED_FIELD_UM))
     given = px_per_um or spec.px_per_um
-    read, px, how, stained = stain_reading(rgb, given)
+    read, px, how, stained = stain_reading(rgb, given, run)
     if spec.field_um:
         pixels = model_view(view(rgb, spec.input_size, spec.field_um, px, centre or cell_centre(read)), spec)
     else:
@@ -169,24 +195,24 @@ def frame(rgb: np.ndarray, spec, px_per_um: float | None = None, centre: tuple[f
     return Framed(pixels, px, how, stained)
 
 
-def stain_reading(rgb: np.ndarray, px_per_um: float | None) -> tuple[np.ndarray, float, str, float]:
+def stain_reading(rgb: np.ndarray, px_per_um: float | None, run: float | None = None) -> tuple[np.ndarray, float, str, float]:
     """(the image the stain rules read, pixels a micrometre, how known, largest stained area um2). The image as
     it is, unless that finds no red cells or no nucleus-sized stain, or its background passes for stain: then
     with its background made neutral (a yellow or cyan cast, a red-purple stain), so a real cell is not dropped
     for its lab's colours and the view is centred on it."""
     readable = stain_readable(rgb)
     if readable is not rgb:  # the background passes for stain: the image as it is cannot be read at all
-        return _reading(readable, px_per_um)
-    reading = _reading(rgb, px_per_um)
+        return _reading(readable, px_per_um, run)
+    reading = _reading(rgb, px_per_um, run)
     _, _, how, stained = reading
     if how in ("given", "measured") and stained >= MIN_NUCLEUS_UM2:
         return reading
     balanced = neutral_background(rgb)
-    return reading if balanced is rgb else _reading(balanced, px_per_um)
+    return reading if balanced is rgb else _reading(balanced, px_per_um, run)
 
 
-def _reading(rgb: np.ndarray, px_per_um: float | None) -> tuple[np.ndarray, float, str, float]:
-    px, how = image_scale(rgb, px_per_um)
+def _reading(rgb: np.ndarray, px_per_um: float | None, run: float | None = None) -> tuple[np.ndarray, float, str, float]:
+    px, how = image_scale(rgb, px_per_um, run)
     return rgb, px, how, largest_stained_um2(rgb, px)
 
 

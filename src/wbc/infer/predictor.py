@@ -69,8 +69,8 @@ def review_reasons(probability: float, spec, framed: Framed | None, distance: fl
         reasons.append(f"unlike the training cells (distance {distance:.2f} > {spec.near_distance:.2f})")
     if probability < spec.review_threshold:
         reasons.append(f"low confidence ({probability:.2f} < {spec.review_threshold:.2f})")
-    if framed is not None and framed.scale in ("cell", "assumed"):
-        source = "from the stained cell" if framed.scale == "cell" else "assumed from the image width"
+    if framed is not None and framed.scale in ("run", "cell", "assumed"):
+        source = {"run": "the run's median", "cell": "from the stained cell", "assumed": "assumed from the image width"}[framed.scale]
         reasons.append(f"scale not measured (no red cells): {source}")
     return reasons
 
@@ -227,7 +227,9 @@ class Predictor:
                           px_per_um=round(framed.px_per_um, 3) if framed else None, scale=framed.scale if framed else None, note=note,
                           review_reason="; ".join(reasons) or None, distance=distance)
 
-    def predict(self, images, batch_size: int = 32, px_per_um: float | None = None) -> list[Prediction]:
+    def predict(self, images, batch_size: int = 32, px_per_um=None) -> list[Prediction]:
+        """`px_per_um`: a number (given), None (measured in each image), or `wbc.image.framing.run_scale(files)` for
+        a folder from one microscope (taken only by images without red cells to measure, as `wbc predict` does)."""
         images = [images] if isinstance(images, (str, os.PathLike, bytes, Image.Image, np.ndarray)) else list(images)
         dist: list = []
         probs, framed = self.predict_framed(images, batch_size, px_per_um=px_per_um, distances=dist)
