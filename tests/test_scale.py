@@ -120,3 +120,8 @@ def test_a_cell_without_red_cells_takes_the_runs_scale_not_its_own_size(tmp_path
     for f in lonely[:2]:
         assert rows[f.name]["scale"] == "run" and "the run's median" in rows[f.name]["review_reason"], rows[f.name]
     assert sum(r["scale"] == "measured" for r in rows.values()) == 14
+    # from Python, as from the command line
+    from wbc import classify
+
+    by_name = {Path(o.path).name: o.prediction for o in classify(str(folder))}
+    assert all(by_name[f.name].scale == "run" for f in lonely[:2])

@@ -15,6 +15,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from wbc.count.differential import differential as count_differential
 from wbc.errors import WbcError
+from wbc.image.framing import run_scale
 from wbc.infer.answers import NO_WHITE_CELL, UNIDENTIFIED
 from wbc.review.db import Audit, Case, Cell, Signature, User
 from wbc.review.images import store
@@ -102,9 +103,10 @@ def import_cells(session, data_dir, case: Case, files: list[str], predictor, use
     and stored beside the database."""
     _writable(case)
     added, problems = 0, []
+    run = run_scale(files)  # one smear, one microscope: a cell without red cells takes the case's scale
     for path in files:
         try:
-            answer = predictor.predict([path])[0].to_dict()
+            answer = predictor.predict([path], px_per_um=run)[0].to_dict()
             data = Path(path).read_bytes()
         except (WbcError, OSError) as e:
             problems.append((path, str(e)))
