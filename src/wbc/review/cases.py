@@ -15,7 +15,6 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from wbc.count.differential import differential as count_differential
 from wbc.errors import WbcError
-from wbc.image.framing import run_scale
 from wbc.infer.answers import NO_WHITE_CELL, UNIDENTIFIED
 from wbc.review.db import Audit, Case, Cell, Signature, User
 from wbc.review.images import store
@@ -101,6 +100,9 @@ class Imported:
 def import_cells(session, data_dir, case: Case, files: list[str], predictor, user: str) -> Imported:
     """Single-cell images: each pre-classified by the model (one at a time, so a bad file is refused alone)
     and stored beside the database."""
+    # here, not at the top: torch is not for the review commands that never classify
+    from wbc.image.framing import run_scale
+
     _writable(case)
     added, problems = 0, []
     run = run_scale(files)  # one smear, one microscope: a cell without red cells takes the case's scale
