@@ -25,13 +25,11 @@ def classify(inputs, model=None, out=None, resume=False, px_per_um=None, batch_s
     .jsonl path) the rows are also streamed there; `resume` continues an interrupted run into it. Without
     `px_per_um` each image measures its own scale, and one without red cells takes the run's (as `wbc predict`)."""
     from wbc.data.collect import collect_images
-    from wbc.image.framing import run_scale
     from wbc.infer.batch import Outcome, run_to_file
 
     predictor = model if hasattr(model, "predict_framed") else load_model(model)
     found = collect_images([str(i) for i in ([inputs] if isinstance(inputs, str) else inputs)])
     outcomes = [Outcome(p, None, why) for p, why in found.problems]
-    px_per_um = px_per_um or (run_scale(found.files) if found.files else None)
     run_to_file(predictor, found.files, out, None, resume, outcomes.extend, batch_size=batch_size, workers=workers, px_per_um=px_per_um)
     return outcomes
 

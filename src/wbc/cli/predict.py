@@ -56,7 +56,6 @@ def predict(inputs: list[str] = typer.Argument(..., help="single-cell images, fo
     """Class, probabilities and a review flag for every image ("no white cell found" when there is none).
     Unreadable files are reported and skipped; the exit status is 1 when any file failed."""
     from wbc.data.collect import collect_images
-    from wbc.image.framing import run_scale
     from wbc.infer.batch import default_workers, format_of, run_to_file
     from wbc.infer.predictor import load_model
 
@@ -74,8 +73,6 @@ def predict(inputs: list[str] = typer.Argument(..., help="single-cell images, fo
         raise WbcError("; ".join(f"{p}: {why}" for p, why in found.problems) or "no images to classify")
     if scale == "auto":
         scale = _measured_once(found.files)
-    elif scale is None:  # each image measures its own; one without red cells takes the run's median, not its cell's size
-        scale = run_scale(found.files)
     predictor = _engine_for(native, engine, len(found.files))
     rows: list = []
     sink = None if out else _StdoutRows(fmt, predictor.classes).write if fmt in ("csv", "jsonl") else rows.extend

@@ -88,7 +88,6 @@ def measure_folder(model_path: str, files: list[str], threads: int, workers: int
     rows written to a CSV; files/s over the whole run (pool start-up included)."""
     import torch
 
-    from wbc.image.framing import run_scale
     from wbc.infer.batch import ResultWriter, run_collection
     from wbc.infer.predictor import load_model
 
@@ -97,7 +96,7 @@ def measure_folder(model_path: str, files: list[str], threads: int, workers: int
     with tempfile.TemporaryDirectory() as tmp:
         writer = ResultWriter(Path(tmp) / "out.csv", "csv", p.classes, resume=False)
         start = time.perf_counter()
-        s = run_collection(p, files, writer.write, None, 32, workers, px_per_um or run_scale(files))  # as `wbc predict`
+        s = run_collection(p, files, writer.write, None, 32, workers, px_per_um)
         seconds = time.perf_counter() - start
         writer.close()
     scale = "given" if px_per_um else "measured per image"

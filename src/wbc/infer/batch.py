@@ -244,14 +244,18 @@ class ResultWriter:
 
 
 def run_collection(predictor, files: list[str], sink: Callable[[list[Outcome]], None], done: set[str] | None = None,
-                   batch_size: int = 32, workers: int = 0, px_per_um: float | None = None, on_batch=None,
+                   batch_size: int = 32, workers: int = 0, px_per_um=None, on_batch=None,
                    stream: Callable | None = None) -> Summary:
-    """Classify every file not in `done`, hand each batch of outcomes to `sink`, and count."""
+    """Classify every file not in `done`, hand each batch of outcomes to `sink`, and count. Without `px_per_um`
+    each image measures its own scale, and one without red cells takes the run's (`run_scale` over all `files`,
+    so a resumed run frames as the first did)."""
+    from wbc.image.framing import run_scale
     from wbc.infer.predictor import lab_check
 
     summary = Summary(lab=lab_check(predictor))
     todo = [f for f in files if f not in (done or set())]
     summary.skipped = len(files) - len(todo)
+    px_per_um = px_per_um or (run_scale(files) if todo else None)
     batches: Iterable[list[Outcome]] = (stream or classify_stream)(predictor, todo, batch_size, workers, px_per_um)
     for outcomes in batches:
         sink(outcomes)
