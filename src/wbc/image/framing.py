@@ -76,13 +76,20 @@ class RunScale:
     px_per_um: float
 
 
+RUN_SCALE_MIN_IMAGES = 10  # a run's scale rests on at least this many images with red cells
+
+
 def run_scale(images, sample: int = 50) -> RunScale | None:
     """The run's scale from (an even sample of) its images; None when fewer than 10 of them show red cells to measure
-    (a folder of tight crops: each image then takes its scale from its own cell)."""
+    (a folder of tight crops: each image then takes its scale from its own cell), and without reading any for a run
+    of fewer than 10 images (a single image would only be measured twice)."""
     from wbc.image.scale import source_scale
 
+    images = list(images)
+    if len(images) < RUN_SCALE_MIN_IMAGES:
+        return None
     s = source_scale(images, sample)
-    return RunScale(s["px_per_um"]) if s["px_per_um"] and s["found"] >= min(10, s["images"]) else None
+    return RunScale(s["px_per_um"]) if s["found"] >= RUN_SCALE_MIN_IMAGES else None
 
 
 def image_scale(rgb: np.ndarray, px_per_um: float | None = None, run: float | None = None) -> tuple[float, str]:
