@@ -4,7 +4,7 @@ values measured by hand (zoomed crops with a pixel ruler) and against BCCD's ann
 from pathlib import Path
 
 import numpy as np
-from conftest import BCCD, KAGGLE, PBC_CLASSES, pbc_images
+from conftest import BCCD, DATA, KAGGLE, PBC_CLASSES, pbc_images
 from PIL import Image
 
 from wbc.count.voc import read_boxes, read_ids
@@ -85,7 +85,7 @@ def test_a_cell_without_red_cells_takes_the_runs_scale_not_its_own_size(tmp_path
     micrometre (the blast shrunk to a lymphocyte's size); in a run they take the median of the run's other images."""
     import csv
 
-    from conftest import DATA, run_cli
+    from conftest import run_cli
 
     from wbc.image.framing import RunScale, run_scale
     from wbc.infer.predictor import load_model
@@ -119,9 +119,49 @@ def test_a_cell_without_red_cells_takes_the_runs_scale_not_its_own_size(tmp_path
     rows = {Path(r["path"]).name: r for r in csv.DictReader(open(tmp_path / "out.csv"))}
     for f in lonely[:2]:
         assert rows[f.name]["scale"] == "run" and "the run's median" in rows[f.name]["review_reason"], rows[f.name]
-    assert sum(r["scale"] == "measured" for r in rows.values()) == 14
+    assert sum(r["scale"] in ("measured", "corrected") for r in rows.values()) == 14  # corrected: see the next test
     # from Python, as from the command line
     from wbc import classify
 
     by_name = {Path(o.path).name: o.prediction for o in classify(str(folder))}
     assert all(by_name[f.name].scale == "run" for f in lonely[:2])
+
+
+def test_a_pooled_folder_keeps_each_microscopes_scale_and_a_weak_far_estimate_takes_the_runs():
+    """The run's scale is kept per image size: in a folder pooling Munich (400x400, ~14 px/um) and Kaggle (320x240,
+    ~6.8) crops, a Munich cell without red cells takes Munich's scale, not the pool's median. And an image's own
+    estimate resting on fewer than 7 red cells and more than 25% off its run's gives way to the run's ("corrected"),
+    while a strong one, or one near the run's, is kept."""
+    from wbc.image.framing import WEAK_OFF, WEAK_RBCS, RunScale, run_scale, source_image
+    from wbc.infer.predictor import load_model
+
+    spec = load_model().spec
+    munich = sorted((DATA / "munich-aml" / "train" / "BLAST").glob("*.jpg"))[:60]
+    kaggle = sorted((KAGGLE / "TRAIN").glob("*/*.jpeg"))[::400][:30]
+    pooled = run_scale([*munich, *kaggle])
+    scales = dict(pooled.sizes)
+    assert set(scales) == {(400, 400), (240, 320)} and not pooled.one_microscope
+    assert 12 < scales[(400, 400)] < 16 and 5.5 < scales[(240, 320)] < 8
+    assert pooled.for_shape((400, 400, 3)) == scales[(400, 400)] and pooled.for_shape((100, 100, 3)) is None
+    own = {f: frame(decode(f), spec) for f in munich}
+    lonely = next(f for f in munich if own[f].scale == "cell")
+    framed = frame(decode(lonely), spec, pooled)
+    assert framed.scale == "run" and framed.px_per_um == scales[(400, 400)]
+    # one microscope, crops of a few sizes (PBC: 360x363, 360x360, 366x369): a size with few images takes the run's
+    assert RunScale(11.0, (((360, 363), 11.0),), True).for_shape((360, 360, 3)) == 11.0
+    # weak and far -> the run's; strong, or near -> its own
+    run = RunScale(scales[(400, 400)])
+    estimates = {f: estimate_scale(source_image(decode(f), spec)) for f in munich if own[f].scale == "measured"}
+    off = {f: max(e.px_per_um / run.px_per_um, run.px_per_um / e.px_per_um) for f, e in estimates.items()}
+    weak_far = [f for f, e in estimates.items() if e.rbcs < WEAK_RBCS and off[f] > WEAK_OFF * 1.02]
+    weak_near = [f for f, e in estimates.items() if e.rbcs < WEAK_RBCS and off[f] < WEAK_OFF / 1.02]
+    strong = [f for f, e in estimates.items() if e.rbcs >= WEAK_RBCS]
+    assert weak_far and weak_near and strong, (len(weak_far), len(weak_near), len(strong))
+    for f in weak_far[:3]:
+        framed = frame(decode(f), spec, run)
+        assert framed.scale == "corrected" and framed.px_per_um == run.px_per_um
+    for f in weak_near[:3]:
+        framed = frame(decode(f), spec, run)
+        assert framed.scale == "measured" and (framed.pixels == own[f].pixels).all()
+    far_run = RunScale(estimates[strong[0]].px_per_um * 1.6)  # a strong estimate stands even against a far run
+    assert frame(decode(strong[0]), spec, far_run).scale == "measured"

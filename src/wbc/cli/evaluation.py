@@ -35,7 +35,8 @@ def _print_eval(r: dict) -> None:
     console.print(f"ECE {r['ece']:.4f}; {rv['flagged']} images ({rv['flagged_share']:.1%}) flagged for review (top probability < {rv['threshold']:.3f}{why}){rest}; "
                   f"UNIDENTIFIED {rv['unidentified']}; AURC {rv['risk_coverage']['aurc']:.4f}; "
                   f"no white cell found in {r['no_white_cell']}; scale {r['scale']['px_per_um_median']:.2f} px/um "
-                  f"(measured on {r['scale']['measured']}, from the cell on {r['scale'].get('cell', 0)}, assumed on {r['scale']['assumed']})", highlight=False)
+                  f"(measured on {r['scale']['measured']}, the run's on {r['scale'].get('run', 0) + r['scale'].get('corrected', 0)}, "
+                  f"from the cell on {r['scale'].get('cell', 0)}, assumed on {r['scale']['assumed']})", highlight=False)
     for name, a in r.get("abnormal", {}).items():
         console.print(f"[bold]{name}[/bold] (not a class of this model): {a['images']} cells, {a['unidentified']} UNIDENTIFIED, {a['flagged']} flagged, "
                       f"[bold red]{a['missed_unflagged']} passed as an unflagged known type[/bold red], {a['dropped_no_white_cell']} dropped as no white cell "

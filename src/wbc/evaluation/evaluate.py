@@ -195,7 +195,7 @@ def evaluate(predictor: Predictor, data: str, split: str, out: Path | None = Non
         "no_white_cell": int(sum(p.label == NO_WHITE_CELL for p in preds)),
         "scale": {"px_per_um_median": float(np.median(scales)), "p5": float(np.percentile(scales, 5)), "p95": float(np.percentile(scales, 95)),
                   "measured": sum(f.scale == "measured" for f in framed), "given": sum(f.scale == "given" for f in framed),
-                  "run": sum(f.scale == "run" for f in framed), "cell": sum(f.scale == "cell" for f in framed),
+                  "corrected": sum(f.scale == "corrected" for f in framed), "run": sum(f.scale == "run" for f in framed), "cell": sum(f.scale == "cell" for f in framed),
                   "assumed": sum(f.scale == "assumed" for f in framed)},
         "per_source_cell": per_source(lab.paths, y, pred, manifest, data, classes),
     }
