@@ -21,6 +21,33 @@ def server(wbc_cache, tmp_path_factory):
     proc.wait(timeout=30)
 
 
+def test_a_request_of_many_cells_gives_its_scale_to_a_cell_without_red_cells(server):
+    """As `wbc predict` on a folder: ten or more images in one request are one run, and a cell without red cells
+    takes their scale (`scale` run, flagged with that reason) instead of guessing it from its own size."""
+    from wbc.image.decode import decode
+    from wbc.image.framing import frame, run_scale
+    from wbc.infer.predictor import load_model
+
+    spec = load_model().spec
+    blasts = sorted((DATA / "munich-aml" / "train" / "BLAST").glob("*.jpg"))[:60]
+    own = {f: frame(decode(f), spec).scale for f in blasts}
+    lonely = next(f for f in blasts if own[f] == "cell")
+    batch = [lonely, *[f for f in blasts if own[f] == "measured"][:11]]
+
+    def post(paths):
+        r = httpx.post(server + "/api/v1/classify", files=[("files", (p.name, p.read_bytes(), "image/jpeg")) for p in paths], timeout=300)
+        assert r.status_code == 200, r.text
+        return r.json()["results"]
+
+    together = post(batch)
+    assert together[0]["scale"] == "run" and "the run's median" in together[0]["review_reason"]
+    assert together[0]["px_per_um"] == pytest.approx(run_scale(batch).px_per_um, abs=1e-3)  # the run's, as predict takes it
+    assert 10 < together[0]["px_per_um"] < 16  # Munich: about 14 px/um
+    assert all(r["scale"] in ("measured", "corrected") for r in together[1:])
+    alone = post([lonely])[0]
+    assert alone["scale"] == "cell" and abs(alone["px_per_um"] / together[0]["px_per_um"] - 1) > 0.1
+
+
 def test_concurrent_clients_all_served(server):
     paths = [p for c in CLASSES for p in kaggle_images("TEST_SIMPLE", c, 2)]
 

@@ -8,12 +8,13 @@ import torch
 from fastapi import APIRouter, File, HTTPException, Query, UploadFile
 
 from wbc.image.decode import decode_bytes
-from wbc.image.framing import frame
+from wbc.image.framing import frame, run_scale
 from wbc.infer.predictor import lab_check
 from wbc.serve.gate import Gate
 
 
-def classify_one(predictor, explainer, name: str, data: bytes, explain: bool, px_per_um: float | None) -> dict:
+def classify_one(predictor, explainer, name: str, data: bytes, explain: bool, px_per_um) -> dict:
+    """One image's answer; `px_per_um`: given, None (measured), or the request's `RunScale`."""
     rgb = decode_bytes(data, name)
     framed = frame(rgb, predictor.spec, px_per_um)
     x = framed.pixels
@@ -30,19 +31,37 @@ def classify_one(predictor, explainer, name: str, data: bytes, explain: bool, px
     return out
 
 
+class RequestScale:
+    """The scale of a request's images as a run (`wbc.image.framing.run_scale`: ten or more images, one microscope):
+    a cell without red cells takes it, as in `wbc predict` on a folder. Measured at the first image, inside the
+    gate's queue bound and time limit, and once a request."""
+
+    def __init__(self, blobs: list[tuple[str, bytes]]):
+        self.blobs, self.measured, self.value = blobs, False, None
+
+    def get(self):
+        if not self.measured:
+            self.value, self.measured = run_scale([data for _, data in self.blobs]), True
+        return self.value
+
+
 def router(predictor, explainer, gate: Gate, model_file: str) -> APIRouter:
     api = APIRouter()
 
-    def one(name: str, data: bytes, explain: bool, px_per_um: float | None) -> dict:
+    def one(name: str, data: bytes, explain: bool, px_per_um) -> dict:
+        if isinstance(px_per_um, RequestScale):
+            px_per_um = px_per_um.get()
         return classify_one(predictor, explainer, name, data, explain, px_per_um)
 
     @api.post("/api/v1/classify")
     async def classify(files: list[UploadFile] = File(default=[], description="single-cell images (JPEG, PNG, ...) from any microscope; the scale is measured from the red cells"),
                        explain: bool = Query(False, description="add a Grad-CAM heat-map overlay (PNG, base64 data URL) to each result"),
-                       px_per_um: float | None = Query(None, gt=0, le=1000, description="pixels a micrometre of the images (default: measured from their red cells)")):
+                       px_per_um: float | None = Query(None, gt=0, le=1000, description="pixels a micrometre of the images (default: measured from their red cells; "
+                                                                             "with ten or more images, one without red cells takes theirs)")):
         if explain and explainer is None:
             raise HTTPException(409, "heat-maps need the native model: start `wbc serve` with a .safetensors model, not an .onnx file")
-        results = await gate.run(one, await gate.read(files), explain, px_per_um)
+        blobs = await gate.read(files)
+        results = await gate.run(one, blobs, explain, px_per_um or RequestScale(blobs))
         return {"model": model_file, "results": results, "lab_warning": lab_check(predictor, results).warning()}
 
     return api
