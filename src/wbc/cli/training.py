@@ -49,18 +49,20 @@ def train(data: Optional[list[str]] = typer.Option(None, "--data", help="trainin
           seed: int = typer.Option(T.seed), workers: Optional[int] = typer.Option(None, help="data-loading processes (default: one per core beyond the first, at most 4)"),
           device: str = typer.Option(T.device), resume: bool = typer.Option(False, help="continue the run in --out")):
     """Two-round transfer learning on one or more sources, early stopping on group-disjoint validation."""
-    from wbc.data.locate import resolve_data
-    from wbc.training.train import train as run_train
-
     try:
         head_sizes = tuple(int(x) for x in head.split(",") if x.strip())
     except ValueError:
         raise WbcError(f"--head must be comma-separated integers like 1024,512,128,64, not '{head}'") from None
     options = {k: v for k, v in locals().items() if k in TrainConfig.__dataclass_fields__ and k not in ("data", "manifest", "head", "out", "workers")}
+    from wbc.data.locate import resolve_data
+
     cfg = TrainConfig(data=[] if resume else (data or [resolve_data(None)]), manifest=manifest or [], out=str(out), head=head_sizes, **options)
     if workers is not None:
         cfg.workers = workers
     cfg.augment.cast, cfg.augment.background, cfg.augment.tight = cast, background, tight_crop
+    cfg.check(resume)  # before PyTorch loads: a bad option answers at once
+    from wbc.training.train import train as run_train
+
     with bar() as progress:
         run_train(cfg, resume=resume, progress=progress)
 

@@ -48,6 +48,24 @@ class TrainConfig:
     workers: int = field(default_factory=lambda: max(0, min(4, (os.cpu_count() or 2) - 1)))
     device: str = "auto"
 
+    def check(self, resume: bool = False) -> None:
+        """A clear error for an option out of its range, before any data or network is touched (the command line
+        calls it before it imports PyTorch, so a typo costs a second, not the time to load it)."""
+        from wbc.errors import WbcError
+
+        if self.bn not in ("train", "frozen"):
+            raise WbcError(f"--bn must be train or frozen, not '{self.bn}'")
+        if self.round1_epochs == 0 and not self.init and not resume:
+            raise WbcError("--round1-epochs 0 needs --init (a trained model whose head round 2 starts from)")
+        if not 0 <= self.label_smoothing < 1:
+            raise WbcError(f"--label-smoothing must be at least 0 and below 1, not {self.label_smoothing}")
+        if not 0 <= self.augment.cast < 1:
+            raise WbcError(f"--cast must be at least 0 and below 1, not {self.augment.cast}")
+        if not 0 <= self.augment.background <= 1:
+            raise WbcError(f"--background must be a share from 0 to 1, not {self.augment.background}")
+        if not 0 <= self.augment.tight <= 1:
+            raise WbcError(f"--tight-crop must be a share from 0 to 1, not {self.augment.tight}")
+
     def save(self, path: str | os.PathLike) -> None:
         atomic_write_text(path, json.dumps(asdict(self), indent=2))
 

@@ -38,7 +38,6 @@ from wbc.data.sources import (
     subsample,
 )
 from wbc.data.transforms import CellDataset
-from wbc.errors import WbcError
 from wbc.models.classifier import (
     CellClassifier,
     ModelSpec,
@@ -372,18 +371,7 @@ def calibrate_and_save(fit: Fit) -> Path:
 
 def start(cfg: TrainConfig, resume: bool, progress) -> Fit:
     """Open (or resume) the run folder, prepare every source's split, build the model."""
-    if cfg.bn not in ("train", "frozen"):
-        raise WbcError(f"--bn must be train or frozen, not '{cfg.bn}'")
-    if cfg.round1_epochs == 0 and not cfg.init and not resume:
-        raise WbcError("--round1-epochs 0 needs --init (a trained model whose head round 2 starts from)")
-    if not 0 <= cfg.label_smoothing < 1:
-        raise WbcError(f"--label-smoothing must be at least 0 and below 1, not {cfg.label_smoothing}")
-    if not 0 <= cfg.augment.cast < 1:
-        raise WbcError(f"--cast must be at least 0 and below 1, not {cfg.augment.cast}")
-    if not 0 <= cfg.augment.background <= 1:
-        raise WbcError(f"--background must be a share from 0 to 1, not {cfg.augment.background}")
-    if not 0 <= cfg.augment.tight <= 1:
-        raise WbcError(f"--tight-crop must be a share from 0 to 1, not {cfg.augment.tight}")
+    cfg.check(resume)
     run, cfg = open_run(cfg.out, cfg, resume, TrainConfig.load)
     cfg.save(run / "config.json")
     seed_everything(cfg.seed)
