@@ -127,7 +127,7 @@ def test_a_cell_without_red_cells_takes_the_runs_scale_not_its_own_size(tmp_path
     assert all(by_name[f.name].scale == "run" for f in lonely[:2])
 
 
-def test_a_pooled_folder_keeps_each_microscopes_scale_and_a_weak_far_estimate_takes_the_runs():
+def test_a_pooled_folder_keeps_each_microscopes_scale_and_a_weak_far_estimate_takes_the_runs(tmp_path):
     """The run's scale is kept per image size: in a folder pooling Munich (400x400, ~14 px/um) and Kaggle (320x240,
     ~6.8) crops, a Munich cell without red cells takes Munich's scale, not the pool's median. And an image's own
     estimate resting on fewer than 7 red cells and more than 25% off its run's gives way to the run's ("corrected"),
@@ -148,7 +148,15 @@ def test_a_pooled_folder_keeps_each_microscopes_scale_and_a_weak_far_estimate_ta
     framed = frame(decode(lonely), spec, pooled)
     assert framed.scale == "run" and framed.px_per_um == scales[(400, 400)]
     # one microscope, crops of a few sizes (PBC: 360x363, 360x360, 366x369): a size with few images takes the run's
-    assert RunScale(11.0, (((360, 363), 11.0),), True).for_shape((360, 360, 3)) == 11.0
+    assert RunScale(11.0, (((360, 363), 11.0),), one_microscope=True).for_shape((360, 360, 3)) == 11.0
+    # one microscope, every crop its own size (cut around each cell): the sizes together give the run's scale
+    varied = tmp_path / "varied"
+    varied.mkdir()
+    for i, f in enumerate(munich):
+        Image.open(f).crop((i % 7, i % 5, 400 - i % 11, 400 - i // 2)).save(varied / f"{i}.png")
+    for_all = run_scale(sorted(varied.glob("*.png")))
+    assert not for_all.sizes and 12 < for_all.other < 16
+    assert for_all.for_shape((333, 377, 3)) == for_all.other
     # weak and far -> the run's; strong, or near -> its own
     run = RunScale(scales[(400, 400)])
     estimates = {f: estimate_scale(source_image(decode(f), spec)) for f in munich if own[f].scale == "measured"}

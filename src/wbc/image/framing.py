@@ -11,10 +11,11 @@ without red cells to measure (a tight crop, the cell filling the frame) takes it
 cell itself (its largest stained region spans `NUCLEUS_EXTENT_UM`), and only an image with nothing
 stained either has it assumed from its width (`ASSUMED_FIELD_UM`). The result says which
 (`scale`: given | measured | corrected | run | cell | assumed; run: the median measured over a run's
-other images of its size, `RunScale`; corrected: a weak estimate far from that median, replaced by it). The cell is found by its stain (wbc.image.stain),
-read from the image as it is or, when that shows no red cells or no nucleus, with its background
-made neutral (`stain_reading`). Models of wbc <= 0.1 (`field_um` 0) framed a `crop`-pixel square
-of the 320-pixel-wide Kaggle frame instead; they still load.
+other images of its size, `RunScale`; corrected: a weak estimate far from that median, replaced by
+it). The cell is found by its stain (wbc.image.stain), read from the image as it is or, when that
+shows no red cells or no nucleus, with its background made neutral (`stain_reading`). Models of
+wbc <= 0.1 (`field_um` 0) framed a `crop`-pixel square of the 320-pixel-wide Kaggle frame instead;
+they still load.
 """
 
 from __future__ import annotations
@@ -78,13 +79,14 @@ class RunScale:
 
     px_per_um: float  # the median of its sizes' scales (what is reported for the run)
     sizes: tuple = ()  # ((short side, long side), px/um) of each image size with enough images; () = one for all
-    one_microscope: bool = True  # the sizes' scales agree within WEAK_OFF: an image of another size takes px_per_um
+    other: float | None = None  # the images of every other size together (crops cut to each cell's own size)
+    one_microscope: bool = True  # the scales agree within WEAK_OFF: an image of a size not measured takes px_per_um
 
     def for_shape(self, shape) -> float | None:
         """The scale an image of this shape (H x W ...) takes; None: its size had too few images to say, in a run
         whose sizes disagree (PBC crops come in three sizes from one microscope; a pooled folder in several)."""
         found = dict(self.sizes).get(tuple(sorted(int(v) for v in shape[:2])))
-        return found or (self.px_per_um if self.one_microscope else None)
+        return found or self.other or (self.px_per_um if self.one_microscope else None)
 
 
 RUN_SCALE_MIN_IMAGES = 10  # a run's scale (for one image size) rests on at least this many images with red cells
@@ -114,9 +116,8 @@ def _size(image) -> tuple[int, int] | None:
 def run_scale(images, sample: int = 50) -> RunScale | None:
     """The run's scale from (an even sample of) its images of each size; None when no size has 10 images showing red
     cells to measure (a folder of tight crops: each image then takes its scale from its own cell), and without
-    reading any for a run of fewer than 10 images (a single image would only be measured twice)."""
-    from wbc.image.scale import source_scale
-
+    reading any for a run of fewer than 10 images (a single image would only be measured twice). Sizes with fewer
+    than 10 images are measured together (`other`: a folder of crops cut to each cell's own size)."""
     images = list(images)
     if len(images) < RUN_SCALE_MIN_IMAGES:
         return None
@@ -125,16 +126,26 @@ def run_scale(images, sample: int = 50) -> RunScale | None:
         size = _size(im)
         if size:
             groups.setdefault(size, []).append(im)
-    sizes, values = [], []
+    sizes, rest = [], []
     for size, members in sorted(groups.items()):
-        if len(members) >= RUN_SCALE_MIN_IMAGES:
-            s = source_scale(members, sample)
-            if s["found"] >= RUN_SCALE_MIN_IMAGES:
-                sizes.append((size, s["px_per_um"]))
-                values.append(s["px_per_um"])
-    if not sizes:
+        px = _median_scale(members, sample) if len(members) >= RUN_SCALE_MIN_IMAGES else None
+        if px:
+            sizes.append((size, px))
+        else:
+            rest += members
+    other = _median_scale(rest, sample) if len(rest) >= RUN_SCALE_MIN_IMAGES else None
+    values = [px for _, px in sizes] + ([other] if other else [])
+    if not values:
         return None
-    return RunScale(float(np.median(values)), tuple(sizes), max(values) / min(values) <= WEAK_OFF)
+    return RunScale(float(np.median(values)), tuple(sizes), other, max(values) / min(values) <= WEAK_OFF)
+
+
+def _median_scale(images: list, sample: int) -> float | None:
+    """The median red-cell scale of (an even sample of) `images`; None unless 10 of them show red cells."""
+    from wbc.image.scale import source_scale
+
+    s = source_scale(images, sample)
+    return s["px_per_um"] if s["found"] >= RUN_SCALE_MIN_IMAGES else None
 
 
 def image_scale(rgb: np.ndarray, px_per_um: float | None = None, run: float | None = None) -> tuple[float, str]:
