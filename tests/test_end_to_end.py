@@ -124,9 +124,9 @@ def test_training_killed_mid_epoch_resumes_to_the_same_model(tiny_run, tmp_path,
     from wbc.models.io import load_model_file
 
     data, manifest, _ = tiny_run
-    # round-2 epochs of 40 steps: a few seconds even on an idle machine, so the kill lands inside epoch 2
+    # round-2 epochs of 20 steps: about 5 s even on an idle machine, so the kill 0.3 s after epoch 1 lands inside epoch 2
     args = ["train", "--data", str(data), "--manifest", str(manifest), "--size", "64", "--head", "32", "--round1-epochs", "3",
-            "--round2-epochs", "3", "--epoch-size", "640", "--batch-size", "16", "--workers", "0", "--patience", "5"]
+            "--round2-epochs", "3", "--epoch-size", "320", "--batch-size", "16", "--workers", "0", "--patience", "5"]
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     run_cli(*args, "--out", str(whole))
     proc = subprocess.Popen([sys.executable, "-m", "wbc.cli", *args, "--out", str(broken)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
