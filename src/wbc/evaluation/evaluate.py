@@ -171,7 +171,7 @@ def evaluate(predictor: Predictor, data: str, split: str, out: Path | None = Non
     labels = range(len(classes))
     prec, rec, f1, sup = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
     ece, calib = expected_calibration_error(probs, y)
-    scales = np.array([f.px_per_um for f in framed])
+    scales, kinds = np.array([f.px_per_um for f in framed]), Counter(f.scale for f in framed)
     result = {
         "model": str(predictor.path),
         "data": str(data),
@@ -194,9 +194,7 @@ def evaluate(predictor: Predictor, data: str, split: str, out: Path | None = Non
         "review": review_figures(predictor, preds, y, classes),
         "no_white_cell": int(sum(p.label == NO_WHITE_CELL for p in preds)),
         "scale": {"px_per_um_median": float(np.median(scales)), "p5": float(np.percentile(scales, 5)), "p95": float(np.percentile(scales, 95)),
-                  "measured": sum(f.scale == "measured" for f in framed), "given": sum(f.scale == "given" for f in framed),
-                  "corrected": sum(f.scale == "corrected" for f in framed), "run": sum(f.scale == "run" for f in framed), "cell": sum(f.scale == "cell" for f in framed),
-                  "assumed": sum(f.scale == "assumed" for f in framed)},
+                  **{how: kinds[how] for how in ("measured", "given", "corrected", "run", "cell", "assumed")}},
         "per_source_cell": per_source(lab.paths, y, pred, manifest, data, classes),
     }
     if abnormal and lab.unknown:

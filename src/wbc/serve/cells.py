@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from functools import cached_property
 
 import torch
 from fastapi import APIRouter, File, HTTPException, Query, UploadFile
@@ -37,12 +38,11 @@ class RequestScale:
     gate's queue bound and time limit, and once a request."""
 
     def __init__(self, blobs: list[tuple[str, bytes]]):
-        self.blobs, self.measured, self.value = blobs, False, None
+        self.blobs = blobs
 
-    def get(self):
-        if not self.measured:
-            self.value, self.measured = run_scale([data for _, data in self.blobs]), True
-        return self.value
+    @cached_property
+    def value(self):
+        return run_scale([data for _, data in self.blobs])
 
 
 def router(predictor, explainer, gate: Gate, model_file: str) -> APIRouter:
@@ -50,7 +50,7 @@ def router(predictor, explainer, gate: Gate, model_file: str) -> APIRouter:
 
     def one(name: str, data: bytes, explain: bool, px_per_um) -> dict:
         if isinstance(px_per_um, RequestScale):
-            px_per_um = px_per_um.get()
+            px_per_um = px_per_um.value
         return classify_one(predictor, explainer, name, data, explain, px_per_um)
 
     @api.post("/api/v1/classify")
