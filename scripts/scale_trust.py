@@ -4,10 +4,11 @@
 
 Every validation image of each source (the shipped split manifests) is classified three times: with its own
 red-cell scale uncorrected (the run's median only when it has none), with the run's median given, and as
-`wbc predict` frames it (the correction in wbc.image.framing.image_scale, chosen from this table). Each image's own estimate, the red cells it rests on and both answers are written out, so a rule
-"take the run's scale when the image's own is off by more than T and rests on fewer than N red cells" can be
-scored for every T and N without classifying again; the table printed is that score. A pooled run of all three
-sources checks that a folder mixing microscopes keeps each one's scale (the run's scale is kept per image size).
+`wbc predict` frames it (the correction in wbc.image.framing.image_scale). Each image's own estimate, the red
+cells it rests on and its answers are written out, so `scripts/scale_rules.py` scores rules such as "take the run's
+scale when the image's own is off by more than T and rests on fewer than N red cells" for every T and N without
+classifying again. A pooled run of all three sources checks that a folder mixing microscopes keeps each one's scale
+(the run's scale is kept per image size).
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ import argparse
 import csv
 import json
 import os
+import sys
 from pathlib import Path
-
-import numpy as np
 
 from wbc.image import framing
 from wbc.image.decode import decode
 from wbc.image.framing import WEAK_RBCS, run_scale, source_image
 from wbc.image.scale import estimate_scale
 from wbc.infer.predictor import load_model
+
+sys.path.insert(0, str(Path(__file__).parent))
+from scale_rules import figures  # noqa: E402  (the rules' own figures, beside this script)
 
 SOURCES = {"kaggle": ("split_manifest.csv", "blood-cells/dataset2-master/images"), "pbc": ("split_pbc.csv", "pbc"),
            "munich": ("split_munich.csv", "munich-aml")}
@@ -57,27 +60,8 @@ def records(p, rows: list[tuple[str, str]], run) -> list[dict]:
 
 
 def shipped_score(recs: list[dict]) -> dict:
-    right = np.array([r["truth"] == r["shipped"][0] for r in recs])
-    flagged = np.array([r["shipped"][1] for r in recs])
-    blasts = [r["shipped"][0] == "BLAST" for r in recs if r["truth"] == "BLAST"]
-    return {"accuracy": float(right.mean()), "unflagged": float((~flagged).mean()),
-            "unflagged_right": float(right[~flagged].mean()) if (~flagged).any() else None,
-            "blast_recall": float(np.mean(blasts)) if blasts else None,
+    return {**figures([r["shipped"] for r in recs], [r["truth"] for r in recs]),
             "corrected": sum(r["shipped"][2] == "corrected" for r in recs), "run": sum(r["shipped"][2] == "run" for r in recs)}
-
-
-def score(recs: list[dict], run_px: float, off: float, max_rbcs: int) -> dict:
-    """Accuracy, blast recall, unflagged share and its accuracy when the rule picks each image's answer."""
-    picked = []
-    for r in recs:
-        far = r["how"] == "measured" and abs(np.log(r["px"] / run_px)) > np.log(1 + off)
-        picked.append((r["truth"], *(r["run"] if far and r["rbcs"] < max_rbcs else r["own"]), far and r["rbcs"] < max_rbcs))
-    right = np.array([t == lab for t, lab, _, _ in picked])
-    flagged = np.array([f for _, _, f, _ in picked])
-    blasts = [lab == "BLAST" for t, lab, _, _ in picked if t == "BLAST"]
-    return {"accuracy": float(right.mean()), "unflagged": float((~flagged).mean()),
-            "unflagged_right": float(right[~flagged].mean()) if (~flagged).any() else None,
-            "blast_recall": float(np.mean(blasts)) if blasts else None, "switched": int(sum(s for *_, s in picked))}
 
 
 def main() -> None:
@@ -103,18 +87,12 @@ def main() -> None:
         result[name] = {"run_px": run.px_per_um, "run_sizes": run.sizes, "records": recs}
         print(f"{name}: {len(recs)} images, run {run.px_per_um:.2f} px/um ({len(run.sizes)} sizes); as shipped: "
               + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in shipped_score(recs).items()), flush=True)
-        if name == "pooled":
-            continue
-        for off in (0.15, 0.25, 0.35, 1e9):
-            for max_rbcs in (4, 6, 7, 8, 10, 1000):
-                s = score(recs, run.px_per_um, off, max_rbcs)
-                print(f"  off>{off:g} rbcs<{max_rbcs}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                                                                   for k, v in s.items()), flush=True)
     for part in result.values():  # paths relative to --data: the file reads the same on any machine
         for r in part["records"]:
             r["path"] = os.path.relpath(r["path"], a.data)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result))
+    print(f"records in {a.out}; the rules scored: python scripts/scale_rules.py {a.out}")
 
 
 if __name__ == "__main__":
