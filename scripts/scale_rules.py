@@ -4,10 +4,11 @@
 
 Two families, each picking per image between its answer at its own red-cell scale and at its run's median:
 - "own unless weak and far": the run's when the own estimate rests on fewer than N red cells and lies more than T
-  off it (shipped: N 7, T 1.25x, chosen from this grid; `wbc.image.framing.image_scale`);
+  off it (shipped before the next, with N 7, T 1.25x);
 - "the run's unless strong and far": every image takes the run's scale (the one the model was trained at, each
   source's median) unless its own estimate rests on at least N red cells and lies more than T off it (a source image
-  really at another magnification, as some Kaggle originals are). Measured, not shipped (docs/results.md).
+  really at another magnification, as some Kaggle originals are). Shipped with N 7, T 1.25x, chosen from this grid
+  (`wbc.image.framing.image_scale`, docs/results.md).
 """
 
 from __future__ import annotations

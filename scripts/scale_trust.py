@@ -4,9 +4,9 @@
 
 Every validation image of each source (the shipped split manifests) is classified three times: with its own
 red-cell scale uncorrected (the run's median only when it has none), with the run's median given, and as
-`wbc predict` frames it (the correction in wbc.image.framing.image_scale). Each image's own estimate, the red
+`wbc predict` frames it (the rule in wbc.image.framing.image_scale). Each image's own estimate, the red
 cells it rests on and its answers are written out, so `scripts/scale_rules.py` scores rules such as "take the run's
-scale when the image's own is off by more than T and rests on fewer than N red cells" for every T and N without
+scale unless the image's own rests on N red cells or more and is off by more than T" for every T and N without
 classifying again. A pooled run of all three sources checks that a folder mixing microscopes keeps each one's scale
 (the run's scale is kept per image size).
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from wbc.image import framing
 from wbc.image.decode import decode
-from wbc.image.framing import WEAK_RBCS, run_scale, source_image
+from wbc.image.framing import FAR_OFF, STRONG_RBCS, run_scale, source_image
 from wbc.image.scale import estimate_scale
 from wbc.infer.predictor import load_model
 
@@ -42,14 +42,14 @@ def split_rows(data: Path, source: str, split: str = "val") -> list[tuple[str, s
 
 def records(p, rows: list[tuple[str, str]], run) -> list[dict]:
     """Each image's own estimate and three answers: its own scale uncorrected, the run's median given, and as
-    `wbc predict` frames it today (`shipped`: the correction of wbc.image.framing.image_scale on)."""
+    `wbc predict` frames it today (`shipped`: the rule of wbc.image.framing.image_scale on)."""
     paths = [r[0] for r in rows]
     shipped = p.predict(paths, px_per_um=run)
-    framing.WEAK_RBCS = 0  # no estimate is weak: the image's own scale, as before the correction
+    framing.STRONG_RBCS, framing.FAR_OFF = 0, 0.0  # every estimate strong and far: each image's own scale
     try:
         own = p.predict(paths, px_per_um=run)
     finally:
-        framing.WEAK_RBCS = WEAK_RBCS
+        framing.STRONG_RBCS, framing.FAR_OFF = STRONG_RBCS, FAR_OFF
     forced = p.predict(paths, px_per_um=run.px_per_um)
     out = []
     for (path, truth), a, b, c in zip(rows, own, forced, shipped):

@@ -118,15 +118,18 @@ def test_web_page_in_chromium(server, tmp_path):
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed (.ci/run installs it)")
 def test_page_shows_unidentified_cells_and_the_run_warning(wbc_cache, tmp_path):
     """A copy of the shipped model whose distances real blasts pass (far: half of them, near: three quarters), served
-    as a user would: the page marks the UNIDENTIFIED cards, counts them first in the tally, and warns once about the run."""
+    as a user would: the page marks the UNIDENTIFIED cards, counts them first in the tally, and warns once about the run.
+    The 22 files go as one run, as `wbc predict` takes a folder: the cells take the run's scale."""
     from playwright.sync_api import expect, sync_playwright
 
     import wbc
+    from wbc.image.framing import run_scale
     from wbc.models.io import save_model
 
     cells = sorted((DATA / "munich-aml" / "test" / "BLAST").glob("*.jpg"))[:22]
     strict = wbc.load_model()
-    d = sorted(p.distance for p in strict.predict(cells))
+    run = run_scale(cells)
+    d = sorted(p.distance for p in strict.predict(cells, px_per_um=run))
     strict.model.spec.near_distance, strict.model.spec.far_distance = d[len(d) // 4], d[len(d) // 2]
     save_model(strict.model, tmp_path / "strict.safetensors", strict.meta["info"])
     proc, url = start_server(tmp_path / "serve.log", wbc_cache, "--model", str(tmp_path / "strict.safetensors"))
@@ -145,6 +148,9 @@ def test_page_shows_unidentified_cells_and_the_run_warning(wbc_cache, tmp_path):
             assert page.locator(".card.alarm").count() >= n  # the blasts called BLAST stand out too
             expect(page.locator('#tally tr[data-class="UNIDENTIFIED"] td').nth(1)).to_have_text(str(n))
             expect(page.get_by_test_id("lab-warning")).to_contain_text("lie far from the cells the model was trained on")
+            scales = [t for t in page.locator(".card .note").all_inner_texts() if t.startswith("scale ")]
+            assert len(scales) == len(cells) and sum("(corrected)" in t or "(run)" in t for t in scales) >= len(cells) - 3, scales
+            assert all(f"{run.px_per_um:.1f} px/um" in t for t in scales if "(corrected)" in t or "(run)" in t)
             browser.close()
     finally:
         proc.terminate()

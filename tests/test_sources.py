@@ -58,7 +58,7 @@ def test_evaluate_a_four_class_set_reports_both_accuracies(two_source_run, tiny_
     assert outside == r["predicted_outside_set"]
     # restricting the argmax to the set's classes can only turn "outside" mistakes into right answers
     assert r["accuracy"] <= r["accuracy_in_set_classes"] <= r["accuracy"] + outside / r["images"] + 1e-9
-    assert r["scale"]["measured"] >= 20
+    assert r["scale"]["measured"] + r["scale"]["corrected"] >= 20  # a run of 24: the measured take its median
 
 
 def test_predict_names_one_of_eight_classes_with_its_scale(two_source_run, tiny_pbc):

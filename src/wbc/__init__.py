@@ -23,7 +23,7 @@ def classify(inputs, model=None, out=None, resume=False, px_per_um=None, batch_s
     """Classify every image among `inputs` (files, folders, globs). Returns one wbc.infer.batch.Outcome a file,
     in order: `.prediction` (a Prediction) or `.error` (why the file was skipped). With `out` (a .csv or
     .jsonl path) the rows are also streamed there; `resume` continues an interrupted run into it. Without
-    `px_per_um` each image measures its own scale, and one without red cells takes the run's (as `wbc predict`)."""
+    `px_per_um` each image takes the run's scale unless its own red cells say strongly otherwise (as `wbc predict`)."""
     from wbc.data.collect import collect_images
     from wbc.infer.batch import Outcome, run_to_file
 

@@ -47,8 +47,9 @@ def predict(inputs: list[str] = typer.Argument(..., help="single-cell images, fo
             format: Optional[str] = typer.Option(None, "--format", "-f", help="table, csv, jsonl or json (default: table on a terminal, csv with --out)"),
             out: Optional[Path] = typer.Option(None, "--out", "-o", help="stream results to this CSV, JSON Lines (.jsonl) or Parquet (.parquet) file"),
             resume: bool = typer.Option(False, help="continue an interrupted run into --out, skipping files already there"),
-            px_per_um: Optional[str] = typer.Option(None, help="pixels a micrometre of the images (default: measured in each image from its red cells); "
-                                                   "'auto': measured once on 50 of them (one microscope: ~3x faster)"),
+            px_per_um: Optional[str] = typer.Option(None, help="pixels a micrometre of the images (default: measured in each image from its red cells, "
+                                                   "and with ten or more images the run's median unless an image's own red cells say strongly otherwise); "
+                                                   "'auto': measured once on 50 of them, for all (one microscope: ~3x faster)"),
             engine: str = typer.Option("auto", help="auto, pytorch, onnx, or ray (the same job on a Ray cluster)"),
             address: Optional[str] = typer.Option(None, help="Ray cluster address (with --engine ray; default: a local Ray)"),
             workers: Optional[int] = typer.Option(None, help="decoder processes (default: none on 2 cores or fewer, half the cores above)"),

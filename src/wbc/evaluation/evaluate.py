@@ -163,7 +163,7 @@ def evaluate(predictor: Predictor, data: str, split: str, out: Path | None = Non
     progress = or_null(progress)
     lab = match_classes(data, split, classes, ignore_unknown or abnormal, progress)
     task = progress.add_task(f"evaluating {split}", total=len(lab.paths))
-    px_per_um = px_per_um or run_scale(lab.paths)  # as `wbc predict` on a folder: a cell without red cells takes the set's scale
+    px_per_um = px_per_um or run_scale(lab.paths)  # as `wbc predict` on a folder: the cells take the set's scale
     probs, framed, preds = answers(predictor, lab.paths, batch_size, lambda n: progress.advance(task, n), px_per_um)
     y, pred = lab.y, probs.argmax(1)
     in_set = sorted(set(int(k) for k in y))

@@ -10,9 +10,9 @@ known magnification) or is measured from the red cells in the image (wbc.image.s
 without red cells to measure (a tight crop, the cell filling the frame) takes it from the stained
 cell itself (its largest stained region spans `NUCLEUS_EXTENT_UM`), and only an image with nothing
 stained either has it assumed from its width (`ASSUMED_FIELD_UM`). The result says which
-(`scale`: given | measured | corrected | run | cell | assumed; run: the median measured over a run's
-other images of its size, `RunScale`; corrected: a weak estimate far from that median, replaced by
-it). The cell is found by its stain (wbc.image.stain), read from the image as it is or, when that
+(`scale`: given | measured | corrected | run | cell | assumed; run: an image without red cells takes the
+median measured over its run's images of its size, `RunScale`; corrected: an image whose red cells were
+measured takes that median too, unless its own estimate is strong and far from it, `image_scale`). The cell is found by its stain (wbc.image.stain), read from the image as it is or, when that
 shows no red cells or no nucleus, with its background made neutral (`stain_reading`). Models of
 wbc <= 0.1 (`field_um` 0) framed a `crop`-pixel square of the 320-pixel-wide Kaggle frame instead;
 they still load.
@@ -73,14 +73,14 @@ class RunScale:
     may be given. Taken by an image whose own red cells cannot be measured, instead of the guess from its stained
     cell's size (that guess assumes a typical nucleus: Munich train blasts without red cells came out at 1.38x their
     source's scale, 14 of 19 more than 25% off, so the blast reached the network shrunk to a lymphocyte's size), and by
-    one whose own estimate is weak and far from it (`WEAK_RBCS`, `WEAK_OFF`). Per size, so a folder pooling two
+    one whose own estimate is not both strong and far from it (`STRONG_RBCS`, `FAR_OFF`). Per size, so a folder pooling two
     microscopes does not give one's scale to the other's images (pooled validation: Munich blast recall 0.83 with one
     median for all, 0.95 per source)."""
 
     px_per_um: float  # the median of its sizes' scales (what is reported for the run)
     sizes: tuple = ()  # ((short side, long side), px/um) of each image size with enough images; () = one for all
     other: float | None = None  # the images of every other size together (crops cut to each cell's own size)
-    one_microscope: bool = True  # the scales agree within WEAK_OFF: an image of a size not measured takes px_per_um
+    one_microscope: bool = True  # the scales agree within FAR_OFF: an image of a size not measured takes px_per_um
 
     def for_shape(self, shape) -> float | None:
         """The scale an image of this shape (H x W ...) takes; None: its size had too few images to say, in a run
@@ -90,8 +90,8 @@ class RunScale:
 
 
 RUN_SCALE_MIN_IMAGES = 10  # a run's scale (for one image size) rests on at least this many images with red cells
-WEAK_RBCS = 7  # an image's own estimate from fewer red cells than this ...
-WEAK_OFF = 1.25  # ... and more than this factor off its run's scale gives way to the run's (scripts/scale_trust.py)
+STRONG_RBCS = 7  # an image's own estimate from at least this many red cells ...
+FAR_OFF = 1.25  # ... and more than this factor off its run's scale is kept; any other takes the run's (scripts/scale_rules.py)
 
 
 def _size(image) -> tuple[int, int] | None:
@@ -137,7 +137,7 @@ def run_scale(images, sample: int = 50) -> RunScale | None:
     values = [px for _, px in sizes] + ([other] if other else [])
     if not values:
         return None
-    return RunScale(float(np.median(values)), tuple(sizes), other, max(values) / min(values) <= WEAK_OFF)
+    return RunScale(float(np.median(values)), tuple(sizes), other, max(values) / min(values) <= FAR_OFF)
 
 
 def _median_scale(images: list, sample: int) -> float | None:
@@ -151,15 +151,16 @@ def _median_scale(images: list, sample: int) -> float | None:
 def image_scale(rgb: np.ndarray, px_per_um: float | None = None, run: float | None = None) -> tuple[float, str]:
     """(pixels a micrometre, how it was known): given, else measured from red cells, else the run's (`RunScale`),
     else from the stained cell, else assumed from the width (`stain_reading` decides which image, as it is or
-    balanced, is read). A measurement from fewer than `WEAK_RBCS` red cells more than `WEAK_OFF` off the run's
-    scale is `corrected` to the run's: on validation Munich images (few red cells at their edges) a third of the
-    estimates lay over 15% off, and the run's scale raised their accuracy from 95.8% to 97.5% (Kaggle 83.86 -> 83.81,
-    PBC unchanged; scripts/scale_trust.py)."""
+    balanced, is read). In a run, an image whose red cells were measured takes the run's median (`corrected`) unless
+    its own estimate rests on at least `STRONG_RBCS` red cells and lies more than `FAR_OFF` off it (a field really at
+    another magnification): one microscope has one scale, and one image's few red cells, cut by its edges, measure it
+    worse than the run's many. Validation, own estimate -> this rule: Kaggle 83.86% -> 84.91%, PBC 95.77% -> 95.45%,
+    Munich 95.8% -> 99.2% (blast recall 0.95 -> 1.0; scripts/scale_trust.py, scripts/scale_rules.py)."""
     if px_per_um:
         return float(px_per_um), "given"
     s = estimate_scale(rgb) if min(rgb.shape[:2]) >= MIN_SIDE else None
     if s is not None and s.found:
-        if run and s.rbcs < WEAK_RBCS and max(s.px_per_um / run, run / s.px_per_um) > WEAK_OFF:
+        if run and not (s.rbcs >= STRONG_RBCS and max(s.px_per_um / run, run / s.px_per_um) > FAR_OFF):
             return float(run), "corrected"
         return s.px_per_um, "measured"
     if run:

@@ -247,8 +247,8 @@ def run_collection(predictor, files: list[str], sink: Callable[[list[Outcome]], 
                    batch_size: int = 32, workers: int = 0, px_per_um=None, on_batch=None,
                    stream: Callable | None = None) -> Summary:
     """Classify every file not in `done`, hand each batch of outcomes to `sink`, and count. Without `px_per_um`
-    each image measures its own scale, and one without red cells takes the run's (`run_scale` over all `files`,
-    so a resumed run frames as the first did)."""
+    each image takes the run's scale unless its own red cells say strongly otherwise (`run_scale` over all `files`,
+    so a resumed run frames as the first did; wbc.image.framing.image_scale)."""
     from wbc.image.framing import run_scale
     from wbc.infer.predictor import lab_check
 

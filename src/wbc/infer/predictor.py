@@ -229,7 +229,8 @@ class Predictor:
 
     def predict(self, images, batch_size: int = 32, px_per_um=None) -> list[Prediction]:
         """`px_per_um`: a number (given), None (measured in each image), or `wbc.image.framing.run_scale(files)` for
-        a folder from one microscope (taken only by images without red cells to measure, as `wbc predict` does)."""
+        a folder from one microscope (taken by its images unless their own red cells say strongly otherwise, as
+        `wbc predict` does; wbc.image.framing.image_scale)."""
         images = [images] if isinstance(images, (str, os.PathLike, bytes, Image.Image, np.ndarray)) else list(images)
         dist: list = []
         probs, framed = self.predict_framed(images, batch_size, px_per_um=px_per_um, distances=dist)

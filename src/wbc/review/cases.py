@@ -105,7 +105,7 @@ def import_cells(session, data_dir, case: Case, files: list[str], predictor, use
 
     _writable(case)
     added, problems = 0, []
-    run = run_scale(files)  # one smear, one microscope: a cell without red cells takes the case's scale
+    run = run_scale(files)  # one smear, one microscope: the cells take the case's scale
     for path in files:
         try:
             answer = predictor.predict([path], px_per_um=run)[0].to_dict()

@@ -34,8 +34,8 @@ def classify_one(predictor, explainer, name: str, data: bytes, explain: bool, px
 
 class RequestScale:
     """The scale of a request's images as a run (`wbc.image.framing.run_scale`: ten or more images, one microscope):
-    a cell without red cells takes it, as in `wbc predict` on a folder. Measured at the first image, inside the
-    gate's queue bound and time limit, and once a request."""
+    the cells take it (unless their own red cells say strongly otherwise), as in `wbc predict` on a folder. Measured
+    at the first image, inside the gate's queue bound and time limit, and once a request."""
 
     def __init__(self, blobs: list[tuple[str, bytes]]):
         self.blobs = blobs
@@ -57,7 +57,7 @@ def router(predictor, explainer, gate: Gate, model_file: str) -> APIRouter:
     async def classify(files: list[UploadFile] = File(default=[], description="single-cell images (JPEG, PNG, ...) from any microscope; the scale is measured from the red cells"),
                        explain: bool = Query(False, description="add a Grad-CAM heat-map overlay (PNG, base64 data URL) to each result"),
                        px_per_um: float | None = Query(None, gt=0, le=1000, description="pixels a micrometre of the images (default: measured from their red cells; "
-                                                                             "with ten or more images, one without red cells takes theirs)")):
+                                                                             "with ten or more images, the run's median unless an image's own red cells say strongly otherwise)")):
         if explain and explainer is None:
             raise HTTPException(409, "heat-maps need the native model: start `wbc serve` with a .safetensors model, not an .onnx file")
         blobs = await gate.read(files)
