@@ -12,8 +12,9 @@ cell itself (its largest stained region spans `NUCLEUS_EXTENT_UM`), and only an 
 stained either has it assumed from its width (`ASSUMED_FIELD_UM`). The result says which
 (`scale`: given | measured | corrected | run | cell | assumed; run: an image without red cells takes the
 median measured over its run's images of its size, `RunScale`; corrected: an image whose red cells were
-measured takes that median too, unless its own estimate is strong and far from it, `image_scale`). The cell is found by its stain (wbc.image.stain), read from the image as it is or, when that
-shows no red cells or no nucleus, with its background made neutral (`stain_reading`). Models of
+measured takes that median too, unless its own estimate is strong and far from it, `image_scale`). The
+cell is found by its stain (wbc.image.stain), read from the image as it is or, when that shows no red
+cells or no nucleus, with its background made neutral (`stain_reading`). Models of
 wbc <= 0.1 (`field_um` 0) framed a `crop`-pixel square of the 320-pixel-wide Kaggle frame instead;
 they still load.
 """
@@ -154,7 +155,7 @@ def image_scale(rgb: np.ndarray, px_per_um: float | None = None, run: float | No
     balanced, is read). In a run, an image whose red cells were measured takes the run's median (`corrected`) unless
     its own estimate rests on at least `STRONG_RBCS` red cells and lies more than `FAR_OFF` off it (a field really at
     another magnification): one microscope has one scale, and one image's few red cells, cut by its edges, measure it
-    worse than the run's many. Validation, own estimate -> this rule: Kaggle 83.86% -> 84.91%, PBC 95.77% -> 95.45%,
+    worse than the run's many. Validation, own estimate -> this rule: Kaggle 83.86% -> 84.91%, PBC 95.77% -> 95.92%,
     Munich 95.8% -> 99.2% (blast recall 0.95 -> 1.0; scripts/scale_trust.py, scripts/scale_rules.py)."""
     if px_per_um:
         return float(px_per_um), "given"
