@@ -76,20 +76,25 @@ function showError(c, file, message) {
   c.append(el("div", { class: "name", text: file.name }), el("div", { class: "label", "data-testid": "error", text: message }));
 }
 
-async function classify(file, c = card(file)) {
+// One request for `files`: on success each of `cards` shows its answer and null comes back, else why it failed.
+async function post(files, cards) {
   const form = new FormData();
-  form.append("files", file, file.name);
+  for (const f of files) form.append("files", f, f.name);
   try {
     const r = await fetch(`/api/v1/classify?explain=${$("explain").checked}`, { method: "POST", body: form });
     const body = await r.json().catch(() => ({ detail: `server answered ${r.status}` }));
-    if (!r.ok) { showError(c, file, body.detail || `server answered ${r.status}`); return; }
-    const res = body.results[0];
-    state.rows.push(res);
-    showResult(c, file, res);
+    if (!r.ok) return body.detail || `server answered ${r.status}`;
+    body.results.forEach((res, i) => { state.rows.push(res); showResult(cards[i], files[i], res); });
     renderTally();
+    return null;
   } catch (e) {
-    showError(c, file, `request failed: ${e.message}`);
+    return `request failed: ${e.message}`;
   }
+}
+
+async function classify(file, c = card(file)) {
+  const failed = await post([file], [c]);
+  if (failed) showError(c, file, failed);
 }
 
 function renderTally() {
@@ -135,18 +140,7 @@ const RUN_MIN = 10, RUN_MAX = 25;
 
 async function classifyRun(files) {
   const cards = files.map((f) => card(f));
-  const form = new FormData();
-  for (const f of files) form.append("files", f, f.name);
-  try {
-    const r = await fetch(`/api/v1/classify?explain=${$("explain").checked}`, { method: "POST", body: form });
-    if (r.ok) {
-      const body = await r.json();
-      body.results.forEach((res, i) => { state.rows.push(res); showResult(cards[i], files[i], res); });
-      renderTally();
-      return;
-    }
-  } catch (e) { /* each file alone, below */ }
-  files.forEach((f, i) => classify(f, cards[i]));
+  if (await post(files, cards)) files.forEach((f, i) => classify(f, cards[i]));
 }
 
 function handle(list) {
