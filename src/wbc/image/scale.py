@@ -42,12 +42,12 @@ class Scale:
         return self.px_per_um is not None
 
 
-def _circles(rgb: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+def _circles(rgb: np.ndarray, width: int = WORK_WIDTH) -> tuple[np.ndarray, float, np.ndarray]:
     """(circles x, y, r at the working width, the working factor, the working green channel).
     A circle holding stained pixels is a white cell's outline (or a platelet's host), not a red cell."""
     h, w = rgb.shape[:2]
-    f = WORK_WIDTH / w
-    small = cv2.resize(rgb, (WORK_WIDTH, max(8, round(h * f))), interpolation=cv2.INTER_AREA)
+    f = width / w
+    small = cv2.resize(rgb, (width, max(8, round(h * f))), interpolation=cv2.INTER_AREA)
     valid = np.maximum(np.maximum(small[..., 0], small[..., 1]), small[..., 2]) > 25  # not the black fill of rotated
     # crops (20x faster than small.max(2))
     if valid.sum() < 0.2 * valid.size:
@@ -57,20 +57,21 @@ def _circles(rgb: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
     g = small[..., 1].copy()
     g[(stained > 0) | ~valid] = _percentile_u8(g[valid], 90)  # paint with the background level
     g = cv2.GaussianBlur(g, (0, 0), 1.0)
-    c = cv2.HoughCircles(g, cv2.HOUGH_GRADIENT_ALT, dp=1.5, minDist=WORK_WIDTH / 25, param1=60, param2=0.7,
-                         minRadius=WORK_WIDTH // 50, maxRadius=WORK_WIDTH // 6)
+    c = cv2.HoughCircles(g, cv2.HOUGH_GRADIENT_ALT, dp=1.5, minDist=width / 25, param1=60, param2=0.7,
+                         minRadius=width // 50, maxRadius=width // 6)
     if c is None:
         return np.zeros((0, 3), np.float32), f, small[..., 1]
-    integral = cv2.integral(raw)
-    h, w = raw.shape
+    return c[0][_stained_share(cv2.integral(raw), c[0]) < 0.03], f, small[..., 1]
 
-    def stained_share(x, y, r):  # of the circle's bounding square: cheap, and enough to tell a WBC
-        x0, y0, x1, y1 = (int(np.clip(v, 0, lim)) for v, lim in ((x - r, w), (y - r, h), (x + r, w), (y + r, h)))
-        area = max(1, (x1 - x0) * (y1 - y0))
-        return (integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]) / area
 
-    keep = [row for row in c[0] if stained_share(*row) < 0.03]
-    return np.array(keep, np.float32).reshape(-1, 3), f, small[..., 1]
+def _stained_share(integral: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Share of stained pixels in each circle's bounding square (from the mask's integral image): cheap, and
+    enough to tell a white cell's outline."""
+    h, w = integral.shape[0] - 1, integral.shape[1] - 1
+    box = np.stack([c[:, 0] - c[:, 2], c[:, 1] - c[:, 2], c[:, 0] + c[:, 2], c[:, 1] + c[:, 2]], 1)
+    x0, y0, x1, y1 = (np.clip(box[:, k].astype(np.int64), 0, lim) for k, lim in ((0, w), (1, h), (2, w), (3, h)))
+    area = np.maximum(1, (x1 - x0) * (y1 - y0))
+    return (integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]) / area
 
 
 def _percentile_u8(values: np.ndarray, q: float) -> np.uint8:
