@@ -113,7 +113,8 @@ def test_predict_formats(tiny_run):
 
 
 def test_training_killed_mid_epoch_resumes_to_the_same_model(tiny_run, tmp_path, caplog):
-    """SIGKILL during a round-2 epoch; `--resume` redoes at most that epoch and ends where an unbroken run ends."""
+    """SIGKILL during a round-2 epoch; `--resume` redoes at most that epoch and ends where an unbroken run ends, the
+    moving average of the weights (`--ema`) included."""
     import signal
     import subprocess
     import sys
@@ -126,7 +127,7 @@ def test_training_killed_mid_epoch_resumes_to_the_same_model(tiny_run, tmp_path,
     data, manifest, _ = tiny_run
     # round-2 epochs of 20 steps: about 5 s even on an idle machine, so the kill 0.3 s after epoch 1 lands inside epoch 2
     args = ["train", "--data", str(data), "--manifest", str(manifest), "--size", "64", "--head", "32", "--round1-epochs", "3",
-            "--round2-epochs", "3", "--epoch-size", "320", "--batch-size", "16", "--workers", "0", "--patience", "5"]
+            "--round2-epochs", "3", "--epoch-size", "320", "--batch-size", "16", "--workers", "0", "--patience", "5", "--ema", "0.9"]
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     run_cli(*args, "--out", str(whole))
     proc = subprocess.Popen([sys.executable, "-m", "wbc.cli", *args, "--out", str(broken)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -160,3 +161,8 @@ def test_training_killed_mid_epoch_resumes_to_the_same_model(tiny_run, tmp_path,
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.allclose(va.float(), vb.float(), atol=1e-3), k  # fp16 file: equal up to storage rounding
     assert meta["info"]["best"] == json.loads((whole / "summary.json").read_text())["best"]
+    last_whole, last_broken = (torch.load(r / "last.pt", map_location="cpu", weights_only=True) for r in (whole, broken))
+    for k, va in last_whole["ema"].items():
+        assert torch.allclose(va.float(), last_broken["ema"][k].float(), atol=1e-4), k  # the average carried over the kill
+    moved = [k for k, va in last_whole["ema"].items() if va.is_floating_point() and not torch.allclose(va, last_whole["model"][k])]
+    assert len(moved) > 10  # an average, not a copy of the weights

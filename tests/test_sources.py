@@ -195,7 +195,7 @@ def test_init_starts_a_new_class_from_a_trained_model(two_source_run, tiny_kaggl
     assert kept["metrics"]["val"]["balanced_accuracy"] == pytest.approx(best_val, abs=0.02)
     p = run_cli("train", "--data", f"kaggle={tiny_kaggle}", "--out", str(tmp_path / "nothing"), "--round1-epochs", "0", check=False)
     assert p.returncode == 2 and "--round1-epochs 0 needs --init" in p.stderr and "Traceback" not in p.stderr
-    for option, value in (("--label-smoothing", "1.5"), ("--cast", "-0.1"), ("--background", "2"), ("--tight-crop", "-1")):
+    for option, value in (("--label-smoothing", "1.5"), ("--cast", "-0.1"), ("--background", "2"), ("--tight-crop", "-1"), ("--ema", "1")):
         p = run_cli("train", "--data", f"kaggle={tiny_kaggle}", "--out", str(tmp_path / "nothing"), option, value, check=False)
         assert p.returncode == 2 and f"{option} must be" in p.stderr and "Traceback" not in p.stderr
     p = run_cli("train", "--data", f"kaggle={tiny_kaggle}", "--init", str(path), "--out", str(tmp_path / "bad"), "--size", "64",
