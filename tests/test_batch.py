@@ -121,3 +121,34 @@ def test_scale_auto_measures_once_for_the_whole_collection(folder, wbc_cache):
     rows = [r for r in csv.DictReader(p.stdout.splitlines()) if not r["error"]]
     assert rows and {r["scale"] for r in rows} == {"given"} and len({r["px_per_um"] for r in rows}) == 1
     assert 5.5 < float(rows[0]["px_per_um"]) < 8.5 and "scale" in p.stderr  # Kaggle crops: about 6.8 px/um
+
+
+def test_a_run_that_measures_each_scale_frames_on_a_core_of_its_own(folder, wbc_cache):
+    """In-process runs frame on a thread ahead of the network; when framing measures every image's red cells the
+    ONNX session keeps to the other cores. Same answers, in input order, and no thread left when a run stops early."""
+    import threading
+
+    import torch
+
+    from wbc.infer.batch import run_collection
+    from wbc.infer.predictor import fastest
+
+    model = fastest(wbc.load_model())
+    shared = model.sharing_cores()
+    cores = os.cpu_count() or 1
+    assert shared.engine.threads == max(1, cores - 1) and model.engine.threads == cores
+    assert (shared is model) == (cores == 1)
+    files = sorted(str(p) for p in folder.rglob("*.jpeg"))[:64]
+    x = np.stack([model.input_tensor(f).numpy() for f in files[:8]])
+    assert torch.allclose(model.probabilities(torch.from_numpy(x)), shared.probabilities(torch.from_numpy(x)), atol=1e-5)
+    got = []
+    run_collection(model, files, got.extend, batch_size=16)
+    from wbc.image.framing import run_scale
+
+    alone = [o for batch in classify_stream(model, files, 16, 2, run_scale(files)) for o in batch]  # decoder processes
+    assert [o.path for o in got] == [o.path for o in alone] == files
+    assert [o.prediction.label if o.prediction else o.error for o in got] == [o.prediction.label if o.prediction else o.error for o in alone]
+    stream = classify_stream(model, files, 16)
+    next(stream)
+    stream.close()  # a consumer that stops after one batch
+    assert not [t for t in threading.enumerate() if t.name.startswith("wbc-framing")]

@@ -52,7 +52,7 @@ def predict(inputs: list[str] = typer.Argument(..., help="single-cell images, fo
                                                    "'auto': measured once on 50 of them, for all (one microscope: ~3x faster)"),
             engine: str = typer.Option("auto", help="auto, pytorch, onnx, or ray (the same job on a Ray cluster)"),
             address: Optional[str] = typer.Option(None, help="Ray cluster address (with --engine ray; default: a local Ray)"),
-            workers: Optional[int] = typer.Option(None, help="decoder processes (default: none on 2 cores or fewer, half the cores above)"),
+            workers: Optional[int] = typer.Option(None, help="decoder processes (default: half the cores above 2; 0: one framing thread)"),
             batch_size: int = typer.Option(32)):
     """Class, probabilities and a review flag for every image ("no white cell found" when there is none).
     Unreadable files are reported and skipped; the exit status is 1 when any file failed."""

@@ -84,7 +84,7 @@ def measure_inference(kind: str, model_path: str | None, images: list[str], seco
 
 
 def measure_folder(model_path: str, files: list[str], threads: int, workers: int, px_per_um: float | None) -> dict:
-    """A `wbc predict FOLDER` run end to end: decoder processes framing files, batched ONNX inference,
+    """A `wbc predict FOLDER` run end to end: decoder processes (0: a thread) framing files, batched ONNX inference,
     rows written to a CSV; files/s over the whole run (pool start-up included)."""
     import torch
 
@@ -100,7 +100,8 @@ def measure_folder(model_path: str, files: list[str], threads: int, workers: int
         seconds = time.perf_counter() - start
         writer.close()
     scale = "given" if px_per_um else "measured per image"
-    return {"path": f"folder run, {workers} decoder process{'es' if workers != 1 else ''}, scale {scale}", "files": len(files),
+    framing = f"{workers} decoder process{'es' if workers != 1 else ''}" if workers else "a framing thread"
+    return {"path": f"folder run, {framing}, scale {scale}", "files": len(files),
             "failed": s.failed, "files_per_s": len(files) / seconds, "peak_rss_mb": _peak_rss_mb()}
 
 

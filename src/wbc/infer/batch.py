@@ -1,7 +1,8 @@
 """Classify whole collections: stream results to a file, skip bad files, survive a kill.
 
 A run reads files with a pool of decoder processes (decoding and framing are the CPU work
-besides the network), classifies them in batches on one engine (ONNX Runtime by default), and
+besides the network; on 2 cores or fewer, one thread framing ahead of the network instead),
+classifies them in batches on one engine (ONNX Runtime by default), and
 appends each batch's rows to the output, flushed and fsync'd, so a run killed at any point keeps
 every row it wrote. `resume` reads the output back, drops a torn last line, and skips every file
 already there (good or failed); a file that cannot be read becomes a row with its reason in the
@@ -15,7 +16,8 @@ import io
 import json
 import multiprocessing as mp
 import os
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -78,11 +80,28 @@ def frame_file(path: str, spec=None, px_per_um: float | None = None):
         return path, None, f"cannot read image {path}: {type(e).__name__}: {str(e)[:160]}"
 
 
-def _framed_stream(files: list[str], spec, px_per_um, workers: int) -> Iterator[tuple]:
-    """Framed files in input order, from `workers` processes (0: in this process)."""
-    if workers <= 0 or len(files) < 64:
+AHEAD = 64  # files the framing thread may run ahead of the network
+
+
+def _framed_ahead(files: list[str], spec, px_per_um) -> Iterator[tuple]:
+    """Framed files in input order from one thread that frames while the engine runs the batch before: decoding,
+    the red-cell circles and ONNX Runtime release the GIL, so the two overlap."""
+    ex, pending = ThreadPoolExecutor(1, thread_name_prefix="wbc-framing"), deque()
+    try:
         for f in files:
-            yield frame_file(f, spec, px_per_um)
+            pending.append(ex.submit(frame_file, f, spec, px_per_um))
+            if len(pending) > AHEAD:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)  # a run stopped early leaves no thread behind
+
+
+def _framed_stream(files: list[str], spec, px_per_um, workers: int) -> Iterator[tuple]:
+    """Framed files in input order, from `workers` processes (0: a framing thread in this process)."""
+    if workers <= 0 or len(files) < 64:
+        yield from _framed_ahead(files, spec, px_per_um)
         return
     ctx = mp.get_context("spawn")  # no fork after torch/ONNX Runtime threads exist
     with ctx.Pool(workers, initializer=_init_worker, initargs=(spec.to_dict(), px_per_um)) as pool:
@@ -243,6 +262,13 @@ class ResultWriter:
         self.f.close()
 
 
+def _measures_scale(px_per_um, spec) -> bool:
+    """Does framing measure every image's red cells (no scale given, none in the model)?"""
+    from wbc.image.framing import RunScale
+
+    return (px_per_um is None or isinstance(px_per_um, RunScale)) and not spec.px_per_um
+
+
 def run_collection(predictor, files: list[str], sink: Callable[[list[Outcome]], None], done: set[str] | None = None,
                    batch_size: int = 32, workers: int = 0, px_per_um=None, on_batch=None,
                    stream: Callable | None = None) -> Summary:
@@ -256,6 +282,8 @@ def run_collection(predictor, files: list[str], sink: Callable[[list[Outcome]], 
     todo = [f for f in files if f not in (done or set())]
     summary.skipped = len(files) - len(todo)
     px_per_um = px_per_um or (run_scale(files) if todo else None)
+    if stream is None and workers <= 0 and len(todo) >= 64 and _measures_scale(px_per_um, predictor.spec):
+        predictor = predictor.sharing_cores()  # framing then costs as much as the network: it gets a core of its own
     batches: Iterable[list[Outcome]] = (stream or classify_stream)(predictor, todo, batch_size, workers, px_per_um)
     for outcomes in batches:
         sink(outcomes)
@@ -292,7 +320,7 @@ def run_to_file(predictor, files: list[str], out: Path | None, fmt: str | None, 
 
 
 def default_workers() -> int:
-    """Decoder processes: none on 2 cores or fewer (measured by `wbc bench`: a decoder process competing
-    with ONNX Runtime's threads for 2 cores halved files/s), half the cores beyond that."""
+    """Decoder processes: none on 2 cores or fewer, where one thread frames instead (`wbc bench`: a decoder process
+    competing with ONNX Runtime's threads for 2 cores halved files/s, its start-up included), half the cores beyond that."""
     cores = os.cpu_count() or 1
     return 0 if cores <= 2 else cores // 2

@@ -42,8 +42,10 @@ class OnnxEngine:
         path = Path(path)
         if not path.is_file():
             raise WbcError(f"model file not found: {path} (make one with `wbc export`)")
+        self.path, options = path, session_options(threads)
+        self.threads = options.intra_op_num_threads
         try:
-            self.session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types for every kind of damage
             raise WbcError(f"{path} is not a readable ONNX model ({str(e).splitlines()[0][:120]}); export it again with `wbc export`") from None
         props = self.session.get_modelmeta().custom_metadata_map
