@@ -137,7 +137,7 @@ def test_a_run_that_measures_each_scale_frames_on_a_core_of_its_own(folder, wbc_
     shared = model.sharing_cores()
     cores = os.cpu_count() or 1
     assert shared.engine.threads == max(1, cores - 1) and model.engine.threads == cores
-    assert (shared is model) == (cores == 1)
+    assert (shared is model) == (cores == 1) and model.sharing_cores() is shared  # one session, made once
     files = sorted(str(p) for p in folder.rglob("*.jpeg"))[:64]
     x = np.stack([model.input_tensor(f).numpy() for f in files[:8]])
     assert torch.allclose(model.probabilities(torch.from_numpy(x)), shared.probabilities(torch.from_numpy(x)), atol=1e-5)

@@ -185,7 +185,9 @@ class Predictor:
         threads = (os.cpu_count() or 1) - 1
         if not isinstance(self.engine, OnnxEngine) or threads < 1 or self.engine.threads <= threads:
             return self
-        return Predictor(OnnxEngine(self.engine.path, threads), self.meta, self.path)
+        if getattr(self, "_shared", None) is None:  # made once: a caller classifying folder after folder reuses it
+            self._shared = Predictor(OnnxEngine(self.engine.path, threads), self.meta, self.path)
+        return self._shared
 
     def frame(self, image, px_per_um: float | None = None) -> Framed:
         """One image (path, bytes, PIL, RGB array) framed as this model sees cells (scale measured unless given)."""
