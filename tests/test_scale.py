@@ -54,6 +54,18 @@ def test_the_estimate_follows_a_resize_and_sources_differ():
     assert 1.4 < pbc / kaggle < 1.9  # CellaVision crops are about 1.6x Kaggle's magnification
 
 
+def test_many_big_circles_are_measured_in_one_go():
+    """A greyscale PBC monocyte: nothing stained is painted out, so twenty big circles reach the edge profile (64,000
+    sample points, past what one row of cv2.remap takes); measured, not an error."""
+    from wbc.data.shifts import shifted
+    from wbc.image.scale import _circles, _outermost
+
+    grey = shifted(decode(DATA / "pbc" / "test" / "MONOCYTE" / "MO_326040.jpg"), "greyscale")
+    assert len(_outermost(_circles(grey)[0])) >= 15
+    s = estimate_scale(grey)
+    assert s.found and 8 < s.px_per_um < 14  # PBC: about 11 px/um
+
+
 def test_no_red_cells_means_the_scale_is_assumed_and_said_so():
     blank = np.full((240, 320, 3), 200, np.uint8)
     assert not estimate_scale(blank).found

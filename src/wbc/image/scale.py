@@ -106,8 +106,7 @@ def _edge_radii(g: np.ndarray, circles: np.ndarray, rays: int = 32) -> list[floa
     out: list[float | None] = [None] * len(circles)
     if not samples:
         return out
-    flat = cv2.remap(g, np.concatenate([s[2].ravel() for s in samples])[None], np.concatenate([s[3].ravel() for s in samples])[None],
-                     cv2.INTER_LINEAR)[0]
+    flat = _sampled(g, np.concatenate([s[2].ravel() for s in samples]), np.concatenate([s[3].ravel() for s in samples]))
     profiles, at = [], 0
     for _, _, xs, _ in samples:
         profiles.append(flat[at : at + xs.size].reshape(xs.shape))
@@ -121,6 +120,18 @@ def _edge_radii(g: np.ndarray, circles: np.ndarray, rays: int = 32) -> list[floa
             out[k] = float(rs[int(np.argmax(np.gradient(medians[at : at + rs.size])))])
             at += rs.size
     return out
+
+
+REMAP_WIDTH = 4096  # cv2.remap takes maps under 32,767 pixels a side
+
+
+def _sampled(g: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """`g` at the points (xs, ys), bilinear, in one remap: the points laid out in rows of REMAP_WIDTH (twenty big
+    circles in a greyscale PBC crop gave 64,000 points, past remap's limit for one row)."""
+    n = xs.size
+    pad = -n % REMAP_WIDTH
+    mx, my = (np.pad(v, (0, pad)).reshape(-1, REMAP_WIDTH) for v in (xs, ys))
+    return cv2.remap(g, mx, my, cv2.INTER_LINEAR).ravel()[:n]
 
 
 def estimate_scale(rgb: np.ndarray) -> Scale:
