@@ -42,12 +42,12 @@ class Scale:
         return self.px_per_um is not None
 
 
-def _circles(rgb: np.ndarray, width: int = WORK_WIDTH) -> tuple[np.ndarray, float, np.ndarray]:
+def _circles(rgb: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
     """(circles x, y, r at the working width, the working factor, the working green channel).
     A circle holding stained pixels is a white cell's outline (or a platelet's host), not a red cell."""
     h, w = rgb.shape[:2]
-    f = width / w
-    small = cv2.resize(rgb, (width, max(8, round(h * f))), interpolation=cv2.INTER_AREA)
+    f = WORK_WIDTH / w
+    small = cv2.resize(rgb, (WORK_WIDTH, max(8, round(h * f))), interpolation=cv2.INTER_AREA)
     valid = np.maximum(np.maximum(small[..., 0], small[..., 1]), small[..., 2]) > 25  # not the black fill of rotated
     # crops (20x faster than small.max(2))
     if valid.sum() < 0.2 * valid.size:
@@ -57,8 +57,8 @@ def _circles(rgb: np.ndarray, width: int = WORK_WIDTH) -> tuple[np.ndarray, floa
     g = small[..., 1].copy()
     g[(stained > 0) | ~valid] = _percentile_u8(g[valid], 90)  # paint with the background level
     g = cv2.GaussianBlur(g, (0, 0), 1.0)
-    c = cv2.HoughCircles(g, cv2.HOUGH_GRADIENT_ALT, dp=1.5, minDist=width / 25, param1=60, param2=0.7,
-                         minRadius=width // 50, maxRadius=width // 6)
+    c = cv2.HoughCircles(g, cv2.HOUGH_GRADIENT_ALT, dp=1.5, minDist=WORK_WIDTH / 25, param1=60, param2=0.7,
+                         minRadius=WORK_WIDTH // 50, maxRadius=WORK_WIDTH // 6)
     if c is None:
         return np.zeros((0, 3), np.float32), f, small[..., 1]
     return c[0][_stained_share(cv2.integral(raw), c[0]) < 0.03], f, small[..., 1]

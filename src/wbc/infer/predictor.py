@@ -168,6 +168,7 @@ class Predictor:
 
         self.engine, self.meta, self.path = engine, meta, path
         self.spec = ModelSpec.from_dict(meta["spec"])
+        self._shared: Predictor | None = None  # this model on one core fewer (sharing_cores)
         self.classes = list(self.spec.classes)
 
     @property
@@ -178,14 +179,14 @@ class Predictor:
     def sharing_cores(self) -> "Predictor":
         """This model on an ONNX Runtime session of one thread fewer than the machine's cores, for a run whose framing
         thread measures every image's red cells (wbc.infer.batch): its network then keeps to the cores the framing
-        leaves free, where its own threads would wait on the busy one. `wbc bench`, 2 cores, 512 Kaggle files:
-        74.9 files/s against 52.8 with two threads (47.6 framing in turn); with the scale given, two threads stay
-        faster (framing is then a fifth of the work), so this is for measured runs only. Itself under PyTorch or
-        where no thread can be spared."""
+        leaves free, where its own threads would wait on the busy one (2 cores, 512 Kaggle files: 74.9 files/s against
+        52.8 with two threads, 47.6 framing in turn; docs/results.md). With the scale given two threads stay faster
+        (framing is then a fifth of the work), so this is for measured runs only. Itself under PyTorch or where no
+        thread can be spared."""
         threads = (os.cpu_count() or 1) - 1
         if not isinstance(self.engine, OnnxEngine) or threads < 1 or self.engine.threads <= threads:
             return self
-        if getattr(self, "_shared", None) is None:  # made once: a caller classifying folder after folder reuses it
+        if self._shared is None:  # made once: a caller classifying folder after folder reuses it
             self._shared = Predictor(OnnxEngine(self.engine.path, threads), self.meta, self.path)
         return self._shared
 
