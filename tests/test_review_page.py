@@ -167,7 +167,8 @@ def test_a_200_cell_case_reviewed_with_the_keyboard_alone(wbc_cache, tmp_path):
             page.evaluate("window.__pointer = 0; for (const t of ['mousedown', 'click', 'pointerdown']) "
                           "document.addEventListener(t, (e) => { if (e.isTrusted && e.detail) window.__pointer++; }, true)")
             kb = page.keyboard
-            kb.type("ana")
+            expect(page.locator("#login-name")).to_be_focused()  # the page shows the form and focuses it once it has asked
+            kb.type("ana")  # for a session: keys typed before then would go nowhere (seen on a loaded machine)
             kb.press("Tab")
             kb.type("ana-password")
             kb.press("Enter")
