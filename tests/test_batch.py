@@ -130,6 +130,7 @@ def test_a_run_that_measures_each_scale_frames_on_a_core_of_its_own(folder, wbc_
 
     import torch
 
+    from wbc.image.framing import run_scale
     from wbc.infer.batch import run_collection
     from wbc.infer.predictor import fastest
 
@@ -143,8 +144,6 @@ def test_a_run_that_measures_each_scale_frames_on_a_core_of_its_own(folder, wbc_
     assert torch.allclose(model.probabilities(torch.from_numpy(x)), shared.probabilities(torch.from_numpy(x)), atol=1e-5)
     got = []
     run_collection(model, files, got.extend, batch_size=16)
-    from wbc.image.framing import run_scale
-
     alone = [o for batch in classify_stream(model, files, 16, 2, run_scale(files)) for o in batch]  # decoder processes
     assert [o.path for o in got] == [o.path for o in alone] == files
     assert [o.prediction.label if o.prediction else o.error for o in got] == [o.prediction.label if o.prediction else o.error for o in alone]
