@@ -64,6 +64,25 @@ def test_a_cell_filling_the_frame_takes_its_scale_from_the_cell_not_the_width(mo
     assert np.median(np.abs(np.log(ratios))) < np.median(np.abs(np.log(width_ratios)))
 
 
+def test_fragments_that_would_make_the_cell_implausibly_wide_do_not_give_the_scale(model):
+    """A tight crop of a PBC basophil (PBC's scale 11.0 px/um): the crop's fragments and granules pass as three "red
+    cells" of 1.6 px/um, at which the stained cell would be over 90 um wide. That estimate is dropped and the scale
+    taken from the stained cell instead, and the answer says so."""
+    from wbc.image.framing import MAX_STAINED_EXTENT_UM
+    from wbc.image.scale import estimate_scale
+    from wbc.image.stain import stained_extent_px
+
+    crop = shifted(decode(DATA / "pbc" / "train" / "BASOPHIL" / "BA_210917.jpg"), "tight_crop")
+    seen = neutral_background(crop)  # what the shipped model reads (white_balance_image)
+    fragments = estimate_scale(seen)
+    assert fragments.found and stained_extent_px(seen) / fragments.px_per_um > MAX_STAINED_EXTENT_UM
+    f = model.frame(crop)
+    assert f.scale == "cell"
+    assert 0.6 < f.px_per_um / 11.04 < 1.6
+    p = model.predict(crop)[0]
+    assert p.review and "scale not measured (no usable red cells): from the stained cell" in p.review_reason
+
+
 def test_neutral_background_leaves_a_neutral_image_alone_and_undoes_a_cast():
     rng = np.random.default_rng(0)
     img = np.full((120, 160, 3), 225, np.uint8)

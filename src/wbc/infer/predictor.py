@@ -71,7 +71,7 @@ def review_reasons(probability: float, spec, framed: Framed | None, distance: fl
         reasons.append(f"low confidence ({probability:.2f} < {spec.review_threshold:.2f})")
     if framed is not None and framed.scale in ("run", "cell", "assumed"):
         source = {"run": "the run's median", "cell": "from the stained cell", "assumed": "assumed from the image width"}[framed.scale]
-        reasons.append(f"scale not measured (no red cells): {source}")
+        reasons.append(f"scale not measured (no usable red cells): {source}")
     return reasons
 
 
