@@ -10,7 +10,9 @@ from conftest import DATA, KAGGLE, pbc_images
 import wbc
 from wbc.data.shifts import SHIFTS, shifted
 from wbc.image.decode import decode
-from wbc.image.stain import neutral_background
+from wbc.image.framing import MAX_STAINED_EXTENT_UM
+from wbc.image.scale import estimate_scale
+from wbc.image.stain import neutral_background, stained_extent_px
 from wbc.infer.predictor import NO_WHITE_CELL
 
 
@@ -68,10 +70,6 @@ def test_fragments_that_would_make_the_cell_implausibly_wide_do_not_give_the_sca
     """A tight crop of a PBC basophil (PBC's scale 11.0 px/um): the crop's fragments and granules pass as three "red
     cells" of 1.6 px/um, at which the stained cell would be over 90 um wide. That estimate is dropped and the scale
     taken from the stained cell instead, and the answer says so."""
-    from wbc.image.framing import MAX_STAINED_EXTENT_UM
-    from wbc.image.scale import estimate_scale
-    from wbc.image.stain import stained_extent_px
-
     crop = shifted(decode(DATA / "pbc" / "train" / "BASOPHIL" / "BA_210917.jpg"), "tight_crop")
     seen = neutral_background(crop)  # what the shipped model reads (white_balance_image)
     fragments = estimate_scale(seen)

@@ -7,8 +7,9 @@ Framing: a model sees a square `field_um` micrometres wide centred on the staine
 resized to its input size, so cells from any microscope reach the network at one physical scale.
 The scale comes from the caller (`--px-per-um`, an adapted model's lab scale, a smear field's
 known magnification) or is measured from the red cells in the image (wbc.image.scale); an image
-without red cells to measure (a tight crop, the cell filling the frame), or whose "red cells" would make the
-stained cell implausibly wide (fragments and granules of a tight crop), takes it from the stained cell itself (its largest stained region spans `NUCLEUS_EXTENT_UM`), and only an image with nothing
+without red cells to measure (a tight crop, the cell filling the frame), or whose "red cells" would
+make the stained cell implausibly wide (a tight crop's fragments and granules), takes it from the
+stained cell itself (its largest stained region spans `NUCLEUS_EXTENT_UM`), and only an image with nothing
 stained either has it assumed from its width (`ASSUMED_FIELD_UM`). The result says which
 (`scale`: given | measured | corrected | run | cell | assumed; run: an image without red cells takes the
 median measured over its run's images of its size, `RunScale`; corrected: an image whose red cells were
@@ -158,21 +159,22 @@ def image_scale(rgb: np.ndarray, px_per_um: float | None = None, run: float | No
     """(pixels a micrometre, how it was known): given, else measured from red cells, else the run's (`RunScale`),
     else from the stained cell, else assumed from the width (`stain_reading` decides which image, as it is or
     balanced, is read). Red cells that would make the stained cell wider than `MAX_STAINED_EXTENT_UM` were not red
-    cells (fragments, granules): the estimate is dropped as if none were found. In a run, an image whose red cells were measured takes the run's median (`corrected`) unless
-    its own estimate rests on at least `STRONG_RBCS` red cells and lies more than `FAR_OFF` off it (a field really at
-    another magnification): one microscope has one scale, and one image's few red cells, cut by its edges, measure it
-    worse than the run's many. Validation, own estimate -> this rule: Kaggle 83.86% -> 84.91%, PBC 95.77% -> 95.92%,
-    Munich 95.8% -> 99.2% (blast recall 0.95 -> 1.0; scripts/scale_trust.py, scripts/scale_rules.py)."""
+    cells (fragments, granules): the estimate is dropped as if none were found. In a run, an image whose red cells
+    were measured takes the run's median (`corrected`) unless its own estimate rests on at least `STRONG_RBCS` red
+    cells and lies more than `FAR_OFF` off it (a field really at another magnification): one microscope has one
+    scale, and one image's few red cells, cut by its edges, measure it worse than the run's many. Validation, own
+    estimate -> this rule: Kaggle 83.86% -> 84.91%, PBC 95.77% -> 95.92%, Munich 95.8% -> 99.2% (blast recall
+    0.95 -> 1.0; scripts/scale_trust.py, scripts/scale_rules.py)."""
     if px_per_um:
         return float(px_per_um), "given"
     s = estimate_scale(rgb) if min(rgb.shape[:2]) >= MIN_SIDE else None
-    extent = stained_extent_px(rgb)
-    if s is not None and s.found and extent / s.px_per_um <= MAX_STAINED_EXTENT_UM:
+    if s is not None and s.found and stained_extent_px(rgb) / s.px_per_um <= MAX_STAINED_EXTENT_UM:
         if run and not (s.rbcs >= STRONG_RBCS and max(s.px_per_um / run, run / s.px_per_um) > FAR_OFF):
             return float(run), "corrected"
         return s.px_per_um, "measured"
     if run:
         return float(run), "run"
+    extent = stained_extent_px(rgb)
     if extent >= 8:
         return extent / NUCLEUS_EXTENT_UM, "cell"
     return rgb.shape[1] / ASSUMED_FIELD_UM, "assumed"
