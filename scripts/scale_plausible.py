@@ -7,7 +7,7 @@ Train cells of the shipped model's sources (their split manifests; no validation
 2. each cell cut as a tight crop (`wbc.data.shifts`: no whole red cell left): the scale the crop's "red cells"
    give against the true one, and the stained extent at that scale;
 3. whole images: the same, so a limit that catches the crops' bad estimates is seen to spare good ones.
-A limit is a candidate for `wbc.image.framing.MAX_STAINED_EXTENT_UM` when it lies above every real cell's extent
+A limit is a candidate for `wbc.image.scale.MAX_STAINED_EXTENT_UM` when it lies above every real cell's extent
 (1) and turns down bad crop estimates (under 0.67x the truth) without good ones (0.8-1.25x).
 """
 

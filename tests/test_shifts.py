@@ -2,6 +2,7 @@
 nucleus, a grey background, greyscale and crops where the cell fills the frame. Real cells from three
 sources, the shipped model, the rules every entry point shares (Predictor.frame + no_white_cell)."""
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -10,8 +11,7 @@ from conftest import DATA, KAGGLE, pbc_images
 import wbc
 from wbc.data.shifts import SHIFTS, shifted
 from wbc.image.decode import decode
-from wbc.image.framing import MAX_STAINED_EXTENT_UM
-from wbc.image.scale import estimate_scale
+from wbc.image.scale import MAX_STAINED_EXTENT_UM, estimate_scale
 from wbc.image.stain import neutral_background, stained_extent_px
 from wbc.infer.predictor import NO_WHITE_CELL
 
@@ -79,6 +79,23 @@ def test_fragments_that_would_make_the_cell_implausibly_wide_do_not_give_the_sca
     assert 0.6 < f.px_per_um / 11.04 < 1.6
     p = model.predict(crop)[0]
     assert p.review and "scale not measured (no usable red cells): from the stained cell" in p.review_reason
+
+
+def test_a_folder_of_analyser_crops_takes_no_run_scale_from_their_fragments(model):
+    """Another lab's analyser crops: PBC cells cut tight, shrunk to 120x120, with a yellow cast. Fewer than half of them
+    show anything the circle search takes for red cells, and those are fragments at about half the true scale; a run
+    scale from them framed every cell of the folder too small (45.6% right on 90 such crops). The folder gets no run
+    scale: each crop is framed on its own, from its stained cell where its "red cells" are not believable."""
+    from wbc.image.framing import run_scale
+
+    files = [f for cls in ("BASOPHIL", "EOSINOPHIL", "IG", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL") for f in pbc_images("train", cls)[::60][:7]]
+    crops = [shifted(cv2.resize(shifted(decode(f), "tight_crop"), (120, 120), interpolation=cv2.INTER_AREA), "yellow") for f in files]
+    assert len(crops) >= 40
+    assert run_scale(crops) is None
+    true = 11.04 * 120 / np.array([shifted(decode(f), "tight_crop").shape[1] for f in files])
+    framed = [model.frame(c) for c in crops]
+    ratio = np.array([f.px_per_um for f in framed]) / true
+    assert 0.75 < np.median(ratio) < 1.33
 
 
 def test_neutral_background_leaves_a_neutral_image_alone_and_undoes_a_cast():
