@@ -30,14 +30,19 @@ SHIFTS = ("none", "yellow", "cyan", "grey_background", "red_purple_nucleus")
 
 
 def val_cells(predictor, per_class: int) -> list:
+    return split_cells(predictor, per_class, "val", 0)
+
+
+def split_cells(predictor, per_class: int, split: str, seed: int) -> list:
+    """(row, its source's px/um) of up to `per_class` cells of each source's class in the model's own `split`."""
     conf = predictor.meta["info"]["config"]
     with tempfile.TemporaryDirectory() as tmp:
         rows, infos = load_rows(parse_sources(conf["data"], conf["manifest"]), Path(tmp), conf["val_fraction"], conf["seed"])
     by = defaultdict(list)
     for r in rows:
-        if r.split == "val":
+        if r.split == split:
             by[(r.source, r.label)].append(r)
-    rng = random.Random(0)
+    rng = random.Random(seed)
     out = []
     for k in sorted(by):
         out += [(r, infos[r.source].px_per_um) for r in rng.sample(by[k], min(per_class, len(by[k])))]

@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from colour_constancy import split_cells
 
 from wbc._util.io import atomic_write_text
 from wbc.data.shifts import shifted
-from wbc.data.sources import load_rows, parse_sources
 from wbc.image.decode import decode
 from wbc.image.scale import estimate_scale
 from wbc.image.stain import neutral_background, stained_extent_px
@@ -56,20 +54,11 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=30)
     ap.add_argument("--out", type=Path, default=Path("reports/scale_plausible.json"))
     a = ap.parse_args()
-    conf = load_model().meta["info"]["config"]
-    with tempfile.TemporaryDirectory() as tmp:
-        rows, infos = load_rows(parse_sources(conf["data"], conf["manifest"]), Path(tmp), conf["val_fraction"], conf["seed"])
-    by = defaultdict(list)
-    for r in rows:
-        if r.split == "train":
-            by[(r.source, r.label)].append(r)
-    rng = random.Random(1)
     whole, crops = [], []
-    for key in sorted(by):
-        for r in rng.sample(by[key], min(a.per_class, len(by[key]))):
-            rgb, true = decode(r.path), infos[r.source].px_per_um
-            whole.append({"source": r.source, "label": r.label, **measure(rgb, true)})
-            crops.append({"source": r.source, "label": r.label, **measure(shifted(rgb, "tight_crop"), true)})
+    for r, true in split_cells(load_model(), a.per_class, "train", 1):
+        rgb = decode(r.path)
+        whole.append({"source": r.source, "label": r.label, **measure(rgb, true)})
+        crops.append({"source": r.source, "label": r.label, **measure(shifted(rgb, "tight_crop"), true)})
     extents = np.array([r["extent_at_true"] for r in whole])
     per_class = defaultdict(list)
     for r in whole:
