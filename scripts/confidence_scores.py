@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from selective import fit_rule, measure, score_val
+from selective import beyond_near, cross_fitted, halves, score_val
 
 from wbc.evaluation.risk import risk_coverage
 
@@ -52,12 +52,7 @@ def main() -> None:
     d = score_val(a.model, a.cache)
     y = d["y"].numpy()
     sources = d["source"]
-    groups = np.array(d["group"])
-    rng = np.random.default_rng(0)
-    half = set(rng.permutation(np.unique(groups))[: len(np.unique(groups)) // 2])
-    in_a = np.array([g in half for g in groups])
-    dist = d["distance"].numpy() if d["distance"] is not None else None
-    far = dist > d["near"] if dist is not None and d["near"] else np.zeros(len(y), bool)
+    in_a, far = halves(d["group"]), beyond_near(d)
     pred = d["logits"].argmax(1).numpy()
     correct = (pred == y).astype(float)
     results = {"accuracy": float(correct.mean()), "cells": len(y), "target": a.target, "scores": {}}
@@ -65,12 +60,7 @@ def main() -> None:
         flagged_conf = np.where(far, -np.inf, conf)
         aurc = {s: risk_coverage(correct[m], -conf[m])["aurc"]
                 for s in sorted(set(sources)) + ["all"] for m in [np.array([s in (x, "all") for x in sources])]}
-        folds = []
-        for fit_mask in (in_a, ~in_a):
-            t = fit_rule(flagged_conf[fit_mask], pred[fit_mask], correct[fit_mask], len(d["classes"]), a.target, False)
-            ev = ~fit_mask
-            folds.append(measure(flagged_conf[ev], pred[ev], correct[ev], [s for s, e in zip(sources, ev) if e], t))
-        cross = {s: {k: float(np.mean([f[s][k] for f in folds if f[s][k] is not None])) for k in folds[0][s]} for s in folds[0]}
+        cross = cross_fitted(flagged_conf, pred, correct, sources, in_a, len(d["classes"]), a.target, False)
         results["scores"][name] = {"aurc": aurc, "cross_fitted": cross}
         print(f"{name:24s} AURC " + " ".join(f"{s} {v:.4f}" for s, v in aurc.items())
               + " | unflagged/right " + " ".join(f"{s} {c['unflagged']:.3f}/{c['unflagged_right']:.4f}" for s, c in cross.items()))

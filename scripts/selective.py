@@ -86,6 +86,31 @@ def measure(conf, pred, correct, sources, t) -> dict:
     return out
 
 
+def halves(groups: list[str]) -> np.ndarray:
+    """True for the cells of a random half of the validation source images (seed 0): the rule is fitted on one half
+    and measured on the other, so copies of one source image never sit on both sides."""
+    groups = np.array(groups)
+    ug = np.unique(groups)
+    half = set(np.random.default_rng(0).permutation(ug)[: len(ug) // 2])
+    return np.array([g in half for g in groups])
+
+
+def beyond_near(d: dict) -> np.ndarray:
+    """Cells the shipped rule flags by their distance, whatever their confidence."""
+    dist = d["distance"].numpy() if d["distance"] is not None else None
+    return dist > d["near"] if dist is not None and d["near"] else np.zeros(len(d["y"]), bool)
+
+
+def cross_fitted(conf, pred, correct, sources: list[str], in_a: np.ndarray, n_classes: int, target: float, per_class: bool) -> dict:
+    """The rule fitted on each half and measured on the other, the two averaged, per source and over all."""
+    folds = []
+    for fit_mask in (in_a, ~in_a):
+        t = fit_rule(conf[fit_mask], pred[fit_mask], correct[fit_mask], n_classes, target, per_class)
+        ev = ~fit_mask
+        folds.append(measure(conf[ev], pred[ev], correct[ev], [s for s, e in zip(sources, ev) if e], t))
+    return {s: {k: float(np.mean([f[s][k] for f in folds if f[s][k] is not None])) for k in folds[0][s]} for s in folds[0]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("model", type=Path)
@@ -95,13 +120,7 @@ def main() -> None:
     d = score_val(a.model, a.cache)
     y = d["y"].numpy()
     sources = d["source"]
-    groups = np.array(d["group"])
-    ug = np.unique(groups)
-    rng = np.random.default_rng(0)
-    half = set(rng.permutation(ug)[: len(ug) // 2])
-    in_a = np.array([g in half for g in groups])
-    dist = d["distance"].numpy() if d["distance"] is not None else None
-    far = dist > d["near"] if dist is not None and d["near"] else np.zeros(len(y), bool)
+    in_a, far = halves(d["group"]), beyond_near(d)
     results = {}
     for views in ("plain", "mirrored"):
         lg = d["logits"] if views == "plain" else (d["logits"] + d["logits_flip"]) / 2
@@ -111,15 +130,9 @@ def main() -> None:
         correct = (pred == y).astype(float)
         for per_class in (False, True):
             name = f"{views}, {'per-class' if per_class else 'one'} threshold"
-            folds = []
-            for fit_mask in (in_a, ~in_a):
-                t = fit_rule(conf[fit_mask], pred[fit_mask], correct[fit_mask], len(d["classes"]), a.target, per_class)
-                ev = ~fit_mask
-                folds.append(measure(conf[ev], pred[ev], correct[ev], [s for s, e in zip(sources, ev) if e], t))
             whole = fit_rule(conf, pred, correct, len(d["classes"]), a.target, per_class)
             results[name] = {"accuracy": float(correct.mean()),
-                             "cross_fitted": {s: {k: float(np.mean([f[s][k] for f in folds if f[s][k] is not None])) for k in folds[0][s]}
-                                              for s in folds[0]},
+                             "cross_fitted": cross_fitted(conf, pred, correct, sources, in_a, len(d["classes"]), a.target, per_class),
                              "thresholds": dict(zip(d["classes"], np.round(whole, 3).tolist()))}
     print(json.dumps(results, indent=1))
 
