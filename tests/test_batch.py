@@ -135,18 +135,27 @@ def test_a_run_that_measures_each_scale_frames_on_a_core_of_its_own(folder, wbc_
     from wbc.infer.predictor import fastest
 
     model = fastest(wbc.load_model())
-    shared = model.sharing_cores()
+    shared, given = model.beside_framing(True), model.beside_framing(False)
     cores = os.cpu_count() or 1
-    assert shared.engine.threads == max(1, cores - 1) and model.engine.threads == cores
-    assert (shared is model) == (cores == 1) and model.sharing_cores() is shared  # one session, made once
+    assert shared.engine.threads == max(1, cores - 1) and model.engine.threads == given.engine.threads == cores
+    assert model.engine.spinning and not given.engine.spinning and given is not model  # idle threads sleep beside framing
+    assert (shared is model) == (cores == 1) and model.beside_framing(True) is shared  # one session, made once
     files = sorted(str(p) for p in folder.rglob("*.jpeg"))[:64]
     x = np.stack([model.input_tensor(f).numpy() for f in files[:8]])
-    assert torch.allclose(model.probabilities(torch.from_numpy(x)), shared.probabilities(torch.from_numpy(x)), atol=1e-5)
+    for other in (shared, given):
+        assert torch.allclose(model.probabilities(torch.from_numpy(x)), other.probabilities(torch.from_numpy(x)), atol=1e-5)
     got = []
     run_collection(model, files, got.extend, batch_size=16)
     alone = [o for batch in classify_stream(model, files, 16, 2, run_scale(files)) for o in batch]  # decoder processes
     assert [o.path for o in got] == [o.path for o in alone] == files
     assert [o.prediction.label if o.prediction else o.error for o in got] == [o.prediction.label if o.prediction else o.error for o in alone]
+    got = []
+    run_collection(model, files, got.extend, batch_size=16, px_per_um=6.81)  # scale given: the non-spinning session
+    alone = [o for batch in classify_stream(model, files, 16, 0, 6.81) for o in batch]
+    def probs(outcomes):
+        return [v for o in outcomes for v in o.prediction.probabilities.values()]
+
+    assert probs(got) == pytest.approx(probs(alone), abs=1e-5)
     stream = classify_stream(model, files, 16)
     next(stream)
     stream.close()  # a consumer that stops after one batch

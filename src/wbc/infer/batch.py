@@ -282,8 +282,8 @@ def run_collection(predictor, files: list[str], sink: Callable[[list[Outcome]], 
     todo = [f for f in files if f not in (done or set())]
     summary.skipped = len(files) - len(todo)
     px_per_um = px_per_um or (run_scale(files) if todo else None)
-    if stream is None and workers <= 0 and len(todo) >= 64 and _measures_scale(px_per_um, predictor.spec):
-        predictor = predictor.sharing_cores()  # framing then costs as much as the network: it gets a core of its own
+    if stream is None and workers <= 0 and len(todo) >= 64:
+        predictor = predictor.beside_framing(_measures_scale(px_per_um, predictor.spec))  # the framing thread gets its core
     batches: Iterable[list[Outcome]] = (stream or classify_stream)(predictor, todo, batch_size, workers, px_per_um)
     for outcomes in batches:
         sink(outcomes)

@@ -18,12 +18,16 @@ from wbc.errors import WbcError
 from wbc.models.io import ONNX_FORMAT as FORMAT
 
 
-def session_options(threads: int | None = None):
+def session_options(threads: int | None = None, spinning: bool = True):
+    """`spinning` off: idle ONNX Runtime threads sleep instead of busy-waiting for work, leaving the core to a
+    framing thread beside them (wbc.infer.batch)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads or os.cpu_count() or 1
     so.inter_op_num_threads = 1
+    if not spinning:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3  # warnings about unused initialisers are noise to a user
     return so
@@ -34,7 +38,7 @@ class OnnxEngine:
 
     name = "onnx"
 
-    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+    def __init__(self, path: str | os.PathLike, threads: int | None = None, spinning: bool = True):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -42,8 +46,8 @@ class OnnxEngine:
         path = Path(path)
         if not path.is_file():
             raise WbcError(f"model file not found: {path} (make one with `wbc export`)")
-        self.path, options = path, session_options(threads)
-        self.threads = options.intra_op_num_threads
+        self.path, options = path, session_options(threads, spinning)
+        self.threads, self.spinning = options.intra_op_num_threads, spinning
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types for every kind of damage

@@ -168,7 +168,7 @@ class Predictor:
 
         self.engine, self.meta, self.path = engine, meta, path
         self.spec = ModelSpec.from_dict(meta["spec"])
-        self._shared: Predictor | None = None  # this model on one core fewer (sharing_cores)
+        self._beside: dict[bool, Predictor] = {}  # this model's session beside a framing thread (beside_framing)
         self.classes = list(self.spec.classes)
 
     @property
@@ -176,19 +176,23 @@ class Predictor:
         """The PyTorch network (heat-maps, fine-tuning); None for an ONNX model."""
         return getattr(self.engine, "model", None)
 
-    def sharing_cores(self) -> "Predictor":
-        """This model on an ONNX Runtime session of one thread fewer than the machine's cores, for a run whose framing
-        thread measures every image's red cells (wbc.infer.batch): its network then keeps to the cores the framing
-        leaves free, where its own threads would wait on the busy one (2 cores, 512 Kaggle files: 74.9 files/s against
-        52.8 with two threads, 47.6 framing in turn; docs/results.md). With the scale given two threads stay faster
-        (framing is then a fifth of the work), so this is for measured runs only. Itself under PyTorch or where no
-        thread can be spared."""
-        threads = (os.cpu_count() or 1) - 1
-        if not isinstance(self.engine, OnnxEngine) or threads < 1 or self.engine.threads <= threads:
+    def beside_framing(self, measures_scale: bool) -> "Predictor":
+        """This model on the ONNX Runtime session that works best beside a thread framing the next files (a folder run,
+        wbc.infer.batch). When framing measures every image's red cells it costs as much as the network, so the session
+        takes one thread fewer than the machine's cores, where its own threads would wait on the busy one (2 cores, 512
+        Kaggle files: 74.9 files/s against 52.8 with two threads, 47.6 framing in turn). With the scale given framing is
+        a fifth of the work: all the cores, their idle threads sleeping instead of spinning so the framing thread gets
+        its turn (2 cores, 1,024 Kaggle files, three runs each: 120.5 -> 138.7 files/s; docs/results.md). Itself under
+        PyTorch; made once per kind, so a caller classifying folder after folder reuses it."""
+        if not isinstance(self.engine, OnnxEngine):
             return self
-        if self._shared is None:  # made once: a caller classifying folder after folder reuses it
-            self._shared = Predictor(OnnxEngine(self.engine.path, threads), self.meta, self.path)
-        return self._shared
+        cores = os.cpu_count() or 1
+        threads, spinning = (min(self.engine.threads, max(1, cores - 1)), True) if measures_scale else (self.engine.threads, False)
+        if threads == self.engine.threads and spinning == self.engine.spinning:
+            return self
+        if measures_scale not in self._beside:
+            self._beside[measures_scale] = Predictor(OnnxEngine(self.engine.path, threads, spinning), self.meta, self.path)
+        return self._beside[measures_scale]
 
     def frame(self, image, px_per_um: float | None = None) -> Framed:
         """One image (path, bytes, PIL, RGB array) framed as this model sees cells (scale measured unless given)."""
