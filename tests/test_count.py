@@ -73,6 +73,21 @@ def test_cli_count_json_and_annotated_png(tmp_path):
         assert png.size == (640, 480) and png.format == "PNG"
 
 
+def test_count_flags_every_white_cell_of_a_run_out_of_the_models_world(tmp_path):
+    """A model to which every cell looks unlike its training cells (near distance cut to nothing): `wbc count` over
+    enough fields says so once and flags every white cell in its JSON, each with the run's reason."""
+    import wbc
+    from wbc.models.io import save_model
+
+    strict = wbc.load_model()
+    strict.model.spec.near_distance = 1e-3
+    save_model(strict.model, tmp_path / "strict.safetensors", strict.meta["info"])
+    paths = [str(field(i)[0]) for i in read_ids(BCCD, "test")[:24]]
+    p = run_cli("count", *paths, "--model", str(tmp_path / "strict.safetensors"), "--format", "json")
+    cells = [w for im in json.loads(p.stdout)["images"] for w in im["wbc"]]
+    assert len(cells) >= 20 and all(w["review"] and "lab unlike the training sources" in w["review_reason"] for w in cells)
+
+
 def test_magnification_flag_rescales(predictor, tmp_path):
     path, truth = field(read_ids(BCCD, "test")[0])
     half = tmp_path / "half.png"

@@ -113,6 +113,7 @@ def test_evaluate_reports_risk_coverage_and_the_blasts_missed(model, tmp_path):
     assert a["answered_as"].get("BLAST", 0) >= 0.8 * a["images"] and a["missed_unflagged"] <= a["answered_as"]["BLAST"], a
     rv = r["review"]
     assert rv["risk_coverage"]["aurc"] is not None and 0 <= rv["unflagged_share"] <= 1
+    assert r["lab"]["cells"] >= 150 and r["lab"]["warning"] is None, r["lab"]  # a lab the model was trained on: no run flag
     assert (tmp_path / "r" / "TEST" / "risk_coverage.png").stat().st_size > 5000
     assert "risk_coverage.png" in (tmp_path / "r" / "TEST" / "report.md").read_text()
 
@@ -133,14 +134,46 @@ def test_a_run_far_from_the_training_cells_gets_one_warning(model, tmp_path):
     p = run_cli("predict", *map(str, cells), "--model", str(tmp_path / "strict.safetensors"), "--format", "csv")
     said = p.stdout + p.stderr
     assert said.count("these images lie far from the cells the model was trained on") == 1 and "wbc adapt" in said
+    rows = list(csv.DictReader(line for line in p.stdout.splitlines() if line.startswith(("path,", str(cells[0].parent)))))
+    assert len(rows) == len(cells)  # ... and no row of such a run stands unflagged: each says why
+    assert all(r["review"] == "1" and "lab unlike the training sources" in r["review_reason"] for r in rows if r["class"] != "NO_WHITE_CELL")
+    again = wbc.load_model(tmp_path / "strict.safetensors").predict(cells)  # the Python API judges a list as a run
+    assert all(q.review and "lab unlike the training sources" in q.review_reason for q in again if q.label != "NO_WHITE_CELL")
+    assert not any("lab unlike" in (q.review_reason or "") for q in wbc.load_model(tmp_path / "strict.safetensors").predict(cells[:12]))
 
     home = run_cli("predict", *map(str, pbc_images("test", "NEUTROPHIL")[:12] + pbc_images("test", "LYMPHOCYTE")[:12]), "--format", "csv")
-    assert "lie far from the cells" not in home.stdout + home.stderr
+    assert "lie far from the cells" not in home.stdout + home.stderr and "lab unlike" not in home.stdout
 
     client = TestClient(create_app(wbc.load_model(tmp_path / "strict.safetensors"), None, Limits(max_files=32)))
     body = client.post("/api/v1/classify", files=[("files", (f.name, f.read_bytes(), "image/jpeg")) for f in cells]).json()
     assert "lie far from the cells" in body["lab_warning"]
     assert {r["class"] for r in body["results"]} and all("distance" in r for r in body["results"])
+    assert all(r["review"] and "lab unlike the training sources" in r["review_reason"] for r in body["results"] if r["white_cell"])
+
+
+def test_a_long_run_out_of_the_models_world_has_every_row_flagged(model, tmp_path):
+    """A folder run holds its first rows until the run can be judged: with a model to which most of these blasts
+    look unlike its training cells, every row, the held ones included, carries the run's reason; the same run on
+    the shipped model carries it on none."""
+    from wbc.infer.batch import LAB_HOLD, run_to_file
+    from wbc.infer.predictor import fastest, load_model
+
+    cells = blasts(100)
+    strict = load_model()
+    d = sorted(p.distance for p in strict.predict(cells[:24]))
+    strict.model.spec.near_distance = d[len(d) // 4]
+    save_model(strict.model, tmp_path / "strict.safetensors", strict.meta["info"])
+    files = [str(f) for f in cells]
+    assert len(files) > LAB_HOLD
+    for path, judged in ((tmp_path / "strict.safetensors", True), (None, False)):
+        out = tmp_path / f"{judged}.csv"
+        batches: list[int] = []
+        summary = run_to_file(fastest(load_model(path)), files, out, "csv", sink=lambda b: batches.append(len(b)), batch_size=16)
+        rows = list(csv.DictReader(out.open()))
+        assert len(rows) == len(files) and batches[0] >= LAB_HOLD  # nothing written before the run was judged
+        lab = [("lab unlike the training sources" in r["review_reason"]) for r in rows if r["class"] != "NO_WHITE_CELL"]
+        assert all(lab) if judged else not any(lab), (judged, summary.lab.share)
+        assert summary.lab.fired == judged and summary.before_judged == (0 if judged else len(files))  # rows out unjudged
 
 
 def test_a_blast_answered_as_another_type_says_possible_blast(model):

@@ -155,6 +155,7 @@ def test_page_shows_unidentified_cells_and_the_run_warning(wbc_cache, tmp_path):
             assert page.locator(".card.alarm").count() >= n  # the blasts called BLAST stand out too
             expect(page.locator('#tally tr[data-class="UNIDENTIFIED"] td').nth(1)).to_have_text(str(n))
             expect(page.get_by_test_id("lab-warning")).to_contain_text("lie far from the cells the model was trained on")
+            expect(page.locator("#review-count")).to_contain_text("cells flagged for review: lab unlike the training sources")
             scales = [t for t in page.locator(".card .note").all_inner_texts() if t.startswith("scale ")]
             assert len(scales) == len(cells) and sum("(corrected)" in t or "(run)" in t for t in scales) >= len(cells) - 3, scales
             assert all(f"{run.px_per_um:.1f} px/um" in t for t in scales if "(corrected)" in t or "(run)" in t)

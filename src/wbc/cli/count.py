@@ -87,7 +87,7 @@ def count(images: list[str] = typer.Argument(..., help="smear field images, fold
     from wbc.count.count import field_summary
     from wbc.count.detector import default_detector
     from wbc.data.collect import collect_images
-    from wbc.infer.predictor import fastest, lab_check, load_model
+    from wbc.infer.predictor import fastest, flag_for_lab, lab_check, load_model
 
     if format not in ("table", "csv", "json"):
         raise WbcError(f"--format must be table, csv or json, not '{format}'")
@@ -101,6 +101,8 @@ def count(images: list[str] = typer.Argument(..., help="smear field images, fold
     failures = list(found.problems) + failures
     labels = [w["class"] for fc in fields for w in fc.wbc]
     summary = field_summary([fc.counts for fc in fields], labels, predictor.classes)
+    lab = lab_check(predictor, (w for fc in fields for w in fc.wbc))
+    flag_for_lab([w for fc in fields for w in fc.wbc], lab)  # the annotated images, written as each field was counted, keep the cell's own flag
     if format == "json":
         print(json.dumps({"images": [fc.to_dict() | ({"annotated": fc.annotated} if out else {}) for fc in fields], **summary,
                           "failed": [{"image": p, "error": e} for p, e in failures]}, indent=2))
@@ -111,7 +113,7 @@ def count(images: list[str] = typer.Argument(..., help="smear field images, fold
         console.print(_diff_table(f"WBC differential ({len(labels)} WBC)", summary["differential"]))
         for line in summary["alerts"]:
             console.print(f"[bold red]{line}[/bold red]", highlight=False)
-        warning = lab_check(predictor, (w for fc in fields for w in fc.wbc)).warning()
+        warning = lab.warning()
         if warning:
             console.print(f"[bold yellow]warning:[/bold yellow] {warning}", highlight=False, soft_wrap=True)
         if out:

@@ -26,7 +26,14 @@ from wbc.data.labels import Labelled, match_classes  # noqa: F401  (match_classe
 from wbc.data.split import read_manifest
 from wbc.evaluation.risk import abnormal_figures, plot_risk_coverage, risk_coverage
 from wbc.image.framing import run_scale
-from wbc.infer.predictor import NO_WHITE_CELL, UNIDENTIFIED, Predictor, strangeness
+from wbc.infer.predictor import (
+    NO_WHITE_CELL,
+    UNIDENTIFIED,
+    Predictor,
+    flag_for_lab,
+    lab_check,
+    strangeness,
+)
 from wbc.training.metrics import balanced
 
 
@@ -136,6 +143,15 @@ def answers(predictor: Predictor, paths: list, batch_size: int, on_batch, px_per
     return probs_t.numpy(), framed, preds
 
 
+def run_check(predictor: Predictor, preds: list, odd: dict[str, list]):
+    """The set's cells (those of the types the model lacks included) as one run against the training sources;
+    every answer flagged when the run is out of the model's world, as a user's folder run would have it."""
+    run = lab_check(predictor, [*preds, *(p for ps in odd.values() for p in ps)])
+    for ps in (preds, *odd.values()):
+        flag_for_lab(ps, run)
+    return run
+
+
 def review_figures(predictor: Predictor, preds: list, y: np.ndarray, classes) -> dict:
     """The flag as the user sees it: every reason, UNIDENTIFIED, and the accuracy of what is left unflagged."""
     right = np.array([p.label == classes[k] for p, k in zip(preds, y)])
@@ -165,6 +181,8 @@ def evaluate(predictor: Predictor, data: str, split: str, out: Path | None = Non
     task = progress.add_task(f"evaluating {split}", total=len(lab.paths))
     px_per_um = px_per_um or run_scale(lab.paths)  # as `wbc predict` on a folder: the cells take the set's scale
     probs, framed, preds = answers(predictor, lab.paths, batch_size, lambda n: progress.advance(task, n), px_per_um)
+    odd = {name: answers(predictor, paths, batch_size, None, px_per_um)[2] for name, paths in sorted(lab.unknown.items())} if abnormal and lab.unknown else {}
+    run = run_check(predictor, preds, odd)  # the set as one run, as `wbc predict` judges a folder
     y, pred = lab.y, probs.argmax(1)
     in_set = sorted(set(int(k) for k in y))
     restricted = np.array(in_set)[probs[:, in_set].argmax(1)]
@@ -193,13 +211,13 @@ def evaluate(predictor: Predictor, data: str, split: str, out: Path | None = Non
         "calibration_bins": calib,
         "review": review_figures(predictor, preds, y, classes),
         "no_white_cell": int(sum(p.label == NO_WHITE_CELL for p in preds)),
+        "lab": {"cells": run.cells, "unlike_share": run.share, "expected": run.expected, "warning": run.warning()},
         "scale": {"px_per_um_median": float(np.median(scales)), "p5": float(np.percentile(scales, 5)), "p95": float(np.percentile(scales, 95)),
                   **{how: kinds[how] for how in ("measured", "given", "corrected", "run", "cell", "assumed")}},
         "per_source_cell": per_source(lab.paths, y, pred, manifest, data, classes),
     }
-    if abnormal and lab.unknown:
-        result["abnormal"] = {name: abnormal_figures(answers(predictor, paths, batch_size, None, px_per_um)[2])
-                              for name, paths in sorted(lab.unknown.items())}
+    if odd:
+        result["abnormal"] = {name: abnormal_figures(ps) for name, ps in odd.items()}
     if out:
         out.mkdir(parents=True, exist_ok=True)
         result["files"] = plots(out, classes, y, pred, probs, lab.paths, calib, in_set)
@@ -235,7 +253,7 @@ def report_markdown(r: dict) -> str:
              + f"): {r['review']['flagged']} images ({r['review']['flagged_share']:.1%}); the {r['review']['unflagged_share']:.1%} "
              f"left unflagged {_pct(r['review']['accuracy_unflagged'])} right; UNIDENTIFIED {r['review']['unidentified']}; "
              f"AURC {_num(r['review']['risk_coverage']['aurc'])}",
-             f"- no white cell found: {r['no_white_cell']} images", *_abnormal_lines(r), "",
+             f"- no white cell found: {r['no_white_cell']} images", *_abnormal_lines(r), *_lab_lines(r), "",
              "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
     for c, m in r["per_class"].items():
         lines.append(f"| {c} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |")
@@ -245,6 +263,14 @@ def report_markdown(r: dict) -> str:
                   f"(bootstrap 95% CI {ps['ci95'][0]:.3f}-{ps['ci95'][1]:.3f}), majority vote {ps['majority_vote_accuracy']:.4f}"]
     lines += [""] + [f"![{k}]({v})" for k, v in r.get("files", {}).items()]
     return "\n".join(lines) + "\n"
+
+
+def _lab_lines(r: dict) -> list[str]:
+    lab = r.get("lab") or {}
+    if lab.get("unlike_share") is None:
+        return []
+    return [f"- cells unlike every training source: {lab['unlike_share']:.1%} of {lab['cells']} ({lab['expected']:.1%} on the model's "
+            f"validation)" + (": **the set lies out of the model's world; every answer is flagged**" if lab["warning"] else "")]
 
 
 def _pct(v) -> str:

@@ -6,7 +6,8 @@ classifies them in batches on one engine (ONNX Runtime by default), and
 appends each batch's rows to the output, flushed and fsync'd, so a run killed at any point keeps
 every row it wrote. `resume` reads the output back, drops a torn last line, and skips every file
 already there (good or failed); a file that cannot be read becomes a row with its reason in the
-`error` column, so it is reported once and not retried.
+`error` column, so it is reported once and not retried. The first LAB_HOLD rows wait until the run's cells can be
+judged as a whole (wbc.infer.predictor.LabCheck): a run out of the model's world has every answer flagged for review.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class Summary:
     labels: Counter = field(default_factory=Counter)
     failures: list[tuple[str, str]] = field(default_factory=list)
     lab: object = None  # wbc.infer.predictor.LabCheck: the run's cells against the training sources
+    before_judged: int = 0  # rows written while the run was not (yet) judged out of the model's world: their own flags only
 
 
 # ---- framing in worker processes ---------------------------------------------------------------
@@ -274,7 +276,9 @@ def run_collection(predictor, files: list[str], sink: Callable[[list[Outcome]], 
                    stream: Callable | None = None) -> Summary:
     """Classify every file not in `done`, hand each batch of outcomes to `sink`, and count. Without `px_per_um`
     each image takes the run's scale unless its own red cells say strongly otherwise (`run_scale` over all `files`,
-    so a resumed run frames as the first did; wbc.image.framing.image_scale)."""
+    so a resumed run frames as the first did; wbc.image.framing.image_scale). Rows wait until LAB_HOLD files are
+    classified (or the run ends): a run whose cells then lie far from every training source has every row flagged
+    for review, and so has every row after the point a longer run first does (wbc.infer.predictor.flag_for_lab)."""
     from wbc.image.framing import run_scale
     from wbc.infer.predictor import lab_check
 
@@ -285,8 +289,9 @@ def run_collection(predictor, files: list[str], sink: Callable[[list[Outcome]], 
     if stream is None and workers <= 0 and len(todo) >= 64:
         predictor = predictor.beside_framing(_measures_scale(px_per_um, predictor.spec))  # the framing thread gets its core
     batches: Iterable[list[Outcome]] = (stream or classify_stream)(predictor, todo, batch_size, workers, px_per_um)
+    held: list[Outcome] = []
     for outcomes in batches:
-        sink(outcomes)
+        held += outcomes
         for o in outcomes:
             if o.prediction is None:
                 summary.failed += 1
@@ -295,9 +300,25 @@ def run_collection(predictor, files: list[str], sink: Callable[[list[Outcome]], 
                 summary.done += 1
                 summary.labels[o.prediction.label] += 1
                 summary.lab.add(o.prediction.distance, o.prediction.label, predictor.spec)
+        if summary.done + summary.failed >= LAB_HOLD:
+            sink(_judged(held, summary.lab))
+            summary.before_judged += 0 if summary.lab.fired else sum(o.prediction is not None for o in held)
+            held = []
         if on_batch:
             on_batch(len(outcomes))
+    if held:
+        sink(_judged(held, summary.lab))
     return summary
+
+
+LAB_HOLD = 64  # rows a run holds back until its cells are judged as a whole: a stream cannot take back a row it wrote
+
+
+def _judged(outcomes: list[Outcome], lab) -> list[Outcome]:
+    from wbc.infer.predictor import flag_for_lab
+
+    flag_for_lab([o.prediction for o in outcomes if o.prediction is not None], lab)
+    return outcomes
 
 
 def run_to_file(predictor, files: list[str], out: Path | None, fmt: str | None, resume: bool = False,

@@ -10,7 +10,7 @@ from fastapi import APIRouter, File, HTTPException, Query, UploadFile
 
 from wbc.image.decode import decode_bytes
 from wbc.image.framing import frame, run_scale
-from wbc.infer.predictor import lab_check
+from wbc.infer.predictor import flag_for_lab, lab_check
 from wbc.serve.gate import Gate
 
 
@@ -62,6 +62,7 @@ def router(predictor, explainer, gate: Gate, model_file: str) -> APIRouter:
             raise HTTPException(409, "heat-maps need the native model: start `wbc serve` with a .safetensors model, not an .onnx file")
         blobs = await gate.read(files)
         results = await gate.run(one, blobs, explain, px_per_um or RequestScale(blobs))
-        return {"model": model_file, "results": results, "lab_warning": lab_check(predictor, results).warning()}
+        lab = lab_check(predictor, results)
+        return {"model": model_file, "results": flag_for_lab(results, lab), "lab_warning": lab.warning()}
 
     return api

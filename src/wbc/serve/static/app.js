@@ -1,6 +1,6 @@
 // The wbc page: one request per file (so one bad file gets its own message), a running tally, CSV export.
 "use strict";
-const state = { classes: [], rows: [], near: null, expected: 0.05 };
+const state = { classes: [], rows: [], near: null, expected: 0.05, lab: null };
 const LAB_MIN_CELLS = 20, LAB_WARN_SHARE = 0.35;  // as wbc.infer.predictor.LabCheck
 const $ = (id) => document.getElementById(id);
 
@@ -111,10 +111,14 @@ function renderTally() {
   if (none) body.append(el("tr", { "data-class": "NO_WHITE_CELL" }, el("td", { text: "no white cell found" }), el("td", { text: String(none) }), el("td", { text: (100 * none / n).toFixed(1) })));
   const unid = state.rows.filter((r) => r.class === "UNIDENTIFIED").length;
   if (unid) body.prepend(el("tr", { "data-class": "UNIDENTIFIED", class: "alarm" }, el("td", { text: "UNIDENTIFIED" }), el("td", { text: String(unid) }), el("td", { text: (100 * unid / n).toFixed(1) })));
-  const review = state.rows.filter((r) => r.review).length;
-  $("review-count").textContent = `${review} flagged for review (each card says why)`;
   renderLabWarning();
+  const review = state.rows.filter(flagged).length;
+  $("review-count").textContent = state.lab ? `all ${review} cells flagged for review: ${state.lab}` : `${review} flagged for review (each card says why)`;
 }
+
+// A cell is flagged by its own answer, or by its run: cells that as a whole lie far from every training source
+// (wbc.infer.predictor.flag_for_lab) leave no answer unflagged.
+const flagged = (r) => r.review || (state.lab !== null && r.white_cell !== false);
 
 function renderLabWarning() {
   // a folder out of the model's world, said once: the share of cells unlike every training source
@@ -122,14 +126,20 @@ function renderLabWarning() {
   const unlike = measured.filter((r) => r.distance > state.near).length;
   const share = measured.length ? unlike / measured.length : 0;
   const warn = measured.length >= LAB_MIN_CELLS && share > Math.max(LAB_WARN_SHARE, 3 * state.expected);
+  state.lab = warn ? `lab unlike the training sources (${(100 * share).toFixed(0)}% of ${measured.length} cells of the run unlike every training source)` : null;
   $("lab-warning").hidden = !warn;
-  if (warn) $("lab-warning").textContent = `These images lie far from the cells the model was trained on: ${(100 * share).toFixed(0)}% of ${measured.length} cells are unlike every training source (${(100 * state.expected).toFixed(0)}% on its own validation cells), so its answers here are unreliable. Adapt it to this microscope: wbc adapt IMAGES --labelled DIR (ten labelled cells a class).`;
+  if (warn) $("lab-warning").textContent = `These images lie far from the cells the model was trained on: ${(100 * share).toFixed(0)}% of ${measured.length} cells are unlike every training source (${(100 * state.expected).toFixed(0)}% on its own validation cells), so its answers here are unreliable and every one is flagged for review. Adapt it to this microscope: wbc adapt IMAGES --labelled DIR (ten labelled cells a class).`;
+}
+
+function reasonOf(r) {
+  const own = r.review_reason || "";
+  return state.lab && r.white_cell !== false && !own.includes("lab unlike") ? [own, state.lab].filter(Boolean).join("; ") : own;
 }
 
 function csv() {
   const head = ["filename", "class", "probability", ...state.classes.map((k) => `p_${k}`), "review", "white_cell", "review_reason"];
   const quote = (s) => `"${String(s).replace(/"/g, '""')}"`;
-  const lines = state.rows.map((r) => [quote(r.filename), r.class, r.probability.toFixed(4), ...state.classes.map((k) => r.probabilities[k].toFixed(4)), r.review ? 1 : 0, r.white_cell === false ? 0 : 1, quote(r.review_reason || "")].join(","));
+  const lines = state.rows.map((r) => [quote(r.filename), r.class, r.probability.toFixed(4), ...state.classes.map((k) => r.probabilities[k].toFixed(4)), flagged(r) ? 1 : 0, r.white_cell === false ? 0 : 1, quote(reasonOf(r))].join(","));
   return [head.join(","), ...lines].join("\n") + "\n";
 }
 
