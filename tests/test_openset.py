@@ -174,6 +174,12 @@ def test_a_long_run_out_of_the_models_world_has_every_row_flagged(model, tmp_pat
         lab = [("lab unlike the training sources" in r["review_reason"]) for r in rows if r["class"] != "NO_WHITE_CELL"]
         assert all(lab) if judged else not any(lab), (judged, summary.lab.share)
         assert summary.lab.fired == judged and summary.before_judged == (0 if judged else len(files))  # rows out unjudged
+    lines = (tmp_path / "True.csv").read_text().splitlines(keepends=True)
+    (tmp_path / "True.csv").write_text("".join(lines[:91]))  # the header and 90 rows: a run killed near its end
+    summary = run_to_file(fastest(load_model(tmp_path / "strict.safetensors")), files, tmp_path / "True.csv", "csv", resume=True)
+    rows = list(csv.DictReader((tmp_path / "True.csv").open()))
+    assert summary.skipped == 90 and summary.done == 10 and len(rows) == 100  # too few left to judge alone: judged as one run
+    assert all("lab unlike the training sources" in r["review_reason"] for r in rows[90:] if r["class"] != "NO_WHITE_CELL")
 
 
 def test_a_blast_answered_as_another_type_says_possible_blast(model):

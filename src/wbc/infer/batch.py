@@ -17,6 +17,7 @@ import io
 import json
 import multiprocessing as mp
 import os
+import sys
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from typing import Callable, Iterable, Iterator
 import torch
 
 from wbc.errors import WbcError
+from wbc.infer.predictor import LAB_REASON
 
 FORMATS = ("csv", "jsonl", "parquet")
 
@@ -166,26 +168,44 @@ def _complete_prefix(data: bytes) -> bytes:
     return data[: cut + 1] if cut >= 0 else b""
 
 
-def read_done(path: Path, fmt: str, classes: list[str]) -> tuple[set[str], int]:
-    """(paths already in the output, its length in bytes once any torn last line is dropped)."""
+@dataclass
+class Earlier:
+    """What the rows already in an output say about the run, for the LabCheck of the run that resumes it."""
+
+    cells: list[tuple[float | None, str]] = field(default_factory=list)  # (distance, class) of each classified row
+    judged: bool = False  # a row carries the run's "lab unlike" reason: the run was judged out of the model's world
+
+    def add(self, row: dict) -> None:
+        if row.get("class"):
+            d = row.get("distance")
+            self.cells.append((None if d in ("", None) else float(d), sys.intern(row["class"])))
+            self.judged = self.judged or LAB_REASON in (row.get("review_reason") or "")
+
+
+def read_done(path: Path, fmt: str, classes: list[str]) -> tuple[set[str], int, Earlier]:
+    """(paths already in the output, its length in bytes once any torn last line is dropped, what its rows say)."""
     data = path.read_bytes()
     good = _complete_prefix(data)
     done: set[str] = set()
+    earlier = Earlier()
     if fmt == "csv":
-        reader = csv.reader(io.StringIO(good.decode("utf-8", errors="replace")))
-        header = next(reader, None)
-        if header is None:
-            return set(), 0
-        if header != columns(classes):
+        reader = csv.DictReader(io.StringIO(good.decode("utf-8", errors="replace")))
+        if reader.fieldnames is None:
+            return set(), 0, earlier
+        if reader.fieldnames != columns(classes):
             raise WbcError(f"{path} was written for other classes or by another tool (its header differs): choose another --out")
-        done = {r[0] for r in reader if r}
+        for r in reader:
+            done.add(r["path"])
+            earlier.add(r)
     else:
         for line in good.decode("utf-8", errors="replace").splitlines():
             try:
-                done.add(json.loads(line)["path"])
+                r = json.loads(line)
+                done.add(r["path"])
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise WbcError(f"{path} holds a line that is not a wbc result: choose another --out") from None
-    return done, len(good)
+            earlier.add(r)
+    return done, len(good), earlier
 
 
 class ParquetWriter:
@@ -202,7 +222,7 @@ class ParquetWriter:
             raise WbcError("--resume needs a csv or jsonl --out (a Parquet file is unreadable until the run ends)")
         if path.exists():
             raise WbcError(f"{path} already exists: choose another --out")
-        self.path, self.classes, self.done = path, classes, set()
+        self.path, self.classes, self.done, self.earlier = path, classes, set(), Earlier()
         self.schema = pa.schema([("path", pa.string()), ("class", pa.string()), ("probability", pa.float32()),
                                  *[(f"p_{c}", pa.float32()) for c in classes], ("review", pa.int8()), ("white_cell", pa.int8()),
                                  ("px_per_um", pa.float32()), ("scale", pa.string()), ("error", pa.string()),
@@ -238,10 +258,11 @@ class ResultWriter:
     def __init__(self, path: Path, fmt: str, classes: list[str], resume: bool):
         self.path, self.fmt, self.classes = path, fmt, classes
         self.done: set[str] = set()
+        self.earlier = Earlier()
         if path.exists() and path.stat().st_size:
             if not resume:
                 raise WbcError(f"{path} already exists: pass --resume to continue that run, or choose another --out")
-            self.done, keep = read_done(path, fmt, classes)
+            self.done, keep, self.earlier = read_done(path, fmt, classes)
             with open(path, "r+b") as f:  # drop a torn last line
                 f.truncate(keep)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -273,7 +294,7 @@ def _measures_scale(px_per_um, spec) -> bool:
 
 def run_collection(predictor, files: list[str], sink: Callable[[list[Outcome]], None], done: set[str] | None = None,
                    batch_size: int = 32, workers: int = 0, px_per_um=None, on_batch=None,
-                   stream: Callable | None = None) -> Summary:
+                   stream: Callable | None = None, earlier: Earlier | None = None) -> Summary:
     """Classify every file not in `done`, hand each batch of outcomes to `sink`, and count. Without `px_per_um`
     each image takes the run's scale unless its own red cells say strongly otherwise (`run_scale` over all `files`,
     so a resumed run frames as the first did; wbc.image.framing.image_scale). Rows wait until LAB_HOLD files are
@@ -283,6 +304,9 @@ def run_collection(predictor, files: list[str], sink: Callable[[list[Outcome]], 
     from wbc.infer.predictor import lab_check
 
     summary = Summary(lab=lab_check(predictor))
+    for distance, label in (earlier.cells if earlier else ()):  # a resumed run is judged with the rows already written
+        summary.lab.add(distance, label, predictor.spec)
+    summary.lab.fired = bool(earlier and earlier.judged)
     todo = [f for f in files if f not in (done or set())]
     summary.skipped = len(files) - len(todo)
     px_per_um = px_per_um or (run_scale(files) if todo else None)
@@ -334,7 +358,7 @@ def run_to_file(predictor, files: list[str], out: Path | None, fmt: str | None, 
             sink(batch)
 
     try:
-        return run_collection(predictor, files, both, writer.done if writer else None, **run)
+        return run_collection(predictor, files, both, writer.done if writer else None, earlier=writer.earlier if writer else None, **run)
     finally:
         if writer:
             writer.close()

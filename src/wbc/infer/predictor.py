@@ -134,7 +134,7 @@ class LabCheck:
 
     def reason(self) -> str:
         """The review reason every answer of such a run carries (`flag_for_lab`)."""
-        return f"lab unlike the training sources ({self.share:.0%} of {self.cells} cells of the run unlike every training source)"
+        return f"{LAB_REASON} ({self.share:.0%} of {self.cells} cells of the run unlike every training source)"
 
     def warning(self) -> str | None:
         """Said once for the run when it is judged out of the model's world (`judge`)."""
@@ -148,6 +148,7 @@ class LabCheck:
 
 LAB_MIN_CELLS = 20
 LAB_WARN_SHARE = 0.35
+LAB_REASON = "lab unlike the training sources"
 
 
 def flag_for_lab(answers: list, lab: LabCheck) -> list:
