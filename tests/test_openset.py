@@ -3,10 +3,11 @@ reason, never passed silently as a normal type. Real cells, the shipped model an
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DATA, kaggle_images, pbc_images, run_cli
+from conftest import DATA, PBC, kaggle_images, pbc_images, run_cli
 
 import wbc
 from wbc.count.differential import alerts, differential
@@ -24,6 +25,11 @@ def model():
 
 def blasts(n: int = 40):
     return sorted((MUNICH / "test" / "BLAST").glob("*.jpg"))[:n]
+
+
+def pbc_test() -> list[Path]:
+    """Every PBC test cell, sorted by type (as a lab's folder of cells often is)."""
+    return [f for c in sorted(d.name for d in (PBC / "test").iterdir() if d.is_dir()) for f in pbc_images("test", c)]
 
 
 def test_the_shipped_model_carries_its_statistics_and_operating_point(model):
@@ -113,7 +119,9 @@ def test_evaluate_reports_risk_coverage_and_the_blasts_missed(model, tmp_path):
     assert a["answered_as"].get("BLAST", 0) >= 0.8 * a["images"] and a["missed_unflagged"] <= a["answered_as"]["BLAST"], a
     rv = r["review"]
     assert rv["risk_coverage"]["aurc"] is not None and 0 <= rv["unflagged_share"] <= 1
-    assert r["lab"]["cells"] >= 150 and r["lab"]["warning"] is None, r["lab"]  # a lab the model was trained on: no run flag
+    lab = r["lab"]  # a lab the model was trained on, its blasts answered BLAST: judged as a run with blasts, not a far one
+    assert lab["cells"] >= 150 and not lab["far"] and lab["blast_run"] and lab["every_answer_flagged"], lab
+    assert "as one run every answer would be flagged" in (tmp_path / "r" / "TEST" / "report.md").read_text()
     assert (tmp_path / "r" / "TEST" / "risk_coverage.png").stat().st_size > 5000
     assert "risk_coverage.png" in (tmp_path / "r" / "TEST" / "report.md").read_text()
 
@@ -152,19 +160,18 @@ def test_a_run_far_from_the_training_cells_gets_one_warning(model, tmp_path):
 
 
 def test_a_long_run_out_of_the_models_world_has_every_row_flagged(model, tmp_path):
-    """A folder run holds its first rows until the run can be judged: with a model to which most of these blasts
+    """A folder run holds its first rows until the run can be judged: with a model to which most of these PBC cells
     look unlike its training cells, every row, the held ones included, carries the run's reason; the same run on
-    the shipped model carries it on none."""
+    the shipped model carries it on none. A resumed run is judged with the rows already written."""
     from wbc.infer.batch import LAB_HOLD, run_to_file
     from wbc.infer.predictor import fastest, load_model
 
-    cells = blasts(100)
+    files = [str(f) for f in pbc_test()[::8][:100]]
     strict = load_model()
-    d = sorted(p.distance for p in strict.predict(cells[:24]))
+    d = sorted(p.distance for p in strict.predict(files[::4]))
     strict.model.spec.near_distance = d[len(d) // 4]
     save_model(strict.model, tmp_path / "strict.safetensors", strict.meta["info"])
-    files = [str(f) for f in cells]
-    assert len(files) > LAB_HOLD
+    assert len(files) == 100 > LAB_HOLD
     for path, judged in ((tmp_path / "strict.safetensors", True), (None, False)):
         out = tmp_path / f"{judged}.csv"
         batches: list[int] = []
@@ -174,12 +181,33 @@ def test_a_long_run_out_of_the_models_world_has_every_row_flagged(model, tmp_pat
         lab = [("lab unlike the training sources" in r["review_reason"]) for r in rows if r["class"] != "NO_WHITE_CELL"]
         assert all(lab) if judged else not any(lab), (judged, summary.lab.share)
         assert summary.lab.fired == judged and summary.before_judged == (0 if judged else len(files))  # rows out unjudged
+        assert not summary.lab.blast_fired and not any("blasts in this run" in r["review_reason"] for r in rows)
     lines = (tmp_path / "True.csv").read_text().splitlines(keepends=True)
     (tmp_path / "True.csv").write_text("".join(lines[:91]))  # the header and 90 rows: a run killed near its end
     summary = run_to_file(fastest(load_model(tmp_path / "strict.safetensors")), files, tmp_path / "True.csv", "csv", resume=True)
     rows = list(csv.DictReader((tmp_path / "True.csv").open()))
     assert summary.skipped == 90 and summary.done == 10 and len(rows) == 100  # too few left to judge alone: judged as one run
     assert all("lab unlike the training sources" in r["review_reason"] for r in rows[90:] if r["class"] != "NO_WHITE_CELL")
+
+
+def test_a_run_with_blasts_has_every_cell_flagged(model, tmp_path):
+    """Munich test cells, blasts among neutrophils: as a folder run every answer is flagged for review with the
+    reason, the warning says how many blasts; the same neutrophils alone, and a PBC run of every normal type,
+    are not judged so."""
+    from wbc.infer.batch import run_to_file
+    from wbc.infer.predictor import fastest
+
+    neutrophils = sorted((MUNICH / "test" / "NEUTROPHIL").glob("*.jpg"))[:60]
+    mixed = [str(f) for f in neutrophils[:50] + blasts(10)]
+    summary = run_to_file(fastest(model), mixed, tmp_path / "mixed.csv", "csv", batch_size=16)
+    rows = list(csv.DictReader((tmp_path / "mixed.csv").open()))
+    assert summary.lab.blast_fired and summary.lab.blasts >= 5 and "blasts in this run" in summary.lab.warning()
+    assert all(r["review"] == "1" and "blasts in this run" in r["review_reason"] for r in rows if r["class"] != "NO_WHITE_CELL")
+    missed = [r for r in rows if "BLAST" in r["path"] and r["class"] != "BLAST"]
+    assert all(r["review"] == "1" for r in missed)  # the blasts called something else are flagged with the rest
+    for normal in ([str(f) for f in neutrophils], [str(f) for f in pbc_test()[::4]]):
+        summary = run_to_file(fastest(model), normal, None, None, batch_size=16)
+        assert not summary.lab.blast_fired and summary.lab.blasts < 5, summary.lab
 
 
 def test_a_blast_answered_as_another_type_says_possible_blast(model):

@@ -30,7 +30,6 @@ from wbc.infer.predictor import (
     NO_WHITE_CELL,
     UNIDENTIFIED,
     Predictor,
-    flag_for_lab,
     lab_check,
     strangeness,
 )
@@ -143,13 +142,16 @@ def answers(predictor: Predictor, paths: list, batch_size: int, on_batch, px_per
     return probs_t.numpy(), framed, preds
 
 
-def run_check(predictor: Predictor, preds: list, odd: dict[str, list]):
-    """The set's cells (those of the types the model lacks included) as one run against the training sources;
-    every answer flagged when the run is out of the model's world, as a user's folder run would have it."""
+def run_check(predictor: Predictor, preds: list, odd: dict[str, list]) -> dict:
+    """The set's cells (those of the types the model lacks included) judged as one run, as `wbc predict` judges a
+    folder: far from every training source, or holding blasts, every answer of it is flagged for review. The
+    figures elsewhere are the cells' own flags, which say how well the model knows its cells; this says what a
+    user running the set as one folder sees on top."""
     run = lab_check(predictor, [*preds, *(p for ps in odd.values() for p in ps)])
-    for ps in (preds, *odd.values()):
-        flag_for_lab(ps, run)
-    return run
+    run.judge()
+    return {"cells": run.cells, "unlike_share": run.share, "expected": run.expected, "far": run.fired,
+            "blasts": run.blasts, "classified": run.classified, "blast_run": run.blast_fired,
+            "every_answer_flagged": run.fired or run.blast_fired, "warning": run.warning()}
 
 
 def review_figures(predictor: Predictor, preds: list, y: np.ndarray, classes) -> dict:
@@ -211,7 +213,7 @@ def evaluate(predictor: Predictor, data: str, split: str, out: Path | None = Non
         "calibration_bins": calib,
         "review": review_figures(predictor, preds, y, classes),
         "no_white_cell": int(sum(p.label == NO_WHITE_CELL for p in preds)),
-        "lab": {"cells": run.cells, "unlike_share": run.share, "expected": run.expected, "warning": run.warning()},
+        "lab": run,
         "scale": {"px_per_um_median": float(np.median(scales)), "p5": float(np.percentile(scales, 5)), "p95": float(np.percentile(scales, 95)),
                   **{how: kinds[how] for how in ("measured", "given", "corrected", "run", "cell", "assumed")}},
         "per_source_cell": per_source(lab.paths, y, pred, manifest, data, classes),
@@ -269,8 +271,10 @@ def _lab_lines(r: dict) -> list[str]:
     lab = r.get("lab") or {}
     if lab.get("unlike_share") is None:
         return []
+    why = [w for w, on in (("it lies out of the model's world", lab["far"]), (f"{lab['blasts']} of its cells were answered BLAST", lab["blast_run"])) if on]
     return [f"- cells unlike every training source: {lab['unlike_share']:.1%} of {lab['cells']} ({lab['expected']:.1%} on the model's "
-            f"validation)" + (": **the set lies out of the model's world; every answer is flagged**" if lab["warning"] else "")]
+            f"validation)" + (f"; **as one run every answer would be flagged: {' and '.join(why)}** (the figures above are the "
+                              f"cells' own flags)" if why else "")]
 
 
 def _pct(v) -> str:

@@ -27,7 +27,7 @@ from typing import Callable, Iterable, Iterator
 import torch
 
 from wbc.errors import WbcError
-from wbc.infer.predictor import LAB_REASON
+from wbc.infer.predictor import BLAST_RUN_REASON, LAB_REASON
 
 FORMATS = ("csv", "jsonl", "parquet")
 
@@ -173,13 +173,15 @@ class Earlier:
     """What the rows already in an output say about the run, for the LabCheck of the run that resumes it."""
 
     cells: list[tuple[float | None, str]] = field(default_factory=list)  # (distance, class) of each classified row
-    judged: bool = False  # a row carries the run's "lab unlike" reason: the run was judged out of the model's world
+    far: bool = False  # a row carries the run's "lab unlike" reason: the run was judged out of the model's world
+    blasts: bool = False  # ... its "blasts in this run" reason
 
     def add(self, row: dict) -> None:
         if row.get("class"):
             d = row.get("distance")
             self.cells.append((None if d in ("", None) else float(d), sys.intern(row["class"])))
-            self.judged = self.judged or LAB_REASON in (row.get("review_reason") or "")
+            reason = row.get("review_reason") or ""
+            self.far, self.blasts = self.far or LAB_REASON in reason, self.blasts or BLAST_RUN_REASON in reason
 
 
 def read_done(path: Path, fmt: str, classes: list[str]) -> tuple[set[str], int, Earlier]:
@@ -306,7 +308,7 @@ def run_collection(predictor, files: list[str], sink: Callable[[list[Outcome]], 
     summary = Summary(lab=lab_check(predictor))
     for distance, label in (earlier.cells if earlier else ()):  # a resumed run is judged with the rows already written
         summary.lab.add(distance, label, predictor.spec)
-    summary.lab.fired = bool(earlier and earlier.judged)
+    summary.lab.fired, summary.lab.blast_fired = bool(earlier and earlier.far), bool(earlier and earlier.blasts)
     todo = [f for f in files if f not in (done or set())]
     summary.skipped = len(files) - len(todo)
     px_per_um = px_per_um or (run_scale(files) if todo else None)
@@ -326,7 +328,7 @@ def run_collection(predictor, files: list[str], sink: Callable[[list[Outcome]], 
                 summary.lab.add(o.prediction.distance, o.prediction.label, predictor.spec)
         if summary.done + summary.failed >= LAB_HOLD:
             sink(_judged(held, summary.lab))
-            summary.before_judged += 0 if summary.lab.fired else sum(o.prediction is not None for o in held)
+            summary.before_judged += 0 if summary.lab.judge() else sum(o.prediction is not None for o in held)
             held = []
         if on_batch:
             on_batch(len(outcomes))

@@ -105,14 +105,22 @@ def unlike_known(distance: float | None, label: str, spec) -> bool | None:
 
 @dataclass
 class LabCheck:
-    """A run's cells as a whole against the training sources: one warning for a folder out of the model's world."""
+    """A run's cells as a whole: one warning, and every answer flagged for review, when they lie far from every
+    training source (a folder out of the model's world) or when enough of them are blasts (a smear with blasts
+    needs every cell looked at: the blasts the model misses hide among the cells it calls normal)."""
 
     cells: int = 0  # cells with a distance
     unlike: int = 0  # of those, beyond the near distance (UNIDENTIFIED included)
     expected: float = 0.05  # the share beyond it on the model's own validation cells
-    fired: bool = False  # the run has been judged out of the model's world (`judge`): it stays so
+    classified: int = 0  # cells with an answer other than "no white cell"
+    blasts: int = 0  # of those, answered BLAST
+    fired: bool = False  # judged out of the model's world (`judge`): it stays so
+    blast_fired: bool = False  # judged a run with blasts: it stays so
 
     def add(self, distance: float | None, label: str, spec) -> None:
+        if label != NO_WHITE_CELL:
+            self.classified += 1
+            self.blasts += int(label == "BLAST")
         u = unlike_known(distance, label, spec)
         if u is not None:
             self.cells += 1
@@ -127,35 +135,52 @@ class LabCheck:
         (and three times what validation shows)."""
         return self.cells >= LAB_MIN_CELLS and self.share > max(LAB_WARN_SHARE, 3 * self.expected)
 
+    def holds_blasts(self) -> bool:
+        """At least BLAST_RUN_MIN cells and BLAST_RUN_SHARE of LAB_MIN_CELLS or more were answered BLAST."""
+        return self.classified >= LAB_MIN_CELLS and self.blasts >= BLAST_RUN_MIN and self.blasts >= BLAST_RUN_SHARE * self.classified
+
     def judge(self) -> bool:
-        """Does the run lie out of the model's world, now or at any point before (a stream flags from there on)?"""
+        """Is every answer of the run to be flagged, for either reason, now or at any point before (a stream flags
+        from there on)?"""
         self.fired = self.fired or self.passes()
-        return self.fired
+        self.blast_fired = self.blast_fired or self.holds_blasts()
+        return self.fired or self.blast_fired
 
     def reason(self) -> str:
         """The review reason every answer of such a run carries (`flag_for_lab`)."""
-        return f"{LAB_REASON} ({self.share:.0%} of {self.cells} cells of the run unlike every training source)"
+        self.judge()
+        far = f"{LAB_REASON} ({self.share:.0%} of {self.cells} cells of the run unlike every training source)" if self.fired else None
+        blasts = f"{BLAST_RUN_REASON} ({self.blasts} of {self.classified} cells of the run answered BLAST)" if self.blast_fired else None
+        return "; ".join(filter(None, [far, blasts]))
 
     def warning(self) -> str | None:
-        """Said once for the run when it is judged out of the model's world (`judge`)."""
+        """Said once for the run when it is judged (`judge`)."""
         if not self.judge():
             return None
-        return (f"these images lie far from the cells the model was trained on: {self.share:.0%} of {self.cells} cells are unlike "
-                f"every training source ({self.expected:.0%} on its own validation cells), so its answers here are unreliable "
-                f"and flagged for review; "
-                f"adapt it to this microscope: wbc adapt IMAGES --labelled DIR (ten labelled cells a class) --out lab.safetensors")
+        far = (f"these images lie far from the cells the model was trained on: {self.share:.0%} of {self.cells} cells are unlike "
+               f"every training source ({self.expected:.0%} on its own validation cells), so its answers here are unreliable "
+               f"and flagged for review; adapt it to this microscope: wbc adapt IMAGES --labelled DIR (ten labelled cells a class) "
+               f"--out lab.safetensors") if self.fired else None
+        blasts = (f"blasts in this run: {self.blasts} of {self.classified} cells ({self.blasts / self.classified:.1%}) were answered "
+                  f"BLAST, so every cell of the run is flagged for review (blasts the model misses pass as other types)") if self.blast_fired else None
+        return "; ".join(filter(None, [far, blasts]))
 
 
 LAB_MIN_CELLS = 20
 LAB_WARN_SHARE = 0.35
 LAB_REASON = "lab unlike the training sources"
+BLAST_RUN_MIN = 5  # cells answered BLAST, and at least this share of a run's cells, before the whole run is flagged:
+BLAST_RUN_SHARE = 0.05  # validation runs of normal cells give 0-2.9% (Kaggle 4-7 of 240 under five colour shifts, PBC 0-2 of
+# 480; scripts/run_flags.py), the test splits 0 of 2,487 (Kaggle) and 3 of 799 (PBC). AML is 20% blasts or more.
+BLAST_RUN_REASON = "blasts in this run"
 
 
 def flag_for_lab(answers: list, lab: LabCheck) -> list:
-    """`answers` (Predictions or result dicts) with every cell flagged for review when their run as a whole lies far
-    from every training source (`lab.passes()`): there the answers the cell-level flag let through were mostly
-    wrong (held-out sources: 29-43% right, docs/results.md), so no answer of such a run stands unflagged. The
-    run's warning says why once; each answer's reason says it too, for the rows read one by one."""
+    """`answers` (Predictions or result dicts) with every cell flagged for review when their run is judged as a whole
+    (`LabCheck.judge`): far from every training source, where the answers the cell-level flag let through were
+    mostly wrong (held-out sources: 29-43% right, docs/results.md), or holding blasts, where a blast the model
+    calls a monocyte is the one error that matters. The run's warning says why once; each answer's reason says it
+    too, for the rows read one by one."""
     if not lab.judge():
         return answers
     reason = lab.reason()

@@ -1,7 +1,7 @@
 // The wbc page: one request per file (so one bad file gets its own message), a running tally, CSV export.
 "use strict";
 const state = { classes: [], rows: [], near: null, expected: 0.05, lab: null };
-const LAB_MIN_CELLS = 20, LAB_WARN_SHARE = 0.35;  // as wbc.infer.predictor.LabCheck
+const LAB_MIN_CELLS = 20, LAB_WARN_SHARE = 0.35, BLAST_RUN_MIN = 5, BLAST_RUN_SHARE = 0.05;  // as wbc.infer.predictor.LabCheck
 const $ = (id) => document.getElementById(id);
 
 async function loadModel() {
@@ -125,15 +125,21 @@ function renderLabWarning() {
   const measured = state.rows.filter((r) => r.distance != null && r.white_cell !== false && state.near);
   const unlike = measured.filter((r) => r.distance > state.near).length;
   const share = measured.length ? unlike / measured.length : 0;
-  const warn = measured.length >= LAB_MIN_CELLS && share > Math.max(LAB_WARN_SHARE, 3 * state.expected);
-  state.lab = warn ? `lab unlike the training sources (${(100 * share).toFixed(0)}% of ${measured.length} cells of the run unlike every training source)` : null;
-  $("lab-warning").hidden = !warn;
-  if (warn) $("lab-warning").textContent = `These images lie far from the cells the model was trained on: ${(100 * share).toFixed(0)}% of ${measured.length} cells are unlike every training source (${(100 * state.expected).toFixed(0)}% on its own validation cells), so its answers here are unreliable and every one is flagged for review. Adapt it to this microscope: wbc adapt IMAGES --labelled DIR (ten labelled cells a class).`;
+  const far = measured.length >= LAB_MIN_CELLS && share > Math.max(LAB_WARN_SHARE, 3 * state.expected);
+  const cells = state.rows.filter((r) => r.white_cell !== false), blasts = cells.filter((r) => r.class === "BLAST").length;
+  const withBlasts = cells.length >= LAB_MIN_CELLS && blasts >= BLAST_RUN_MIN && blasts >= BLAST_RUN_SHARE * cells.length;
+  const reasons = [far ? `lab unlike the training sources (${(100 * share).toFixed(0)}% of ${measured.length} cells of the run unlike every training source)` : "",
+    withBlasts ? `blasts in this run (${blasts} of ${cells.length} cells of the run answered BLAST)` : ""].filter(Boolean);
+  state.lab = reasons.length ? reasons.join("; ") : null;
+  $("lab-warning").hidden = !state.lab;
+  $("lab-warning").textContent = [
+    far ? `These images lie far from the cells the model was trained on: ${(100 * share).toFixed(0)}% of ${measured.length} cells are unlike every training source (${(100 * state.expected).toFixed(0)}% on its own validation cells), so its answers here are unreliable and every one is flagged for review. Adapt it to this microscope: wbc adapt IMAGES --labelled DIR (ten labelled cells a class).` : "",
+    withBlasts ? `Blasts in this run: ${blasts} of ${cells.length} cells (${(100 * blasts / cells.length).toFixed(1)}%) were answered BLAST, so every cell is flagged for review (blasts the model misses pass as other types).` : ""].filter(Boolean).join(" ");
 }
 
 function reasonOf(r) {
   const own = r.review_reason || "";
-  return state.lab && r.white_cell !== false && !own.includes("lab unlike") ? [own, state.lab].filter(Boolean).join("; ") : own;
+  return state.lab && r.white_cell !== false && !/lab unlike|blasts in this run/.test(own) ? [own, state.lab].filter(Boolean).join("; ") : own;
 }
 
 function csv() {
