@@ -87,7 +87,7 @@ def count(images: list[str] = typer.Argument(..., help="smear field images, fold
     from wbc.count.count import field_summary
     from wbc.count.detector import default_detector
     from wbc.data.collect import collect_images
-    from wbc.infer.predictor import fastest, flag_for_lab, lab_check, load_model
+    from wbc.infer.predictor import fastest, flag_run, lab_check, load_model
 
     if format not in ("table", "csv", "json"):
         raise WbcError(f"--format must be table, csv or json, not '{format}'")
@@ -102,7 +102,7 @@ def count(images: list[str] = typer.Argument(..., help="smear field images, fold
     labels = [w["class"] for fc in fields for w in fc.wbc]
     summary = field_summary([fc.counts for fc in fields], labels, predictor.classes)
     lab = lab_check(predictor, (w for fc in fields for w in fc.wbc))
-    flag_for_lab([w for fc in fields for w in fc.wbc], lab)  # the annotated images, written as each field was counted, keep the cell's own flag
+    flag_run([w for fc in fields for w in fc.wbc], lab)  # the annotated images, written as each field was counted, keep the cell's own flag
     if format == "json":
         print(json.dumps({"images": [fc.to_dict() | ({"annotated": fc.annotated} if out else {}) for fc in fields], **summary,
                           "failed": [{"image": p, "error": e} for p, e in failures]}, indent=2))

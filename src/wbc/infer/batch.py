@@ -7,7 +7,8 @@ appends each batch's rows to the output, flushed and fsync'd, so a run killed at
 every row it wrote. `resume` reads the output back, drops a torn last line, and skips every file
 already there (good or failed); a file that cannot be read becomes a row with its reason in the
 `error` column, so it is reported once and not retried. The first LAB_HOLD rows wait until the run's cells can be
-judged as a whole (wbc.infer.predictor.LabCheck): a run out of the model's world has every answer flagged for review.
+judged as a whole (wbc.infer.predictor.LabCheck): a run out of the model's world, or one holding blasts, has every
+answer flagged for review.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Callable, Iterable, Iterator
 import torch
 
 from wbc.errors import WbcError
-from wbc.infer.predictor import BLAST_RUN_REASON, LAB_REASON
+from wbc.infer.predictor import BLAST_RUN_REASON, LAB_REASON, flag_run
 
 FORMATS = ("csv", "jsonl", "parquet")
 
@@ -49,7 +50,7 @@ class Summary:
     labels: Counter = field(default_factory=Counter)
     failures: list[tuple[str, str]] = field(default_factory=list)
     lab: object = None  # wbc.infer.predictor.LabCheck: the run's cells against the training sources
-    before_judged: int = 0  # rows written while the run was not (yet) judged out of the model's world: their own flags only
+    before_judged: int = 0  # rows written while the run was not (yet) judged as a whole: their own flags only
 
 
 # ---- framing in worker processes ---------------------------------------------------------------
@@ -300,8 +301,8 @@ def run_collection(predictor, files: list[str], sink: Callable[[list[Outcome]], 
     """Classify every file not in `done`, hand each batch of outcomes to `sink`, and count. Without `px_per_um`
     each image takes the run's scale unless its own red cells say strongly otherwise (`run_scale` over all `files`,
     so a resumed run frames as the first did; wbc.image.framing.image_scale). Rows wait until LAB_HOLD files are
-    classified (or the run ends): a run whose cells then lie far from every training source has every row flagged
-    for review, and so has every row after the point a longer run first does (wbc.infer.predictor.flag_for_lab)."""
+    classified (or the run ends): a run then judged as a whole (far from every training source, or holding blasts) has
+    every row flagged for review, and so has every row after the point a longer run first is (wbc.infer.predictor.flag_run)."""
     from wbc.image.framing import run_scale
     from wbc.infer.predictor import lab_check
 
@@ -341,9 +342,7 @@ LAB_HOLD = 64  # rows a run holds back until its cells are judged as a whole: a 
 
 
 def _judged(outcomes: list[Outcome], lab) -> list[Outcome]:
-    from wbc.infer.predictor import flag_for_lab
-
-    flag_for_lab([o.prediction for o in outcomes if o.prediction is not None], lab)
+    flag_run([o.prediction for o in outcomes if o.prediction is not None], lab)
     return outcomes
 
 

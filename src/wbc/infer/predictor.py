@@ -136,7 +136,7 @@ class LabCheck:
         return self.cells >= LAB_MIN_CELLS and self.share > max(LAB_WARN_SHARE, 3 * self.expected)
 
     def holds_blasts(self) -> bool:
-        """At least BLAST_RUN_MIN cells and BLAST_RUN_SHARE of LAB_MIN_CELLS or more were answered BLAST."""
+        """Of LAB_MIN_CELLS cells or more, at least BLAST_RUN_MIN and a BLAST_RUN_SHARE were answered BLAST."""
         return self.classified >= LAB_MIN_CELLS and self.blasts >= BLAST_RUN_MIN and self.blasts >= BLAST_RUN_SHARE * self.classified
 
     def judge(self) -> bool:
@@ -147,7 +147,7 @@ class LabCheck:
         return self.fired or self.blast_fired
 
     def reason(self) -> str:
-        """The review reason every answer of such a run carries (`flag_for_lab`)."""
+        """The review reason every answer of such a run carries (`flag_run`)."""
         self.judge()
         far = f"{LAB_REASON} ({self.share:.0%} of {self.cells} cells of the run unlike every training source)" if self.fired else None
         blasts = f"{BLAST_RUN_REASON} ({self.blasts} of {self.classified} cells of the run answered BLAST)" if self.blast_fired else None
@@ -175,7 +175,7 @@ BLAST_RUN_SHARE = 0.05  # validation runs of normal cells give 0-2.9% (Kaggle 4-
 BLAST_RUN_REASON = "blasts in this run"
 
 
-def flag_for_lab(answers: list, lab: LabCheck) -> list:
+def flag_run(answers: list, lab: LabCheck) -> list:
     """`answers` (Predictions or result dicts) with every cell flagged for review when their run is judged as a whole
     (`LabCheck.judge`): far from every training source, where the answers the cell-level flag let through were
     mostly wrong (held-out sources: 29-43% right, docs/results.md), or holding blasts, where a blast the model
@@ -317,7 +317,7 @@ class Predictor:
         probs, framed = self.predict_framed(images, batch_size, px_per_um=px_per_um, distances=dist)
         answers = [self.to_prediction(p, str(im) if isinstance(im, (str, os.PathLike)) else f"<{type(im).__name__}>", f, d)
                    for im, p, f, d in zip(images, probs, framed, dist)]
-        return flag_for_lab(answers, lab_check(self, answers))
+        return flag_run(answers, lab_check(self, answers))
 
 
 def load_model(path: str | os.PathLike | None = None, device: str | None = None, threads: int | None = None) -> Predictor:

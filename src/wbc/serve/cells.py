@@ -10,7 +10,7 @@ from fastapi import APIRouter, File, HTTPException, Query, UploadFile
 
 from wbc.image.decode import decode_bytes
 from wbc.image.framing import frame, run_scale
-from wbc.infer.predictor import flag_for_lab, lab_check
+from wbc.infer.predictor import flag_run, lab_check
 from wbc.serve.gate import Gate
 
 
@@ -63,6 +63,6 @@ def router(predictor, explainer, gate: Gate, model_file: str) -> APIRouter:
         blobs = await gate.read(files)
         results = await gate.run(one, blobs, explain, px_per_um or RequestScale(blobs))
         lab = lab_check(predictor, results)
-        return {"model": model_file, "results": flag_for_lab(results, lab), "lab_warning": lab.warning()}
+        return {"model": model_file, "results": flag_run(results, lab), "lab_warning": lab.warning()}
 
     return api

@@ -8,7 +8,7 @@ from fastapi import APIRouter, File, Query, UploadFile
 
 from wbc.count.count import count_field, draw, field_summary
 from wbc.image.decode import MAX_PIXELS, decode_bytes
-from wbc.infer.predictor import flag_for_lab, lab_check
+from wbc.infer.predictor import flag_run, lab_check
 from wbc.serve.gate import Gate
 
 
@@ -38,7 +38,7 @@ def router(predictor, detector, gate: Gate, model_file: str) -> APIRouter:
         fields = await gate.run(one, await gate.read(files), px_per_um, annotate)
         labels = [w["class"] for f in fields for w in f["wbc"]]
         lab = lab_check(predictor, (w for f in fields for w in f["wbc"]))
-        flag_for_lab([w for f in fields for w in f["wbc"]], lab)
+        flag_run([w for f in fields for w in f["wbc"]], lab)
         return {"model": model_file, "fields": fields, **field_summary([f["counts"] for f in fields], labels, predictor.classes),
                 "lab_warning": lab.warning()}
 

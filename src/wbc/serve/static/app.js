@@ -117,7 +117,7 @@ function renderTally() {
 }
 
 // A cell is flagged by its own answer, or by its run: cells that as a whole lie far from every training source
-// (wbc.infer.predictor.flag_for_lab) leave no answer unflagged.
+// (wbc.infer.predictor.flag_run) leave no answer unflagged.
 const flagged = (r) => r.review || (state.lab !== null && r.white_cell !== false);
 
 function renderLabWarning() {
