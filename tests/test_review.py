@@ -190,6 +190,29 @@ def test_a_case_from_import_to_signature(db, model):
     assert actions[:2] == ["create", "import"] and "undo" in actions and actions[-3:] == ["sign", "second_sign", "amend"]
 
 
+def test_a_case_with_blasts_has_every_cell_flagged_before_sign_off(tmp_path, model):
+    """A case is judged as one run: 20 Munich neutrophils and 6 blasts make a case with blasts, so every cell is
+    flagged with the reason and must be opened before sign-off, said once in the audit trail; 24 normal PBC cells
+    are not judged."""
+    Session = open_database(tmp_path / "station")
+    _users(Session)
+    munich = DATA / "munich-aml" / "test"
+    for name, files, judged in (("S-blasts", [*sorted((munich / "NEUTROPHIL").glob("*.jpg"))[:20], *sorted((munich / "BLAST").glob("*.jpg"))[:6]], True),
+                                ("S-normal", [f for c in ("NEUTROPHIL", "LYMPHOCYTE", "MONOCYTE") for f in pbc_images("test", c)[:8]], False)):
+        with Session.begin() as s:
+            case = C.create_case(s, name, "blood", "ana")
+            C.import_cells(s, tmp_path / "station", case, [str(f) for f in files], model, "ana")
+            cells = list(case.cells)
+            actions = [r.action for r in s.scalars(sa.select(Audit).where(Audit.case_id == case.id)).all()]
+            assert len(cells) == len(files)
+            if judged:
+                assert all(c.flagged and "blasts in this run" in c.review_reason for c in cells) and actions.count("judge") == 1
+                assert f"{len(cells)} flagged cell(s) never opened" in " ".join(C.blockers(case))
+            else:
+                assert not any("blasts in this run" in (c.review_reason or "") or "lab unlike" in (c.review_reason or "") for c in cells)
+                assert "judge" not in actions
+
+
 def test_smear_fields_are_cut_into_cells_with_their_box(db, model):
     from wbc.count.detector import default_detector
 

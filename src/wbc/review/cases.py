@@ -116,7 +116,30 @@ def import_cells(session, data_dir, case: Case, files: list[str], predictor, use
         add_cell(session, case, store(data_dir, data, Path(path).suffix or ".png"), str(path), answer)
         added += 1
     audit(session, case, user, "import", why=f"{added} cell images ({len(problems)} refused)")
+    judge_case(session, case, predictor, user)
     return Imported(added, problems)
+
+
+def judge_case(session, case: Case, predictor, user: str) -> str | None:
+    """The case's cells judged as one run, as `wbc predict` judges a folder (wbc.infer.predictor.LabCheck): far from
+    every training source, or holding blasts, every cell of the case is flagged with the reason, so each must be
+    opened before sign-off (a smear with blasts needs every cell looked at). Said once in the audit trail; the
+    reason, None when the case is not judged."""
+    from wbc.infer.predictor import BLAST_RUN_REASON, LAB_REASON, lab_check
+
+    _flush(session)
+    cells = session.scalars(select(Cell).where(Cell.case_id == case.id)).all()
+    lab = lab_check(predictor, [{"class": c.model_class, "distance": c.distance} for c in cells])
+    if not lab.judge():
+        return None
+    reason = lab.reason()
+    for c in cells:
+        own = [r for r in (c.review_reason or "").split("; ") if r and not r.startswith((LAB_REASON, BLAST_RUN_REASON))]
+        if c.model_class != NO_WHITE_CELL:
+            c.flagged, c.review_reason = True, "; ".join([*own, reason])
+    audit(session, case, user, "judge", why=reason)
+    _flush(session)
+    return reason
 
 
 def import_fields(session, data_dir, case: Case, files: list[str], predictor, detector, user: str,
@@ -143,6 +166,7 @@ def import_fields(session, data_dir, case: Case, files: list[str], predictor, de
             add_cell(session, case, store(data_dir, png.tobytes(), ".png"), str(path), w, box=w["box"], px_per_um=fc.px_per_um)
             added += 1
     audit(session, case, user, "import", why=f"{added} white cells from {len(files) - len(problems)} fields ({len(problems)} refused)")
+    judge_case(session, case, predictor, user)
     return Imported(added, problems)
 
 

@@ -109,7 +109,7 @@ class Audit(Base):
     cell_id: Mapped[int | None] = mapped_column(ForeignKey("cells.id"), nullable=True)
     user: Mapped[str] = mapped_column(String(80))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
-    action: Mapped[str] = mapped_column(String(30))  # import | reclassify | undo | open | sign | second_sign | amend
+    action: Mapped[str] = mapped_column(String(30))  # import | judge | reclassify | undo | open | sign | second_sign | amend
     old: Mapped[str | None] = mapped_column(String(80), nullable=True)
     new: Mapped[str | None] = mapped_column(String(80), nullable=True)
     why: Mapped[str | None] = mapped_column(Text, nullable=True)
