@@ -116,12 +116,12 @@ function renderTally() {
   $("review-count").textContent = state.lab ? `all ${review} cells flagged for review: ${state.lab}` : `${review} flagged for review (each card says why)`;
 }
 
-// A cell is flagged by its own answer, or by its run: cells that as a whole lie far from every training source
-// (wbc.infer.predictor.flag_run) leave no answer unflagged.
+// A cell is flagged by its own answer, or by its run: cells that as a whole lie far from every training source, or
+// hold blasts, leave no answer unflagged (wbc.infer.predictor.flag_run).
 const flagged = (r) => r.review || (state.lab !== null && r.white_cell !== false);
 
 function renderLabWarning() {
-  // a folder out of the model's world, said once: the share of cells unlike every training source
+  // said once: a folder out of the model's world (the share of cells unlike every training source), or one with blasts
   const measured = state.rows.filter((r) => r.distance != null && r.white_cell !== false && state.near);
   const unlike = measured.filter((r) => r.distance > state.near).length;
   const share = measured.length ? unlike / measured.length : 0;
