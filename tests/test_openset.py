@@ -27,6 +27,17 @@ def blasts(n: int = 40):
     return sorted((MUNICH / "test" / "BLAST").glob("*.jpg"))[:n]
 
 
+def stricter(tmp_path: Path, cells: list, **quantiles: float) -> Path:
+    """tmp_path/strict.safetensors: the shipped model with its near and/or far distance cut to these quantiles of the
+    cells' distances (`near=0.25`: three quarters of them lie beyond it), as cells of a lab out of its world look."""
+    m = wbc.load_model()
+    d = sorted(p.distance for p in m.predict(cells))
+    for name, q in quantiles.items():
+        setattr(m.model.spec, f"{name}_distance", d[int(len(d) * q)])
+    save_model(m.model, tmp_path / "strict.safetensors", m.meta["info"])
+    return tmp_path / "strict.safetensors"
+
+
 def pbc_test() -> list[Path]:
     """Every PBC test cell, sorted by type (as a lab's folder of cells often is)."""
     return [f for c in sorted(d.name for d in (PBC / "test").iterdir() if d.is_dir()) for f in pbc_images("test", c)]
@@ -52,10 +63,7 @@ def test_blasts_lie_farther_from_the_known_types_than_known_cells_of_an_unseen_l
 def test_far_cells_are_unidentified_with_their_reason_everywhere(model, tmp_path):
     """A copy of the shipped model with a far distance low enough that some real cells pass it: the label,
     the reason, the CSV column and the count's differential all say UNIDENTIFIED."""
-    strict = wbc.load_model()
-    d = sorted(p.distance for p in strict.predict(blasts(12)))
-    strict.model.spec.far_distance = d[len(d) // 2]
-    save_model(strict.model, tmp_path / "strict.safetensors", strict.meta["info"])
+    stricter(tmp_path, blasts(12), far=0.5)
     m = wbc.load_model(tmp_path / "strict.safetensors")
     preds = m.predict(blasts(12))
     far = [p for p in preds if p.distance > m.spec.far_distance]
@@ -135,10 +143,7 @@ def test_a_run_far_from_the_training_cells_gets_one_warning(model, tmp_path):
     from wbc.serve.app import Limits, create_app
 
     cells = blasts(24)
-    strict = wbc.load_model()
-    d = sorted(p.distance for p in strict.predict(cells))
-    strict.model.spec.near_distance = d[len(d) // 4]  # three quarters of these cells lie beyond it
-    save_model(strict.model, tmp_path / "strict.safetensors", strict.meta["info"])
+    stricter(tmp_path, cells, near=0.25)  # three quarters of these cells lie beyond its near distance
     p = run_cli("predict", *map(str, cells), "--model", str(tmp_path / "strict.safetensors"), "--format", "csv")
     said = p.stdout + p.stderr
     assert said.count("these images lie far from the cells the model was trained on") == 1 and "wbc adapt" in said
@@ -167,10 +172,7 @@ def test_a_long_run_out_of_the_models_world_has_every_row_flagged(model, tmp_pat
     from wbc.infer.predictor import fastest, load_model
 
     files = [str(f) for f in pbc_test()[::8][:100]]
-    strict = load_model()
-    d = sorted(p.distance for p in strict.predict(files[::4]))
-    strict.model.spec.near_distance = d[len(d) // 4]
-    save_model(strict.model, tmp_path / "strict.safetensors", strict.meta["info"])
+    stricter(tmp_path, files[::4], near=0.25)
     assert len(files) == 100 > LAB_HOLD
     for path, judged in ((tmp_path / "strict.safetensors", True), (None, False)):
         out = tmp_path / f"{judged}.csv"

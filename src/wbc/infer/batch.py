@@ -28,7 +28,7 @@ from typing import Callable, Iterable, Iterator
 import torch
 
 from wbc.errors import WbcError
-from wbc.infer.predictor import BLAST_RUN_REASON, LAB_REASON, flag_run
+from wbc.infer.predictor import BLAST_RUN_REASON, LAB_REASON, flag_run, lab_check
 
 FORMATS = ("csv", "jsonl", "parquet")
 
@@ -304,7 +304,6 @@ def run_collection(predictor, files: list[str], sink: Callable[[list[Outcome]], 
     classified (or the run ends): a run then judged as a whole (far from every training source, or holding blasts) has
     every row flagged for review, and so has every row after the point a longer run first is (wbc.infer.predictor.flag_run)."""
     from wbc.image.framing import run_scale
-    from wbc.infer.predictor import lab_check
 
     summary = Summary(lab=lab_check(predictor))
     for distance, label in (earlier.cells if earlier else ()):  # a resumed run is judged with the rows already written
