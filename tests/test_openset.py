@@ -192,6 +192,38 @@ def test_a_long_run_out_of_the_models_world_has_every_row_flagged(model, tmp_pat
     assert all("lab unlike the training sources" in r["review_reason"] for r in rows[90:] if r["class"] != "NO_WHITE_CELL")
 
 
+def test_rows_out_before_a_run_is_judged_are_flagged_at_its_end(model, tmp_path):
+    """A run judged only after its first rows were written (its blasts come late, or it is judged with the rows of the
+    run it resumes) has those rows flagged in its file at the end, csv and jsonl alike: no row of a judged run stands
+    unflagged in the file a user filters. A run not judged keeps its file as written."""
+    from wbc.infer.batch import LAB_HOLD, run_to_file
+    from wbc.infer.predictor import fastest
+
+    neutrophils = [str(f) for f in sorted((MUNICH / "test" / "NEUTROPHIL").glob("*.jpg"))[:80]]
+    late = neutrophils + [str(f) for f in blasts(20)]  # 80 neutrophils first: the first rows go out unjudged
+    for fmt in ("csv", "jsonl"):
+        out = tmp_path / f"late.{fmt}"
+        summary = run_to_file(fastest(model), late, out, fmt, batch_size=16)
+        rows = list(csv.DictReader(out.open())) if fmt == "csv" else [json.loads(x) for x in out.read_text().splitlines()]
+        assert len(rows) == len(late) and summary.lab.blast_fired and summary.before_judged >= LAB_HOLD
+        classified = [r for r in rows if r["class"] != "NO_WHITE_CELL"]
+        assert summary.mended >= LAB_HOLD and summary.mended <= summary.before_judged
+        assert all(str(r["review"]) == "1" and "blasts in this run" in r["review_reason"] for r in classified)
+        assert all(r["review_reason"].count("blasts in this run") == 1 for r in classified)  # said once a row
+        assert [r["path"] for r in rows] == late and all(0 <= float(r["probability"]) <= 1 for r in classified)
+
+    out = tmp_path / "resumed.csv"
+    first = run_to_file(fastest(model), neutrophils[:60], out, "csv", batch_size=16)
+    assert not first.lab.judge() and first.mended == 0
+    written = out.read_bytes()
+    resumed = run_to_file(fastest(model), late, out, "csv", resume=True, batch_size=16)  # judged only with the blasts
+    rows = list(csv.DictReader(out.open()))
+    assert resumed.skipped == 60 and resumed.lab.blast_fired and resumed.mended >= 55 and len(rows) == len(late)
+    assert all(r["review"] == "1" and "blasts in this run" in r["review_reason"] for r in rows if r["class"] != "NO_WHITE_CELL")
+    again = run_to_file(fastest(model), neutrophils[:60], tmp_path / "plain.csv", "csv", batch_size=16)
+    assert again.mended == 0 and (tmp_path / "plain.csv").read_bytes() == written  # not judged: written as it was
+
+
 def test_a_run_with_blasts_has_every_cell_flagged(model, tmp_path):
     """Munich test cells, blasts among neutrophils: as a folder run every answer is flagged for review with the
     reason, the warning says how many blasts; the same neutrophils alone, and a PBC run of every normal type,

@@ -50,6 +50,15 @@ def _count_fields(predictor, files: list[str], px_per_um: float | None, detector
     return fields, failures
 
 
+def _redraw(fields: list, out: Path) -> None:
+    from wbc.count.count import COUNT_MAX_PIXELS, save_annotated
+    from wbc.image.decode import decode
+
+    for fc in fields:
+        if fc.wbc:
+            fc.annotated = str(save_annotated(decode(fc.source, max_pixels=COUNT_MAX_PIXELS), fc, out))
+
+
 def _print_csv(fields: list) -> None:
     import csv
 
@@ -102,7 +111,9 @@ def count(images: list[str] = typer.Argument(..., help="smear field images, fold
     labels = [w["class"] for fc in fields for w in fc.wbc]
     summary = field_summary([fc.counts for fc in fields], labels, predictor.classes)
     lab = lab_check(predictor, (w for fc in fields for w in fc.wbc))
-    flag_run([w for fc in fields for w in fc.wbc], lab)  # the annotated images, written as each field was counted, keep the cell's own flag
+    flag_run([w for fc in fields for w in fc.wbc], lab)
+    if out and lab.judge():  # drawn as each field was counted (a killed run keeps them): drawn again with the run's flags
+        _redraw(fields, out)
     if format == "json":
         print(json.dumps({"images": [fc.to_dict() | ({"annotated": fc.annotated} if out else {}) for fc in fields], **summary,
                           "failed": [{"image": p, "error": e} for p, e in failures]}, indent=2))

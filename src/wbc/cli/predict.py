@@ -138,7 +138,8 @@ def _report(failures: list[tuple[str, str]], summary, out: Path | None) -> None:
                       + (f"; {counts}" if counts else "") + (f"; results in {out}" if out else ""), highlight=False)
     warning = summary.lab.warning() if summary.lab else None
     if warning:
-        late = f" ({summary.before_judged} rows written before it was clear keep only their own flags)" if summary.before_judged else ""
+        late = (f" ({summary.mended} rows written before it was clear were flagged at the end of the run)" if summary.mended else
+                f" ({summary.before_judged} rows written before it was clear keep only their own flags)" if summary.before_judged else "")
         console.print(f"[bold yellow]warning:[/bold yellow] {warning}{late}", highlight=False, soft_wrap=True)
     if failures:
         raise typer.Exit(1)

@@ -8,7 +8,8 @@ every row it wrote. `resume` reads the output back, drops a torn last line, and 
 already there (good or failed); a file that cannot be read becomes a row with its reason in the
 `error` column, so it is reported once and not retried. The first LAB_HOLD rows wait until the run's cells can be
 judged as a whole (wbc.infer.predictor.LabCheck): a run out of the model's world, or one holding blasts, has every
-answer flagged for review.
+answer flagged for review; rows it wrote before it was judged (a longer run, or a resumed one) are flagged in its
+output file at its end.
 """
 
 from __future__ import annotations
@@ -28,7 +29,13 @@ from typing import Callable, Iterable, Iterator
 import torch
 
 from wbc.errors import WbcError
-from wbc.infer.predictor import BLAST_RUN_REASON, LAB_REASON, flag_run, lab_check
+from wbc.infer.predictor import (
+    BLAST_RUN_REASON,
+    LAB_REASON,
+    NO_WHITE_CELL,
+    flag_run,
+    lab_check,
+)
 
 FORMATS = ("csv", "jsonl", "parquet")
 
@@ -51,6 +58,7 @@ class Summary:
     failures: list[tuple[str, str]] = field(default_factory=list)
     lab: object = None  # wbc.infer.predictor.LabCheck: the run's cells against the training sources
     before_judged: int = 0  # rows written while the run was not (yet) judged as a whole: their own flags only
+    mended: int = 0  # rows of the output flagged at the run's end: written before the run was judged (`mend_file`)
 
 
 # ---- framing in worker processes ---------------------------------------------------------------
@@ -348,7 +356,9 @@ def _judged(outcomes: list[Outcome], lab) -> list[Outcome]:
 def run_to_file(predictor, files: list[str], out: Path | None, fmt: str | None, resume: bool = False,
                 sink: Callable[[list[Outcome]], None] | None = None, **run) -> Summary:
     """run_collection with every batch streamed to `out` (csv, jsonl or parquet; None: no file) and to `sink`;
-    with `resume`, the files already in `out` are skipped. `run`: run_collection's other arguments."""
+    with `resume`, the files already in `out` are skipped. `run`: run_collection's other arguments. A run judged
+    as a whole once rows were out (a longer run, or one judged only with the rows of a resume) has those rows of
+    `out` flagged at its end (`mend_file`), so no row of the file stands unflagged in a judged run."""
     writer = ResultWriter(Path(out), format_of(Path(out), fmt), predictor.classes, resume) if out else None
 
     def both(batch: list[Outcome]) -> None:
@@ -358,10 +368,74 @@ def run_to_file(predictor, files: list[str], out: Path | None, fmt: str | None, 
             sink(batch)
 
     try:
-        return run_collection(predictor, files, both, writer.done if writer else None, earlier=writer.earlier if writer else None, **run)
+        summary = run_collection(predictor, files, both, writer.done if writer else None, earlier=writer.earlier if writer else None, **run)
     finally:
         if writer:
             writer.close()
+    if writer and summary.lab.judge() and (summary.before_judged or summary.skipped):
+        summary.mended = mend_file(Path(out), format_of(Path(out), fmt), summary.lab)
+    return summary
+
+
+def mend_rows(rows: Iterable[dict], lab) -> Iterator[tuple[dict, bool]]:
+    """(row, changed) for result rows of a run `lab` judges: a classified row that lacks one of the run's reasons gets
+    it, and `review` 1 (rows written before the run was judged, by this run or the one it resumes)."""
+    reasons = lab.reasons()
+    for r in rows:
+        reason = r.get("review_reason") or ""
+        missing = [text for key, text in reasons.items() if key not in reason] if r.get("class") not in (None, "", NO_WHITE_CELL) else []
+        if missing:
+            r["review"], r["review_reason"] = 1, "; ".join(filter(None, [reason, *missing]))
+        yield r, bool(missing)
+
+
+def mend_file(path: Path, fmt: str, lab) -> int:
+    """Flag, in place and atomically (a new file moved over the old), the rows of `path` its judged run wrote before
+    it was judged; how many. Streams csv and jsonl (a file of a million rows is not held in memory)."""
+    from wbc._util.io import atomic_save
+
+    changed = 0
+
+    def rewrite(tmp: str) -> None:
+        nonlocal changed
+        with open(path, newline="", encoding="utf-8") as src, open(tmp, "w", newline="", encoding="utf-8") as dst:
+            if fmt == "csv":
+                reader = csv.DictReader(src)
+                w = csv.DictWriter(dst, reader.fieldnames or [])
+                w.writeheader()
+                for r, c in mend_rows(reader, lab):
+                    w.writerow(r)
+                    changed += c
+            else:
+                for r, c in mend_rows((json.loads(line) for line in src if line.strip()), lab):
+                    dst.write(json.dumps(r) + "\n")
+                    changed += c
+            dst.flush()
+            os.fsync(dst.fileno())
+
+    if fmt == "parquet":
+        return _mend_parquet(path, lab)
+    atomic_save(path, rewrite)  # unchanged rows are written back as they were read
+    return changed
+
+
+def _mend_parquet(path: Path, lab) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from wbc._util.io import atomic_save
+
+    table = pq.read_table(path)
+    rows = [{"class": c, "review": v, "review_reason": r} for c, v, r in
+            zip(*(table.column(k).to_pylist() for k in ("class", "review", "review_reason")))]
+    mended = list(mend_rows(rows, lab))
+    changed = sum(c for _, c in mended)
+    if changed:
+        for k in ("review", "review_reason"):
+            i = table.schema.get_field_index(k)
+            table = table.set_column(i, table.schema.field(i), pa.array([r[k] for r, _ in mended], table.schema.field(i).type))
+        atomic_save(path, lambda tmp: pq.write_table(table, tmp))
+    return changed
 
 
 def default_workers() -> int:

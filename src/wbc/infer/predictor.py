@@ -146,12 +146,20 @@ class LabCheck:
         self.blast_fired = self.blast_fired or self.holds_blasts()
         return self.fired or self.blast_fired
 
+    def reasons(self) -> dict[str, str]:
+        """{the reason's fixed part (LAB_REASON, BLAST_RUN_REASON): the reason with its counts} for each way the run is
+        judged: what a row written before a later judgment lacks (wbc.infer.batch.mend_rows)."""
+        self.judge()
+        out = {}
+        if self.fired:
+            out[LAB_REASON] = f"{LAB_REASON} ({self.share:.0%} of {self.cells} cells of the run unlike every training source)"
+        if self.blast_fired:
+            out[BLAST_RUN_REASON] = f"{BLAST_RUN_REASON} ({self.blasts} of {self.classified} cells of the run answered BLAST)"
+        return out
+
     def reason(self) -> str:
         """The review reason every answer of such a run carries (`flag_run`)."""
-        self.judge()
-        far = f"{LAB_REASON} ({self.share:.0%} of {self.cells} cells of the run unlike every training source)" if self.fired else None
-        blasts = f"{BLAST_RUN_REASON} ({self.blasts} of {self.classified} cells of the run answered BLAST)" if self.blast_fired else None
-        return "; ".join(filter(None, [far, blasts]))
+        return "; ".join(self.reasons().values())
 
     def warning(self) -> str | None:
         """Said once for the run when it is judged (`judge`)."""
