@@ -164,6 +164,37 @@ def test_a_run_far_from_the_training_cells_gets_one_warning(model, tmp_path):
     assert all(r["review"] and "lab unlike the training sources" in r["review_reason"] for r in body["results"] if r["white_cell"])
 
 
+def test_the_server_judges_a_lab_over_its_requests(model, tmp_path):
+    """A lab sending a few cells a request is judged over the server's recent cells: with a model to which most PBC
+    cells look unlike its training cells, the requests say nothing until 20 cells have come, then every answer is
+    flagged with the reason and the warning names the server's recent cells. Blasts are judged per request only (one
+    patient's sample), and the shipped model judges neither."""
+    from fastapi.testclient import TestClient
+
+    from wbc.serve.app import Limits, create_app
+
+    cells = pbc_test()[::20]
+    stricter(tmp_path, cells, near=0.25)
+
+    def send(client, batch) -> dict:
+        return client.post("/api/v1/classify", files=[("files", (f.name, f.read_bytes(), "image/jpeg")) for f in batch]).json()
+
+    strict = TestClient(create_app(wbc.load_model(tmp_path / "strict.safetensors"), None, Limits(max_files=32)))
+    said = [send(strict, cells[i : i + 6]) for i in range(0, 30, 6)]
+    assert [b["lab_warning"] is None for b in said] == [True, True, True, False, False]  # 18 cells: too few to judge
+    assert "the images this server was sent lately lie far from the cells" in said[3]["lab_warning"] and "wbc adapt" in said[3]["lab_warning"]
+    for body in said[3:]:
+        assert all(r["review"] and "lab unlike the training sources" in r["review_reason"] and "this server answered" in r["review_reason"]
+                   for r in body["results"] if r["white_cell"])
+    assert not any("lab unlike" in (r["review_reason"] or "") for body in said[:3] for r in body["results"])
+
+    shipped = TestClient(create_app(model, None, Limits(max_files=32)))
+    quiet = [send(shipped, cells[i : i + 6]) for i in range(0, 30, 6)] + [send(shipped, blasts(24)[i : i + 8]) for i in range(0, 24, 8)]
+    assert all(b["lab_warning"] is None for b in quiet)  # 24 blasts over three requests: no request holds 20 cells
+    assert not any("lab unlike" in (r["review_reason"] or "") or "blasts in this run" in (r["review_reason"] or "")
+                   for b in quiet for r in b["results"])
+
+
 def test_a_long_run_out_of_the_models_world_has_every_row_flagged(model, tmp_path):
     """A folder run holds its first rows until the run can be judged: with a model to which most of these PBC cells
     look unlike its training cells, every row, the held ones included, carries the run's reason; the same run on

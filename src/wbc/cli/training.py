@@ -39,6 +39,7 @@ def train(data: Optional[list[str]] = typer.Option(None, "--data", help="trainin
           epoch_size: int = typer.Option(T.epoch_size, help="images per round-2 epoch, source- and class-balanced (0: the train split's size)"),
           patience: int = typer.Option(T.patience),
           ema: float = typer.Option(T.ema, help="round 2: validate and keep a moving average of the weights, decay per step (e.g. 0.998; 0: off)"),
+          sam: float = typer.Option(T.sam, help="round 2: sharpness-aware steps (SAM), neighbourhood radius rho (e.g. 0.05; 0: off; twice the compute a step)"),
           label_smoothing: float = typer.Option(T.label_smoothing, help="share of each target spread over the other classes (0: none; it caps the top probability)"),
           balance: str = typer.Option(T.balance, help="sampling: source (each source an equal share) or pair (each source's class an equal share)"),
           max_per_class: int = typer.Option(T.max_per_class, help="cap train/val images per source and class (quick runs)"),

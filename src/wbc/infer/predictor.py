@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+from collections import deque
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -116,6 +118,9 @@ class LabCheck:
     blasts: int = 0  # of those, answered BLAST
     fired: bool = False  # judged out of the model's world (`judge`): it stays so
     blast_fired: bool = False  # judged a run with blasts: it stays so
+    scope: str = "of the run"  # how the reasons name the cells judged
+    subject: str = "these images"  # ... and the warning
+    judges_blasts: bool = True  # False: only how far the cells lie (`RecentCells`: blasts belong to one sample, not a lab)
 
     def add(self, distance: float | None, label: str, spec) -> None:
         if label != NO_WHITE_CELL:
@@ -143,7 +148,7 @@ class LabCheck:
         """Is every answer of the run to be flagged, for either reason, now or at any point before (a stream flags
         from there on)?"""
         self.fired = self.fired or self.passes()
-        self.blast_fired = self.blast_fired or self.holds_blasts()
+        self.blast_fired = self.blast_fired or (self.judges_blasts and self.holds_blasts())
         return self.fired or self.blast_fired
 
     def reasons(self) -> dict[str, str]:
@@ -152,9 +157,9 @@ class LabCheck:
         self.judge()
         out = {}
         if self.fired:
-            out[LAB_REASON] = f"{LAB_REASON} ({self.share:.0%} of {self.cells} cells of the run unlike every training source)"
+            out[LAB_REASON] = f"{LAB_REASON} ({self.share:.0%} of {self.cells} cells {self.scope} unlike every training source)"
         if self.blast_fired:
-            out[BLAST_RUN_REASON] = f"{BLAST_RUN_REASON} ({self.blasts} of {self.classified} cells of the run answered BLAST)"
+            out[BLAST_RUN_REASON] = f"{BLAST_RUN_REASON} ({self.blasts} of {self.classified} cells {self.scope} answered BLAST)"
         return out
 
     def reason(self) -> str:
@@ -165,7 +170,7 @@ class LabCheck:
         """Said once for the run when it is judged (`judge`)."""
         if not self.judge():
             return None
-        far = (f"these images lie far from the cells the model was trained on: {self.share:.0%} of {self.cells} cells are unlike "
+        far = (f"{self.subject} lie far from the cells the model was trained on: {self.share:.0%} of {self.cells} cells are unlike "
                f"every training source ({self.expected:.0%} on its own validation cells), so its answers here are unreliable "
                f"and flagged for review; adapt it to this microscope: wbc adapt IMAGES --labelled DIR (ten labelled cells a class) "
                f"--out lab.safetensors") if self.fired else None
@@ -212,6 +217,32 @@ def lab_check(predictor, answers=()) -> LabCheck:
         else:
             lab.add(a.distance, a.label, predictor.spec)
     return lab
+
+
+class RecentCells:
+    """The last LAB_WINDOW cells a long-lived service (`wbc serve`) answered, judged as one lab: a lab sending its
+    cells a few at a time is as far out of the model's world as one sending a folder, but no request alone holds the
+    20 cells a judgment needs. Only how far the cells lie is judged so; blasts belong to one patient's sample and are
+    judged per request."""
+
+    def __init__(self, predictor, size: int | None = None):
+        self.expected, self.spec = lab_check(predictor).expected, predictor.spec
+        self.cells: deque = deque(maxlen=size or LAB_WINDOW)
+        self.lock = threading.Lock()
+
+    def judge(self, answers: list) -> LabCheck:
+        """A LabCheck of the recent cells, `answers` (result dicts) added."""
+        with self.lock:
+            self.cells.extend((a.get("distance"), a.get("class", NO_WHITE_CELL)) for a in answers)
+            recent = list(self.cells)
+        lab = LabCheck(expected=self.expected, scope=f"of the last {len(recent)} this server answered",
+                       subject="the images this server was sent lately", judges_blasts=False)
+        for distance, label in recent:
+            lab.add(distance, label, self.spec)
+        return lab
+
+
+LAB_WINDOW = 200  # cells a service judges as one lab (`RecentCells`)
 
 
 def no_white_cell(framed: Framed, label: str) -> str | None:

@@ -16,6 +16,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from wbc._version import __version__
+from wbc.infer.predictor import RecentCells
 from wbc.serve import cells, fields
 from wbc.serve.gate import Gate
 from wbc.serve.limits import Limits
@@ -62,8 +63,9 @@ def create_app(predictor, explainer=None, limits: Limits | None = None, detector
         return info
 
     gate = Gate(limits)
-    app.include_router(cells.router(predictor, explainer, gate, info["file"]))
-    app.include_router(fields.router(predictor, detector, gate, info["file"]))
+    recent = RecentCells(predictor)  # the lab's cells over its requests (wbc.serve.cells.judged)
+    app.include_router(cells.router(predictor, explainer, gate, info["file"], recent))
+    app.include_router(fields.router(predictor, detector, gate, info["file"], recent))
     if review is not None:
         from wbc.serve import review as review_api
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, File, HTTPException, Query, UploadFile
 
 from wbc.image.decode import decode_bytes
 from wbc.image.framing import frame, run_scale
-from wbc.infer.predictor import flag_run, lab_check
+from wbc.infer.predictor import RecentCells, flag_run, lab_check
 from wbc.serve.gate import Gate
 
 
@@ -45,7 +45,19 @@ class RequestScale:
         return run_scale([data for _, data in self.blobs])
 
 
-def router(predictor, explainer, gate: Gate, model_file: str) -> APIRouter:
+def judged(predictor, recent: RecentCells, answers: list[dict]) -> str | None:
+    """Flag `answers` (one request's cells) as a run, and as the latest cells of the service's recent ones (a lab far
+    from every training source is seen over its requests, not only within one); the warning, said once, or None."""
+    lab = lab_check(predictor, answers)
+    flag_run(answers, lab)
+    late = recent.judge(answers)
+    if lab.fired or not late.judge():
+        return lab.warning()
+    flag_run(answers, late)
+    return "; ".join(filter(None, [late.warning(), lab.warning()]))
+
+
+def router(predictor, explainer, gate: Gate, model_file: str, recent: RecentCells) -> APIRouter:
     api = APIRouter()
 
     def one(name: str, data: bytes, explain: bool, px_per_um) -> dict:
@@ -62,7 +74,6 @@ def router(predictor, explainer, gate: Gate, model_file: str) -> APIRouter:
             raise HTTPException(409, "heat-maps need the native model: start `wbc serve` with a .safetensors model, not an .onnx file")
         blobs = await gate.read(files)
         results = await gate.run(one, blobs, explain, px_per_um or RequestScale(blobs))
-        lab = lab_check(predictor, results)
-        return {"model": model_file, "results": flag_run(results, lab), "lab_warning": lab.warning()}
+        return {"model": model_file, "results": results, "lab_warning": judged(predictor, recent, results)}
 
     return api

@@ -8,7 +8,8 @@ from fastapi import APIRouter, File, Query, UploadFile
 
 from wbc.count.count import count_field, draw, field_summary
 from wbc.image.decode import MAX_PIXELS, decode_bytes
-from wbc.infer.predictor import flag_run, lab_check
+from wbc.infer.predictor import RecentCells
+from wbc.serve.cells import judged
 from wbc.serve.gate import Gate
 
 
@@ -24,7 +25,7 @@ def count_one(predictor, detector, name: str, data: bytes, px_per_um: float | No
     return out
 
 
-def router(predictor, detector, gate: Gate, model_file: str) -> APIRouter:
+def router(predictor, detector, gate: Gate, model_file: str, recent: RecentCells) -> APIRouter:
     api = APIRouter()
 
     def one(name: str, data: bytes, px_per_um: float | None, annotate: bool) -> dict:
@@ -37,9 +38,8 @@ def router(predictor, detector, gate: Gate, model_file: str) -> APIRouter:
                     annotate: bool = Query(True, description="add the annotated field as a PNG data URL")):
         fields = await gate.run(one, await gate.read(files), px_per_um, annotate)
         labels = [w["class"] for f in fields for w in f["wbc"]]
-        lab = lab_check(predictor, (w for f in fields for w in f["wbc"]))
-        flag_run([w for f in fields for w in f["wbc"]], lab)
+        warning = judged(predictor, recent, [w for f in fields for w in f["wbc"]])
         return {"model": model_file, "fields": fields, **field_summary([f["counts"] for f in fields], labels, predictor.classes),
-                "lab_warning": lab.warning()}
+                "lab_warning": warning}
 
     return api

@@ -39,6 +39,7 @@ class TrainConfig:
     balance: str = "source"  # sampling: "source" (sources equal, classes equal within) or "pair" (every source's class equal)
     patience: int = 3  # epochs without validation improvement before stopping
     ema: float = 0.0  # round 2 validates and keeps a moving average of the weights, this decay a step (0: the weights as they are)
+    sam: float = 0.0  # round 2: sharpness-aware steps (SAM), this neighbourhood radius rho (0: plain steps)
     label_smoothing: float = 0.1
     weight_decay: float = 1e-4
     val_fraction: float = 0.2
@@ -62,6 +63,8 @@ class TrainConfig:
             raise WbcError(f"--label-smoothing must be at least 0 and below 1, not {self.label_smoothing}")
         if not 0 <= self.ema < 1:
             raise WbcError(f"--ema must be a decay at least 0 and below 1 (such as 0.998), not {self.ema}")
+        if not 0 <= self.sam <= 1:
+            raise WbcError(f"--sam must be a radius from 0 to 1 (such as 0.05; 0: off), not {self.sam}")
         if not 0 <= self.augment.cast < 1:
             raise WbcError(f"--cast must be at least 0 and below 1, not {self.augment.cast}")
         if not 0 <= self.augment.background <= 1:
