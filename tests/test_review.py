@@ -213,6 +213,33 @@ def test_a_case_with_blasts_has_every_cell_flagged_before_sign_off(tmp_path, mod
                 assert "judge" not in actions
 
 
+def test_small_cases_of_a_lab_out_of_the_models_world_are_judged_over_the_station(tmp_path):
+    """A model to which most PBC cells look unlike its training cells (its near distance cut to the first quartile of
+    theirs): cases of 8 cells are too small to judge alone, but the station judges its last cells of every case as
+    one lab, so from the third case on every cell is flagged, saying so in the audit trail."""
+    from wbc.models.io import save_model
+
+    files = [str(f) for c in ("NEUTROPHIL", "LYMPHOCYTE", "MONOCYTE", "EOSINOPHIL") for f in pbc_images("test", c)[:8]]
+    strict = wbc.load_model()
+    d = sorted(p.distance for p in strict.predict(files))
+    strict.model.spec.near_distance = d[len(d) // 4]
+    save_model(strict.model, tmp_path / "strict.safetensors", strict.meta["info"])
+    strict = wbc.load_model(tmp_path / "strict.safetensors")
+    Session = open_database(tmp_path / "station")
+    _users(Session)
+    judged = []
+    for k in range(4):
+        with Session.begin() as s:
+            case = C.create_case(s, f"S-{k}", "blood", "ana")
+            C.import_cells(s, tmp_path / "station", case, files[8 * k : 8 * k + 8], strict, "ana")
+            why = [r.why for r in s.scalars(sa.select(Audit).where(Audit.case_id == case.id, Audit.action == "judge")).all()]
+            flagged = [c.flagged and "lab unlike the training sources" in (c.review_reason or "") for c in case.cells]
+            judged.append(bool(why) and all(flagged))
+            assert bool(why) == any(flagged)
+            assert not why or "this station imported" in why[0]
+    assert judged == [False, False, True, True]  # 8 and 16 cells: too few to judge; then 24 and 32
+
+
 def test_smear_fields_are_cut_into_cells_with_their_box(db, model):
     from wbc.count.detector import default_detector
 

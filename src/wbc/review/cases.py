@@ -123,16 +123,20 @@ def import_cells(session, data_dir, case: Case, files: list[str], predictor, use
 def judge_case(session, case: Case, predictor, user: str) -> str | None:
     """The case's cells judged as one run, as `wbc predict` judges a folder (wbc.infer.predictor.LabCheck): far from
     every training source, or holding blasts, every cell of the case is flagged with the reason, so each must be
-    opened before sign-off (a smear with blasts needs every cell looked at). Said once in the audit trail; the
-    reason, None when the case is not judged."""
+    opened before sign-off (a smear with blasts needs every cell looked at). How far the cells lie is also judged
+    over the station's last cells of every case (`station_check`: a lab's microscope is out of the model's world in
+    its small cases too). Said once in the audit trail; the reason, None when the case is not judged."""
     from wbc.infer.predictor import BLAST_RUN_REASON, LAB_REASON, lab_check
 
     _flush(session)
     cells = session.scalars(select(Cell).where(Cell.case_id == case.id)).all()
     lab = lab_check(predictor, [{"class": c.model_class, "distance": c.distance} for c in cells])
-    if not lab.judge():
+    reasons = lab.reasons()
+    if LAB_REASON not in reasons:
+        reasons |= station_check(session, predictor).reasons()
+    if not reasons:
         return None
-    reason = lab.reason()
+    reason = "; ".join(reasons.values())
     for c in cells:
         own = [r for r in (c.review_reason or "").split("; ") if r and not r.startswith((LAB_REASON, BLAST_RUN_REASON))]
         if c.model_class != NO_WHITE_CELL:
@@ -140,6 +144,18 @@ def judge_case(session, case: Case, predictor, user: str) -> str | None:
     audit(session, case, user, "judge", why=reason)
     _flush(session)
     return reason
+
+
+def station_check(session, predictor):
+    """A LabCheck, of how far they lie only, of the last LAB_WINDOW cells the station imported, every case's."""
+    from wbc.infer.predictor import LAB_WINDOW, LabCheck, lab_check
+
+    recent = session.execute(select(Cell.model_class, Cell.distance).order_by(Cell.id.desc()).limit(LAB_WINDOW)).all()
+    lab = LabCheck(expected=lab_check(predictor).expected, scope=f"of the last {len(recent)} this station imported",
+                   subject="the cells this station imported lately", judges_blasts=False)
+    for label, distance in recent:
+        lab.add(distance, label, predictor.spec)
+    return lab
 
 
 def import_fields(session, data_dir, case: Case, files: list[str], predictor, detector, user: str,
