@@ -243,6 +243,13 @@ def test_rows_out_before_a_run_is_judged_are_flagged_at_its_end(model, tmp_path)
         assert all(r["review_reason"].count("blasts in this run") == 1 for r in classified)  # said once a row
         assert [r["path"] for r in rows] == late and all(0 <= float(r["probability"]) <= 1 for r in classified)
 
+    given = wbc.classify(late, model=fastest(model))  # the Python API returns its answers at the end: all flagged, once
+    assert [o.path for o in given] == late and all(o.prediction is not None for o in given)
+    assert all(o.prediction.review and o.prediction.review_reason.count("blasts in this run") == 1
+               for o in given if o.prediction.label != "NO_WHITE_CELL")
+    shown = json.loads(run_cli("predict", *late, "--format", "json").stdout)  # so does the CLI's json (and table)
+    assert len(shown) == len(late) and all(r["review"] and r["review_reason"].count("blasts in this run") == 1 for r in shown if r["white_cell"])
+
     out = tmp_path / "resumed.csv"
     first = run_to_file(fastest(model), neutrophils[:60], out, "csv", batch_size=16)
     assert not first.lab.judge() and first.mended == 0

@@ -26,11 +26,14 @@ def classify(inputs, model=None, out=None, resume=False, px_per_um=None, batch_s
     `px_per_um` each image takes the run's scale unless its own red cells say strongly otherwise (as `wbc predict`)."""
     from wbc.data.collect import collect_images
     from wbc.infer.batch import Outcome, run_to_file
+    from wbc.infer.predictor import flag_run
 
     predictor = model if hasattr(model, "predict_framed") else load_model(model)
     found = collect_images([str(i) for i in ([inputs] if isinstance(inputs, str) else inputs)])
     outcomes = [Outcome(p, None, why) for p, why in found.problems]
-    run_to_file(predictor, found.files, out, None, resume, outcomes.extend, batch_size=batch_size, workers=workers, px_per_um=px_per_um)
+    summary = run_to_file(predictor, found.files, out, None, resume, outcomes.extend, batch_size=batch_size, workers=workers,
+                          px_per_um=px_per_um)
+    flag_run([o.prediction for o in outcomes if o.prediction is not None], summary.lab)  # the answers given before it was judged
     return outcomes
 
 

@@ -58,7 +58,7 @@ def predict(inputs: list[str] = typer.Argument(..., help="single-cell images, fo
     Unreadable files are reported and skipped; the exit status is 1 when any file failed."""
     from wbc.data.collect import collect_images
     from wbc.infer.batch import default_workers, format_of, run_to_file
-    from wbc.infer.predictor import load_model
+    from wbc.infer.predictor import flag_run, load_model
 
     fmt = format or (format_of(out, None) if out else "table")
     _check_options(fmt, out, resume, engine)
@@ -81,6 +81,9 @@ def predict(inputs: list[str] = typer.Argument(..., help="single-cell images, fo
         task = p.add_task("classifying", total=len(found.files))
         summary = run_to_file(predictor, found.files, out, fmt, resume, sink, batch_size=batch_size, px_per_um=scale,
                               workers=default_workers() if workers is None else workers, on_batch=lambda n: p.advance(task, n), stream=stream)
+    if rows and summary.lab.judge():  # table and json print at the end: their rows given before the run was judged are
+        flag_run([o.prediction for o in rows if o.prediction], summary.lab)  # flagged too
+        summary.mended = summary.before_judged
     if fmt == "json":
         print(json.dumps([o.prediction.to_dict() if o.prediction else {"source": o.path, "error": o.error} for o in rows], indent=2))
     elif fmt == "table":

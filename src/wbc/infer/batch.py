@@ -35,6 +35,7 @@ from wbc.infer.predictor import (
     NO_WHITE_CELL,
     flag_run,
     lab_check,
+    with_reasons,
 )
 
 FORMATS = ("csv", "jsonl", "parquet")
@@ -383,10 +384,10 @@ def mend_rows(rows: Iterable[dict], lab) -> Iterator[tuple[dict, bool]]:
     reasons = lab.reasons()
     for r in rows:
         reason = r.get("review_reason") or ""
-        missing = [text for key, text in reasons.items() if key not in reason] if r.get("class") not in (None, "", NO_WHITE_CELL) else []
-        if missing:
-            r["review"], r["review_reason"] = 1, "; ".join(filter(None, [reason, *missing]))
-        yield r, bool(missing)
+        mended = with_reasons(reason, reasons) if r.get("class") not in (None, "", NO_WHITE_CELL) else reason
+        if mended != reason:
+            r["review"], r["review_reason"] = 1, mended
+        yield r, mended != reason
 
 
 def mend_file(path: Path, fmt: str, lab) -> int:

@@ -193,17 +193,22 @@ def flag_run(answers: list, lab: LabCheck) -> list:
     (`LabCheck.judge`): far from every training source, where the answers the cell-level flag let through were
     mostly wrong (held-out sources: 29-43% right, docs/results.md), or holding blasts, where a blast the model
     calls a monocyte is the one error that matters. The run's warning says why once; each answer's reason says it
-    too, for the rows read one by one."""
+    too, for the rows read one by one. An answer already carrying a run reason does not get it twice."""
     if not lab.judge():
         return answers
-    reason = lab.reason()
+    reasons = lab.reasons()
     for a in answers:
         if isinstance(a, dict):
-            if a.get("class") not in (None, NO_WHITE_CELL):
-                a["review"], a["review_reason"] = True, "; ".join(filter(None, [a.get("review_reason"), reason]))
+            if a.get("class") not in (None, "", NO_WHITE_CELL):
+                a["review"], a["review_reason"] = True, with_reasons(a.get("review_reason"), reasons)
         elif a.label != NO_WHITE_CELL:
-            a.review, a.review_reason = True, "; ".join(filter(None, [a.review_reason, reason]))
+            a.review, a.review_reason = True, with_reasons(a.review_reason, reasons)
     return answers
+
+
+def with_reasons(own: str | None, reasons: dict[str, str]) -> str:
+    """`own` review reason with each of a run's `reasons` ({fixed part: text}, `LabCheck.reasons`) it lacks added."""
+    return "; ".join(filter(None, [own, *(text for key, text in reasons.items() if key not in (own or ""))]))
 
 
 def lab_check(predictor, answers=()) -> LabCheck:
