@@ -5,7 +5,15 @@ import json
 
 import numpy as np
 import pytest
-from conftest import BCCD, CLASSES, PBC_CLASSES, kaggle_images, pbc_images, run_cli
+from conftest import (
+    BCCD,
+    CLASSES,
+    DATA,
+    PBC_CLASSES,
+    kaggle_images,
+    pbc_images,
+    run_cli,
+)
 from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
@@ -78,6 +86,17 @@ def test_cli_says_no_white_cell(images, wbc_cache):
     assert [r["class"] for r in json.loads(p.stdout)] == [NO_WHITE_CELL] * len(images)
     table = run_cli("predict", str(images["text"]))
     assert "no white cell found" in table.stdout + table.stderr
+
+
+def test_the_predict_table_says_why_a_cell_is_flagged(wbc_cache):
+    """The table, like the csv's review_reason, gives each flagged cell its reason; no path is cut short."""
+    cells = [*sorted((DATA / "munich-aml" / "test" / "BLAST").glob("*.jpg"))[:3], *sorted((DATA / "pbc" / "test" / "IG").glob("*.jpg"))[:3]]
+    answers = wbc.load_model().predict(cells)
+    assert any(a.review for a in answers) and not all(a.review for a in answers)
+    said = run_cli("predict", *map(str, cells)).stderr
+    assert said.count("REVIEW: ") == sum(a.review for a in answers)
+    assert {"REVIEW: " + a.review_reason.split()[0] for a in answers if a.review} <= {"REVIEW: " + w for w in said.split("REVIEW: ")[1:] for w in [w.split()[0]]}
+    assert "…" not in said  # long paths fold onto a second line, none cut short
 
 
 def test_http_api_says_no_white_cell(images, wbc_cache):

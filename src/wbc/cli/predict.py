@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from wbc.cli import ModelOpt, app
@@ -117,15 +118,18 @@ def _measured_once(files: list[str]) -> float:
 
 def _table(rows: list, classes: list[str]) -> Table:
     t = Table()
-    for col in ("image", "class", "p", *[c[:5] for c in classes], "review", "px/um"):
+    t.add_column("image", overflow="fold")  # a path folds onto a second line rather than losing its file name
+    for col in ("class", "p", *[c[:5] for c in classes], "px/um"):
         t.add_column(col)
+    t.add_column("review: why", overflow="fold", min_width=12, max_width=48)  # the reason, as in the csv's review_reason
     for o in rows:
         q = o.prediction
         if q is None:
             t.add_row(o.path, "[red]unreadable[/red]", "", *[""] * len(classes), "", "")
             continue
-        t.add_row(q.source, _label(q), f"{q.probability:.3f}", *[f"{q.probabilities[c]:.3f}" for c in classes], "REVIEW" if q.review else "",
-                  f"{q.px_per_um:.1f}" + ("?" if q.scale in ("assumed", "cell", "run") else ""))
+        t.add_row(q.source, _label(q), f"{q.probability:.3f}", *[f"{q.probabilities[c]:.3f}" for c in classes],
+                  f"{q.px_per_um:.1f}" + ("?" if q.scale in ("assumed", "cell", "run") else ""),
+                  f"[bold]REVIEW[/bold]: {escape(q.review_reason)}" if q.review and q.review_reason else ("REVIEW" if q.review else ""))
     return t
 
 
