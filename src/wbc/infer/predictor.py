@@ -240,11 +240,17 @@ class RecentCells:
         with self.lock:
             self.cells.extend((a.get("distance"), a.get("class", NO_WHITE_CELL)) for a in answers)
             recent = list(self.cells)
-        lab = LabCheck(expected=self.expected, scope=f"of the last {len(recent)} this server answered",
-                       subject="the images this server was sent lately", judges_blasts=False)
-        for distance, label in recent:
-            lab.add(distance, label, self.spec)
-        return lab
+        return far_check(recent, self.expected, self.spec, f"of the last {len(recent)} this server answered",
+                         "the images this server was sent lately")
+
+
+def far_check(cells, expected: float, spec, scope: str, subject: str) -> LabCheck:
+    """A LabCheck of how far `cells` ((distance, class) pairs: a service's or a station's recent ones) lie, blasts not
+    judged; `scope` and `subject` name those cells in its reasons and warning."""
+    lab = LabCheck(expected=expected, scope=scope, subject=subject, judges_blasts=False)
+    for distance, label in cells:
+        lab.add(distance, label, spec)
+    return lab
 
 
 LAB_WINDOW = 200  # cells a service judges as one lab (`RecentCells`)

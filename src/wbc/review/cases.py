@@ -126,7 +126,12 @@ def judge_case(session, case: Case, predictor, user: str) -> str | None:
     opened before sign-off (a smear with blasts needs every cell looked at). How far the cells lie is also judged
     over the station's last cells of every case (`station_check`: a lab's microscope is out of the model's world in
     its small cases too). Said once in the audit trail; the reason, None when the case is not judged."""
-    from wbc.infer.predictor import BLAST_RUN_REASON, LAB_REASON, lab_check
+    from wbc.infer.predictor import (
+        BLAST_RUN_REASON,
+        LAB_REASON,
+        lab_check,
+        with_reasons,
+    )
 
     _flush(session)
     cells = session.scalars(select(Cell).where(Cell.case_id == case.id)).all()
@@ -139,8 +144,8 @@ def judge_case(session, case: Case, predictor, user: str) -> str | None:
     reason = "; ".join(reasons.values())
     for c in cells:
         own = [r for r in (c.review_reason or "").split("; ") if r and not r.startswith((LAB_REASON, BLAST_RUN_REASON))]
-        if c.model_class != NO_WHITE_CELL:
-            c.flagged, c.review_reason = True, "; ".join([*own, reason])
+        if c.model_class != NO_WHITE_CELL:  # an earlier import's run reasons give way to the case's counts now
+            c.flagged, c.review_reason = True, with_reasons("; ".join(own), reasons)
     audit(session, case, user, "judge", why=reason)
     _flush(session)
     return reason
@@ -148,14 +153,11 @@ def judge_case(session, case: Case, predictor, user: str) -> str | None:
 
 def station_check(session, predictor):
     """A LabCheck, of how far they lie only, of the last LAB_WINDOW cells the station imported, every case's."""
-    from wbc.infer.predictor import LAB_WINDOW, LabCheck, lab_check
+    from wbc.infer.predictor import LAB_WINDOW, far_check, lab_check
 
-    recent = session.execute(select(Cell.model_class, Cell.distance).order_by(Cell.id.desc()).limit(LAB_WINDOW)).all()
-    lab = LabCheck(expected=lab_check(predictor).expected, scope=f"of the last {len(recent)} this station imported",
-                   subject="the cells this station imported lately", judges_blasts=False)
-    for label, distance in recent:
-        lab.add(distance, label, predictor.spec)
-    return lab
+    recent = session.execute(select(Cell.distance, Cell.model_class).order_by(Cell.id.desc()).limit(LAB_WINDOW)).all()
+    return far_check(recent, lab_check(predictor).expected, predictor.spec, f"of the last {len(recent)} this station imported",
+                     "the cells this station imported lately")
 
 
 def import_fields(session, data_dir, case: Case, files: list[str], predictor, detector, user: str,
