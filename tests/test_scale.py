@@ -3,6 +3,7 @@ values measured by hand (zoomed crops with a pixel ruler) and against BCCD's ann
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 from conftest import BCCD, DATA, KAGGLE, PBC_CLASSES, pbc_images
 from PIL import Image
@@ -192,3 +193,39 @@ def test_a_pooled_folder_keeps_each_microscopes_scale_and_only_a_strong_far_esti
     far_run = RunScale(estimates[strong].px_per_um * 1.6)  # a strong estimate far from its run's stands
     kept = frame(decode(strong), spec, far_run)
     assert kept.scale == "measured" and (kept.pixels == own[strong].pixels).all()
+
+
+def _edge_radii_one_at_a_time(g, circles, rays=32):
+    """The edge step's definition, one circle at a time (wbc.image.scale._edge_radii does all circles at once)."""
+    h, w = g.shape
+    th = np.linspace(0, 2 * np.pi, rays, endpoint=False)
+    out = []
+    for x, y, r in circles:
+        rs = np.arange(max(2.0, 0.6 * r), 1.6 * r, 0.5, dtype=np.float32)
+        xs, ys = x + np.outer(np.cos(th), rs), y + np.outer(np.sin(th), rs)
+        inside = ((xs >= 0) & (xs < w - 1) & (ys >= 0) & (ys < h - 1)).all(1)
+        if inside.sum() < rays // 2:
+            out.append(None)
+            continue
+        xi, yi = xs[inside].astype(np.float32), ys[inside].astype(np.float32)
+        profile = cv2.remap(g, xi, yi, cv2.INTER_LINEAR)
+        out.append(float(rs[int(np.argmax(np.gradient(np.median(profile, 0))))]))
+    return out
+
+
+def test_all_circles_at_once_measure_what_one_at_a_time_does():
+    """Red cells of four sources, in colour and in grey, cut by the image edge or not: the same radii to the bit."""
+    from wbc.data.shifts import shifted
+    from wbc.image.scale import _circles, _edge_radii, _outermost
+
+    files = sorted((KAGGLE / "TEST").glob("*/*.jpeg"))[::400] + [f for c in PBC_CLASSES for f in pbc_images("test", c)[:2]]
+    files += sorted((DATA / "munich-aml" / "test" / "BLAST").glob("*"))[:4] + [BCCD / "JPEGImages" / f"{i}.jpg" for i in read_ids(BCCD, "val")[:4]]
+    measured = 0
+    for f in files:
+        for rgb in (decode(f), shifted(decode(f), "greyscale")):
+            c, _, green = _circles(rgb)
+            g = cv2.GaussianBlur(green, (0, 0), 0.7).astype(np.float32)
+            circles = _outermost(c)
+            assert _edge_radii(g, circles) == _edge_radii_one_at_a_time(g, circles)
+            measured += len(circles)
+    assert len(files) >= 28 and measured >= 300

@@ -96,34 +96,58 @@ def _outermost(c: np.ndarray) -> np.ndarray:
 
 def _edge_radii(g: np.ndarray, circles: np.ndarray, rays: int = 32) -> list[float | None]:
     """Per circle, the radius of the steepest outward rise of its median radial profile (dark cell -> bright
-    background); None where under half its rays lie inside the image. All circles' rays are sampled in one
-    remap and their medians taken once a ray count (a loop of both cost 4 ms an image)."""
+    background); None where under half its rays lie inside the image. All circles at once: their radii padded to
+    one length, every point sampled in one remap, the median over the inside rays read from one sort (the rays
+    outside set to NaN, which sorts last). The same numbers as one circle at a time, in half the time
+    (tests/test_scale.py keeps that loop as the definition)."""
+    out: list[float | None] = [None] * len(circles)
+    if not len(circles):
+        return out
     h, w = g.shape
     th = np.linspace(0, 2 * np.pi, rays, endpoint=False)
-    cos, sin = np.cos(th), np.sin(th)
-    samples = []  # (circle index, radii sampled, x map, y map) of each circle with enough rays inside
-    for k, (x, y, r) in enumerate(circles):
-        rs = np.arange(max(2.0, 0.6 * r), 1.6 * r, 0.5, dtype=np.float32)
-        xs, ys = x + np.outer(cos, rs), y + np.outer(sin, rs)
-        inside = ((xs >= 0) & (xs < w - 1) & (ys >= 0) & (ys < h - 1)).all(1)
-        if inside.sum() >= rays // 2:
-            samples.append((k, rs, xs[inside].astype(np.float32), ys[inside].astype(np.float32)))
-    out: list[float | None] = [None] * len(circles)
-    if not samples:
+    radii, lens = _padded_radii(circles[:, 2])
+    valid = np.arange(radii.shape[1]) < lens[:, None]  # circle x radius
+    xs = circles[:, 0, None, None] + np.cos(th)[None, :, None] * radii[:, None, :]  # circle x ray x radius (float64)
+    ys = circles[:, 1, None, None] + np.sin(th)[None, :, None] * radii[:, None, :]
+    inside = (((xs >= 0) & (xs < w - 1) & (ys >= 0) & (ys < h - 1)) | ~valid[:, None, :]).all(2)  # circle x ray
+    keep = np.flatnonzero(inside.sum(1) >= rays // 2)
+    if not keep.size:
         return out
-    flat = _sampled(g, np.concatenate([s[2].ravel() for s in samples]), np.concatenate([s[3].ravel() for s in samples]))
-    profiles, at = [], 0
-    for _, _, xs, _ in samples:
-        profiles.append(flat[at : at + xs.size].reshape(xs.shape))
-        at += xs.size
-    for n in {p.shape[0] for p in profiles}:  # circles with the same rays inside: one median for all their radii
-        group = [j for j, p in enumerate(profiles) if p.shape[0] == n]
-        medians = np.median(np.hstack([profiles[j] for j in group]), 0)
-        at = 0
-        for j in group:
-            k, rs = samples[j][:2]
-            out[k] = float(rs[int(np.argmax(np.gradient(medians[at : at + rs.size])))])
-            at += rs.size
+    shape = (keep.size, rays, radii.shape[1])
+    profiles = _sampled(g, xs[keep].astype(np.float32).ravel(), ys[keep].astype(np.float32).ravel()).reshape(shape)
+    profiles = np.sort(np.where(inside[keep][:, :, None], profiles, np.float32(np.nan)), axis=1)
+    medians = _middle(profiles, inside[keep].sum(1))
+    steepest = _gradient(medians, lens[keep]).argmax(1)
+    for j, k in enumerate(keep):
+        out[k] = float(radii[k, steepest[j]])
+    return out
+
+
+def _padded_radii(r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(circle x radius: each circle's sampled radii, 0.6r to 1.6r in half pixels, zero-padded; their counts)."""
+    each = [np.arange(max(2.0, 0.6 * x), 1.6 * x, 0.5, dtype=np.float32) for x in r]
+    lens = np.array([a.size for a in each])
+    out = np.zeros((len(each), int(lens.max())), np.float32)
+    for k, a in enumerate(each):
+        out[k, : a.size] = a
+    return out, lens
+
+
+def _middle(ordered: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """np.median over axis 1 of the first m[k] (sorted) rows of each ordered[k]."""
+    i = np.arange(len(m))
+    low, high = ordered[i, (m - 1) // 2], ordered[i, m // 2]
+    return np.where((m % 2 == 1)[:, None], low, (low + high) / np.float32(2))
+
+
+def _gradient(f: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """np.gradient of each row's first lens[k] values (at least 2); -inf past them."""
+    i = np.arange(len(f))
+    out = np.full_like(f, -np.inf)
+    out[:, 1:-1] = (f[:, 2:] - f[:, :-2]) / 2.0
+    out[:, 0] = f[:, 1] - f[:, 0]
+    out[i, lens - 1] = f[i, lens - 1] - f[i, lens - 2]
+    out[np.arange(f.shape[1]) >= lens[:, None]] = -np.inf
     return out
 
 
