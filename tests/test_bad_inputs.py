@@ -121,3 +121,37 @@ def test_the_corpus_covers_what_the_issue_lists(corpus):
                  "model_truncated", "model_foreign", "model_newer"):
         assert kind in names, kind
     assert os.path.exists(corpus[0].path)
+
+
+def test_a_scientific_cameras_deep_files_read_like_their_8_bit_originals(tmp_path, model):
+    """A 10-, 12- or 14-bit camera writes 16-bit TIFF/PNG holding 0..1023, 4095 or 16383; read as 16-bit they came out
+    nearly black. Read by the depth their values imply, they give the 8-bit original's pixels, scale and answer."""
+    import cv2
+    import numpy as np
+    from conftest import pbc_images
+    from PIL import Image
+
+    from wbc.image.decode import decode
+
+    src = pbc_images("test", "NEUTROPHIL", 1)[0]
+    rgb = decode(src)
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR).astype(np.uint32)
+    deep = lambda a, top: ((a * top + 127) // 255).astype(np.uint16)  # noqa: E731
+    files = {"12-bit colour tif": deep(bgr, 4095), "10-bit colour png": deep(bgr, 1023), "16-bit colour tif": deep(bgr, 65535),
+             "14-bit colour tif, alpha": cv2.cvtColor(deep(bgr, 16383), cv2.COLOR_BGR2BGRA)}
+    paths = []
+    for name, a in files.items():
+        paths.append(tmp_path / (name.replace(" ", "_").replace(",", "") + (".png" if "png" in name else ".tif")))
+        assert cv2.imwrite(str(paths[-1]), a)
+    paths.append(tmp_path / "12-bit_grey.png")
+    Image.fromarray(deep(rgb[..., 1].astype(np.uint32), 4095)).save(paths[-1])
+    paths.append(tmp_path / "float_grey.tif")
+    Image.fromarray(rgb[..., 1].astype(np.float32) / 255).save(paths[-1])
+    for p in paths:
+        back = decode(p)
+        want = rgb if "colour" in p.name else np.repeat(rgb[..., 1:2], 3, 2)
+        assert back.shape == rgb.shape and np.abs(back.astype(int) - want).max() <= 1, p.name
+    first, *deep = model.predict([src, *paths[:4]])
+    for d in deep:
+        assert (d.label, d.to_dict()["scale"]) == (first.label, first.to_dict()["scale"]), d.source
+        assert abs(d.probabilities[first.label] - first.probabilities[first.label]) < 0.01, d.source

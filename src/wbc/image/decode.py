@@ -31,7 +31,11 @@ def _pil_decode(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.ndar
             if im.width * im.height > max_pixels:
                 raise ImageTooLarge(f"{name} is {im.width}x{im.height} pixels, over the {max_pixels:,}-pixel limit: downscale it first")
             if im.mode.startswith("I") or im.mode == "F":  # 16/32-bit or float greyscale: Pillow's RGB conversion would clip
-                return _grey_to_rgb8(np.asarray(im))
+                return _to_uint8(np.repeat(np.asarray(im)[..., None], 3, axis=2))
+            if _sixteen_bit_colour(im):
+                deep = _cv2_colour(data)
+                if deep is not None:
+                    return _to_uint8(deep)
             return np.asarray(im.convert("RGB"))
     except ImageTooLarge:
         raise
@@ -46,13 +50,33 @@ def _pil_decode(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.ndar
         raise BadImage(f"cannot read image {name}: the decoder failed ({type(e).__name__}); is it a damaged image file?") from None
 
 
-def _grey_to_rgb8(a: np.ndarray) -> np.ndarray:
-    """A high-bit-depth greyscale array as 8-bit RGB: 16-bit data scaled by 1/257, floats and others by their range."""
-    a = a.astype(np.float64)
+def _to_uint8(a: np.ndarray) -> np.ndarray:
+    """HxWx3 pixels of any depth as uint8. Integers by the bit depth their largest value implies: a 10-, 12- or
+    14-bit camera writes 16-bit files holding 0..1023, 4095 or 16383, and read as 16-bit such a brightfield image
+    came out nearly black (a 12-bit PBC cell: mean 12 of 255, its red cells lost, the scale assumed). Floats in 0..1
+    by 255, larger ones by their range."""
     top = float(np.nanmax(a)) if a.size else 0.0
-    scale = 1.0 if top <= 255 else 255.0 / 65535 if top <= 65535 else 255.0 / top
-    g = np.clip(np.nan_to_num(a * scale), 0, 255).astype(np.uint8)
-    return np.repeat(g[..., None], 3, axis=2)
+    if a.dtype.kind == "f":
+        scale = 255.0 if top <= 1.0 else 1.0 if top <= 255 else 255.0 / top
+    else:
+        bits = next((b for b in (8, 10, 12, 14, 16) if top < 2**b), None)
+        scale = 255.0 / (2**bits - 1) if bits else 255.0 / top
+    return np.clip(np.rint(np.nan_to_num(a.astype(np.float64) * scale)), 0, 255).astype(np.uint8)
+
+
+def _sixteen_bit_colour(im: Image.Image) -> bool:
+    """A colour PNG or TIFF of 16 bits a channel, which Pillow reads by its top 8 bits only."""
+    args = im.tile[0].args if im.tile else None
+    raw = args if isinstance(args, str) else args[0] if isinstance(args, tuple) and args and isinstance(args[0], str) else ""
+    return im.mode in ("RGB", "RGBA") and ";16" in raw
+
+
+def _cv2_colour(data: bytes) -> np.ndarray | None:
+    """HxWx3 RGB at the file's own depth (OpenCV keeps 16 bits a channel); None where OpenCV cannot read it."""
+    a = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if a is None or a.ndim != 3 or a.shape[2] not in (3, 4):
+        return None
+    return cv2.cvtColor(a, cv2.COLOR_BGRA2RGB if a.shape[2] == 4 else cv2.COLOR_BGR2RGB)
 
 
 def decode_bytes(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> np.ndarray:
