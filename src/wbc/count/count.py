@@ -26,6 +26,7 @@ from wbc.image.scale import estimate_scale
 from wbc.image.stain import cell_centre, stain_readable
 
 MEASURE_WINDOW = (640, 480)  # at the detector's scale: where a large field's red cells are measured
+STRONG_WINDOW = 7  # red cells in the window that settle a field's scale (as wbc.image.framing.STRONG_RBCS for an image)
 CELL_BATCH = 32  # white cells classified at once: the network's working memory grows with it (batch 64 at 192 px: 380 MB more at the peak of a 100-Mpx slide)
 COLOURS = {"RBC": (220, 60, 60), "WBC": (90, 40, 200), "Platelets": (30, 170, 60)}  # RGB
 
@@ -60,30 +61,43 @@ def _scaled(b: Box, f: float) -> Box:
     return Box(b.kind, b.x0 / f, b.y0 / f, b.x1 / f, b.y1 / f, b.score, nucleus)
 
 
-def field_scale(work: np.ndarray, f: float) -> float | None:
-    """Pixels a micrometre of the original field, measured from the red cells of `work` (the field scaled by
-    `f`) in a window about one BCCD field wide at the detector's scale (a large scan's red cells would be
-    too small to find in its whole width); None when too few red cells are found."""
+def field_scale(work: np.ndarray, f: float) -> tuple[float, int] | None:
+    """(pixels a micrometre of the original field, the red cells it rests on), measured from the red cells of `work`
+    (the field scaled by `f`) in a window about one BCCD field wide at the detector's scale (a large scan's red
+    cells would be too small to find in its whole width). Where the field is wider than that window and the
+    window finds fewer than STRONG_WINDOW red cells, the whole field's estimate is taken when it rests on more (a
+    high-magnification camera: at 3-4x BCCD's scale the window holds two or three red cells cut by its edges, and
+    came out 0.2-0.99x the truth). None when too few red cells are found."""
     h, w = work.shape[:2]
     win_w, win_h = min(w, MEASURE_WINDOW[0]), min(h, MEASURE_WINDOW[1])
     x0, y0 = (w - win_w) // 2, (h - win_h) // 2
     s = estimate_scale(np.ascontiguousarray(work[y0 : y0 + win_h, x0 : x0 + win_w]))
-    return s.px_per_um / f if s.found else None
+    if (win_w, win_h) != (w, h) and s.rbcs < STRONG_WINDOW:
+        whole = estimate_scale(work)
+        s = whole if whole.found and whole.rbcs > s.rbcs else s
+    return (s.px_per_um / f, s.rbcs) if s.found else None
 
 
 def load_field(source, px_per_um: float | None, work_scale: float) -> tuple[np.ndarray, tuple[int, int], float, str]:
     """(the field at the detector's scale, its original size, its pixels a micrometre, how known: given |
     measured | assumed). Not given: read at BCCD's scale, measured from its red cells, read again at the
-    measured scale when it differs; too few red cells: BCCD's assumed."""
+    measured scale when it differs; too few red cells: BCCD's assumed. A field wider than the measuring window
+    and first read far from its scale (over 25% off) is measured once more at the scale found, where the window
+    holds about a BCCD field's red cells (`scripts/high_magnification.py`)."""
     guess = px_per_um or BCCD_PX_PER_UM
     work, (w, h) = decode_shrunk(source, work_scale / guess, COUNT_MAX_PIXELS)
     if px_per_um:
         return work, (w, h), px_per_um, "given"
-    measured = field_scale(work, work.shape[1] / w)
-    if measured is None:
+    first = field_scale(work, work.shape[1] / w)
+    if first is None:
         return work, (w, h), guess, "assumed"
+    measured, wide = first[0], work.shape[1] > MEASURE_WINDOW[0] or work.shape[0] > MEASURE_WINDOW[1]
     if abs(measured / guess - 1) > 0.02:
         work, _ = decode_shrunk(source, work_scale / measured, COUNT_MAX_PIXELS)
+        again = field_scale(work, work.shape[1] / w) if wide and max(measured / guess, guess / measured) > 1.25 else None
+        if again and (again[1] >= STRONG_WINDOW or again[1] >= first[1]) and abs(again[0] / measured - 1) > 0.02:
+            measured = again[0]
+            work, _ = decode_shrunk(source, work_scale / measured, COUNT_MAX_PIXELS)
     return work, (w, h), measured, "measured"
 
 
