@@ -133,7 +133,7 @@ def count_field(predictor, source, px_per_um: float | None = None, cfg: DetectCo
         x = torch.stack([cell_view(cells, spec, work_scale, b.nucleus or nucleus_in(readable, b)) for b in chunk])
         probs, dist = predictor.scores(x)
         for k, (b, p) in enumerate(zip(chunk, probs)):
-            d = predictor.to_prediction(p, name, distance=None if dist is None else dist[k]).to_dict()
+            d = predictor.to_prediction(p, name, distance=None if dist is None else dist[k], px_per_um=px_per_um).to_dict()
             for k in ("source", "white_cell", "note", "scale"):
                 d.pop(k)
             d["px_per_um"] = px_per_um

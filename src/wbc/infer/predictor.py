@@ -61,19 +61,28 @@ def beyond(distance: float | None, limit: float) -> bool:
     return distance is not None and bool(limit) and distance > limit
 
 
-def review_reasons(probability: float, spec, framed: Framed | None, distance: float | None = None) -> list[str]:
-    """Why a technologist should look at this cell: unlike every known type, the model unsure of it, or the view
-    around it sized without red cells to measure (a cell seen at the wrong size is classified on the wrong evidence)."""
+MIN_PX_PER_UM = 3.0  # under this the answers the flags let through fall below 97% right (validation cells made coarser:
+# PBC 97.8% unflagged right at 3 px/um, 95.6% at 2.5; Kaggle 97.7% at 3, 93.6% at 2; scripts/low_resolution.py)
+
+
+def review_reasons(probability: float, spec, framed: Framed | None, distance: float | None = None, px_per_um: float | None = None) -> list[str]:
+    """Why a technologist should look at this cell: unlike every known type, the model unsure of it, the view
+    around it sized without red cells to measure (a cell seen at the wrong size is classified on the wrong evidence),
+    or the image too coarse to show a nucleus's lobes and a granule (`px_per_um`: a smear field's scale, for a cell
+    cut from it)."""
     reasons = []
     if beyond(distance, spec.far_distance):
         reasons.append(f"far from every known cell type (distance {distance:.2f} > {spec.far_distance:.2f})")
     elif beyond(distance, spec.near_distance):
         reasons.append(f"unlike the training cells (distance {distance:.2f} > {spec.near_distance:.2f})")
     if probability < spec.review_threshold:
-        reasons.append(f"low confidence ({probability:.2f} < {spec.review_threshold:.2f})")
+        reasons.append(f"low confidence ({probability:.3f} < {spec.review_threshold:.3f})")  # 3 places: 0.94 < 0.94 read as a bug
     if framed is not None and framed.scale in ("run", "cell", "assumed"):
         source = {"run": "the run's median", "cell": "from the stained cell", "assumed": "assumed from the image width"}[framed.scale]
         reasons.append(f"scale not measured (no usable red cells): {source}")
+    px = framed.px_per_um if framed is not None and framed.scale != "assumed" else px_per_um
+    if px is not None and px < MIN_PX_PER_UM:
+        reasons.append(f"low resolution ({px:.1f} px/um < {MIN_PX_PER_UM:.0f}: too coarse for nuclear and granule detail)")
     return reasons
 
 
@@ -341,15 +350,17 @@ class Predictor:
         """Class probabilities (N x classes), the model's alone (no white-cell rule)."""
         return self.predict_framed(images, batch_size, on_batch, px_per_um)[0]
 
-    def to_prediction(self, p: torch.Tensor, source: str, framed: Framed | None = None, distance: float | None = None) -> Prediction:
+    def to_prediction(self, p: torch.Tensor, source: str, framed: Framed | None = None, distance: float | None = None,
+                      px_per_um: float | None = None) -> Prediction:
         """The answer for one image: a known type, UNIDENTIFIED (far from every known type: the type is not given),
-        or NO_WHITE_CELL (nothing stained like a white cell), with the review flag and its reasons."""
+        or NO_WHITE_CELL (nothing stained like a white cell), with the review flag and its reasons (`px_per_um`: the
+        field's scale, for a cell cut from a field without a Framed of its own)."""
         k = int(p.argmax())
         label = self.classes[k]
         note = no_white_cell(framed, label) if framed is not None else None
         distance = None if distance is None else round(float(distance), 3)
         probabilities = {c: float(v) for c, v in zip(self.classes, p)}
-        reasons = [] if note else alert_reasons(probabilities, label) + review_reasons(float(p[k]), self.spec, framed, distance)
+        reasons = [] if note else alert_reasons(probabilities, label) + review_reasons(float(p[k]), self.spec, framed, distance, px_per_um)
         if note:
             label = NO_WHITE_CELL
         elif beyond(distance, self.spec.far_distance):
