@@ -32,13 +32,17 @@ from wbc.image.decode import MIN_SIDE, decode
 from wbc.image.scale import estimate_scale, plausible
 from wbc.image.stain import (
     MIN_NUCLEUS_UM2,
+    MIN_STAINED_UM2,
     NUCLEUS_EXTENT_UM,
     cell_centre,
+    darkened,
     largest_stained_um2,
     neutral_background,
     reinhard,
     stain_readable,
     stained_extent_px,
+    tinted_share,
+    washed_out,
 )
 
 KAGGLE_WIDTH = 320  # the frame legacy (field_um 0) crop sizes are expressed in
@@ -67,6 +71,7 @@ class Framed:
     scale: str  # given | measured | corrected | run | cell | assumed (see the module docstring)
     stained_um2: float  # largest stained region: the no-white-cell rule reads it
     too_small: bool = False  # under MIN_SIDE pixels a side
+    washed_out: bool = False  # an overexposed smear (background clipped white, cells tinted) with no nucleus-sized stain
 
 
 @dataclass(frozen=True)
@@ -271,14 +276,16 @@ def frame(rgb: np.ndarray, spec, px_per_um: float | RunScale | None = None, cent
         pixels = model_view(view(rgb, spec.input_size, spec.field_um, px, centre or cell_centre(read)), spec)
     else:
         pixels = legacy_view(rgb, spec.input_size, spec.crop, px_per_um, centre)
-    return Framed(pixels, px, how, stained)
+    lost = stained < MIN_NUCLEUS_UM2 and washed_out(read) and (stained >= MIN_STAINED_UM2 or tinted_share(read) >= 0.01)
+    return Framed(pixels, px, how, stained, washed_out=lost)
 
 
 def stain_reading(rgb: np.ndarray, px_per_um: float | None, run: float | None = None) -> tuple[np.ndarray, float, str, float]:
     """(the image the stain rules read, pixels a micrometre, how known, largest stained area um2). The image as
     it is, unless that finds no red cells or no nucleus-sized stain, or its background passes for stain: then
     with its background made neutral (a yellow or cyan cast, a red-purple stain), so a real cell is not dropped
-    for its lab's colours and the view is centred on it."""
+    for its lab's colours and the view is centred on it. An overexposed image (its background clipped white) that
+    still shows no nucleus-sized stain is read once more darkened, where the washed-out stain shows again."""
     readable = stain_readable(rgb)
     if readable is not rgb:  # the background passes for stain: the image as it is cannot be read at all
         return _reading(readable, px_per_um, run)
@@ -287,7 +294,12 @@ def stain_reading(rgb: np.ndarray, px_per_um: float | None, run: float | None = 
     if how in ("given", "measured", "corrected") and stained >= MIN_NUCLEUS_UM2:
         return reading
     balanced = neutral_background(rgb)
-    return reading if balanced is rgb else _reading(balanced, px_per_um, run)
+    if balanced is not rgb:
+        reading = _reading(balanced, px_per_um, run)
+    if reading[3] < MIN_NUCLEUS_UM2 and washed_out(reading[0]):
+        darker = _reading(darkened(reading[0]), px_per_um, run)
+        return darker if darker[3] > reading[3] else reading
+    return reading
 
 
 def _reading(rgb: np.ndarray, px_per_um: float | None, run: float | None = None) -> tuple[np.ndarray, float, str, float]:

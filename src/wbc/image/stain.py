@@ -158,3 +158,27 @@ def stained_extent_px(rgb: np.ndarray) -> float:
         return 0.0
     k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
     return float(max(stats[k, cv2.CC_STAT_WIDTH], stats[k, cv2.CC_STAT_HEIGHT]))
+
+
+WASHED_OUT_BACKGROUND = 250  # a background this bright in every channel is clipped white: the camera overexposed
+
+
+def washed_out(rgb: np.ndarray) -> bool:
+    """Is the background clipped white? Then a pale stain may be an overexposed one (Kaggle cells at 1.4x exposure:
+    the largest stained region 86-135 um2 -> under 1, so real cells were answered "no white cell")."""
+    return bool(background_colour(rgb).min() >= WASHED_OUT_BACKGROUND)
+
+
+def tinted_share(rgb: np.ndarray) -> float:
+    """Share of pixels with a channel 10 or more apart from another: a smear's cells, even washed out; a blank or a
+    printed page has none."""
+    small = rgb[:: max(1, rgb.shape[0] // 120), :: max(1, rgb.shape[1] // 120)].astype(np.int16)
+    return float(((small.max(2) - small.min(2)) >= 10).mean())
+
+
+_DARKER = np.round(255 * (np.arange(256) / 255.0) ** 2).astype(np.uint8)
+
+
+def darkened(rgb: np.ndarray) -> np.ndarray:
+    """The image with gamma 2 (white stays white, mid-tones darken): an overexposed cell's stain reads again."""
+    return _DARKER[rgb]
