@@ -38,6 +38,7 @@ from wbc.image.stain import (
     darkened,
     largest_stained_um2,
     neutral_background,
+    noise_sigma,
     reinhard,
     stain_readable,
     stained_extent_px,
@@ -72,6 +73,7 @@ class Framed:
     stained_um2: float  # largest stained region: the no-white-cell rule reads it
     too_small: bool = False  # under MIN_SIDE pixels a side
     washed_out: bool = False  # an overexposed smear (background clipped white, cells tinted) with no nucleus-sized stain
+    noise: float = 0.0  # grey levels (wbc.image.stain.noise_sigma)
 
 
 @dataclass(frozen=True)
@@ -277,7 +279,7 @@ def frame(rgb: np.ndarray, spec, px_per_um: float | RunScale | None = None, cent
     else:
         pixels = legacy_view(rgb, spec.input_size, spec.crop, px_per_um, centre)
     lost = stained < MIN_NUCLEUS_UM2 and washed_out(read) and (stained >= MIN_STAINED_UM2 or tinted_share(read) >= 0.01)
-    return Framed(pixels, px, how, stained, washed_out=lost)
+    return Framed(pixels, px, how, stained, washed_out=lost, noise=noise_sigma(rgb))
 
 
 def stain_reading(rgb: np.ndarray, px_per_um: float | None, run: float | None = None) -> tuple[np.ndarray, float, str, float]:

@@ -61,6 +61,9 @@ def beyond(distance: float | None, limit: float) -> bool:
     return distance is not None and bool(limit) and distance > limit
 
 
+MAX_NOISE = 3.5  # camera noise (grey levels) from about which the answers the flags let through fall under 97% right (validation
+# cells with Gaussian noise added: Kaggle 98.0 / 97.0 / 96.9 / 94.3 / 78% at sigma 2 / 3 / 4 / 6 / 8; the sources' own
+# images read at most 1.6; scripts/noise.py)
 MIN_PX_PER_UM = 3.0  # under this the answers the flags let through fall below 97% right (validation cells made coarser:
 # PBC 97.8% unflagged right at 3 px/um, 95.6% at 2.5; Kaggle 97.7% at 3, 93.6% at 2; scripts/low_resolution.py)
 
@@ -83,6 +86,9 @@ def review_reasons(probability: float, spec, framed: Framed | None, distance: fl
     px = framed.px_per_um if framed is not None and framed.scale != "assumed" else px_per_um
     if px is not None and px < MIN_PX_PER_UM:
         reasons.append(f"low resolution ({px:.1f} px/um < {MIN_PX_PER_UM:.0f}: too coarse for nuclear and granule detail)")
+    noise = getattr(framed, "noise", 0.0) if framed is not None else 0.0
+    if noise >= MAX_NOISE:
+        reasons.append(f"noisy image (noise {noise:.1f} grey levels >= {MAX_NOISE:.1f}: grain hides chromatin and granules)")
     return reasons
 
 

@@ -46,6 +46,7 @@ class _Framed:
     stained_um2: float
     too_small: bool
     washed_out: bool = False
+    noise: float = 0.0
 
 
 def _session(key: str, model_bytes: bytes):
@@ -68,9 +69,9 @@ def classify_chunk(model_bytes: bytes, key: str, spec_dict: dict, px_per_um: flo
     for path in paths:
         _, f, err = frame_file(path, spec, px_per_um)
         if f is None:
-            rows.append((path, err, 0.0, "", 0.0, False, False))
+            rows.append((path, err, 0.0, "", 0.0, False, False, 0.0))
             continue
-        rows.append((path, "", f.px_per_um, f.scale, f.stained_um2, f.too_small, f.washed_out))
+        rows.append((path, "", f.px_per_um, f.scale, f.stained_um2, f.too_small, f.washed_out, f.noise))
         pixels.append(f.pixels.numpy())
     probs, dist = np.zeros((0, len(spec.classes)), np.float32), None
     if pixels:
@@ -149,11 +150,11 @@ def _route_cluster_messages() -> None:
 def _outcomes(predictor, result: dict) -> list[Outcome]:
     out, probs = [], iter(result["probs"])
     dist = iter(result["distance"]) if result.get("distance") is not None else None
-    for path, err, px, scale, stained, too_small, washed in result["rows"]:
+    for path, err, px, scale, stained, too_small, washed, noise in result["rows"]:
         if err:
             out.append(Outcome(path, None, err))
             continue
-        f = _Framed(float(px), str(scale), float(stained), bool(too_small), bool(washed))
+        f = _Framed(float(px), str(scale), float(stained), bool(too_small), bool(washed), float(noise))
         p = torch.from_numpy(np.array(next(probs), np.float32))
         out.append(Outcome(path, predictor.to_prediction(p, path, f, float(next(dist)) if dist is not None else None)))
     return out
