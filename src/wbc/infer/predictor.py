@@ -71,8 +71,8 @@ MIN_PX_PER_UM = 3.0  # under this the answers the flags let through fall below 9
 def review_reasons(probability: float, spec, framed: Framed | None, distance: float | None = None, px_per_um: float | None = None) -> list[str]:
     """Why a technologist should look at this cell: unlike every known type, the model unsure of it, the view
     around it sized without red cells to measure (a cell seen at the wrong size is classified on the wrong evidence),
-    or the image too coarse to show a nucleus's lobes and a granule (`px_per_um`: a smear field's scale, for a cell
-    cut from it)."""
+    the image too coarse to show a nucleus's lobes and a granule (`px_per_um`: a smear field's scale, for a cell cut
+    from it), or too grainy (a camera at high gain)."""
     reasons = []
     if beyond(distance, spec.far_distance):
         reasons.append(f"far from every known cell type (distance {distance:.2f} > {spec.far_distance:.2f})")
