@@ -92,3 +92,8 @@ def test_demo_evaluation_on_test_simple(tmp_path):
     assert m["per_source_cell"] is not None  # the shipped manifest knows the TEST_SIMPLE groups
     assert (tmp_path / "TEST_SIMPLE" / "misclassified.png").is_file() or m["accuracy"] == 1.0
     assert "TEST_SIMPLE" in p.stderr
+    rv = m["review"]  # each reason said with the answers it flagged, in the terminal and the report
+    assert rv["reasons"] and sum(rv["reasons"].values()) >= rv["flagged"]
+    said = " ".join(p.stderr.split())
+    report = (tmp_path / "TEST_SIMPLE" / "report.md").read_text()
+    assert all(f"{k} {n:,}" in said and f"{k} {n:,}" in report for k, n in rv["reasons"].items()), said

@@ -16,6 +16,8 @@ from wbc.errors import WbcError
 
 
 def _print_eval(r: dict) -> None:
+    from wbc.evaluation.evaluate import why_flagged
+
     n_model, n_set = len(r["confusion_matrix"]["columns"]), len(r["classes_in_set"])
     restricted = f" ({r['accuracy_in_set_classes']:.4f} restricted to its {n_set} classes)" if n_set < n_model else ""
     t = Table(title=f"{r['split']}: {r['images']} images, accuracy {r['accuracy']:.4f} over the model's {n_model} classes{restricted}, "
@@ -31,8 +33,7 @@ def _print_eval(r: dict) -> None:
                       f"[95% CI {ps['ci95'][0]:.3f}-{ps['ci95'][1]:.3f}], majority vote {ps['majority_vote_accuracy']:.4f}")
     rv = r["review"]
     rest = f"; the {rv['unflagged_share']:.1%} left unflagged are {rv['accuracy_unflagged']:.1%} right" if rv["accuracy_unflagged"] is not None else ""
-    why = " or far from the known types" if rv["near_distance"] else ""
-    console.print(f"ECE {r['ece']:.4f}; {rv['flagged']} images ({rv['flagged_share']:.1%}) flagged for review (top probability < {rv['threshold']:.3f}{why}){rest}; "
+    console.print(f"ECE {r['ece']:.4f}; {rv['flagged']} images ({rv['flagged_share']:.1%}) flagged for review ({why_flagged(rv)}){rest}; "
                   f"UNIDENTIFIED {rv['unidentified']}; AURC {rv['risk_coverage']['aurc']:.4f}; "
                   f"no white cell found in {r['no_white_cell']}; scale {r['scale']['px_per_um_median']:.2f} px/um "
                   f"(measured on {r['scale']['measured']}, the run's on {r['scale'].get('run', 0) + r['scale'].get('corrected', 0)}, "

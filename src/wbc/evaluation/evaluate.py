@@ -158,7 +158,7 @@ def review_figures(predictor: Predictor, preds: list, y: np.ndarray, classes) ->
     """The flag as the user sees it: every reason, UNIDENTIFIED, and the accuracy of what is left unflagged."""
     right = np.array([p.label == classes[k] for p, k in zip(preds, y)])
     unflagged = np.array([not p.review and p.label not in (UNIDENTIFIED, NO_WHITE_CELL) for p in preds])
-    reasons = Counter(r.split(" (")[0] for p in preds if p.review_reason for r in p.review_reason.split("; "))
+    reasons = Counter(r.split(" (")[0].split(":")[0] for p in preds if p.review_reason for r in p.review_reason.split("; "))
     score = np.array([strangeness(p.probability, p.distance, predictor.spec) for p in preds])
     spec = predictor.spec
     return {"threshold": spec.review_threshold, "near_distance": spec.near_distance or None, "far_distance": spec.far_distance or None,
@@ -244,6 +244,12 @@ def risk_plot(out: Path, result: dict) -> str:
     return "risk_coverage.png"
 
 
+def why_flagged(review: dict) -> str:
+    """Each review reason with the number of answers it flagged, most first ("none" when none is flagged)."""
+    reasons = sorted(review.get("reasons", {}).items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{k} {n:,}" for k, n in reasons) or "none"
+
+
 def report_markdown(r: dict) -> str:
     lines = [f"# Evaluation: {r['split']}", "", f"- model: `{r['model']}`", f"- data: `{r['data']}` split {r['split']}, "
              f"{r['images']} images ({r['skipped_bad_files']} bad files skipped)",
@@ -252,7 +258,7 @@ def report_markdown(r: dict) -> str:
              f"{r['balanced_accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f}, ECE {r['ece']:.4f}",
              f"- review flag (top probability < {r['review']['threshold']:.3f}"
              + (f", or distance to the known types > {r['review']['near_distance']:.2f}" if r['review']['near_distance'] else "")
-             + f"): {r['review']['flagged']} images ({r['review']['flagged_share']:.1%}); the {r['review']['unflagged_share']:.1%} "
+             + f"; why: {why_flagged(r['review'])}): {r['review']['flagged']} images ({r['review']['flagged_share']:.1%}); the {r['review']['unflagged_share']:.1%} "
              f"left unflagged {_pct(r['review']['accuracy_unflagged'])} right; UNIDENTIFIED {r['review']['unidentified']}; "
              f"AURC {_num(r['review']['risk_coverage']['aurc'])}",
              f"- no white cell found: {r['no_white_cell']} images", *_abnormal_lines(r), *_lab_lines(r), "",
