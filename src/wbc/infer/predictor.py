@@ -86,9 +86,8 @@ def review_reasons(probability: float, spec, framed: Framed | None, distance: fl
     px = framed.px_per_um if framed is not None and framed.scale != "assumed" else px_per_um
     if px is not None and px < MIN_PX_PER_UM:
         reasons.append(f"low resolution ({px:.1f} px/um < {MIN_PX_PER_UM:.0f}: too coarse for nuclear and granule detail)")
-    noise = getattr(framed, "noise", 0.0) if framed is not None else 0.0
-    if noise >= MAX_NOISE:
-        reasons.append(f"noisy image (noise {noise:.1f} grey levels >= {MAX_NOISE:.1f}: grain hides chromatin and granules)")
+    if framed is not None and framed.noise >= MAX_NOISE:
+        reasons.append(f"noisy image (noise {framed.noise:.1f} grey levels >= {MAX_NOISE:.1f}: grain hides chromatin and granules)")
     return reasons
 
 
@@ -277,7 +276,7 @@ OVEREXPOSED = "overexposed: the background is clipped white and the stain washed
 def washed_out_speck(framed: Framed | None) -> bool:
     """An overexposed smear (`wbc.image.stain.washed_out`) answered "no white cell": said and flagged, not silent
     (Kaggle TEST_SIMPLE at 1.6x exposure: 12 of 71 cells were dropped so). A blank white image is no smear."""
-    return bool(framed is not None and getattr(framed, "washed_out", False))
+    return framed is not None and framed.washed_out
 
 
 def no_white_cell(framed: Framed, label: str) -> str | None:
