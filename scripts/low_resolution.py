@@ -36,9 +36,16 @@ def val_cells(manifest: Path, root: Path, n: int) -> list[tuple[Path, str]]:
 
 
 def measured(answers, truth) -> dict:
+    out = with_and_without(answers, truth, "low resolution")
+    return {"accuracy": out.pop("accuracy"), "px_per_um_measured": round(float(np.median([a.px_per_um for a in answers])), 2), **out}
+
+
+def with_and_without(answers, truth, reason: str) -> dict:
+    """Accuracy, and the unflagged share and how many of those are right, without the review reason starting `reason`
+    and with it (as shipped)."""
     right = np.array([a.label == t for a, t in zip(answers, truth)])
-    own = [[r for r in (a.review_reason or "").split("; ") if r and not r.startswith("low resolution")] for a in answers]
-    out = {"accuracy": round(float(right.mean()), 3), "px_per_um_measured": round(float(np.median([a.px_per_um for a in answers])), 2)}
+    own = [[r for r in (a.review_reason or "").split("; ") if r and not r.startswith(reason)] for a in answers]
+    out = {"accuracy": round(float(right.mean()), 3)}
     for name, unflagged in (("without_rule", np.array([not o for o in own])), ("with_rule", np.array([not a.review for a in answers]))):
         out[name] = {"unflagged": round(float(unflagged.mean()), 3), "unflagged_right": round(float(right[unflagged].mean()), 3) if unflagged.any() else None}
     return out

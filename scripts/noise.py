@@ -18,7 +18,7 @@ import random
 from pathlib import Path
 
 import numpy as np
-from low_resolution import ASSETS, val_cells
+from low_resolution import ASSETS, val_cells, with_and_without
 
 import wbc
 from wbc._util.io import atomic_write_text
@@ -29,15 +29,6 @@ from wbc.image.stain import noise_sigma
 SIGMAS = (0, 2, 3, 4, 6, 8)
 TRAIN = {"kaggle": "blood-cells/dataset2-master/images/TRAIN/*/*.jpeg", "pbc": "pbc/train/*/*.jpg", "munich": "munich-aml/train/*/*",
          "bccd": "bccd/JPEGImages/*.jpg"}
-
-
-def measured(answers, truth) -> dict:
-    right = np.array([a.label == t for a, t in zip(answers, truth)])
-    own = [[r for r in (a.review_reason or "").split("; ") if r and not r.startswith("noisy image")] for a in answers]
-    out = {"accuracy": round(float(right.mean()), 3)}
-    for name, unflagged in (("without_rule", np.array([not o for o in own])), ("with_rule", np.array([not a.review for a in answers]))):
-        out[name] = {"unflagged": round(float(unflagged.mean()), 3), "unflagged_right": round(float(right[unflagged].mean()), 3) if unflagged.any() else None}
-    return out
 
 
 def main() -> None:
@@ -61,7 +52,7 @@ def main() -> None:
         for sigma in SIGMAS:
             rng = np.random.default_rng(0)
             noisy = [np.clip(im.astype(np.float32) + rng.normal(0, sigma, im.shape), 0, 255).astype(np.uint8) for im in images]
-            row = table.setdefault(name, {})[str(sigma)] = measured(model.predict(noisy), truth)
+            row = table.setdefault(name, {})[str(sigma)] = with_and_without(model.predict(noisy), truth, "noisy image")
             print(f"{name:7s} sigma {sigma}: {row}", flush=True)
     atomic_write_text(a.out, json.dumps(table, indent=2))
     print(f"written to {a.out}")
