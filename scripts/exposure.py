@@ -6,7 +6,8 @@ Validation cells (240 Kaggle, 240 PBC, 120 Munich; the shipped split manifests, 
 1.8 go through `predict` as a user's images do. Per gain: accuracy, real cells answered "no white cell" (and how many
 of those in silence, without a review flag), the share left unflagged and how many of those are right (a dropped cell
 counts as unflagged and wrong). "before": the stain read as it was before 2026-12-05 (no darkened second reading of
-an overexposed smear, its drops not flagged); "now": as shipped.
+an overexposed smear, its drops not flagged, its answers not flagged); "now": as shipped (since session 17 every
+answer on a smear whose background is clipped white carries the `overexposed` reason too).
 """
 
 from __future__ import annotations

@@ -34,15 +34,17 @@ def main() -> None:
     predictor, detector = fastest(load_model(a.model)), default_detector(a.detector)
     rows = {}
     print(f"{'shift':16} {'mAP50':>6} {'WBC AP':>6} {'RBC AP':>6} {'RBC MAE':>7} {'WBC prec':>8} {'WBC rec':>7} "
-          f"{'phantom fields':>14} {'unflagged':>9} {'WBC class':>9}")
+          f"{'phantom fields':>14} {'unflagged':>9} {'WBC class':>9} {'unflagged WBCs':>14} {'right':>6} {'warned':>6}")
     for how in a.shifts.split(","):
         r = evaluate_count(predictor, root, a.split, labels if labels.is_file() else None, detector=detector, shift=how)
         d, ph = r["detection"], r["phantom_wbc"]
-        acc = r.get("wbc_class", {}).get("all_single_label", {}).get("accuracy")
+        cls = r.get("wbc_class", {}).get("all_single_label", {})
+        acc, free, free_acc = cls.get("accuracy"), cls.get("unflagged"), cls.get("unflagged_accuracy")
         rows[how] = r
         print(f"{how:16} {r['map50']:6.3f} {d['WBC']['ap50']:6.3f} {d['RBC']['ap50']:6.3f} {d['RBC']['count_mae']:7.2f} "
               f"{d['WBC']['precision']:8.3f} {d['WBC']['recall']:7.3f} {ph['fields']:>14} {ph['unflagged']:>9} "
-              f"{acc if acc is None else f'{acc:.3f}':>9}", flush=True)
+              f"{'-' if acc is None else f'{acc:.3f}':>9} {'-' if free is None else f'{free:.3f}':>14} "
+              f"{'-' if free_acc is None else f'{free_acc:.3f}':>6} {r['warned_fields']:>6}", flush=True)
     out = a.out or Path("reports/shifted_fields") / f"{a.split}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps({"detector": rows[next(iter(rows))]["detector"], "split": a.split, "shifts": rows}, indent=2, default=str))

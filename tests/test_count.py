@@ -127,7 +127,7 @@ def test_scale_is_measured_in_each_field(predictor, tmp_path):
     blank = tmp_path / "blank.png"
     Image.new("RGB", (640, 480), (235, 230, 240)).save(blank)
     fc = count_field(predictor, blank)
-    assert (fc.scale, fc.px_per_um) == ("assumed", 14.0)
+    assert (fc.scale, fc.px_per_um) == ("assumed", 14.0) and fc.warnings[0].startswith("scale not measured")
     assert count_field(predictor, path, px_per_um=14.0).scale == "given"
 
 
@@ -179,8 +179,8 @@ def test_count_api(wbc_cache):
 
 
 def test_shifted_fields_never_report_an_unflagged_phantom_white_cell(predictor, tmp_path):
-    """Other labs' fields, made from BCCD val (a cyan background with dark red cells, a grey background, pale
-    stain, blur, another magnification): whatever the detector calls a white cell where there is none must
+    """Other labs' fields, made from BCCD val (a cyan background with dark red cells, a cyan cast, a grey background,
+    pale stain, blur, another magnification, an overexposed camera): whatever the detector calls a white cell where there is none must
     come flagged or UNIDENTIFIED, never as a plain cell type; and the real white cells are still found."""
     from wbc.count.detector import default_detector
     from wbc.count.evaluate import evaluate_count, phantoms
@@ -191,11 +191,13 @@ def test_shifted_fields_never_report_an_unflagged_phantom_white_cell(predictor, 
         (root / sub).symlink_to(BCCD / sub)
     (root / "ImageSets" / "Main" / "val.txt").write_text("\n".join(read_ids(BCCD, "val")[::9]) + "\n")
     detector = default_detector(None)
-    for how in ("cyan_dark_red", "grey_background", "greyscale", "pale_stain", "blur", "zoom_0.6"):
+    for how in ("cyan_dark_red", "cyan", "grey_background", "greyscale", "pale_stain", "blur", "zoom_0.6", "exposure_1.6"):
         r = evaluate_count(predictor, root, "val", detector=detector, shift=how)
         assert r["phantom_wbc"]["unflagged"] == 0, (how, r["phantom_wbc"])
-        # the cyan background whose red cells turn blue-grey still hides a third of the white cells (docs/results.md)
-        assert r["detection"]["WBC"]["recall"] >= (0.5 if how == "cyan_dark_red" else 0.8), (how, r["detection"]["WBC"])
+        # the cyan background whose red cells turn blue-grey still hides a third of the white cells (docs/results.md);
+        # an overexposed field loses some too, and each says so
+        assert r["detection"]["WBC"]["recall"] >= {"cyan_dark_red": 0.5, "exposure_1.6": 0.6}.get(how, 0.8), (how, r["detection"]["WBC"])
+        assert how != "exposure_1.6" or r["warned_fields"] == r["images"]
     assert phantoms([{"box": [0, 0, 10, 10]}], []) and not phantoms([{"box": [0, 0, 10, 10]}], [Box("WBC", 0, 0, 20, 20)])
 
 
@@ -259,3 +261,78 @@ def test_a_camera_at_3_to_4_times_bccds_magnification_is_measured(predictor, tmp
             fc = count_field(predictor, big, detector=detector)
             assert fc.scale == "measured" and abs(fc.px_per_um / (k * base.px_per_um) - 1) < 0.15, (i, k, fc.px_per_um, base.px_per_um)
             assert fc.counts["WBC"] == base.counts["WBC"] and abs(fc.counts["RBC"] - base.counts["RBC"]) <= max(3, 0.2 * base.counts["RBC"])
+
+
+@pytest.mark.parametrize("how, said", [("exposure_1.4", "overexposed"), ("zoom_0.2", "low resolution|scale not measured"),
+                                       ("noise_16", "noisy image"), ("greyscale", "greyscale")])
+def test_a_field_that_loses_cells_says_so_and_flags_every_white_cell(predictor, how, said):
+    """An overexposed camera, a coarse one (2.8 px/um) and a grainy one: BCCD val fields at 1.6-1.8x exposure and at
+    2.8 px/um lost white cells in silence (WBC recall 0.94, 0.89, 0.91), and the cells found were less often right.
+    Now the field says it may miss cells and every white cell of it is flagged with the reason; the field as it is
+    says nothing."""
+    from wbc.count.detector import default_detector
+    from wbc.data.shifts import shifted_field
+    from wbc.image.decode import decode
+
+    detector = default_detector(None)  # the learned one, as `wbc count` runs
+    found = 0
+    for i in read_ids(BCCD, "val")[:4]:  # a field whose white cell is lost says so all the same
+        path, _ = field(i)
+        plain = count_field(predictor, path, detector=detector)
+        assert plain.warnings == [] and plain.to_dict()["warnings"] == []
+        fc = count_field(predictor, shifted_field(decode(path), how)[0], detector=detector)
+        assert any(w.startswith(tuple(said.split("|"))) for w in fc.warnings), fc.warnings
+        assert all(w["review"] and any(s in w["review_reason"] for s in said.split("|")) for w in fc.wbc), fc.wbc
+        found += len(fc.wbc)
+    assert found
+
+
+def test_cli_count_says_which_field_is_overexposed_and_gives_each_cells_reason(tmp_path):
+    from wbc.data.shifts import shifted_field
+    from wbc.image.decode import decode
+
+    path, _ = field(read_ids(BCCD, "val")[0])
+    bright = tmp_path / "bright.png"
+    Image.fromarray(shifted_field(decode(path), "exposure_1.4")[0]).save(bright)
+    p = run_cli("count", str(path), str(bright), "--format", "csv")
+    rows = p.stdout.splitlines()
+    assert rows[0].endswith(",review,review_reason")
+    white = [r for r in rows[1:] if ",WBC," in r]
+    mine = [r for r in white if r.startswith(str(bright))]
+    assert mine and all("overexposed" in r for r in mine) and not any("overexposed" in r for r in white if r not in mine)
+    assert "warning: bright.png: overexposed" in " ".join(p.stderr.split()) and "warning: " + path.name not in p.stderr
+
+
+def test_a_platelet_on_a_red_cell_called_a_white_cell_is_flagged_for_its_speck(predictor):
+    """Under a cyan cast the detector took a red cell carrying platelets for a white cell and the classifier called it
+    NEUTROPHIL at 0.945, unflagged. Its box holds no nucleus-sized stain (0.3 um2; every real white cell of BCCD val
+    >= 27): flagged with that reason, not dropped; the field's real white cell keeps its own answer."""
+    from wbc.count.detector import default_detector
+    from wbc.count.evaluate import phantoms
+    from wbc.data.shifts import shifted_field
+    from wbc.image.decode import decode
+
+    path, truth = field("BloodImage_00072")
+    fc = count_field(predictor, shifted_field(decode(path), "cyan")[0], detector=default_detector(None))
+    ghosts = phantoms(fc.wbc, [b for b in truth if b.kind == "WBC"])
+    assert ghosts and all(w["review"] and "no nucleus-sized stain" in w["review_reason"] for w in ghosts), ghosts
+    real = [w for w in fc.wbc if w not in ghosts]
+    assert real and not any("no nucleus-sized stain" in (w["review_reason"] or "") for w in real)
+
+
+def test_a_field_of_more_white_than_red_cells_is_not_believed(predictor):
+    """The cyan background whose red cells turn blue-grey: the detector calls a dozen red cells white and finds few red
+    ones. The field says so and every white cell of it is flagged; a BCCD field as it is (1-2 white cells among ten red)
+    is not touched."""
+    from wbc.count.count import crowded
+    from wbc.count.detector import default_detector
+    from wbc.data.shifts import shifted_field
+    from wbc.image.decode import decode
+
+    assert crowded(2, 0) == [] and crowded(12, 15) == [] and len(crowded(12, 3)) == 2
+    path, _ = field("BloodImage_00143")
+    detector = default_detector(None)
+    fc = count_field(predictor, shifted_field(decode(path), "cyan_dark_red")[0], detector=detector)
+    assert fc.counts["WBC"] >= 5 and any("white cells and" in w for w in fc.warnings), (fc.counts, fc.warnings)
+    assert all(w["review"] for w in fc.wbc)
+    assert not any("white cells and" in w for w in count_field(predictor, path, detector=detector).warnings)

@@ -4,6 +4,7 @@ import concurrent.futures as cf
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from conftest import CLASSES, DATA, KAGGLE, kaggle_images, start_server
 from PIL import Image
@@ -106,6 +107,11 @@ def test_web_page_in_chromium(server, tmp_path):
             expect(page.get_by_test_id("smear-scale")).to_contain_text("px/um (measured)")
             expect(page.get_by_test_id("smear-totals")).to_contain_text("1 field(s)")
             assert page.locator("#smear-results img").first.get_attribute("src").startswith("data:image/png;base64,")
+            expect(page.get_by_test_id("smear-warning")).to_have_count(0)
+            bright = tmp_path / "bright.png"  # an overexposed camera: the field says it may miss cells
+            Image.fromarray(np.clip(np.asarray(Image.open(smear), np.float32) * 1.6, 0, 255).astype(np.uint8)).save(bright)
+            page.get_by_test_id("smear-input").set_input_files([str(bright)])
+            expect(page.get_by_test_id("smear-warning")).to_contain_text("overexposed", timeout=120_000)
         with page.expect_download() as dl:
             page.get_by_test_id("download").click()
         lines = Path(dl.value.path()).read_text().splitlines()

@@ -63,13 +63,21 @@ def _print_csv(fields: list) -> None:
     import csv
 
     w = csv.writer(sys.stdout)
-    w.writerow(["image", "type", "x0", "y0", "x1", "y1", "class", "probability", "review"])
+    w.writerow(["image", "type", "x0", "y0", "x1", "y1", "class", "probability", "review", "review_reason"])
     for fc in fields:
         for c in fc.boxes:
             if c.kind != "WBC":
-                w.writerow([fc.source, c.kind, f"{c.x0:.0f}", f"{c.y0:.0f}", f"{c.x1:.0f}", f"{c.y1:.0f}", "", "", ""])
+                w.writerow([fc.source, c.kind, f"{c.x0:.0f}", f"{c.y0:.0f}", f"{c.x1:.0f}", f"{c.y1:.0f}", "", "", "", ""])
         for wd in fc.wbc:
-            w.writerow([fc.source, "WBC", *[f"{v:.0f}" for v in wd["box"]], wd["class"], f"{wd['probability']:.4f}", int(wd["review"])])
+            w.writerow([fc.source, "WBC", *[f"{v:.0f}" for v in wd["box"]], wd["class"], f"{wd['probability']:.4f}", int(wd["review"]),
+                        wd.get("review_reason") or ""])
+
+
+def _print_field_warnings(fields: list) -> None:
+    """A field the count cannot be trusted on as a whole (overexposed, coarse, noisy): said once per field."""
+    for fc in fields:
+        for line in fc.warnings:
+            console.print(f"[bold yellow]warning:[/bold yellow] {Path(fc.source).name}: {line}", highlight=False, soft_wrap=True)
 
 
 def _fields_table(fields: list, totals: dict) -> Table:
@@ -119,8 +127,10 @@ def count(images: list[str] = typer.Argument(..., help="smear field images, fold
                           "failed": [{"image": p, "error": e} for p, e in failures]}, indent=2))
     elif format == "csv":
         _print_csv(fields)
+        _print_field_warnings(fields)  # on stderr: the CSV stays one row a cell
     else:
         console.print(_fields_table(fields, summary["totals"]))
+        _print_field_warnings(fields)
         console.print(_diff_table(f"WBC differential ({len(labels)} WBC)", summary["differential"]))
         for line in summary["alerts"]:
             console.print(f"[bold red]{line}[/bold red]", highlight=False)

@@ -23,7 +23,16 @@ from wbc.errors import ImageTooLarge, WbcError
 from wbc.image.decode import decode_shrunk
 from wbc.image.framing import cell_view, source_image
 from wbc.image.scale import estimate_scale
-from wbc.image.stain import cell_centre, stain_readable
+from wbc.image.stain import (
+    MIN_NUCLEUS_UM2,
+    cell_centre,
+    is_greyscale,
+    largest_stained_um2,
+    noise_sigma,
+    stain_readable,
+    washed_out,
+)
+from wbc.infer.predictor import GREYSCALE, MAX_NOISE, MIN_PX_PER_UM, image_reasons
 
 MEASURE_WINDOW = (640, 480)  # at the detector's scale: where a large field's red cells are measured
 STRONG_WINDOW = 7  # red cells in the window that settle a field's scale (as wbc.image.framing.STRONG_RBCS for an image)
@@ -40,6 +49,7 @@ class FieldCount:
     wbc: list[dict] = field(default_factory=list)  # per WBC: box, class, probability, probabilities, review
     px_per_um: float = BCCD_PX_PER_UM  # the field's scale, and how it was known: given | measured | assumed
     scale: str = "given"
+    warnings: list[str] = field(default_factory=list)  # the field as a whole: cells may be missed, every WBC flagged (field_warnings)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -47,7 +57,7 @@ class FieldCount:
 
     def to_dict(self) -> dict:
         return {"image": self.source, "width": self.size[0], "height": self.size[1], "px_per_um": round(self.px_per_um, 2),
-                "scale": self.scale, "counts": self.counts, "wbc": self.wbc,
+                "scale": self.scale, "warnings": self.warnings, "counts": self.counts, "wbc": self.wbc,
                 "cells": [{"type": b.kind, "box": _rounded(b), "score": round(float(b.score), 3)}
                           for b in self.boxes]}
 
@@ -120,10 +130,14 @@ def count_field(predictor, source, px_per_um: float | None = None, cfg: DetectCo
         raise ImageTooLarge(f"{name} is {w}x{h} pixels: the classic detector takes one microscope field (up to {detector.max_pixels / 1e6:.0f} Mpx); "
                             f"use the learned detector (the default), which tiles any size")
     f = work.shape[1] / w  # the exact factor of the rounded size
+    warnings, flags = field_warnings(work, px_per_um, how)
     candidates = detector.boxes(work)
     keep = detector.counted(candidates)
     wbcs = [b for b in keep if b.kind == "WBC"]
-    result = FieldCount(name, (w, h), [_scaled(b, f) for b in keep], [_scaled(b, f) for b in candidates], px_per_um=px_per_um, scale=how)
+    crowd = crowded(len(wbcs), sum(b.kind == "RBC" for b in keep))
+    warnings, flags = warnings + crowd[:1], flags + crowd[1:]
+    result = FieldCount(name, (w, h), [_scaled(b, f) for b in keep], [_scaled(b, f) for b in candidates], px_per_um=px_per_um, scale=how,
+                        warnings=warnings)
     spec = predictor.spec
     owned = work.flags.writeable and not (isinstance(source, np.ndarray) and np.shares_memory(work, source))
     cells = source_image(work, spec, in_place=owned) if wbcs else work  # the detector is done with it: no second 300 MB copy of a slide
@@ -134,11 +148,70 @@ def count_field(predictor, source, px_per_um: float | None = None, cfg: DetectCo
         probs, dist = predictor.scores(x)
         for k, (b, p) in enumerate(zip(chunk, probs)):
             d = predictor.to_prediction(p, name, distance=None if dist is None else dist[k], px_per_um=px_per_um).to_dict()
+            own = flags + ([] if GREYSCALE in flags else speck_reasons(readable, b, work_scale))
+            if own:
+                d["review"], d["review_reason"] = True, "; ".join(filter(None, [d["review_reason"], *own]))
             for k in ("source", "white_cell", "note", "scale"):
                 d.pop(k)
             d["px_per_um"] = px_per_um
             result.wbc.append({"box": _rounded(_scaled(b, f)), **d})
     return result
+
+
+def field_warnings(work: np.ndarray, px_per_um: float, how: str = "measured") -> tuple[list[str], list[str]]:
+    """(what to say of the field as a whole, the reasons every WBC found in it is flagged for), read on the field at
+    the detector's scale (about the classifier's): an overexposed, coarse or greyscale field loses white cells, not
+    only their class (BCCD val fields at 1.8x exposure: WBC recall 0.89; at 2.8 px/um: 0.91; in grey 0.90, and the
+    WBCs found 73% right), and grain hides what tells them apart; a field whose scale had to be assumed (`how`) may
+    be seen at the wrong size (scripts/shifted_fields.py). The noise is read where the classifier's views are cut: at the learned
+    detector's 7 px/um, about the classifier's 8 (an image enlarged to the classic detector's 14 reads smoother)."""
+    clipped, noise, grey = washed_out(work), noise_sigma(work), is_greyscale(work)
+    flags = image_reasons(noise, clipped, grey)
+    said = []
+    if how == "assumed":
+        flags.insert(0, f"scale not measured (no usable red cells): {BCCD_PX_PER_UM:.0f} px/um assumed")
+        said.append(f"scale not measured (too few red cells found): BCCD's {BCCD_PX_PER_UM:.0f} px/um assumed, so cells may be "
+                    f"missed or sized wrong and those found are flagged; give the scale (--px-per-um)")
+    if clipped:
+        said.append("overexposed: the background is clipped white and the stain washed out, so white cells may be missed "
+                    "and those found are flagged; set the camera so the background is not clipped")
+    if px_per_um < MIN_PX_PER_UM:
+        said.append(f"low resolution ({px_per_um:.1f} px/um < {MIN_PX_PER_UM:.0f}): white cells may be missed and those found are "
+                    f"flagged; use a 40x-100x objective")
+    if grey:
+        said.append("greyscale: the stain's colours cannot be seen, so white cells may be missed and those found are flagged; "
+                    "save the camera's colour images")
+    if noise >= MAX_NOISE:
+        said.append(f"noisy image (noise {noise:.1f} grey levels): every white cell found is flagged")
+    return said, flags
+
+
+CROWDED_WBC = 5  # white cells in one field from which more white than red cells is not believed: BCCD fields hold 0-2 (and 0-3
+# under colour and scale shifts) among about ten red cells; under a cyan background whose red cells turn blue-grey the
+# detector called 13-23 cells white where it found 0-5 red, and the classifier let some through unflagged
+
+
+def crowded(wbcs: int, rbcs: int) -> list[str]:
+    """[what to say of the field, the reason each of its white cells is flagged] when it holds more white cells than red
+    ones, at least CROWDED_WBC (a leukaemic smear may, and it is looked at anyway); [] otherwise."""
+    if wbcs < CROWDED_WBC or wbcs <= rbcs:
+        return []
+    return [f"{wbcs} white cells and {rbcs} red cells in one field: red cells may be taken for white cells (another stain or "
+            f"colour), so every white cell is flagged; check the field",
+            f"field of more white than red cells ({wbcs} > {rbcs}): red cells may be taken for white cells"]
+
+
+def speck_reasons(readable: np.ndarray, b: Box, px_per_um: float) -> list[str]:
+    """A box called a white cell that holds no nucleus-sized stain: a platelet on a red cell, or debris (BCCD val fields,
+    the detector's boxes: every real white cell's largest stained region >= 27 um2 as they are and under six colour and
+    scale shifts; the phantom white cells the flags let through under a cyan cast and at 0.6x 0.0-0.3 um2; `predict`
+    answers such an image "no white cell"). Flagged, not dropped: a real cell is never lost in silence."""
+    x0, y0, x1, y1 = (max(0, int(round(v))) for v in (b.x0, b.y0, b.x1, b.y1))
+    crop = readable[y0:y1, x0:x1]
+    area = largest_stained_um2(np.ascontiguousarray(crop), px_per_um) if crop.size else 0.0
+    if area >= MIN_NUCLEUS_UM2:
+        return []
+    return [f"no nucleus-sized stain in its box ({area:.1f} um2 < {MIN_NUCLEUS_UM2:.0f}): a platelet or debris may have been taken for a white cell"]
 
 
 def nucleus_in(rgb: np.ndarray, b: Box) -> tuple[float, float]:

@@ -28,8 +28,12 @@ ANCHORS = {"YOLOv5x AP@0.5 (public BCCD result)": {"WBC": 0.977, "overall": 0.92
            "CST-YOLO AP@0.5 (public BCCD result)": {"WBC": 0.984, "overall": 0.927}}
 
 
-def wbc_class_figures(wbc_pred: dict, ids: list[str], paths: dict, labels, test_simple, classes: list[str]) -> dict:
-    """Each field's largest WBC's class against labels.csv: all single-label fields, and the Kaggle TEST originals."""
+def wbc_class_figures(wbc_pred: dict, ids: list[str], paths: dict, labels, test_simple, classes: list[str],
+                      flagged: dict | None = None) -> dict:
+    """Each field's largest WBC's class against labels.csv: all single-label fields, and the Kaggle TEST originals;
+    with `flagged` (field -> that WBC flagged for review, or UNIDENTIFIED), the share left unflagged and how many of
+    those are right (a field whose WBC was not found counts as unflagged and wrong, a silent miss, unless the field
+    was said to lose cells: FieldCount.warnings)."""
     lab = read_labels(labels)
     held = held_out_ids(paths, test_simple)
     rows = [(i, lab[int(i.rsplit("_", 1)[-1])]) for i in ids if i.rsplit("_", 1)[-1].isdigit() and int(i.rsplit("_", 1)[-1]) in lab]
@@ -37,8 +41,12 @@ def wbc_class_figures(wbc_pred: dict, ids: list[str], paths: dict, labels, test_
 
     def acc(sel):
         sel = list(sel)
-        return {"images": len(sel), "accuracy": float(np.mean([wbc_pred[i] == c for i, c in sel])) if sel else None,
-                "no_wbc_found": sum(wbc_pred[i] is None for i, _ in sel)}
+        out = {"images": len(sel), "accuracy": float(np.mean([wbc_pred[i] == c for i, c in sel])) if sel else None,
+               "no_wbc_found": sum(wbc_pred[i] is None for i, _ in sel)}
+        if flagged is not None and sel:
+            free = [(i, c) for i, c in sel if not flagged.get(i, False)]
+            out |= {"unflagged": len(free) / len(sel), "unflagged_accuracy": float(np.mean([wbc_pred[i] == c for i, c in free])) if free else None}
+        return out
 
     return {"all_single_label": acc(rows), "held_out_originals": acc((i, c) for i, c in rows if i in held),
             "note": "Kaggle TRAIN holds augmented copies of most BCCD originals; held_out_originals are the Kaggle TEST ones"}
@@ -125,15 +133,18 @@ def evaluate_count(predictor, data: str | Path, split: str = "test", labels: str
     all_candidates, all_truth = [], []
     tp_counted, n_counted, count_err = defaultdict(int), defaultdict(int), defaultdict(list)
     wbc_pred: dict[str, str | None] = {}
+    wbc_flagged: dict[str, bool] = {}
     task = progress.add_task(f"counting BCCD {split}", total=len(ids)) if progress else None
     seconds = 0.0
     phantom = {"fields": 0, "cells": 0, "unflagged": 0}
+    warned = 0  # fields said to be overexposed, coarse or noisy as a whole
     for i in ids:
         source, truth, f = field_and_truth(paths[i], root / "Annotations" / f"{i}.xml", shift)
         t = time.perf_counter()
         fc = count_field(predictor, source, px_per_um * f if px_per_um else None, detector=detector)
         seconds += time.perf_counter() - t
         add_phantoms(phantom, phantoms(fc.wbc, [b for b in truth if b.kind == "WBC"]))
+        warned += bool(fc.warnings)
         all_candidates.append([b for b in fc.candidates if b.kind in TYPES])
         all_truth.append([b for b in truth if b.kind in TYPES])
         for k in TYPES:
@@ -145,6 +156,7 @@ def evaluate_count(predictor, data: str | Path, split: str = "test", labels: str
             count_err[k].append(len(kept) - len(tr))
         biggest = max(fc.wbc, key=lambda w: (w["box"][2] - w["box"][0]) * (w["box"][3] - w["box"][1]), default=None)
         wbc_pred[i] = biggest["class"] if biggest else None
+        wbc_flagged[i] = bool(fc.warnings) or bool(biggest and (biggest["review"] or biggest["class"] == UNIDENTIFIED))
         if progress:
             progress.advance(task)
     ap = coco_ap(all_candidates, all_truth, list(TYPES))
@@ -157,8 +169,8 @@ def evaluate_count(predictor, data: str | Path, split: str = "test", labels: str
                   "count_mae": float(np.mean(np.abs(count_err[k]))), "count_bias": float(np.mean(count_err[k]))}
     name = detector.name if detector.engine is None else f"learned ({detector.path.name}, {detector.engine})"
     result = {"split": split, "shift": shift, "images": len(ids), "detector": name, "px_per_um": px_per_um or "measured per field",
-              "phantom_wbc": phantom, "seconds_per_image": seconds / len(ids), "detection": det,
+              "phantom_wbc": phantom, "warned_fields": warned, "seconds_per_image": seconds / len(ids), "detection": det,
               "map50": ap["map50"], "map50_95": ap["map50_95"], "anchors": ANCHORS}
     if labels:
-        result["wbc_class"] = wbc_class_figures(wbc_pred, ids, paths, labels, test_simple, predictor.classes)
+        result["wbc_class"] = wbc_class_figures(wbc_pred, ids, paths, labels, test_simple, predictor.classes, wbc_flagged)
     return result

@@ -39,7 +39,7 @@ SHIFTS = ("none", "yellow", "cyan", "grey_background", "greyscale", "red_purple_
 def shifted_field(rgb: np.ndarray, how: str) -> tuple[np.ndarray, float]:
     """A whole smear field as another lab's microscope might show it, and the factor its size changed by
     (`how`: one of FIELD_SHIFTS; the cell shifts above, plus a cyan background whose red cells turn dark
-    blue-grey, a pale stain, blur, and other magnifications)."""
+    blue-grey, a pale stain, blur, other magnifications, an overexposed camera and a noisy one)."""
     import cv2
 
     if how == "cyan_dark_red":  # red cells blue-grey and darker than the background: the lab whose red cells were called WBCs
@@ -52,6 +52,11 @@ def shifted_field(rgb: np.ndarray, how: str) -> tuple[np.ndarray, float]:
         return np.clip(hed2rgb(rgb2hed(rgb) * np.array([0.55, 0.7, 1.0])) * 255 + 0.5, 0, 255).astype(np.uint8), 1.0
     if how == "blur":
         return cv2.GaussianBlur(rgb, (0, 0), 2.0), 1.0
+    if how.startswith("exposure_"):  # an overexposed camera: every channel times the gain, clipped white
+        return np.clip(rgb.astype(np.float32) * float(how.split("_", 1)[1]), 0, 255).astype(np.uint8), 1.0
+    if how.startswith("noise_"):  # a camera at high gain: Gaussian noise of this sigma (grey levels), the same draw every run
+        noise = np.random.default_rng(0).normal(0, float(how.split("_", 1)[1]), rgb.shape)
+        return np.clip(rgb + noise, 0, 255).astype(np.uint8), 1.0
     if how.startswith("zoom_"):
         f = float(how.split("_", 1)[1])
         h, w = rgb.shape[:2]
@@ -59,4 +64,5 @@ def shifted_field(rgb: np.ndarray, how: str) -> tuple[np.ndarray, float]:
     return shifted(rgb, how), 1.0
 
 
-FIELD_SHIFTS = ("none", "yellow", "cyan", "cyan_dark_red", "grey_background", "greyscale", "pale_stain", "blur", "zoom_0.6", "zoom_1.5")
+FIELD_SHIFTS = ("none", "yellow", "cyan", "cyan_dark_red", "grey_background", "greyscale", "pale_stain", "blur", "zoom_0.6", "zoom_1.5",
+                "exposure_1.4", "noise_6")

@@ -31,11 +31,13 @@ import torch
 from wbc.image.decode import MIN_SIDE, decode
 from wbc.image.scale import estimate_scale, plausible
 from wbc.image.stain import (
+    GREY_CELLS,
     MIN_NUCLEUS_UM2,
     MIN_STAINED_UM2,
     NUCLEUS_EXTENT_UM,
     cell_centre,
     darkened,
+    is_greyscale,
     largest_stained_um2,
     neutral_background,
     noise_sigma,
@@ -74,6 +76,9 @@ class Framed:
     too_small: bool = False  # under MIN_SIDE pixels a side
     washed_out: bool = False  # an overexposed smear (background clipped white, cells tinted) with no nucleus-sized stain
     noise: float = 0.0  # grey levels (wbc.image.stain.noise_sigma)
+    overexposed: bool = False  # the background clipped white (wbc.image.stain.washed_out), whatever the cell shows
+    greyscale: bool = False  # no colour to speak of (wbc.image.stain.is_greyscale): the stain cannot be seen
+    grey_unsure: bool = False  # greyscale, no nucleus-dark blob, but cells (red or white) to be seen: a real cell may be missed
 
 
 @dataclass(frozen=True)
@@ -269,6 +274,8 @@ def frame(rgb: np.ndarray, spec, px_per_um: float | RunScale | None = None, cent
     if min(h, w) < MIN_SIDE:
         black = torch.zeros(3, *spec.input_size, dtype=torch.uint8)
         return Framed(black, w / ASSUMED_FIELD_UM, "assumed", 0.0, too_small=True)
+    clipped = washed_out(rgb)  # on the pixels as they came: balanced, a background bright in one channel reads white
+    grey = is_greyscale(rgb)
     rgb = source_image(rgb, spec)
     if not spec.field_um and not px_per_um:
         return Framed(legacy_view(rgb, spec.input_size, spec.crop, None, centre), w / ASSUMED_FIELD_UM, "assumed", largest_stained_um2(rgb, w / ASSUMED_FIELD_UM))
@@ -279,7 +286,8 @@ def frame(rgb: np.ndarray, spec, px_per_um: float | RunScale | None = None, cent
     else:
         pixels = legacy_view(rgb, spec.input_size, spec.crop, px_per_um, centre)
     lost = stained < MIN_NUCLEUS_UM2 and washed_out(read) and (stained >= MIN_STAINED_UM2 or tinted_share(read) >= 0.01)
-    return Framed(pixels, px, how, stained, washed_out=lost, noise=noise_sigma(rgb))
+    unsure = grey and stained < MIN_NUCLEUS_UM2 and largest_stained_um2(read, px, GREY_CELLS) >= MIN_NUCLEUS_UM2
+    return Framed(pixels, px, how, stained, washed_out=lost, noise=noise_sigma(rgb), overexposed=clipped, greyscale=grey, grey_unsure=unsure)
 
 
 def stain_reading(rgb: np.ndarray, px_per_um: float | None, run: float | None = None) -> tuple[np.ndarray, float, str, float]:

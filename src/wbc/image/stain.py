@@ -52,13 +52,17 @@ def is_greyscale(rgb: np.ndarray) -> bool:
     return float(np.abs(small[..., 0] - small[..., 1]).mean() + np.abs(small[..., 1] - small[..., 2]).mean()) < 4.0
 
 
-def largest_stained_um2(rgb: np.ndarray, px_per_um: float) -> float:
+GREY_NUCLEUS = 0.6  # of the background: darker than this, a greyscale blob is a nucleus (PBC, Munich)
+GREY_CELLS = 0.85  # darker than this, a red cell or a pale nucleus (Kaggle's, in grey, lies at 0.7-0.8 with the red cells)
+
+
+def largest_stained_um2(rgb: np.ndarray, px_per_um: float, dark: float = GREY_NUCLEUS) -> float:
     """Area (square micrometres) of the largest region stained at all (blue - red > 25). In a greyscale
     image, of the largest solid dark blob instead (a nucleus is the darkest thing in a smear; the thin
     strokes of text vanish under a 1 um opening), read after a 1 um box blur: a platelet is dark only in its
     granules, and unblurred the opening erased it (PBC train platelets and basophils in grey, 450: 56 read as
     nothing stained, so dropped as "no white cell"; blurred 8; stain-free red-cell windows of 100 BCCD train
-    fields in grey stay at 0 um2, scripts/grey_platelets.py)."""
+    fields in grey stay at 0 um2, scripts/grey_platelets.py). `dark`: that blob's level, a share of the background."""
     h, w = rgb.shape[:2]
     step = max(1, round(min(w, h) / 400))  # big fields: measure at about 400 px, plenty for areas
     small = rgb[::step, ::step]
@@ -66,7 +70,7 @@ def largest_stained_um2(rgb: np.ndarray, px_per_um: float) -> float:
         g = small[..., 1]
         background = float(np.percentile(g, 90))
         k = max(3, int(px_per_um / step) | 1)
-        mask = (cv2.blur(g, (k, k)) < 0.6 * background).astype(np.uint8)
+        mask = (cv2.blur(g, (k, k)) < dark * background).astype(np.uint8)
         mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
     else:
         mask = stain_mask(small, STAINED_THRESHOLD).astype(np.uint8)

@@ -68,11 +68,19 @@ MIN_PX_PER_UM = 3.0  # under this the answers the flags let through fall below 9
 # PBC 97.8% unflagged right at 3 px/um, 95.6% at 2.5; Kaggle 97.7% at 3, 93.6% at 2; scripts/low_resolution.py)
 
 
+CLIPPED = "overexposed (the background is clipped white): pale cytoplasm and granules may be washed out"
+# validation cells brightened 1.4x were answered 95.1% (Kaggle) and 94.7% (PBC) right where no other flag fired (scripts/exposure.py)
+
+
+GREYSCALE = "greyscale image: the stain's colours (a granule's orange or violet) cannot be seen"
+# validation cells made grey: Kaggle 51% right, the 4% no other flag caught 78% right (scripts/greyscale.py)
+
+
 def review_reasons(probability: float, spec, framed: Framed | None, distance: float | None = None, px_per_um: float | None = None) -> list[str]:
     """Why a technologist should look at this cell: unlike every known type, the model unsure of it, the view
     around it sized without red cells to measure (a cell seen at the wrong size is classified on the wrong evidence),
     the image too coarse to show a nucleus's lobes and a granule (`px_per_um`: a smear field's scale, for a cell cut
-    from it), or too grainy (a camera at high gain)."""
+    from it), too grainy (a camera at high gain), overexposed, or without colour."""
     reasons = []
     if beyond(distance, spec.far_distance):
         reasons.append(f"far from every known cell type (distance {distance:.2f} > {spec.far_distance:.2f})")
@@ -86,9 +94,14 @@ def review_reasons(probability: float, spec, framed: Framed | None, distance: fl
     px = framed.px_per_um if framed is not None and framed.scale != "assumed" else px_per_um
     if px is not None and px < MIN_PX_PER_UM:
         reasons.append(f"low resolution ({px:.1f} px/um < {MIN_PX_PER_UM:.0f}: too coarse for nuclear and granule detail)")
-    if framed is not None and framed.noise >= MAX_NOISE:
-        reasons.append(f"noisy image (noise {framed.noise:.1f} grey levels >= {MAX_NOISE:.1f}: grain hides chromatin and granules)")
-    return reasons
+    return reasons + (image_reasons(framed.noise, framed.overexposed, framed.greyscale) if framed is not None else [])
+
+
+def image_reasons(noise: float, overexposed: bool, greyscale: bool) -> list[str]:
+    """The image's own faults, whatever cell it shows: grain (a camera at high gain), a background clipped white, no
+    colour at all."""
+    return ([f"noisy image (noise {noise:.1f} grey levels >= {MAX_NOISE:.1f}: grain hides chromatin and granules)"] if noise >= MAX_NOISE else []) + \
+        ([CLIPPED] if overexposed else []) + ([GREYSCALE] if greyscale else [])
 
 
 ALERTS = {"BLAST": 0.05}  # cell types a differential exists to catch: named whenever this probable, whatever the top class
@@ -273,10 +286,20 @@ LAB_WINDOW = 200  # cells a service judges as one lab (`RecentCells`)
 OVEREXPOSED = "overexposed: the background is clipped white and the stain washed out, so a real cell may be missed here"
 
 
-def washed_out_speck(framed: Framed | None) -> bool:
-    """An overexposed smear (`wbc.image.stain.washed_out`) answered "no white cell": said and flagged, not silent
-    (Kaggle TEST_SIMPLE at 1.6x exposure: 12 of 71 cells were dropped so). A blank white image is no smear."""
-    return framed is not None and framed.washed_out
+GREY_SPECK = "greyscale image: without the stain's colours a white cell cannot be told from red cells, so a real cell may be missed here"
+
+
+def lost_reasons(framed: Framed | None) -> list[str]:
+    """Why a "no white cell" answer may have missed a real one: an overexposed smear (`wbc.image.stain.washed_out`;
+    Kaggle TEST_SIMPLE at 1.6x exposure: 12 of 71 cells were dropped so), or a greyscale image where something but no
+    nucleus reads as stained (a PBC platelet in grey is dark only in its granules), or cells but no nucleus-dark blob
+    (Kaggle's nuclei in grey are as pale as its red cells: 95% of TEST_SIMPLE made grey was dropped in silence). A blank
+    image or a printed page reads nothing at all: no cell, nothing to look at. Red cells alone in grey are flagged too:
+    without the colours they cannot be told from such a cell."""
+    if framed is not None and framed.washed_out:
+        return [OVEREXPOSED]
+    grey_speck = framed is not None and framed.greyscale and not framed.too_small and framed.stained_um2 >= MIN_STAINED_UM2
+    return [GREY_SPECK] if grey_speck or (framed is not None and framed.grey_unsure) else []
 
 
 def no_white_cell(framed: Framed, label: str) -> str | None:
@@ -374,7 +397,7 @@ class Predictor:
         note = no_white_cell(framed, label) if framed is not None else None
         distance = None if distance is None else round(float(distance), 3)
         probabilities = {c: float(v) for c, v in zip(self.classes, p)}
-        reasons = ([OVEREXPOSED] if washed_out_speck(framed) else []) if note else \
+        reasons = lost_reasons(framed) if note else \
             alert_reasons(probabilities, label) + review_reasons(float(p[k]), self.spec, framed, distance, px_per_um)
         if note:
             label = NO_WHITE_CELL

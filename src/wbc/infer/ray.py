@@ -21,7 +21,7 @@ import logging
 import os
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -39,14 +39,20 @@ _SESSIONS: dict = {}  # per worker process: model key -> ONNX Runtime session
 
 @dataclass
 class _Framed:
-    """What Predictor.to_prediction reads of a Framed, rebuilt from a task's row."""
+    """What Predictor.to_prediction reads of a Framed (all but its pixels), rebuilt from a task's row."""
 
     px_per_um: float
     scale: str
     stained_um2: float
-    too_small: bool
+    too_small: bool = False
     washed_out: bool = False
     noise: float = 0.0
+    overexposed: bool = False
+    greyscale: bool = False
+    grey_unsure: bool = False
+
+
+FRAMED_FIELDS = [f.name for f in fields(_Framed)]
 
 
 def _session(key: str, model_bytes: bytes):
@@ -69,9 +75,9 @@ def classify_chunk(model_bytes: bytes, key: str, spec_dict: dict, px_per_um: flo
     for path in paths:
         _, f, err = frame_file(path, spec, px_per_um)
         if f is None:
-            rows.append((path, err, 0.0, "", 0.0, False, False, 0.0))
+            rows.append((path, err, {}))
             continue
-        rows.append((path, "", f.px_per_um, f.scale, f.stained_um2, f.too_small, f.washed_out, f.noise))
+        rows.append((path, "", {k: getattr(f, k) for k in FRAMED_FIELDS}))
         pixels.append(f.pixels.numpy())
     probs, dist = np.zeros((0, len(spec.classes)), np.float32), None
     if pixels:
@@ -150,11 +156,11 @@ def _route_cluster_messages() -> None:
 def _outcomes(predictor, result: dict) -> list[Outcome]:
     out, probs = [], iter(result["probs"])
     dist = iter(result["distance"]) if result.get("distance") is not None else None
-    for path, err, px, scale, stained, too_small, washed, noise in result["rows"]:
+    for path, err, framed in result["rows"]:
         if err:
             out.append(Outcome(path, None, err))
             continue
-        f = _Framed(float(px), str(scale), float(stained), bool(too_small), bool(washed), float(noise))
+        f = _Framed(**framed)
         p = torch.from_numpy(np.array(next(probs), np.float32))
         out.append(Outcome(path, predictor.to_prediction(p, path, f, float(next(dist)) if dist is not None else None)))
     return out

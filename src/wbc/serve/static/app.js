@@ -196,6 +196,7 @@ async function countField(file) {
     c.append(el("img", { alt: file.name, src: f.annotated_png }), el("div", { class: "name", text: file.name }),
       el("div", { class: "label", "data-testid": "smear-counts", text: `RBC ${n.RBC} · WBC ${n.WBC} · platelets ${n.Platelets}` }),
       el("div", { class: "note", "data-testid": "smear-scale", text: `scale ${f.px_per_um.toFixed(1)} px/um (${f.scale})` }),
+      ...(f.warnings || []).map((w) => el("div", { class: "alerts", "data-testid": "smear-warning", text: w })),
       el("div", { class: "name", text: f.wbc.map((w) => `${w.class} ${(100 * w.probability).toFixed(0)}%${w.review ? " (review)" : ""}`).join(", ") || (f.cells.length ? "no WBC in this field" : "no cells found: check the magnification") }));
     renderSmear();
   } catch (e) {

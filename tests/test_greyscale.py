@@ -1,0 +1,23 @@
+"""A greyscale camera or a grey export: the stain's colours are what tell an eosinophil's granules from a neutrophil's,
+so every answer on a grey image says why it needs a look (validation cells made grey: Kaggle 50% right, the few no
+other flag caught 86% right; scripts/greyscale.py), and a "no white cell" answer on one is flagged (Kaggle TEST_SIMPLE
+in grey: 65 of 71 were dropped in silence). Colour images are never called grey."""
+
+import numpy as np
+from conftest import CLASSES, PBC_CLASSES, kaggle_images, pbc_images
+
+import wbc
+from wbc.image.decode import decode
+from wbc.infer.predictor import GREY_SPECK, GREYSCALE, NO_WHITE_CELL
+
+
+def test_every_answer_on_a_grey_image_says_so_and_colour_ones_do_not(wbc_cache):
+    model = wbc.load_model()
+    paths = [p for c in CLASSES for p in kaggle_images("TEST_SIMPLE", c, 3)] + [p for c in PBC_CLASSES for p in pbc_images("test", c, 2)]
+    grey = model.predict([np.repeat(decode(p).mean(2, keepdims=True), 3, 2).round().astype(np.uint8) for p in paths])
+    cells = [a for a in grey if a.label != NO_WHITE_CELL]
+    assert len(cells) >= 10 and all(a.review and GREYSCALE in a.review_reason for a in cells), [a.review_reason for a in cells]
+    # Kaggle's nuclei in grey are no darker than its red cells: "no white cell", but never in silence
+    assert all(a.review and a.review_reason == GREY_SPECK for a in grey if a.label == NO_WHITE_CELL)
+    colour = model.predict(paths)
+    assert not any(GREYSCALE in (a.review_reason or "") for a in colour) and sum(not a.review for a in colour) >= 5
