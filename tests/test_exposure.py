@@ -38,3 +38,17 @@ def test_every_answer_on_an_overexposed_smear_is_flagged_and_the_sources_own_are
     as_they_are = model.predict(kaggle + pbc)
     assert not any(CLIPPED in (a.review_reason or "") for a in as_they_are)
     assert sum(not a.review for a in as_they_are) >= 5  # the flag is not raised on everything
+
+
+def test_the_quick_overexposure_test_agrees_with_the_background_colour():
+    """`washed_out` skips the background colour where no channel can reach 250: the same answers as the definition."""
+    from wbc.image.stain import WASHED_OUT_BACKGROUND, background_colour, washed_out
+
+    paths = [p for c in CLASSES for p in kaggle_images("TEST_SIMPLE", c, 4)] + [p for c in PBC_CLASSES for p in pbc_images("test", c, 1)]
+    answers = []
+    for p in paths:
+        for gain in (1.0, 1.15, 1.2, 1.25, 1.3, 1.4):
+            x = _exposed(p, gain)
+            answers.append(washed_out(x))
+            assert answers[-1] == bool(background_colour(x).min() >= WASHED_OUT_BACKGROUND), (p, gain)
+    assert any(answers) and not all(answers)

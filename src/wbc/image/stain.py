@@ -169,7 +169,14 @@ WASHED_OUT_BACKGROUND = 250  # a background this bright in every channel is clip
 
 def washed_out(rgb: np.ndarray) -> bool:
     """Is the background clipped white? Then a pale stain may be an overexposed one (Kaggle cells at 1.4x exposure:
-    the largest stained region 86-135 um2 -> under 1, so real cells were answered "no white cell")."""
+    the largest stained region 86-135 um2 -> under 1, so real cells were answered "no white cell"). Every image is asked
+    now, so a cheap test first: a channel's background median can only reach 250 where an eighth of the pixels
+    `background_colour` reads (the brightest quarter's upper half) do, on the same grid (0.27 -> 0.03 ms an image)."""
+    h, w = rgb.shape[:2]
+    step = max(1, min(h, w) // 100)
+    px = rgb[::step, ::step]
+    if any(np.count_nonzero(px[..., c] >= WASHED_OUT_BACKGROUND) * 8 < px.shape[0] * px.shape[1] - 8 for c in range(3)):
+        return False
     return bool(background_colour(rgb).min() >= WASHED_OUT_BACKGROUND)
 
 
