@@ -74,7 +74,8 @@ def _print_csv(fields: list) -> None:
 
 
 def _print_field_warnings(fields: list) -> None:
-    """A field the count cannot be trusted on as a whole (overexposed, coarse, noisy): said once per field."""
+    """A field the count cannot be trusted on as a whole (overexposed, greyscale, coarse, noisy, its scale assumed,
+    more white than red cells): said once per field."""
     for fc in fields:
         for line in fc.warnings:
             console.print(f"[bold yellow]warning:[/bold yellow] {Path(fc.source).name}: {line}", highlight=False, soft_wrap=True)

@@ -163,8 +163,9 @@ def field_warnings(work: np.ndarray, px_per_um: float, how: str = "measured") ->
     the detector's scale (about the classifier's): an overexposed, coarse or greyscale field loses white cells, not
     only their class (BCCD val fields at 1.8x exposure: WBC recall 0.89; at 2.8 px/um: 0.91; in grey 0.90, and the
     WBCs found 73% right), and grain hides what tells them apart; a field whose scale had to be assumed (`how`) may
-    be seen at the wrong size (scripts/shifted_fields.py). The noise is read where the classifier's views are cut: at the learned
-    detector's 7 px/um, about the classifier's 8 (an image enlarged to the classic detector's 14 reads smoother)."""
+    be seen at the wrong size (scripts/shifted_fields.py). The noise is read where the classifier's views are cut:
+    at the learned detector's 7 px/um, about the classifier's 8 (a field enlarged to the classic detector's 14 reads
+    smoother)."""
     clipped, noise, grey = washed_out(work), noise_sigma(work), is_greyscale(work)
     flags = image_reasons(noise, clipped, grey)
     said = []

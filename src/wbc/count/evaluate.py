@@ -137,7 +137,7 @@ def evaluate_count(predictor, data: str | Path, split: str = "test", labels: str
     task = progress.add_task(f"counting BCCD {split}", total=len(ids)) if progress else None
     seconds = 0.0
     phantom = {"fields": 0, "cells": 0, "unflagged": 0}
-    warned = 0  # fields said to be overexposed, coarse or noisy as a whole
+    warned = 0  # fields said not to be trusted as a whole (FieldCount.warnings)
     for i in ids:
         source, truth, f = field_and_truth(paths[i], root / "Annotations" / f"{i}.xml", shift)
         t = time.perf_counter()

@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 import torch
 
-from wbc.image.decode import MIN_SIDE, decode
+from wbc.image.decode import MIN_SIDE, decode, decode_with_quality
 from wbc.image.scale import estimate_scale, plausible
 from wbc.image.stain import (
     GREY_CELLS,
@@ -79,6 +79,7 @@ class Framed:
     overexposed: bool = False  # the background clipped white (wbc.image.stain.washed_out), whatever the cell shows
     greyscale: bool = False  # no colour to speak of (wbc.image.stain.is_greyscale): the stain cannot be seen
     grey_unsure: bool = False  # greyscale, no nucleus-dark blob, but cells (red or white) to be seen: a real cell may be missed
+    jpeg_quality: int | None = None  # the quality a JPEG file was saved at (frame_source); None: not a JPEG file, or not known
 
 
 @dataclass(frozen=True)
@@ -288,6 +289,14 @@ def frame(rgb: np.ndarray, spec, px_per_um: float | RunScale | None = None, cent
     lost = stained < MIN_NUCLEUS_UM2 and washed_out(read) and (stained >= MIN_STAINED_UM2 or tinted_share(read) >= 0.01)
     unsure = grey and stained < MIN_NUCLEUS_UM2 and largest_stained_um2(read, px, GREY_CELLS) >= MIN_NUCLEUS_UM2
     return Framed(pixels, px, how, stained, washed_out=lost, noise=noise_sigma(rgb), overexposed=clipped, greyscale=grey, grey_unsure=unsure)
+
+
+def frame_source(source, spec, px_per_um: float | RunScale | None = None, name: str | None = None) -> Framed:
+    """`frame` of a path, bytes, PIL image or array, with the JPEG quality of a file (or bytes) read on the way."""
+    rgb, quality = decode_with_quality(source, name)
+    framed = frame(rgb, spec, px_per_um)
+    framed.jpeg_quality = quality
+    return framed
 
 
 def stain_reading(rgb: np.ndarray, px_per_um: float | None, run: float | None = None) -> tuple[np.ndarray, float, str, float]:

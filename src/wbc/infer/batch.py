@@ -81,11 +81,10 @@ def _init_worker(spec_dict: dict, px_per_um: float | None) -> None:
 
 def frame_file(path: str, spec=None, px_per_um: float | None = None):
     """(path, Framed or None, error or None): never raises for a bad file."""
-    from wbc.image.decode import decode
-    from wbc.image.framing import frame
+    from wbc.image.framing import frame_source
 
     try:
-        return path, frame(decode(path), spec or _SPEC, px_per_um if spec is not None else _PX), None
+        return path, frame_source(path, spec or _SPEC, px_per_um if spec is not None else _PX), None
     except WbcError as e:
         return path, None, str(e)
     except MemoryError:

@@ -16,8 +16,7 @@ from PIL import Image
 
 from wbc._util.device import pick_device
 from wbc.errors import WbcError
-from wbc.image.decode import decode
-from wbc.image.framing import Framed, frame
+from wbc.image.framing import Framed, frame_source
 from wbc.image.stain import MIN_NUCLEUS_UM2, MIN_STAINED_UM2
 from wbc.infer.answers import NO_WHITE_CELL, UNIDENTIFIED
 from wbc.infer.engines import OnnxEngine, TorchEngine
@@ -68,12 +67,15 @@ MIN_PX_PER_UM = 3.0  # under this the answers the flags let through fall below 9
 # PBC 97.8% unflagged right at 3 px/um, 95.6% at 2.5; Kaggle 97.7% at 3, 93.6% at 2; scripts/low_resolution.py)
 
 
+MIN_JPEG_QUALITY = 40  # validation cells re-saved as JPEG: the answers the flags let through, Kaggle 97.8% right at quality 50,
+# 96.9% at 30, 86.7% at 10 (PBC 98.0-98.8%; scripts/blur_jpeg.py). The sources' own files: quality 75-95
+
 CLIPPED = "overexposed (the background is clipped white): pale cytoplasm and granules may be washed out"
 # validation cells brightened 1.4x were answered 95.1% (Kaggle) and 94.7% (PBC) right where no other flag fired (scripts/exposure.py)
 
 
 GREYSCALE = "greyscale image: the stain's colours (a granule's orange or violet) cannot be seen"
-# validation cells made grey: Kaggle 51% right, the 4% no other flag caught 78% right (scripts/greyscale.py)
+# validation cells made grey: Kaggle 49.6% right, the 2.9% no other flag caught 85.7% right (scripts/greyscale.py)
 
 
 def review_reasons(probability: float, spec, framed: Framed | None, distance: float | None = None, px_per_um: float | None = None) -> list[str]:
@@ -94,14 +96,16 @@ def review_reasons(probability: float, spec, framed: Framed | None, distance: fl
     px = framed.px_per_um if framed is not None and framed.scale != "assumed" else px_per_um
     if px is not None and px < MIN_PX_PER_UM:
         reasons.append(f"low resolution ({px:.1f} px/um < {MIN_PX_PER_UM:.0f}: too coarse for nuclear and granule detail)")
-    return reasons + (image_reasons(framed.noise, framed.overexposed, framed.greyscale) if framed is not None else [])
+    return reasons + (image_reasons(framed.noise, framed.overexposed, framed.greyscale, framed.jpeg_quality) if framed is not None else [])
 
 
-def image_reasons(noise: float, overexposed: bool, greyscale: bool) -> list[str]:
+def image_reasons(noise: float, overexposed: bool, greyscale: bool, jpeg_quality: int | None = None) -> list[str]:
     """The image's own faults, whatever cell it shows: grain (a camera at high gain), a background clipped white, no
-    colour at all."""
+    colour at all, a file saved at low JPEG quality."""
     return ([f"noisy image (noise {noise:.1f} grey levels >= {MAX_NOISE:.1f}: grain hides chromatin and granules)"] if noise >= MAX_NOISE else []) + \
-        ([CLIPPED] if overexposed else []) + ([GREYSCALE] if greyscale else [])
+        ([CLIPPED] if overexposed else []) + ([GREYSCALE] if greyscale else []) + \
+        ([f"heavily compressed JPEG (quality {jpeg_quality} < {MIN_JPEG_QUALITY}): block artefacts hide chromatin and granules"]
+         if jpeg_quality is not None and jpeg_quality < MIN_JPEG_QUALITY else [])
 
 
 ALERTS = {"BLAST": 0.05}  # cell types a differential exists to catch: named whenever this probable, whatever the top class
@@ -354,7 +358,7 @@ class Predictor:
 
     def frame(self, image, px_per_um: float | None = None) -> Framed:
         """One image (path, bytes, PIL, RGB array) framed as this model sees cells (scale measured unless given)."""
-        return frame(decode(image), self.spec, px_per_um)
+        return frame_source(image, self.spec, px_per_um)
 
     def input_tensor(self, image, px_per_um: float | None = None) -> torch.Tensor:
         """One image as the uint8 3xHxW input this model takes."""

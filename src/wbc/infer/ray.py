@@ -50,6 +50,7 @@ class _Framed:
     overexposed: bool = False
     greyscale: bool = False
     grey_unsure: bool = False
+    jpeg_quality: int | None = None
 
 
 FRAMED_FIELDS = [f.name for f in fields(_Framed)]

@@ -8,7 +8,7 @@ from functools import cached_property
 import torch
 from fastapi import APIRouter, File, HTTPException, Query, UploadFile
 
-from wbc.image.decode import decode_bytes
+from wbc.image.decode import decode_with_quality
 from wbc.image.framing import frame, run_scale
 from wbc.infer.predictor import RecentCells, flag_run, lab_check
 from wbc.serve.gate import Gate
@@ -16,8 +16,9 @@ from wbc.serve.gate import Gate
 
 def classify_one(predictor, explainer, name: str, data: bytes, explain: bool, px_per_um) -> dict:
     """One image's answer; `px_per_um`: given, None (measured), or the request's `RunScale`."""
-    rgb = decode_bytes(data, name)
+    rgb, quality = decode_with_quality(data, name)
     framed = frame(rgb, predictor.spec, px_per_um)
+    framed.jpeg_quality = quality
     x = framed.pixels
     probs, dist = predictor.scores(x[None])
     p = probs[0]
