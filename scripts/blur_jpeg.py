@@ -17,11 +17,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from low_resolution import ASSETS, val_cells, with_and_without
+from low_resolution import validation_sets, with_and_without
 
 import wbc
 from wbc._util.io import atomic_write_text
-from wbc.data.locate import resolve_data
 from wbc.image.decode import decode
 
 BLUR_UM = (0.0, 0.2, 0.4, 0.6, 0.8, 1.2)
@@ -38,10 +37,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=Path("reports/blur_jpeg.json"))
     a = ap.parse_args()
-    data = Path(resolve_data(None)).parent
-    sets = {"kaggle": val_cells(ASSETS / "split_manifest.csv", data / "blood-cells/dataset2-master/images", 240),
-            "pbc": val_cells(ASSETS / "split_pbc.csv", data / "pbc", 240),
-            "munich": val_cells(ASSETS / "split_munich.csv", data / "munich-aml", 120)}
+    sets = validation_sets()
     model, table = wbc.load_model(), {}
     for name, cells in sets.items():
         images, truth = [decode(p) for p, _ in cells], [c for _, c in cells]

@@ -17,12 +17,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-from low_resolution import ASSETS, val_cells
+from low_resolution import validation_sets
 
 import wbc
 import wbc.image.framing as framing
 from wbc._util.io import atomic_write_text
-from wbc.data.locate import resolve_data
 from wbc.image.decode import decode
 from wbc.infer.predictor import NO_WHITE_CELL
 
@@ -41,10 +40,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=Path("reports/exposure.json"))
     a = ap.parse_args()
-    data = Path(resolve_data(None)).parent
-    sets = {"kaggle": val_cells(ASSETS / "split_manifest.csv", data / "blood-cells/dataset2-master/images", 240),
-            "pbc": val_cells(ASSETS / "split_pbc.csv", data / "pbc", 240),
-            "munich": val_cells(ASSETS / "split_munich.csv", data / "munich-aml", 120)}
+    sets = validation_sets()
     model, now, table = wbc.load_model(), framing.washed_out, {}
     for name, cells in sets.items():
         images, truth = [decode(p) for p, _ in cells], [c for _, c in cells]

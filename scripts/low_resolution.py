@@ -35,6 +35,14 @@ def val_cells(manifest: Path, root: Path, n: int) -> list[tuple[Path, str]]:
     return [(root / r["path"], r["class"]) for r in rows[:n]]
 
 
+def validation_sets() -> dict[str, list[tuple[Path, str]]]:
+    """The validation cells every degradation script reads: 240 Kaggle, 240 PBC, 120 Munich (the shipped manifests)."""
+    data = Path(resolve_data(None)).parent
+    return {"kaggle": val_cells(ASSETS / "split_manifest.csv", data / "blood-cells/dataset2-master/images", 240),
+            "pbc": val_cells(ASSETS / "split_pbc.csv", data / "pbc", 240),
+            "munich": val_cells(ASSETS / "split_munich.csv", data / "munich-aml", 120)}
+
+
 def measured(answers, truth) -> dict:
     out = with_and_without(answers, truth, "low resolution")
     return {"accuracy": out.pop("accuracy"), "px_per_um_measured": round(float(np.median([a.px_per_um for a in answers])), 2), **out}
@@ -55,10 +63,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=Path("reports/low_resolution.json"))
     a = ap.parse_args()
-    data = Path(resolve_data(None)).parent
-    sets = {"kaggle": (val_cells(ASSETS / "split_manifest.csv", data / "blood-cells/dataset2-master/images", 240), 6.81),
-            "pbc": (val_cells(ASSETS / "split_pbc.csv", data / "pbc", 240), 11.0),
-            "munich": (val_cells(ASSETS / "split_munich.csv", data / "munich-aml", 120), 14.0)}
+    scales = {"kaggle": 6.81, "pbc": 11.0, "munich": 14.0}
+    sets = {name: (cells, scales[name]) for name, cells in validation_sets().items()}
     model, table = wbc.load_model(), {}
     for name, (cells, px) in sets.items():
         images, truth = [decode(p) for p, _ in cells], [c for _, c in cells]

@@ -18,7 +18,7 @@ import random
 from pathlib import Path
 
 import numpy as np
-from low_resolution import ASSETS, val_cells, with_and_without
+from low_resolution import validation_sets, with_and_without
 
 import wbc
 from wbc._util.io import atomic_write_text
@@ -43,9 +43,7 @@ def main() -> None:
         v = np.array([noise_sigma(decode(f)) for f in files[:200]])
         table["own_noise"][name] = {"p50": round(float(np.median(v)), 2), "p99": round(float(np.percentile(v, 99)), 2), "max": round(float(v.max()), 2)}
         print(f"{name:7s} own noise {table['own_noise'][name]}", flush=True)
-    sets = {"kaggle": val_cells(ASSETS / "split_manifest.csv", data / "blood-cells/dataset2-master/images", 240),
-            "pbc": val_cells(ASSETS / "split_pbc.csv", data / "pbc", 240),
-            "munich": val_cells(ASSETS / "split_munich.csv", data / "munich-aml", 120)}
+    sets = validation_sets()
     model = wbc.load_model()
     for name, cells in sets.items():
         images, truth = [decode(p) for p, _ in cells], [c for _, c in cells]
