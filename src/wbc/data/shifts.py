@@ -57,6 +57,9 @@ def shifted_field(rgb: np.ndarray, how: str) -> tuple[np.ndarray, float]:
     if how.startswith("noise_"):  # a camera at high gain: Gaussian noise of this sigma (grey levels), the same draw every run
         noise = np.random.default_rng(0).normal(0, float(how.split("_", 1)[1]), rgb.shape)
         return np.clip(rgb + noise, 0, 255).astype(np.uint8), 1.0
+    if how.startswith("jpeg_"):  # saved at this JPEG quality (the pixels only: a file's quality is read from its bytes)
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(how.split("_", 1)[1])])
+        return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB), 1.0
     if how.startswith("zoom_"):
         f = float(how.split("_", 1)[1])
         h, w = rgb.shape[:2]
