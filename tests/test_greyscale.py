@@ -21,3 +21,19 @@ def test_every_answer_on_a_grey_image_says_so_and_colour_ones_do_not(wbc_cache):
     assert all(a.review and a.review_reason == GREY_SPECK for a in grey if a.label == NO_WHITE_CELL)
     colour = model.predict(paths)
     assert not any(GREYSCALE in (a.review_reason or "") for a in colour) and sum(not a.review for a in colour) >= 5
+
+
+def test_a_folder_run_of_grey_images_is_told_once_what_to_change(tmp_path, wbc_cache):
+    from conftest import run_cli
+    from PIL import Image
+
+    from wbc.infer.answers import fault_warning, reason_kinds
+
+    for p in kaggle_images("TEST_SIMPLE", "LYMPHOCYTE", 4):
+        Image.fromarray(np.repeat(decode(p).mean(2, keepdims=True), 3, 2).round().astype(np.uint8)).save(tmp_path / f"{p.stem}.png")
+    said = " ".join(run_cli("predict", str(tmp_path)).stderr.split())
+    assert "warning: greyscale image on 4 of 4 images: save the camera's colour images" in said, said
+    colour = " ".join(run_cli("predict", *map(str, kaggle_images("TEST_SIMPLE", "LYMPHOCYTE", 4))).stderr.split())
+    assert "images: " not in colour
+    assert reason_kinds("low confidence (0.91 < 0.94); overexposed (the background is clipped white): x") == ["low confidence", "overexposed"]
+    assert fault_warning({"noisy image": 2}, 2) is None and fault_warning({"noisy image": 3}, 7) is None

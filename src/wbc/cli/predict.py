@@ -14,6 +14,7 @@ from rich.table import Table
 from wbc.cli import ModelOpt, app
 from wbc.cli.render import bar, console
 from wbc.errors import WbcError
+from wbc.infer.answers import fault_warning
 
 
 def _label(p) -> str:
@@ -143,6 +144,9 @@ def _report(failures: list[tuple[str, str]], summary, out: Path | None) -> None:
         counts = ", ".join(f"{('no white cell' if k == 'NO_WHITE_CELL' else k)} {v}" for k, v in summary.labels.most_common())
         console.print(f"{summary.done} classified, {len(failures)} failed" + (f", {summary.skipped} already in {out}" if summary.skipped else "")
                       + (f"; {counts}" if counts else "") + (f"; results in {out}" if out else ""), highlight=False)
+    faults = fault_warning(summary.reasons, summary.done)
+    if faults:
+        console.print(f"[bold yellow]warning:[/bold yellow] {faults}", highlight=False, soft_wrap=True)
     warning = summary.lab.warning() if summary.lab else None
     if warning:
         late = (f" ({summary.mended} rows written before it was clear were flagged at the end of the run)" if summary.mended else

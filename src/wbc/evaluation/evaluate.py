@@ -26,6 +26,7 @@ from wbc.data.labels import Labelled, match_classes  # noqa: F401  (match_classe
 from wbc.data.split import read_manifest
 from wbc.evaluation.risk import abnormal_figures, plot_risk_coverage, risk_coverage
 from wbc.image.framing import run_scale
+from wbc.infer.answers import reason_kinds
 from wbc.infer.predictor import (
     NO_WHITE_CELL,
     UNIDENTIFIED,
@@ -158,7 +159,7 @@ def review_figures(predictor: Predictor, preds: list, y: np.ndarray, classes) ->
     """The flag as the user sees it: every reason, UNIDENTIFIED, and the accuracy of what is left unflagged."""
     right = np.array([p.label == classes[k] for p, k in zip(preds, y)])
     unflagged = np.array([not p.review and p.label not in (UNIDENTIFIED, NO_WHITE_CELL) for p in preds])
-    reasons = Counter(r.split(" (")[0].split(":")[0] for p in preds if p.review_reason for r in p.review_reason.split("; "))
+    reasons = Counter(k for p in preds for k in reason_kinds(p.review_reason))
     score = np.array([strangeness(p.probability, p.distance, predictor.spec) for p in preds])
     spec = predictor.spec
     return {"threshold": spec.review_threshold, "near_distance": spec.near_distance or None, "far_distance": spec.far_distance or None,

@@ -3,3 +3,26 @@ and the differential read them without loading a network."""
 
 NO_WHITE_CELL = "NO_WHITE_CELL"  # the label of an image the no-white-cell rule turns away
 UNIDENTIFIED = "UNIDENTIFIED"  # a cell far from every known type: counted apart, never folded into a type
+
+
+def reason_kinds(review_reason: str | None) -> list[str]:
+    """The kind of each reason of a review flag ("low confidence (0.91 < 0.94); overexposed (...)" -> ["low confidence",
+    "overexposed"]): what runs and evaluations count."""
+    return [r.split(" (")[0].split(":")[0] for r in (review_reason or "").split("; ") if r]
+
+
+IMAGE_FAULTS = {  # reasons that belong to the images, not to a cell: a run mostly so is told what to change
+    "overexposed": "set the camera so the background is not clipped white",
+    "greyscale image": "save the camera's colour images",
+    "noisy image": "give more light or a lower camera gain",
+    "low resolution": "use a 40x-100x objective (3 px/um or finer)",
+    "heavily compressed JPEG": "save at JPEG quality 50 or more, or as PNG/TIFF",
+}
+
+
+def fault_warning(kinds: dict, images: int) -> str | None:
+    """Said once for a run (`kinds`: each reason kind with the answers it flagged, of `images`) where half of its images
+    or more, three at least, share a fault of the images themselves; None otherwise."""
+    said = [f"{k} on {n} of {images} images: {fix}" for k, fix in IMAGE_FAULTS.items()
+            for n in [kinds.get(k, 0)] if n >= 3 and n >= 0.5 * images]
+    return ("; ".join(said) + ", then run again (their answers are all flagged for review)") if said else None

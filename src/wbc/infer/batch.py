@@ -29,6 +29,7 @@ from typing import Callable, Iterable, Iterator
 import torch
 
 from wbc.errors import WbcError
+from wbc.infer.answers import reason_kinds
 from wbc.infer.predictor import (
     BLAST_RUN_REASON,
     LAB_REASON,
@@ -56,6 +57,7 @@ class Summary:
     failed: int = 0
     skipped: int = 0  # already in the output (resume)
     labels: Counter = field(default_factory=Counter)
+    reasons: Counter = field(default_factory=Counter)  # review reasons by kind (wbc.infer.answers.reason_kinds)
     failures: list[tuple[str, str]] = field(default_factory=list)
     lab: object = None  # wbc.infer.predictor.LabCheck: the run's cells against the training sources
     before_judged: int = 0  # rows written while the run was not (yet) judged as a whole: their own flags only
@@ -333,6 +335,7 @@ def run_collection(predictor, files: list[str], sink: Callable[[list[Outcome]], 
             else:
                 summary.done += 1
                 summary.labels[o.prediction.label] += 1
+                summary.reasons.update(reason_kinds(o.prediction.review_reason))
                 summary.lab.add(o.prediction.distance, o.prediction.label, predictor.spec)
         if summary.done + summary.failed >= LAB_HOLD:
             sink(_judged(held, summary.lab))
