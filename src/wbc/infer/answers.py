@@ -1,5 +1,6 @@
-"""The labels a classifier's answer can carry besides its classes: plain constants, so the review station
-and the differential read them without loading a network."""
+"""The labels a classifier's answer can carry besides its classes, and the kinds of its review reasons: plain
+constants and string functions, so the review station, the differential and a run's summary read them without
+loading a network."""
 
 NO_WHITE_CELL = "NO_WHITE_CELL"  # the label of an image the no-white-cell rule turns away
 UNIDENTIFIED = "UNIDENTIFIED"  # a cell far from every known type: counted apart, never folded into a type
