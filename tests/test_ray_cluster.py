@@ -1,4 +1,4 @@
-"""The Ray cluster path as a user walks it, from README.md's "On a cluster" commands run as written:
+"""The Ray cluster path as a user walks it, from docs/guide.md's "On a cluster" commands run as written:
 a head started with `ray start --head` and token authentication on, a second node joined with
 `ray start --address` (two raylets on loopback addresses, 127.0.0.2 and 127.0.0.3, standing for two
 machines), `wbc predict --engine ray --address ...` in a process of its own, by the head's address
@@ -38,10 +38,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def readme_commands() -> list[str]:
-    """The commands of README.md's "On a cluster" block, in order."""
-    text = (ROOT / "README.md").read_text()
-    block = text.split("### On a cluster", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+def guide_commands() -> list[str]:
+    """The commands of docs/guide.md's "On a cluster" block, in order."""
+    text = (ROOT / "docs" / "guide.md").read_text()
+    block = text.split("## On a cluster", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
     return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
@@ -56,7 +56,7 @@ def _run(cmd: str, env: dict, timeout: float = 300) -> subprocess.CompletedProce
 
 
 class Cluster:
-    """README's commands with this machine's addresses and test-only settings filled in."""
+    """The guide's commands with this machine's addresses and test-only settings filled in."""
 
     def __init__(self, folder: Path):
         self.temp = Path(tempfile.mkdtemp(prefix="wr", dir="/tmp"))  # short: Ray's socket paths are length-limited
@@ -64,7 +64,7 @@ class Cluster:
         self.home.mkdir()
         self.port, self.client_port = _free_port(), _free_port()
         self.folder = folder
-        cmds = readme_commands()
+        cmds = guide_commands()
         self.make_token, self.start_head, self.join, self.drive, self.drive_client = cmds
 
     def fill(self, cmd: str, out: Path | None = None) -> str:
@@ -166,7 +166,7 @@ def _same_as_local(rows: list[dict], local: list[dict]) -> None:
             assert np.abs(np.array([float(a[k]) for k in cols]) - np.array([float(b[k]) for k in cols])).max() < 1e-5
 
 
-def test_readme_cluster_commands_classify_like_the_local_engine(cluster, local_rows, tmp_path, wbc_cache):
+def test_the_guides_cluster_commands_classify_like_the_local_engine(cluster, local_rows, tmp_path, wbc_cache):
     env = _env(cluster.home, WBC_CACHE=str(wbc_cache))  # no RAY_AUTH_MODE: wbc finds ~/.ray/auth_token itself
     for cmd in (cluster.drive, cluster.drive_client):
         out = tmp_path / f"{'client' if 'ray://' in cmd else 'gcs'}.csv"

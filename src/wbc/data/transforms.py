@@ -113,7 +113,7 @@ class CellDataset(Dataset):
             a, rng = self.augment, random.Random(torch.randint(0, 2**31, (1,)).item())  # seeded by torch, per worker
             if self.white_balance_image:
                 rgb, a = balanced_image(rgb, a, rng)
-            out = warp_view(rgb, self.size, self.field_um, self.px[i], cell_centre(rgb),
+            out = warp_view(rgb, self.size, self.field_um, self.px[i], cell_centre(rgb, self.px[i]),
                             angle=rng.uniform(0, 360) if a.rotate else 0.0,
                             scale=rng.uniform(1 - a.scale_jitter, 1 + a.scale_jitter),
                             shift=(rng.uniform(-a.shift_um, a.shift_um), rng.uniform(-a.shift_um, a.shift_um)),

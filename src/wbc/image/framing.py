@@ -203,7 +203,7 @@ def resize_to(rgb: np.ndarray, size_hw: tuple[int, int]) -> torch.Tensor:
 def view(rgb: np.ndarray, size_hw: tuple[int, int], field_um: float, px_per_um: float, centre: tuple[float, float] | None = None) -> torch.Tensor:
     """The field_um-wide square around `centre` (default: the stained cell) at the model's input size."""
     side = max(8, round(field_um * px_per_um))
-    return resize_to(crop_square(rgb, *(centre or cell_centre(rgb)), side), size_hw)
+    return resize_to(crop_square(rgb, *(centre or cell_centre(rgb, px_per_um)), side), size_hw)
 
 
 def legacy_view(rgb: np.ndarray, size_hw: tuple[int, int], crop: int, px_per_um: float | None = None,
@@ -283,7 +283,7 @@ def frame(rgb: np.ndarray, spec, px_per_um: float | RunScale | None = None, cent
     given = px_per_um or spec.px_per_um
     read, px, how, stained = stain_reading(rgb, given, run)
     if spec.field_um:
-        pixels = model_view(view(rgb, spec.input_size, spec.field_um, px, centre or cell_centre(read)), spec)
+        pixels = model_view(view(rgb, spec.input_size, spec.field_um, px, centre or cell_centre(read, px)), spec)
     else:
         pixels = legacy_view(rgb, spec.input_size, spec.crop, px_per_um, centre)
     lost = stained < MIN_NUCLEUS_UM2 and washed_out(read) and (stained >= MIN_STAINED_UM2 or tinted_share(read) >= 0.01)
