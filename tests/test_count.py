@@ -350,3 +350,13 @@ def test_a_white_cell_with_two_peaks_is_counted_once(predictor):
         assert sum(b.kind == "WBC" for b in truth) == fc.counts["WBC"] == len(fc.wbc) == 1, i
         twice = [b for b in fc.candidates if b.kind == "WBC" and b.score >= detector.spec.score_threshold["WBC"]]
         assert len(twice) == 2 and len(one_per_cell(twice)) == 1, i  # the detector did raise two: the test is live
+
+
+def test_a_white_border_around_a_field_is_no_overexposure(predictor):
+    import cv2
+
+    rgb = np.asarray(Image.open(field("BloodImage_00099")[0]).convert("RGB"))
+    plain = count_field(predictor, rgb)
+    framed = count_field(predictor, cv2.copyMakeBorder(rgb, 80, 80, 120, 120, cv2.BORDER_CONSTANT, value=(255, 255, 255)))
+    assert not plain.warnings and not framed.warnings, framed.warnings
+    assert framed.counts["WBC"] == plain.counts["WBC"] == 1 and framed.wbc[0]["class"] == plain.wbc[0]["class"]

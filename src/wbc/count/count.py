@@ -20,7 +20,7 @@ from wbc.count.detector import COUNT_MAX_PIXELS
 from wbc.count.differential import alerts, differential
 from wbc.count.voc import TYPES, Box
 from wbc.errors import ImageTooLarge, WbcError
-from wbc.image.decode import decode_shrunk
+from wbc.image.decode import decode_shrunk, without_margins
 from wbc.image.framing import cell_view, source_image
 from wbc.image.scale import estimate_scale
 from wbc.image.stain import (
@@ -166,7 +166,8 @@ def field_warnings(work: np.ndarray, px_per_um: float, how: str = "measured") ->
     be seen at the wrong size (scripts/shifted_fields.py). The noise is read where the classifier's views are cut:
     at the learned detector's 7 px/um, about the classifier's 8 (a field enlarged to the classic detector's 14 reads
     smoother)."""
-    clipped, noise, grey = washed_out(work), noise_sigma(work), is_greyscale(work)
+    picture = without_margins(work)  # a white border is no smear background
+    clipped, noise, grey = washed_out(picture), noise_sigma(picture), is_greyscale(picture)
     flags = image_reasons(noise, clipped, grey)
     said = []
     if how == "assumed":

@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 import torch
 
-from wbc.image.decode import MIN_SIDE, decode, decode_with_quality
+from wbc.image.decode import MIN_SIDE, decode, decode_with_quality, without_margins
 from wbc.image.scale import estimate_scale, plausible
 from wbc.image.stain import (
     GREY_CELLS,
@@ -275,6 +275,8 @@ def frame(rgb: np.ndarray, spec, px_per_um: float | RunScale | None = None, cent
     if min(h, w) < MIN_SIDE:
         black = torch.zeros(3, *spec.input_size, dtype=torch.uint8)
         return Framed(black, w / ASSUMED_FIELD_UM, "assumed", 0.0, too_small=True)
+    if centre is None:  # a white border is no smear background (every answer was flagged overexposed)
+        rgb = without_margins(rgb)
     clipped = washed_out(rgb)  # on the pixels as they came: balanced, a background bright in one channel reads white
     grey = is_greyscale(rgb)
     rgb = source_image(rgb, spec)
