@@ -333,7 +333,8 @@ def test_a_field_of_more_white_than_red_cells_is_not_believed(predictor):
     path, _ = field("BloodImage_00143")
     detector = default_detector(None)
     fc = count_field(predictor, shifted_field(decode(path), "cyan_dark_red")[0], detector=detector)
-    assert fc.counts["WBC"] >= 5 and any("white cells and" in w for w in fc.warnings), (fc.counts, fc.warnings)
+    # the rule reads the detector's calls (5 here, one of them a second box on one phantom, counted once: 4)
+    assert fc.counts["WBC"] >= 4 and any(f"{fc.counts['WBC']} white cells and" in w for w in fc.warnings), (fc.counts, fc.warnings)
     assert all(w["review"] for w in fc.wbc)
     assert not any("white cells and" in w for w in count_field(predictor, path, detector=detector).warnings)
 

@@ -16,7 +16,7 @@ from wbc.count.detect import (  # noqa: F401  (MAX_FIELD_PIXELS: re-exported)
     ClassicDetector,
     DetectConfig,
 )
-from wbc.count.detector import COUNT_MAX_PIXELS
+from wbc.count.detector import COUNT_MAX_PIXELS, one_per_cell
 from wbc.count.differential import alerts, differential
 from wbc.count.voc import TYPES, Box
 from wbc.errors import ImageTooLarge, WbcError
@@ -132,9 +132,10 @@ def count_field(predictor, source, px_per_um: float | None = None, cfg: DetectCo
     f = work.shape[1] / w  # the exact factor of the rounded size
     warnings, flags = field_warnings(work, px_per_um, how)
     candidates = detector.boxes(work)
-    keep = detector.counted(candidates)
+    calls = detector.counted(candidates)
+    keep = one_per_cell(calls)  # a white cell the detector raised twice is counted once
     wbcs = [b for b in keep if b.kind == "WBC"]
-    crowd = crowded(len(wbcs), sum(b.kind == "RBC" for b in keep))
+    crowd = crowded(sum(b.kind == "WBC" for b in calls), sum(b.kind == "RBC" for b in keep), len(wbcs))
     warnings, flags = warnings + crowd[:1], flags + crowd[1:]
     result = FieldCount(name, (w, h), [_scaled(b, f) for b in keep], [_scaled(b, f) for b in candidates], px_per_um=px_per_um, scale=how,
                         warnings=warnings)
@@ -193,14 +194,16 @@ CROWDED_WBC = 5  # white cells in one field from which more white than red cells
 # detector called 13-23 cells white where it found 0-5 red, and the classifier let some through unflagged
 
 
-def crowded(wbcs: int, rbcs: int) -> list[str]:
-    """[what to say of the field, the reason each of its white cells is flagged] when it holds more white cells than red
-    ones, at least CROWDED_WBC (a leukaemic smear may, and it is looked at anyway); [] otherwise."""
+def crowded(wbcs: int, rbcs: int, shown: int | None = None) -> list[str]:
+    """[what to say of the field, the reason each of its white cells is flagged] when the detector calls more white cells
+    than red ones, at least CROWDED_WBC (a leukaemic smear may, and it is looked at anyway); [] otherwise. `wbcs`: its
+    calls, a cell raised twice included (what the rule was chosen on); `shown`: the white cells counted, for the words."""
     if wbcs < CROWDED_WBC or wbcs <= rbcs:
         return []
-    return [f"{wbcs} white cells and {rbcs} red cells in one field: red cells may be taken for white cells (another stain or "
+    n = wbcs if shown is None else shown
+    return [f"{n} white cells and {rbcs} red cells in one field: red cells may be taken for white cells (another stain or "
             f"colour), so every white cell is flagged; check the field",
-            f"field of more white than red cells ({wbcs} > {rbcs}): red cells may be taken for white cells"]
+            f"field of more white than red cells ({n} > {rbcs}): red cells may be taken for white cells"]
 
 
 def speck_reasons(readable: np.ndarray, b: Box, px_per_um: float) -> list[str]:

@@ -133,8 +133,7 @@ class Detector:
         return out
 
     def counted(self, boxes: list[Box]) -> list[Box]:
-        """The boxes scored at or above their type's threshold, a white cell's second peak dropped (`one_per_cell`)."""
-        return one_per_cell([b for b in boxes if b.score >= self.spec.score_threshold.get(b.kind, 0.3)])
+        return [b for b in boxes if b.score >= self.spec.score_threshold.get(b.kind, 0.3)]
 
 
 SAME_CELL_IOU = 0.5  # two white-cell boxes overlapping this much are one cell seen twice (BCCD val: such pairs 0.71 and 0.84,
@@ -144,7 +143,8 @@ SAME_CELL_IOU = 0.5  # two white-cell boxes overlapping this much are one cell s
 def one_per_cell(boxes: list[Box], kinds: tuple[str, ...] = ("WBC",)) -> list[Box]:
     """`boxes` with each box of `kinds` that overlaps a better-scored one of its type by more than `SAME_CELL_IOU`
     dropped. CenterNet keeps every local peak (a 3x3 max-pool, no NMS), and a big lobed white cell can raise two
-    peaks a few pixels apart: counted twice, it doubles in the differential (BCCD val: 2 of 87 fields)."""
+    peaks a few pixels apart: counted twice, it doubles in the differential (BCCD val: 2 of 87 fields). `wbc count`
+    applies it after `crowded` has read the detector's own calls, which that rule was chosen on."""
     from torchvision.ops import nms
 
     dropped: set[int] = set()
