@@ -198,8 +198,6 @@ def decode(source, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     raise WbcError(f"cannot read a {type(source).__name__} as an image: pass a file path, bytes, a PIL image or an RGB array")
 
 
-
-
 MARGIN_TOLERANCE = 3  # grey levels: a row or column at the edge this flat is a margin
 DARK_MARGIN = 40  # ... unless no channel is brighter than this
 
