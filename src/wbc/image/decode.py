@@ -205,8 +205,9 @@ DARK_MARGIN = 40  # ... unless no channel is brighter than this
 def without_margins(rgb: np.ndarray) -> np.ndarray:
     """The picture without flat margins (rows and columns of one colour at its edges: a figure's white border, a crop
     pasted onto a canvas; black ones are kept), as a view; the image itself when it has none, or is nothing but margin.
-    A white margin read as the smear's background said "overexposed" of every cell (validation cells padded white:
-    all 240 Kaggle and 240 PBC answers flagged so); a smear's own rows are never one flat colour."""
+    What the overexposure rule reads: a white margin taken for the smear's background said "overexposed" of every cell
+    (validation cells padded white: all 240 Kaggle and 240 PBC answers flagged so); a smear's own rows are never one
+    flat colour. Only that rule reads it: cut to its text, a printed page looked like a dense field of dark blobs."""
     h, w = rgb.shape[:2]
     if min(h, w) < 3:
         return rgb

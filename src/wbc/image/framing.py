@@ -275,9 +275,9 @@ def frame(rgb: np.ndarray, spec, px_per_um: float | RunScale | None = None, cent
     if min(h, w) < MIN_SIDE:
         black = torch.zeros(3, *spec.input_size, dtype=torch.uint8)
         return Framed(black, w / ASSUMED_FIELD_UM, "assumed", 0.0, too_small=True)
-    if centre is None:  # a white border is no smear background (every answer was flagged overexposed)
-        rgb = without_margins(rgb)
-    clipped = washed_out(rgb)  # on the pixels as they came: balanced, a background bright in one channel reads white
+    # on the pixels as they came (balanced, a background bright in one channel reads white), and without a white border,
+    # which is no smear background (every answer was flagged overexposed)
+    clipped = washed_out(without_margins(rgb))
     grey = is_greyscale(rgb)
     rgb = source_image(rgb, spec)
     if not spec.field_um and not px_per_um:
