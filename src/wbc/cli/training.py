@@ -45,6 +45,8 @@ def train(data: Optional[list[str]] = typer.Option(None, "--data", help="trainin
           max_per_class: int = typer.Option(T.max_per_class, help="cap train/val images per source and class (quick runs)"),
           val_fraction: float = typer.Option(T.val_fraction, help="share of each source's TRAIN groups for validation (when a manifest is made)"),
           review_accuracy: float = typer.Option(T.review_accuracy, help="unflagged validation images must be this accurate (sets the review threshold)"),
+          colour: float = typer.Option(T.augment.colour, help="brightness, contrast and saturation augmentation: each factor drawn from 1 +- this"),
+          gamma: str = typer.Option(",".join(map(str, T.augment.gamma)), help="gamma augmentation: the range a view's tone curve is drawn from, LOW,HIGH"),
           cast: float = typer.Option(T.augment.cast, help="colour-cast augmentation: each channel's gain drawn from 1 +- this (another lamp or camera)"),
           background: float = typer.Option(T.augment.background, help="share of training views given a new background tone (greyer, darker, tinted) under the cell"),
           tight_crop: float = typer.Option(T.augment.tight, help="share of training views cut tight around the cell, black outside (an analyser's crop)"),
@@ -62,11 +64,20 @@ def train(data: Optional[list[str]] = typer.Option(None, "--data", help="trainin
     if workers is not None:
         cfg.workers = workers
     cfg.augment.cast, cfg.augment.background, cfg.augment.tight = cast, background, tight_crop
+    cfg.augment.colour, cfg.augment.gamma = colour, _range(gamma, "--gamma")
     cfg.check(resume)  # before PyTorch loads: a bad option answers at once
     from wbc.training.train import train as run_train
 
     with bar() as progress:
         run_train(cfg, resume=resume, progress=progress)
+
+
+def _range(text: str, option: str) -> tuple[float, float]:
+    try:
+        low, high = (float(x) for x in text.split(","))
+    except ValueError:
+        raise WbcError(f"{option} must be two numbers LOW,HIGH like 0.75,1.35, not '{text}'") from None
+    return low, high
 
 
 @app.command()

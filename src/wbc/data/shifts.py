@@ -26,6 +26,8 @@ def shifted(rgb: np.ndarray, how: str) -> np.ndarray:
         x = x * np.array([1.08, 0.95, 0.80])
     elif how == "dim":  # a lamp or exposure set too low: under a third of the light
         x = x * 0.3
+    elif how in TONES:  # another camera's tone curve
+        x = TONES[how](x)
     elif how == "cut_out":
         return cut_out(rgb)
     elif how == "tight_crop":
@@ -37,7 +39,17 @@ def shifted(rgb: np.ndarray, how: str) -> np.ndarray:
     return np.clip(x, 0, 255).astype(np.uint8)
 
 
-SHIFTS = ("none", "yellow", "cyan", "grey_background", "greyscale", "red_purple_nucleus", "tight_crop", "dim", "cut_out")
+def _saturation(x: np.ndarray, k: float) -> np.ndarray:
+    grey = x.mean(2, keepdims=True)
+    return grey + (x - grey) * k
+
+
+TONES = {"haze": lambda x: x * 0.6 + 100,  # low contrast: stray light, a condenser wide open
+         "gamma_0.6": lambda x: 255 * (x / 255) ** 0.6, "gamma_1.6": lambda x: 255 * (x / 255) ** 1.6,
+         "contrast_1.5": lambda x: (x - 128) * 1.5 + 128,
+         "saturation_1.8": lambda x: _saturation(x, 1.8), "saturation_0.5": lambda x: _saturation(x, 0.5)}
+
+SHIFTS = ("none", "yellow", "cyan", "grey_background", "greyscale", "red_purple_nucleus", "tight_crop", "dim", "cut_out", *TONES)
 
 
 def cut_out(rgb: np.ndarray) -> np.ndarray:

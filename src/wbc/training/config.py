@@ -65,6 +65,10 @@ class TrainConfig:
             raise WbcError(f"--ema must be a decay at least 0 and below 1 (such as 0.998), not {self.ema}")
         if not 0 <= self.sam <= 1:
             raise WbcError(f"--sam must be a radius from 0 to 1 (such as 0.05; 0: off), not {self.sam}")
+        if not 0 <= self.augment.colour < 1:
+            raise WbcError(f"--colour must be at least 0 and below 1, not {self.augment.colour}")
+        if not 0 < self.augment.gamma[0] <= self.augment.gamma[1]:
+            raise WbcError(f"--gamma must be LOW,HIGH with 0 < LOW <= HIGH, not {','.join(map(str, self.augment.gamma))}")
         if not 0 <= self.augment.cast < 1:
             raise WbcError(f"--cast must be at least 0 and below 1, not {self.augment.cast}")
         if not 0 <= self.augment.background <= 1:
