@@ -114,7 +114,7 @@ def load_field(source, px_per_um: float | None, work_scale: float) -> tuple[np.n
 
 def _lit(source, factor: float) -> tuple[np.ndarray, tuple[int, int]]:
     """`decode_shrunk`, with a dim field raised before anything reads it (`wbc.image.stain.raised`): at a quarter of
-    their light BCCD val fields had 49% of their white cells classified right, raised 88% (docs/results.md, session 19)."""
+    their light BCCD val fields had 49% of their white cells classified right, raised 92%, as in full light (docs/results.md, session 19)."""
     work, size = decode_shrunk(source, factor, COUNT_MAX_PIXELS)
     return raised(work), size
 

@@ -174,10 +174,10 @@ def dim_gain(bg: np.ndarray) -> float:
     return DIM_TARGET / top if bg.min() >= 40 and top < DIM_BACKGROUND else 1.0
 
 
-def raised(rgb: np.ndarray, in_place: bool = False) -> np.ndarray:
+def raised(rgb: np.ndarray) -> np.ndarray:
     """The image with a dim background raised to DIM_TARGET (its colours as they are); unchanged when lit well enough."""
     gain = dim_gain(background_colour(rgb))
-    return rgb if gain == 1.0 else _times(rgb, np.full(3, gain, np.float32), in_place)
+    return rgb if gain == 1.0 else _times(rgb, np.full(3, gain, np.float32), False)
 
 
 def neutral_background(rgb: np.ndarray, in_place: bool = False) -> np.ndarray:
