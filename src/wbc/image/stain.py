@@ -230,6 +230,22 @@ def stained_extent_px(rgb: np.ndarray) -> float:
     return float(max(stats[k, cv2.CC_STAT_WIDTH], stats[k, cv2.CC_STAT_HEIGHT]))
 
 
+PALE_CHROMA = 0.27  # stain colour (see stain_colour) under which an image's stain is too pale to read: validation cells of
+# the three sources lie at 0.275 and above at their 0.5th percentile; under haze or half the saturation at 0.15-0.30,
+# where Kaggle's answers the other flags let through were 84.6% and 91.3% right (docs/results.md, session 19)
+
+
+def stain_colour(rgb: np.ndarray) -> float | None:
+    """How blue the stain is against the light: the 90th percentile of blue minus red over the stained pixels, over
+    the background's mean level. None when too little is stained to say (the no-white-cell rule's business)."""
+    small = np.ascontiguousarray(rgb[::2, ::2])
+    d = small[..., 2].astype(np.int16) - small[..., 0]
+    stained = d[d > STAINED_THRESHOLD]
+    if stained.size < 20:
+        return None
+    return float(np.percentile(stained, 90)) / max(float(background_colour(rgb).mean()), 1.0)
+
+
 WASHED_OUT_BACKGROUND = 250  # a background this bright in every channel is clipped white: the camera overexposed
 
 

@@ -18,6 +18,7 @@ IMAGE_FAULTS = {  # reasons that belong to the images, not to a cell: a run most
     "noisy image": "give more light or a lower camera gain",
     "low resolution": "use a 40x-100x objective (3 px/um or finer)",
     "heavily compressed JPEG": "save at JPEG quality 50 or more, or as PNG/TIFF",
+    "pale stain": "check the staining (time, fresh stain, buffer pH) and set the camera's contrast and saturation to neutral",
 }
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 from wbc._util.device import pick_device
 from wbc.errors import WbcError
 from wbc.image.framing import Framed, frame_source
-from wbc.image.stain import MIN_NUCLEUS_UM2, MIN_STAINED_UM2
+from wbc.image.stain import MIN_NUCLEUS_UM2, MIN_STAINED_UM2, PALE_CHROMA
 from wbc.infer.answers import NO_WHITE_CELL, UNIDENTIFIED
 from wbc.infer.engines import OnnxEngine, TorchEngine
 from wbc.models.io import load_model_file
@@ -74,11 +74,15 @@ CLIPPED = "overexposed (the background is clipped white): pale cytoplasm and gra
 # validation cells brightened 1.4x were answered 95.1% (Kaggle) and 94.7% (PBC) right where no other flag fired (scripts/exposure.py)
 
 
+UNSTAINED_BLUE = ("PLATELET",)  # answers whose stain is lilac, not blue: no measure of the stain's strength (PBC's own platelets
+# read 0.19-0.27, 32 of the 34 PBC train and validation images under PALE_CHROMA)
+
 GREYSCALE = "greyscale image: the stain's colours (a granule's orange or violet) cannot be seen"
 # validation cells made grey: Kaggle 49.6% right, the 2.9% no other flag caught 85.7% right (scripts/greyscale.py)
 
 
-def review_reasons(probability: float, spec, framed: Framed | None, distance: float | None = None, px_per_um: float | None = None) -> list[str]:
+def review_reasons(probability: float, spec, framed: Framed | None, distance: float | None = None, px_per_um: float | None = None,
+                   label: str | None = None) -> list[str]:
     """Why a technologist should look at this cell: unlike every known type, the model unsure of it, the view
     around it sized without red cells to measure (a cell seen at the wrong size is classified on the wrong evidence),
     the image too coarse to show a nucleus's lobes and a granule (`px_per_um`: a smear field's scale, for a cell cut
@@ -96,16 +100,20 @@ def review_reasons(probability: float, spec, framed: Framed | None, distance: fl
     px = framed.px_per_um if framed is not None and framed.scale != "assumed" else px_per_um
     if px is not None and px < MIN_PX_PER_UM:
         reasons.append(f"low resolution ({px:.1f} px/um < {MIN_PX_PER_UM:.0f}: too coarse for nuclear and granule detail)")
-    return reasons + (image_reasons(framed.noise, framed.overexposed, framed.greyscale, framed.jpeg_quality) if framed is not None else [])
+    colour = None if framed is None or label in UNSTAINED_BLUE else framed.stain_colour
+    return reasons + (image_reasons(framed.noise, framed.overexposed, framed.greyscale, framed.jpeg_quality, colour) if framed is not None else [])
 
 
-def image_reasons(noise: float, overexposed: bool, greyscale: bool, jpeg_quality: int | None = None) -> list[str]:
+def image_reasons(noise: float, overexposed: bool, greyscale: bool, jpeg_quality: int | None = None,
+                  stain_colour: float | None = None) -> list[str]:
     """The image's own faults, whatever cell it shows: grain (a camera at high gain), a background clipped white, no
-    colour at all, a file saved at low JPEG quality."""
+    colour at all, a file saved at low JPEG quality, a stain too pale (or washed out by the camera) to read."""
     return ([f"noisy image (noise {noise:.1f} grey levels >= {MAX_NOISE:.1f}: grain hides chromatin and granules)"] if noise >= MAX_NOISE else []) + \
         ([CLIPPED] if overexposed else []) + ([GREYSCALE] if greyscale else []) + \
         ([f"heavily compressed JPEG (quality {jpeg_quality} < {MIN_JPEG_QUALITY}): block artefacts hide chromatin and granules"]
-         if jpeg_quality is not None and jpeg_quality < MIN_JPEG_QUALITY else [])
+         if jpeg_quality is not None and jpeg_quality < MIN_JPEG_QUALITY else []) + \
+        ([f"pale stain (colour {stain_colour:.2f} < {PALE_CHROMA:.2f}): a faint nucleus and granules are read as another type's"]
+         if stain_colour is not None and stain_colour < PALE_CHROMA else [])
 
 
 ALERTS = {"BLAST": 0.05}  # cell types a differential exists to catch: named whenever this probable, whatever the top class
@@ -402,7 +410,7 @@ class Predictor:
         distance = None if distance is None else round(float(distance), 3)
         probabilities = {c: float(v) for c, v in zip(self.classes, p)}
         reasons = lost_reasons(framed) if note else \
-            alert_reasons(probabilities, label) + review_reasons(float(p[k]), self.spec, framed, distance, px_per_um)
+            alert_reasons(probabilities, label) + review_reasons(float(p[k]), self.spec, framed, distance, px_per_um, label)
         if note:
             label = NO_WHITE_CELL
         elif beyond(distance, self.spec.far_distance):

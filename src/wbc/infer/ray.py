@@ -51,6 +51,7 @@ class _Framed:
     greyscale: bool = False
     grey_unsure: bool = False
     jpeg_quality: int | None = None
+    stain_colour: float | None = None
 
 
 FRAMED_FIELDS = [f.name for f in fields(_Framed)]
