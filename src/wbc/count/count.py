@@ -25,11 +25,14 @@ from wbc.image.framing import cell_view, source_image
 from wbc.image.scale import estimate_scale
 from wbc.image.stain import (
     MIN_NUCLEUS_UM2,
+    PALE_CHROMA,
     cell_centre,
     is_greyscale,
     largest_stained_um2,
+    neutral_background,
     noise_sigma,
     raised,
+    stain_colour,
     stain_readable,
     washed_out,
 )
@@ -177,7 +180,9 @@ def field_warnings(work: np.ndarray, px_per_um: float, how: str = "measured") ->
     smoother)."""
     picture = without_margins(work)  # a white border is no smear background
     clipped, noise, grey = washed_out(picture), noise_sigma(picture), is_greyscale(picture)
-    flags = image_reasons(noise, clipped, grey)
+    step = max(1, picture.shape[1] // 1000)  # the stain's colour is a share: a slide is read at about 1000 px wide
+    colour = None if grey else stain_colour(neutral_background(np.ascontiguousarray(picture[::step, ::step])))
+    flags = image_reasons(noise, clipped, grey, stain_colour=colour)
     said = []
     if how == "assumed":
         flags.insert(0, f"scale not measured (no usable red cells): {BCCD_PX_PER_UM:.0f} px/um assumed")
@@ -192,6 +197,9 @@ def field_warnings(work: np.ndarray, px_per_um: float, how: str = "measured") ->
     if grey:
         said.append("greyscale: the stain's colours cannot be seen, so white cells may be missed and those found are flagged; "
                     "save the camera's colour images")
+    if colour is not None and colour < PALE_CHROMA:
+        said.append(f"pale stain (colour {colour:.2f} < {PALE_CHROMA:.2f}): white cells may be misread, and those found are flagged; "
+                    "check the staining and set the camera's contrast and saturation to neutral")
     if noise >= MAX_NOISE:
         said.append(f"noisy image (noise {noise:.1f} grey levels): every white cell found is flagged")
     return said, flags
