@@ -113,7 +113,7 @@ def image_reasons(noise: float, overexposed: bool, greyscale: bool, jpeg_quality
         ([f"heavily compressed JPEG (quality {jpeg_quality} < {MIN_JPEG_QUALITY}): block artefacts hide chromatin and granules"]
          if jpeg_quality is not None and jpeg_quality < MIN_JPEG_QUALITY else []) + \
         ([f"pale stain (colour {stain_colour:.2f} < {PALE_CHROMA:.2f}): a faint nucleus and granules are read as another type's"]
-         if stain_colour is not None and stain_colour < PALE_CHROMA else [])
+         if stain_colour is not None and stain_colour < PALE_CHROMA and not overexposed else [])  # clipped: that reason says why
 
 
 ALERTS = {"BLAST": 0.05}  # cell types a differential exists to catch: named whenever this probable, whatever the top class
