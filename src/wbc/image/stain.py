@@ -231,7 +231,8 @@ def stained_extent_px(rgb: np.ndarray) -> float:
 
 
 PALE_CHROMA = 0.27  # stain colour (see stain_colour) under which an image's stain is too pale to read: validation cells of
-# the three sources lie at 0.275 and above at their 0.5th percentile; under haze or half the saturation at 0.15-0.30,
+# the three sources lie at 0.28 and above at their 0.5th percentile (PBC's lilac platelets, exempt, aside), BCCD's fields
+# at 0.287 and above; under haze or half the saturation at 0.15-0.30,
 # where Kaggle's answers the other flags let through were 84.6% and 91.3% right (docs/results.md, session 19)
 
 

@@ -74,7 +74,7 @@ CLIPPED = "overexposed (the background is clipped white): pale cytoplasm and gra
 # validation cells brightened 1.4x were answered 95.1% (Kaggle) and 94.7% (PBC) right where no other flag fired (scripts/exposure.py)
 
 
-UNSTAINED_BLUE = ("PLATELET",)  # answers whose stain is lilac, not blue: no measure of the stain's strength (PBC's own platelets
+PALE_EXEMPT = ("PLATELET",)  # answers whose stain is lilac, not blue: no measure of the stain's strength (PBC's own platelets
 # read 0.19-0.27, 32 of the 34 PBC train and validation images under PALE_CHROMA)
 
 GREYSCALE = "greyscale image: the stain's colours (a granule's orange or violet) cannot be seen"
@@ -100,7 +100,7 @@ def review_reasons(probability: float, spec, framed: Framed | None, distance: fl
     px = framed.px_per_um if framed is not None and framed.scale != "assumed" else px_per_um
     if px is not None and px < MIN_PX_PER_UM:
         reasons.append(f"low resolution ({px:.1f} px/um < {MIN_PX_PER_UM:.0f}: too coarse for nuclear and granule detail)")
-    colour = None if framed is None or label in UNSTAINED_BLUE else framed.stain_colour
+    colour = None if framed is None or label in PALE_EXEMPT else framed.stain_colour
     return reasons + (image_reasons(framed.noise, framed.overexposed, framed.greyscale, framed.jpeg_quality, colour) if framed is not None else [])
 
 
