@@ -80,7 +80,8 @@ def stained_cells(mask: np.ndarray, labels: np.ndarray, stats: np.ndarray, centr
 
 
 GREY_CHROMA = 4.0  # mean |R - G| + |G - B| under which an image holds no colour to speak of
-FILL_DARK, FILL_WHITE = 40, 250  # a pixel no brighter than FILL_DARK in any channel, or at least FILL_WHITE in every one, is fill
+FILL_DARK, FILL_WHITE = 40, 250  # a pixel no brighter than FILL_DARK in any channel (black: fill, or a background too dark
+# to read), or at least FILL_WHITE in every one, is fill
 MIN_LIT = 8  # sampled pixels (of about 64x64) that are not fill, enough to judge: a platelet alone on black is about 10-20
 
 
@@ -171,7 +172,7 @@ def dim_gain(bg: np.ndarray) -> float:
     was lit well enough, or too dark to say). Validation cells at a quarter of their light were answered "no white
     cell": every Kaggle one, 73% of PBC's; raised, they are answered as at home (docs/results.md, session 19)."""
     top = float(bg.max())
-    return DIM_TARGET / top if bg.min() >= 40 and top < DIM_BACKGROUND else 1.0
+    return DIM_TARGET / top if bg.min() >= FILL_DARK and top < DIM_BACKGROUND else 1.0
 
 
 def raised(rgb: np.ndarray) -> np.ndarray:
@@ -187,7 +188,7 @@ def neutral_background(rgb: np.ndarray, in_place: bool = False) -> np.ndarray:
     or too dark to say. `in_place`: written over `rgb` (a caller done with the original, such as a whole slide
     after detection), so no second copy is held."""
     bg = background_colour(rgb)
-    if bg.min() < 40:
+    if bg.min() < FILL_DARK:  # a black background: too dark to say
         return rgb
     gain = np.clip(bg.max() / bg, 1.0, 1.8) * dim_gain(bg)
     if (gain < 1.04).all():
