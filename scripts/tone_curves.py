@@ -18,7 +18,7 @@ import numpy as np
 from low_resolution import validation_sets
 
 from wbc._util.io import atomic_write_text
-from wbc.data.shifts import TONES, shifted
+from wbc.data.shifts import TONES, shifted_field
 from wbc.image.decode import decode
 from wbc.infer.predictor import NO_WHITE_CELL, load_model
 
@@ -26,9 +26,8 @@ SHIFTS = ("none", "dim_0.6", "dim_0.4", "dim_0.25", "cut_out", *TONES)
 
 
 def changed(rgb: np.ndarray, how: str) -> np.ndarray:
-    if how.startswith("dim_"):
-        return np.clip(rgb.astype(np.float32) * float(how.split("_")[1]), 0, 255).astype(np.uint8)
-    return shifted(rgb, how)
+    """`rgb` under `how` (dim_G: the light times G, shifted_field's exposure_G; any other name: wbc.data.shifts.shifted)."""
+    return shifted_field(rgb, how.replace("dim_", "exposure_"))[0]
 
 
 def measure(answers, truth) -> dict:
