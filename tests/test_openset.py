@@ -96,7 +96,8 @@ def test_a_model_file_without_statistics_still_works(model, tmp_path):
     m = wbc.load_model(tmp_path / "old.safetensors")
     preds = m.predict(blasts(6))
     assert all(p.distance is None and p.label != UNIDENTIFIED for p in preds)
-    assert all(p.review == (p.probability < m.spec.review_threshold or p.scale in ("cell", "assumed")) for p in preds)
+    assert all(p.review == (p.probability < m.spec.review_threshold or p.scale in ("cell", "assumed") or p.label == "BLAST")
+               for p in preds)  # a BLAST answer is always flagged
 
 
 def test_risk_coverage_is_the_accuracy_of_the_least_strange_cells():
@@ -294,3 +295,16 @@ def test_a_blast_answered_as_another_type_says_possible_blast(model):
     assert not any("possible blast" in (p.review_reason or "") for p in preds if p.label == "BLAST")
     neut = model.predict(sorted((MUNICH / "test" / "NEUTROPHIL").glob("*.jpg"))[:40])
     assert all(("possible blast" in (p.review_reason or "")) == (p.probabilities["BLAST"] >= 0.05) for p in neut)
+
+
+def test_a_cell_answered_blast_is_flagged_however_sure(model):
+    """A BLAST answer is never left unflagged, even in a run too small to be judged as one with blasts: a lab's
+    lymphocytes under a stronger stain were called BLAST at 0.95 and above, and every blast is verified by hand."""
+    cells = [*blasts(8), *pbc_images("test", "LYMPHOCYTE")[:6], *pbc_images("test", "MONOCYTE")[:5]]  # 19 < LAB_MIN_CELLS
+    preds = model.predict(cells)
+    called = [p for p in preds if p.label == "BLAST"]
+    assert len(called) >= 6 and all(p.review and "blast: an abnormal cell type" in p.review_reason for p in called)
+    # without the rule some of them would pass: their only reason is this one
+    assert any(p.review_reason.startswith("blast: an abnormal cell type") and ";" not in p.review_reason for p in called)
+    assert not any("abnormal cell type" in (p.review_reason or "") for p in preds if p.label != "BLAST")
+    assert not any("blasts in this run" in (p.review_reason or "") for p in preds)

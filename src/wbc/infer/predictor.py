@@ -122,10 +122,17 @@ ALERTS = {"BLAST": 0.05}  # cell types a differential exists to catch: named whe
 # every one already flagged by confidence or distance; scripts/selective.py's caches)
 
 
+CONFIRM = "to be confirmed by a technologist before it is reported"
+
+
 def alert_reasons(probabilities: dict[str, float], label: str) -> list[str]:
-    """"possible blast (P 0.19)" for a cell answered as another type: the technologist must look at it."""
-    return [f"possible {c.lower()} (P {probabilities[c]:.2f})" for c, p in ALERTS.items()
-            if c in probabilities and c != label and probabilities[c] >= p]
+    """"possible blast (P 0.19)" for a cell answered as another type, and "blast: ..." for one answered BLAST, however
+    sure: the technologist must look at either. An abnormal type is the one answer a differential may not give unseen:
+    a lab's lymphocytes under a stronger stain (saturation 1.8) were called BLAST at 0.95 and above, and a lab's own
+    rule (CellaVision's too) has every blast verified."""
+    return [f"{label.lower()}: an abnormal cell type, {CONFIRM}" for c in ALERTS if c == label] + \
+        [f"possible {c.lower()} (P {probabilities[c]:.2f})" for c, p in ALERTS.items()
+         if c in probabilities and c != label and probabilities[c] >= p]
 
 
 def strangeness(probability: float, distance: float | None, spec) -> float:
@@ -409,13 +416,10 @@ class Predictor:
         note = no_white_cell(framed, label) if framed is not None else None
         distance = None if distance is None else round(float(distance), 3)
         probabilities = {c: float(v) for c, v in zip(self.classes, p)}
+        shown = NO_WHITE_CELL if note else UNIDENTIFIED if beyond(distance, self.spec.far_distance) else label
         reasons = lost_reasons(framed) if note else \
-            alert_reasons(probabilities, label) + review_reasons(float(p[k]), self.spec, framed, distance, px_per_um, label)
-        if note:
-            label = NO_WHITE_CELL
-        elif beyond(distance, self.spec.far_distance):
-            label = UNIDENTIFIED
-        return Prediction(source=source, label=label, probability=float(p[k]), probabilities=probabilities, review=bool(reasons),
+            alert_reasons(probabilities, shown) + review_reasons(float(p[k]), self.spec, framed, distance, px_per_um, label)
+        return Prediction(source=source, label=shown, probability=float(p[k]), probabilities=probabilities, review=bool(reasons),
                           px_per_um=round(framed.px_per_um, 3) if framed else None, scale=framed.scale if framed else None, note=note,
                           review_reason="; ".join(reasons) or None, distance=distance)
 
