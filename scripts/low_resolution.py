@@ -35,12 +35,15 @@ def val_cells(manifest: Path, root: Path, n: int) -> list[tuple[Path, str]]:
     return [(root / r["path"], r["class"]) for r in rows[:n]]
 
 
+SOURCES = {"kaggle": ("split_manifest.csv", "blood-cells/dataset2-master/images"), "pbc": ("split_pbc.csv", "pbc"),
+           "munich": ("split_munich.csv", "munich-aml")}  # the shipped manifests, and each source's folder under the data
+
+
 def validation_sets() -> dict[str, list[tuple[Path, str]]]:
     """The validation cells every degradation script reads: 240 Kaggle, 240 PBC, 120 Munich (the shipped manifests)."""
     data = Path(resolve_data(None)).parent
-    return {"kaggle": val_cells(ASSETS / "split_manifest.csv", data / "blood-cells/dataset2-master/images", 240),
-            "pbc": val_cells(ASSETS / "split_pbc.csv", data / "pbc", 240),
-            "munich": val_cells(ASSETS / "split_munich.csv", data / "munich-aml", 120)}
+    return {name: val_cells(ASSETS / manifest, data / folder, 120 if name == "munich" else 240)
+            for name, (manifest, folder) in SOURCES.items()}
 
 
 def measured(answers, truth) -> dict:

@@ -4,30 +4,51 @@ camera or data set might give them, through `predict` one by one (scale measured
     python scripts/tone_curves.py [--model FILE] [--out reports/tone_curves.json]
 
 Shifts (wbc.data.shifts): dim light (0.6, 0.4, 0.25 of it), a cut-out onto black, haze, gamma 0.6 and 1.6, contrast
-1.5, saturation 1.8 and 0.5. Per shift and source (120 Kaggle, 120 PBC, 60 Munich validation cells, never a test
+1.5, saturation 1.8 and 0.5; and `to_SOURCE` (not in the default list): each image's L*a*b* mean and spread moved to
+SOURCE's average over 150 of its train images (Reinhard), one lab's cells in another lab's light and stain. Per shift and source (120 Kaggle, 120 PBC, 60 Munich validation cells, never a test
 split): accuracy, the share left unflagged and how many of those are right, and real cells answered "no white cell".
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import functools
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
-from low_resolution import validation_sets
+from low_resolution import ASSETS, SOURCES, validation_sets
 
 from wbc._util.io import atomic_write_text
+from wbc.data.locate import resolve_data
 from wbc.data.shifts import TONES, shifted_field
 from wbc.image.decode import decode
+from wbc.image.stain import reinhard
 from wbc.infer.predictor import NO_WHITE_CELL, load_model
 
 SHIFTS = ("none", "dim_0.6", "dim_0.4", "dim_0.25", "cut_out", *TONES)
 
 
 def changed(rgb: np.ndarray, how: str) -> np.ndarray:
-    """`rgb` under `how` (dim_G: the light times G, shifted_field's exposure_G; any other name: wbc.data.shifts.shifted)."""
+    """`rgb` under `how` (dim_G: the light times G, shifted_field's exposure_G; to_SOURCE: that source's colours; any
+    other name: wbc.data.shifts.shifted)."""
+    if how.startswith("to_"):
+        return reinhard(rgb, source_colours(how[3:]))
     return shifted_field(rgb, how.replace("dim_", "exposure_"))[0]
+
+
+@functools.cache
+def source_colours(name: str) -> tuple[float, ...]:
+    """The L*a*b* means and spreads (OpenCV's 0-255 scale) of an average image of source `name`: 150 of its train images."""
+    manifest, folder = SOURCES[name]
+    rows = [r for r in csv.DictReader((ASSETS / manifest).open()) if r["split"] == "train"]
+    stats = []
+    for r in rows[:: max(1, len(rows) // 150)]:
+        mean, std = cv2.meanStdDev(cv2.cvtColor(decode(Path(resolve_data(None)).parent / folder / r["path"]), cv2.COLOR_RGB2LAB))
+        stats.append(np.r_[mean.ravel(), std.ravel()])
+    return tuple(float(v) for v in np.mean(stats, 0))
 
 
 def measure(answers, truth) -> dict:

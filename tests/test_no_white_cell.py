@@ -93,7 +93,8 @@ def test_cli_says_no_white_cell(images, wbc_cache):
 
 def test_the_predict_table_says_why_a_cell_is_flagged(wbc_cache):
     """The table, like the csv's review_reason, gives each flagged cell its reason; no path is cut short."""
-    cells = [*sorted((DATA / "munich-aml" / "test" / "BLAST").glob("*.jpg"))[:3], *sorted((DATA / "pbc" / "test" / "IG").glob("*.jpg"))[:3]]
+    cells = [*sorted((DATA / "munich-aml" / "test" / "BLAST").glob("*.jpg"))[:3], *sorted((DATA / "pbc" / "test" / "IG").glob("*.jpg"))[:3],
+             *sorted((DATA / "pbc" / "test" / "EOSINOPHIL").glob("*.jpg"))[:3]]  # blasts are always flagged; eosinophils seldom
     answers = wbc.load_model().predict(cells)
     assert any(a.review for a in answers) and not all(a.review for a in answers)
     said = run_cli("predict", *map(str, cells)).stderr

@@ -2,7 +2,7 @@
 validation cells the other flags let through: 84.6% and 91.3% right), so a stain too pale to read flags the answer
 (`wbc.image.stain.stain_colour` under PALE_CHROMA) in `predict` and in `wbc count`; the sources' own images never are."""
 
-from conftest import BCCD, CLASSES, PBC_CLASSES, kaggle_images, pbc_images
+from conftest import BCCD, CLASSES, DATA, PBC_CLASSES, kaggle_images, pbc_images
 
 import wbc
 from wbc.count.voc import read_ids
@@ -35,3 +35,26 @@ def test_count_says_a_field_is_pale_and_flags_its_white_cells(wbc_cache):
     assert not plain.warnings and not any("pale stain" in (w["review_reason"] or "") for w in plain.wbc)
     assert any(w.startswith("pale stain") for w in pale.warnings), pale.warnings
     assert pale.wbc and all(w["review"] and "pale stain" in w["review_reason"] for w in pale.wbc)
+
+
+MUNICH_COLOURS = (199.468, 142.604, 117.000, 48.482, 18.591, 20.446)  # Munich's average L*a*b* means and spreads
+# (scripts/tone_curves.py source_colours)
+
+
+def test_a_nucleus_the_stain_rule_cannot_read_is_classified_and_flagged_not_dropped(wbc_cache):
+    """Kaggle cells moved into Munich's light and stain (Reinhard): the nucleus turns magenta, blue minus red reads no
+    nucleus, and these three were answered "no white cell" with no reason. Its dark blob now keeps the cell."""
+    from wbc.image.stain import MIN_NUCLEUS_UM2, reinhard
+    from wbc.infer.predictor import DARK_ONLY, NO_WHITE_CELL
+
+    train = DATA / "blood-cells" / "dataset2-master" / "images" / "TRAIN"
+    paths = [train / "EOSINOPHIL" / "_41_238.jpeg", train / "NEUTROPHIL" / "_98_1601.jpeg", train / "NEUTROPHIL" / "_96_8552.jpeg"]
+    model = wbc.load_model()
+    moved = [reinhard(decode(p), MUNICH_COLOURS) for p in paths]
+    framed = [model.frame(im) for im in moved]
+    assert all(f.dark_only == (f.stained_um2 < MIN_NUCLEUS_UM2) for f in framed)  # no nucleus by colour: the dark blob holds it
+    assert sum(f.dark_only for f in framed) >= 2, [f.stained_um2 for f in framed]  # 0.8-3.0 um2 by colour when measured
+    answers = model.predict(moved)
+    assert all(a.label != NO_WHITE_CELL and a.review for a in answers), [a.review_reason for a in answers]
+    assert all(DARK_ONLY in a.review_reason for a, f in zip(answers, framed) if f.dark_only)
+    assert not any(model.frame(decode(p)).dark_only for p in paths)  # as they are, the stain rule reads them

@@ -77,6 +77,9 @@ CLIPPED = "overexposed (the background is clipped white): pale cytoplasm and gra
 PALE_EXEMPT = ("PLATELET",)  # answers whose stain is lilac, not blue: no measure of the stain's strength (PBC's own platelets
 # read 0.19-0.27, 32 of the 34 PBC train and validation images under PALE_CHROMA)
 
+DARK_ONLY = ("no nucleus in the stain's colours, only a dark blob: a stain or light unlike the training labs', or a cell cut "
+             "by the frame; the view may miss the cell")
+
 GREYSCALE = "greyscale image: the stain's colours (a granule's orange or violet) cannot be seen"
 # validation cells made grey: Kaggle 49.6% right, the 2.9% no other flag caught 85.7% right (scripts/greyscale.py)
 
@@ -94,6 +97,8 @@ def review_reasons(probability: float, spec, framed: Framed | None, distance: fl
         reasons.append(f"unlike the training cells (distance {distance:.2f} > {spec.near_distance:.2f})")
     if probability < spec.review_threshold:
         reasons.append(f"low confidence ({probability:.3f} < {spec.review_threshold:.3f})")  # 3 places: 0.94 < 0.94 read as a bug
+    if framed is not None and framed.dark_only:
+        reasons.append(DARK_ONLY)
     if framed is not None and framed.scale in ("run", "cell", "assumed"):
         source = {"run": "the run's median", "cell": "from the stained cell", "assumed": "assumed from the image width"}[framed.scale]
         reasons.append(f"scale not measured (no usable red cells): {source}")
@@ -326,6 +331,8 @@ def no_white_cell(framed: Framed, label: str) -> str | None:
     cells), an image too small to hold a cell, or a nucleated class called on a stained speck."""
     if framed.too_small:
         return "no white cell found: the image is too small to hold a cell"
+    if framed.dark_only:  # a nucleus the stain rule cannot read: classified and flagged (DARK_ONLY), never dropped
+        return None
     if framed.stained_um2 < MIN_STAINED_UM2:
         return "no white cell found: nothing in the image is stained like a nucleus"
     if label not in NON_NUCLEATED and framed.stained_um2 < MIN_NUCLEUS_UM2:
