@@ -212,6 +212,26 @@ def test_the_background_augmentation_retones_the_plasma_and_leaves_the_stained_c
         assert np.abs(out - c)[bright].mean() > 3.0
 
 
+def test_the_lab_transfer_augmentation_moves_the_whole_image_into_a_lab_within_the_sources_span(cells):
+    """Training's --transfer: the image's L*a*b* mean and spread land on a target inside LAB_SPAN (the sources' own
+    averages, a little wider), a different lab each draw, the picture itself unchanged."""
+    import random
+
+    import cv2
+
+    from wbc.data.transforms import LAB_SPAN, lab_transfer
+
+    for k, c in enumerate(cells[:4]):
+        outs = [lab_transfer(c, random.Random(10 * k + j)) for j in range(2)]
+        for out in outs:
+            mean, std = (v.ravel() for v in cv2.meanStdDev(cv2.cvtColor(out, cv2.COLOR_RGB2LAB)))
+            for value, (lo, hi) in zip([*mean, *std], LAB_SPAN):
+                assert lo - 4 <= value <= hi + 4, (value, lo, hi)  # uint8 rounding and clipping at 0 and 255
+            lum_in, lum_out = c.astype(np.float32).mean(2).ravel(), out.astype(np.float32).mean(2).ravel()
+            assert np.corrcoef(lum_in, lum_out)[0, 1] > 0.9  # the same picture, in other colours
+        assert np.abs(outs[0].astype(int) - outs[1]).mean() > 2
+
+
 def test_for_a_whole_image_balance_the_background_tone_is_drawn_before_the_balance(cells):
     """A model that balances the whole image (--white-balance-image) meets another lab's glass through the balance:
     training draws the new tone first, so the balance reads it and the cell comes out in colours the home balance

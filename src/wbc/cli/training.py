@@ -50,6 +50,7 @@ def train(data: Optional[list[str]] = typer.Option(None, "--data", help="trainin
           cast: float = typer.Option(T.augment.cast, help="colour-cast augmentation: each channel's gain drawn from 1 +- this (another lamp or camera)"),
           background: float = typer.Option(T.augment.background, help="share of training views given a new background tone (greyer, darker, tinted) under the cell"),
           tight_crop: float = typer.Option(T.augment.tight, help="share of training views cut tight around the cell, black outside (an analyser's crop)"),
+          transfer: float = typer.Option(T.augment.transfer, help="share of training images moved into another lab's light and stain (L*a*b* statistics drawn from the sources' span)"),
           seed: int = typer.Option(T.seed), workers: Optional[int] = typer.Option(None, help="data-loading processes (default: one per core beyond the first, at most 4)"),
           device: str = typer.Option(T.device), resume: bool = typer.Option(False, help="continue the run in --out")):
     """Two-round transfer learning on one or more sources, early stopping on group-disjoint validation."""
@@ -63,7 +64,7 @@ def train(data: Optional[list[str]] = typer.Option(None, "--data", help="trainin
     cfg = TrainConfig(data=[] if resume else (data or [resolve_data(None)]), manifest=manifest or [], out=str(out), head=head_sizes, **options)
     if workers is not None:
         cfg.workers = workers
-    cfg.augment.cast, cfg.augment.background, cfg.augment.tight = cast, background, tight_crop
+    cfg.augment.cast, cfg.augment.background, cfg.augment.tight, cfg.augment.transfer = cast, background, tight_crop, transfer
     cfg.augment.colour, cfg.augment.gamma = colour, _range(gamma, "--gamma")
     cfg.check(resume)  # before PyTorch loads: a bad option answers at once
     from wbc.training.train import train as run_train

@@ -25,3 +25,4 @@ class Augment:
     cast: float = 0.0  # colour cast: each channel's gain drawn from 1 +- cast (another lamp, filter or white balance)
     background: float = 0.0  # probability of a new background tone (greyer, darker or tinted) under an unchanged cell
     tight: float = 0.0  # probability that a view is cut tight around the cell, black outside (an analyser's crop)
+    transfer: float = 0.0  # probability that the whole image is moved into another lab's light and stain (`lab_transfer`)

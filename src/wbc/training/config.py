@@ -75,6 +75,8 @@ class TrainConfig:
             raise WbcError(f"--background must be a share from 0 to 1, not {self.augment.background}")
         if not 0 <= self.augment.tight <= 1:
             raise WbcError(f"--tight-crop must be a share from 0 to 1, not {self.augment.tight}")
+        if not 0 <= self.augment.transfer <= 1:
+            raise WbcError(f"--transfer must be a share from 0 to 1, not {self.augment.transfer}")
 
     def save(self, path: str | os.PathLike) -> None:
         atomic_write_text(path, json.dumps(asdict(self), indent=2))
