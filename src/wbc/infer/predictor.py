@@ -86,8 +86,8 @@ GREYSCALE = "greyscale image: the stain's colours (a granule's orange or violet)
 
 def review_reasons(probability: float, spec, framed: Framed | None, distance: float | None = None, px_per_um: float | None = None,
                    label: str | None = None) -> list[str]:
-    """Why a technologist should look at this cell: unlike every known type, the model unsure of it, the view
-    around it sized without red cells to measure (a cell seen at the wrong size is classified on the wrong evidence),
+    """Why a technologist should look at this cell: unlike every known type, the model unsure of it, its nucleus seen
+    only as a dark blob (not in the stain's colours, so the view may be centred off the cell), the view around it sized without red cells to measure (a cell seen at the wrong size is classified on the wrong evidence),
     the image too coarse to show a nucleus's lobes and a granule (`px_per_um`: a smear field's scale, for a cell cut
     from it), too grainy (a camera at high gain), overexposed, or without colour."""
     reasons = []
@@ -135,7 +135,7 @@ def alert_reasons(probabilities: dict[str, float], label: str) -> list[str]:
     sure: the technologist must look at either. An abnormal type is the one answer a differential may not give unseen:
     a lab's lymphocytes under a stronger stain (saturation 1.8) were called BLAST at 0.95 and above, and a lab's own
     rule (CellaVision's too) has every blast verified."""
-    return [f"{label.lower()}: an abnormal cell type, {CONFIRM}" for c in ALERTS if c == label] + \
+    return ([f"{label.lower()}: an abnormal cell type, {CONFIRM}"] if label in ALERTS else []) + \
         [f"possible {c.lower()} (P {probabilities[c]:.2f})" for c, p in ALERTS.items()
          if c in probabilities and c != label and probabilities[c] >= p]
 
