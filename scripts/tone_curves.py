@@ -5,8 +5,9 @@ camera or data set might give them, through `predict` one by one (scale measured
 
 Shifts (wbc.data.shifts): dim light (0.6, 0.4, 0.25 of it), a cut-out onto black, haze, gamma 0.6 and 1.6, contrast
 1.5, saturation 1.8 and 0.5; and `to_SOURCE` (not in the default list): each image's L*a*b* mean and spread moved to
-SOURCE's average over 150 of its train images (Reinhard), one lab's cells in another lab's light and stain. Per shift and source (120 Kaggle, 120 PBC, 60 Munich validation cells, never a test
-split): accuracy, the share left unflagged and how many of those are right, and real cells answered "no white cell".
+SOURCE's average over 150 of its train images (Reinhard), one lab's cells in another lab's light and stain. Per shift
+and source (120 Kaggle, 120 PBC, 60 Munich validation cells, never a test split): accuracy, the share left unflagged
+and how many of those are right, and real cells answered "no white cell".
 """
 
 from __future__ import annotations
@@ -43,10 +44,11 @@ def changed(rgb: np.ndarray, how: str) -> np.ndarray:
 def source_colours(name: str) -> tuple[float, ...]:
     """The L*a*b* means and spreads (OpenCV's 0-255 scale) of an average image of source `name`: 150 of its train images."""
     manifest, folder = SOURCES[name]
+    root = Path(resolve_data(None)).parent / folder
     rows = [r for r in csv.DictReader((ASSETS / manifest).open()) if r["split"] == "train"]
     stats = []
     for r in rows[:: max(1, len(rows) // 150)]:
-        mean, std = cv2.meanStdDev(cv2.cvtColor(decode(Path(resolve_data(None)).parent / folder / r["path"]), cv2.COLOR_RGB2LAB))
+        mean, std = cv2.meanStdDev(cv2.cvtColor(decode(root / r["path"]), cv2.COLOR_RGB2LAB))
         stats.append(np.r_[mean.ravel(), std.ravel()])
     return tuple(float(v) for v in np.mean(stats, 0))
 
