@@ -34,6 +34,7 @@ from wbc.image.stain import (
     raised,
     stain_colour,
     stain_readable,
+    too_pale,
     washed_out,
 )
 from wbc.infer.predictor import GREYSCALE, MAX_NOISE, MIN_PX_PER_UM, image_reasons
@@ -197,7 +198,7 @@ def field_warnings(work: np.ndarray, px_per_um: float, how: str = "measured") ->
     if grey:
         said.append("greyscale: the stain's colours cannot be seen, so white cells may be missed and those found are flagged; "
                     "save the camera's colour images")
-    if colour is not None and colour < PALE_CHROMA and not clipped:  # overexposure washes the stain out, and its line says so
+    if too_pale(colour, clipped):
         said.append(f"pale stain (colour {colour:.2f} < {PALE_CHROMA:.2f}): white cells may be misread, and those found are flagged; "
                     "check the staining and set the camera's contrast and saturation to neutral")
     if noise >= MAX_NOISE:

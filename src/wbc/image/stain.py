@@ -255,6 +255,12 @@ def stain_colour(rgb: np.ndarray) -> float | None:
     return float(np.percentile(stained, 90)) / max(float(background_colour(rgb).mean()), 1.0)
 
 
+def too_pale(colour: float | None, overexposed: bool) -> bool:
+    """The stain reads under PALE_CHROMA, and no clipped background explains it (overexposure washes the stain out,
+    and its own reason says so)."""
+    return colour is not None and colour < PALE_CHROMA and not overexposed
+
+
 WASHED_OUT_BACKGROUND = 250  # a background this bright in every channel is clipped white: the camera overexposed
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 from wbc._util.device import pick_device
 from wbc.errors import WbcError
 from wbc.image.framing import Framed, frame_source
-from wbc.image.stain import MIN_NUCLEUS_UM2, MIN_STAINED_UM2, PALE_CHROMA
+from wbc.image.stain import MIN_NUCLEUS_UM2, MIN_STAINED_UM2, PALE_CHROMA, too_pale
 from wbc.infer.answers import NO_WHITE_CELL, UNIDENTIFIED
 from wbc.infer.engines import OnnxEngine, TorchEngine
 from wbc.models.io import load_model_file
@@ -118,7 +118,7 @@ def image_reasons(noise: float, overexposed: bool, greyscale: bool, jpeg_quality
         ([f"heavily compressed JPEG (quality {jpeg_quality} < {MIN_JPEG_QUALITY}): block artefacts hide chromatin and granules"]
          if jpeg_quality is not None and jpeg_quality < MIN_JPEG_QUALITY else []) + \
         ([f"pale stain (colour {stain_colour:.2f} < {PALE_CHROMA:.2f}): a faint nucleus and granules are read as another type's"]
-         if stain_colour is not None and stain_colour < PALE_CHROMA and not overexposed else [])  # clipped: that reason says why
+         if too_pale(stain_colour, overexposed) else [])
 
 
 ALERTS = {"BLAST": 0.05}  # cell types a differential exists to catch: named whenever this probable, whatever the top class
