@@ -2,6 +2,7 @@
 validation cells the other flags let through: 84.6% and 91.3% right), so a stain too pale to read flags the answer
 (`wbc.image.stain.stain_colour` under PALE_CHROMA) in `predict` and in `wbc count`; the sources' own images never are."""
 
+import numpy as np
 from conftest import BCCD, CLASSES, DATA, PBC_CLASSES, kaggle_images, pbc_images
 
 import wbc
@@ -41,20 +42,30 @@ MUNICH_COLOURS = (199.468, 142.604, 117.000, 48.482, 18.591, 20.446)  # Munich's
 # (scripts/tone_curves.py source_colours)
 
 
-def test_a_nucleus_the_stain_rule_cannot_read_is_classified_and_flagged_not_dropped(wbc_cache):
+def test_a_nucleus_the_stain_rule_cannot_read_is_classified_flagged_and_framed_not_dropped(wbc_cache):
     """Kaggle cells moved into Munich's light and stain (Reinhard): the nucleus turns magenta, blue minus red reads no
-    nucleus, and these three were answered "no white cell" with no reason. Its dark blob now keeps the cell."""
-    from wbc.image.stain import MIN_NUCLEUS_UM2, reinhard
-    from wbc.infer.predictor import DARK_ONLY, NO_WHITE_CELL
+    nucleus, and these three were answered "no white cell" with no reason. It still reads purple (blue over green):
+    the cell is kept, flagged, and the view centred on it, not on the image's middle (Kaggle's cells lie 6-14 um off)."""
+    from wbc.image.framing import image_scale, source_image, stain_reading
+    from wbc.image.stain import MIN_NUCLEUS_UM2, cell_centre, purple_um2, reinhard
+    from wbc.infer.predictor import NO_WHITE_CELL, PURPLE_ONLY
 
     train = DATA / "blood-cells" / "dataset2-master" / "images" / "TRAIN"
     paths = [train / "EOSINOPHIL" / "_41_238.jpeg", train / "NEUTROPHIL" / "_98_1601.jpeg", train / "NEUTROPHIL" / "_96_8552.jpeg"]
     model = wbc.load_model()
     moved = [reinhard(decode(p), MUNICH_COLOURS) for p in paths]
     framed = [model.frame(im) for im in moved]
-    assert all(f.dark_only == (f.stained_um2 < MIN_NUCLEUS_UM2) for f in framed)  # no nucleus by colour: the dark blob holds it
-    assert sum(f.dark_only for f in framed) >= 2, [f.stained_um2 for f in framed]  # 0.8-3.0 um2 by colour when measured
+    assert all(f.purple_only == (f.stained_um2 < MIN_NUCLEUS_UM2) for f in framed)  # no nucleus by colour: purple holds it
+    assert sum(f.purple_only for f in framed) >= 2, [f.stained_um2 for f in framed]  # 0.8-3.0 um2 by colour when measured
     answers = model.predict(moved)
     assert all(a.label != NO_WHITE_CELL and a.review for a in answers), [a.review_reason for a in answers]
-    assert all(DARK_ONLY in a.review_reason for a, f in zip(answers, framed) if f.dark_only)
-    assert not any(model.frame(decode(p)).dark_only for p in paths)  # as they are, the stain rule reads them
+    assert all(PURPLE_ONLY in a.review_reason for a, f in zip(answers, framed) if f.purple_only)
+    assert not any(model.frame(decode(p)).purple_only for p in paths)  # as they are, the stain rule reads them
+    for p, im in zip(paths, moved):
+        rgb = decode(p)
+        px = image_scale(rgb)[0]
+        home = np.array(cell_centre(rgb, px))
+        read, px_read, _, _ = stain_reading(source_image(im, model.spec), None)
+        assert purple_um2(read, px_read) >= MIN_NUCLEUS_UM2
+        assert np.hypot(*(np.array(cell_centre(read, px_read)) - home)) / px < 4.0, p.name  # on the nucleus (a lobe), not the fill
+        assert np.hypot(*(home - np.array(rgb.shape[1::-1]) / 2)) / px > 5.0  # the image's middle would miss it

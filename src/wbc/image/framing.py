@@ -36,12 +36,12 @@ from wbc.image.stain import (
     MIN_STAINED_UM2,
     NUCLEUS_EXTENT_UM,
     cell_centre,
-    dark_blob_um2,
     darkened,
     is_greyscale,
     largest_stained_um2,
     neutral_background,
     noise_sigma,
+    purple_um2,
     reinhard,
     stain_colour,
     stain_readable,
@@ -83,7 +83,7 @@ class Framed:
     grey_unsure: bool = False  # greyscale, no nucleus-dark blob, but cells (red or white) to be seen: a real cell may be missed
     jpeg_quality: int | None = None  # the quality a JPEG file was saved at (frame_source); None: not a JPEG file, or not known
     stain_colour: float | None = None  # how blue the stain is against the light (wbc.image.stain.stain_colour); None: not read
-    dark_only: bool = False  # in colour, no nucleus-sized stain, but a nucleus-dark blob (`dark_blob_um2`): classified and flagged
+    purple_only: bool = False  # in colour, no nucleus-sized stain, but a purple one (`purple_um2`): classified and flagged
 
 
 @dataclass(frozen=True)
@@ -294,9 +294,9 @@ def frame(rgb: np.ndarray, spec, px_per_um: float | RunScale | None = None, cent
         pixels = legacy_view(rgb, spec.input_size, spec.crop, px_per_um, centre)
     lost = stained < MIN_NUCLEUS_UM2 and washed_out(read) and (stained >= MIN_STAINED_UM2 or tinted_share(read) >= 0.01)
     unsure = grey and stained < MIN_NUCLEUS_UM2 and largest_stained_um2(read, px, GREY_CELLS) >= MIN_NUCLEUS_UM2
-    dark = not grey and not lost and stained < MIN_NUCLEUS_UM2 and dark_blob_um2(read, px) >= MIN_NUCLEUS_UM2
+    purple = not grey and not lost and stained < MIN_NUCLEUS_UM2 and purple_um2(read, px) >= MIN_NUCLEUS_UM2
     return Framed(pixels, px, how, stained, washed_out=lost, noise=noise_sigma(rgb), overexposed=clipped, greyscale=grey, grey_unsure=unsure,
-                  stain_colour=None if grey else stain_colour(read), dark_only=dark)
+                  stain_colour=None if grey else stain_colour(read), purple_only=purple)
 
 
 def frame_source(source, spec, px_per_um: float | RunScale | None = None, name: str | None = None) -> Framed:

@@ -30,22 +30,42 @@ def stain_mask(rgb: np.ndarray, threshold: int = STAIN_THRESHOLD) -> np.ndarray:
     return (rgb[..., 2].astype(np.int16) - rgb[..., 0].astype(np.int16)) > threshold
 
 
+PURPLE_THRESHOLD = 40  # blue - green, 0..255: a nucleus in any Romanowsky lab's colours, violet to magenta, where blue
+# over red fails (Kaggle's cells in Munich's light and stain); red cells of BCCD fields, under casts too, reach at most 1.3 um2
+
+
+def purple_mask(rgb: np.ndarray, threshold: int = PURPLE_THRESHOLD) -> np.ndarray:
+    """True where blue exceeds green by `threshold`: a nucleus whether its stain leans blue or red."""
+    return (rgb[..., 2].astype(np.int16) - rgb[..., 1].astype(np.int16)) > threshold
+
+
+def largest_centre(mask: np.ndarray, least: float) -> tuple[float, float] | None:
+    """(x, y) of the largest connected region of `mask`; None without one of `least` pixels."""
+    n, _, stats, centroids = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return None
+    k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    return (float(centroids[k][0]), float(centroids[k][1])) if stats[k, cv2.CC_STAT_AREA] >= least else None
+
+
 def cell_centre(rgb: np.ndarray, px_per_um: float | None = None) -> tuple[float, float]:
-    """(x, y) of the largest stained region, found at low resolution; the image centre if none. With the scale known
-    and more than one stained cell in the image (`stained_cells`), of the largest stained region of the cell nearest
-    the image's middle: a single-cell image is cut around its cell, and a bigger neighbour in a corner is not the cell
-    asked about (validation images whose centre moves: Kaggle 15 of 1,915, 6 -> 8 answered right; PBC 10 of 638,
-    5 -> 10, its unflagged answers 4 of 5 -> 8 of 8 right; Munich none; scratch check, docs/results.md)."""
+    """(x, y) of the largest stained region, found at low resolution. With the scale known and more than one stained
+    cell in the image (`stained_cells`), of the largest stained region of the cell nearest the image's middle: a
+    single-cell image is cut around its cell, and a bigger neighbour in a corner is not the cell asked about
+    (validation images whose centre moves: Kaggle 15 of 1,915, 6 -> 8 answered right; PBC 10 of 638, 5 -> 10, its
+    unflagged answers 4 of 5 -> 8 of 8 right; Munich none; scratch check, docs/results.md). With nothing stained
+    beyond specks, of the largest purple region (`purple_mask`: a nucleus in another lab's colours), else of the largest
+    nucleus-dark blob (`dark_centre`: a greyscale image), and only without either the image's middle: Kaggle's cells
+    lie a median 11 um from it, so a view centred there showed half the cell."""
     h, w = rgb.shape[:2]
     step = max(1, w // 160)
     small = rgb[::step, ::step]
     mask = stain_mask(small).astype(np.uint8)
     n, labels, stats, centroids = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    if n <= 1:
-        return w / 2, h / 2
+    if n <= 1 or stats[1:, cv2.CC_STAT_AREA].max() < 20:  # specks: no cell to centre on by the stain
+        found = largest_centre(purple_mask(small), 20) or dark_centre(small, px_per_um / step if px_per_um else None)
+        return (w / 2, h / 2) if found is None else (found[0] * step + step / 2, found[1] * step + step / 2)
     k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    if stats[k, cv2.CC_STAT_AREA] < 20:  # specks: no cell to centre on
-        return w / 2, h / 2
     if px_per_um and n > 2:
         cells = stained_cells(mask, labels, stats, centroids, px_per_um / step)
         if len(cells) > 1:
@@ -111,11 +131,7 @@ def largest_stained_um2(rgb: np.ndarray, px_per_um: float, dark: float = GREY_NU
     step = max(1, round(min(w, h) / 400))  # big fields: measure at about 400 px, plenty for areas
     small = rgb[::step, ::step]
     if is_greyscale(small):
-        g = small[..., 1]
-        background = float(np.percentile(g, 90))
-        k = max(3, int(px_per_um / step) | 1)
-        mask = (cv2.blur(g, (k, k)) < dark * background).astype(np.uint8)
-        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+        mask = dark_blobs(small[..., 1], px_per_um / step, dark)
     else:
         mask = stain_mask(small, STAINED_THRESHOLD).astype(np.uint8)
     n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
@@ -124,11 +140,37 @@ def largest_stained_um2(rgb: np.ndarray, px_per_um: float, dark: float = GREY_NU
     return float(stats[1:, cv2.CC_STAT_AREA].max() * step * step / px_per_um**2)
 
 
-def dark_blob_um2(rgb: np.ndarray, px_per_um: float) -> float:
-    """`largest_stained_um2` of the image in grey: the largest nucleus-dark blob whatever its colour. A nucleus the stain
-    rule cannot read (magenta under another lab's stain and light: Kaggle cells in Munich's colours, 3 of 120 dropped)
-    is still the darkest thing in the image."""
-    return largest_stained_um2(np.repeat(rgb.mean(2, keepdims=True).astype(np.uint8), 3, axis=2), px_per_um)
+def dark_blobs(grey: np.ndarray, px_per_um: float, dark: float = GREY_NUCLEUS) -> np.ndarray:
+    """uint8 mask of the solid blobs darker than `dark` of the background (its 90th percentile) in a grey image of
+    `px_per_um`, after a 1 um box blur and a 1 um opening (a platelet's granules join, text strokes vanish)."""
+    background = float(np.percentile(grey, 90))
+    k = max(3, int(px_per_um) | 1)
+    mask = (cv2.blur(grey, (k, k)) < dark * background).astype(np.uint8)
+    return cv2.morphologyEx(mask, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+
+
+def dark_centre(rgb: np.ndarray, px_per_um: float | None) -> tuple[float, float] | None:
+    """(x, y) of the largest nucleus-dark blob of `rgb` read in grey (`dark_blobs`) that keeps off the image's edge
+    (a rotated copy's fill is dark, black or, under another lab's colours, grey, and always reaches the edge); None
+    without one of a nucleus's size (20 px when the scale is unknown)."""
+    grey = rgb.mean(2).astype(np.uint8)
+    n, _, stats, centroids = cv2.connectedComponentsWithStats(dark_blobs(grey, px_per_um or 3.0), connectivity=8)
+    h, w = grey.shape
+    x, y, bw, bh, area = (stats[1:, i] for i in range(5))
+    inside = (x > 0) & (y > 0) & (x + bw < w) & (y + bh < h) & (area >= (20 if not px_per_um else max(20, MIN_NUCLEUS_UM2 * px_per_um**2)))
+    if not inside.any():
+        return None
+    k = 1 + int(np.argmax(np.where(inside, area, -1)))
+    return float(centroids[k][0]), float(centroids[k][1])
+
+
+def purple_um2(rgb: np.ndarray, px_per_um: float) -> float:
+    """Area (um2) of the largest purple region (`purple_mask`), measured as `largest_stained_um2` measures the stain.
+    A nucleus the stain rule cannot read (magenta under another lab's stain and light: Kaggle cells in Munich's
+    colours, 3 of 120 dropped) still reads purple; red cells do not."""
+    step = max(1, round(min(rgb.shape[:2]) / 400))
+    n, _, stats, _ = cv2.connectedComponentsWithStats(purple_mask(rgb[::step, ::step]).astype(np.uint8), connectivity=8)
+    return 0.0 if n <= 1 else float(stats[1:, cv2.CC_STAT_AREA].max() * step * step / px_per_um**2)
 
 
 def background_colour(rgb: np.ndarray) -> np.ndarray:

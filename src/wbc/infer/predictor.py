@@ -77,8 +77,7 @@ CLIPPED = "overexposed (the background is clipped white): pale cytoplasm and gra
 PALE_EXEMPT = ("PLATELET",)  # answers whose stain is lilac, not blue: no measure of the stain's strength (PBC's own platelets
 # read 0.19-0.27, 32 of the 34 PBC train and validation images under PALE_CHROMA)
 
-DARK_ONLY = ("no nucleus in the stain's colours, only a dark blob: a stain or light unlike the training labs', or a cell cut "
-             "by the frame; the view may miss the cell")
+PURPLE_ONLY = "nucleus read only as purple, not blue over red: a stain or light unlike the training labs'"
 
 GREYSCALE = "greyscale image: the stain's colours (a granule's orange or violet) cannot be seen"
 # validation cells made grey: Kaggle 49.6% right, the 2.9% no other flag caught 85.7% right (scripts/greyscale.py)
@@ -86,10 +85,11 @@ GREYSCALE = "greyscale image: the stain's colours (a granule's orange or violet)
 
 def review_reasons(probability: float, spec, framed: Framed | None, distance: float | None = None, px_per_um: float | None = None,
                    label: str | None = None) -> list[str]:
-    """Why a technologist should look at this cell: unlike every known type, the model unsure of it, its nucleus seen
-    only as a dark blob (not in the stain's colours, so the view may be centred off the cell), the view around it sized without red cells to measure (a cell seen at the wrong size is classified on the wrong evidence),
-    the image too coarse to show a nucleus's lobes and a granule (`px_per_um`: a smear field's scale, for a cell cut
-    from it), too grainy (a camera at high gain), overexposed, or without colour."""
+    """Why a technologist should look at this cell: unlike every known type, the model unsure of it, its nucleus read
+    only as purple (another lab's stain or light), the view around it sized without red cells to measure (a cell seen
+    at the wrong size is classified on the wrong evidence), the image too coarse to show a nucleus's lobes and a
+    granule (`px_per_um`: a smear field's scale, for a cell cut from it), too grainy (a camera at high gain),
+    overexposed, or without colour."""
     reasons = []
     if beyond(distance, spec.far_distance):
         reasons.append(f"far from every known cell type (distance {distance:.2f} > {spec.far_distance:.2f})")
@@ -97,8 +97,8 @@ def review_reasons(probability: float, spec, framed: Framed | None, distance: fl
         reasons.append(f"unlike the training cells (distance {distance:.2f} > {spec.near_distance:.2f})")
     if probability < spec.review_threshold:
         reasons.append(f"low confidence ({probability:.3f} < {spec.review_threshold:.3f})")  # 3 places: 0.94 < 0.94 read as a bug
-    if framed is not None and framed.dark_only:
-        reasons.append(DARK_ONLY)
+    if framed is not None and framed.purple_only:
+        reasons.append(PURPLE_ONLY)
     if framed is not None and framed.scale in ("run", "cell", "assumed"):
         source = {"run": "the run's median", "cell": "from the stained cell", "assumed": "assumed from the image width"}[framed.scale]
         reasons.append(f"scale not measured (no usable red cells): {source}")
@@ -331,7 +331,7 @@ def no_white_cell(framed: Framed, label: str) -> str | None:
     cells), an image too small to hold a cell, or a nucleated class called on a stained speck."""
     if framed.too_small:
         return "no white cell found: the image is too small to hold a cell"
-    if framed.dark_only:  # a nucleus the stain rule cannot read: classified and flagged (DARK_ONLY), never dropped
+    if framed.purple_only:  # a nucleus the stain rule cannot read: classified and flagged (PURPLE_ONLY), never dropped
         return None
     if framed.stained_um2 < MIN_STAINED_UM2:
         return "no white cell found: nothing in the image is stained like a nucleus"

@@ -52,7 +52,7 @@ class _Framed:
     grey_unsure: bool = False
     jpeg_quality: int | None = None
     stain_colour: float | None = None
-    dark_only: bool = False
+    purple_only: bool = False
 
 
 FRAMED_FIELDS = [f.name for f in fields(_Framed)]
