@@ -3,6 +3,7 @@
 import io
 import json
 
+import cv2
 import numpy as np
 import pytest
 from conftest import (
@@ -46,6 +47,13 @@ def red_cells_only() -> np.ndarray:
     pytest.fail("no stain-free window with red cells in the first BCCD fields")
 
 
+def rotated(rgb: np.ndarray, degrees: float = 20) -> np.ndarray:
+    """`rgb` turned about its middle with black corners, as Kaggle's augmented copies and a rotated camera give it:
+    the fill is no nucleus (session 20's dark-blob rule answered this red-cell window EOSINOPHIL)."""
+    h, w = rgb.shape[:2]
+    return cv2.warpAffine(rgb, cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0), (w, h), borderValue=(0, 0, 0))
+
+
 def text_image() -> np.ndarray:
     im = Image.new("RGB", (320, 240), "white")
     d = ImageDraw.Draw(im)
@@ -61,6 +69,7 @@ NOT_CELLS = {
     "text": text_image,
     "red cells only": red_cells_only,
     "red cells only, in grey": lambda: shifted(red_cells_only(), "greyscale"),
+    "red cells only, rotated": lambda: rotated(red_cells_only()),
 }
 
 
