@@ -31,13 +31,15 @@ import torch
 from wbc.image.decode import MIN_SIDE, decode, decode_with_quality, without_margins
 from wbc.image.scale import estimate_scale, plausible
 from wbc.image.stain import (
+    FAINT_CHROMA,
     GREY_CELLS,
+    GREY_CHROMA,
     MIN_NUCLEUS_UM2,
     MIN_STAINED_UM2,
     NUCLEUS_EXTENT_UM,
     cell_centre,
+    colour_strength,
     darkened,
-    is_greyscale,
     largest_stained_um2,
     neutral_background,
     noise_sigma,
@@ -47,6 +49,7 @@ from wbc.image.stain import (
     stain_readable,
     stained_extent_px,
     tinted_share,
+    too_dark,
     washed_out,
 )
 
@@ -84,6 +87,8 @@ class Framed:
     jpeg_quality: int | None = None  # the quality a JPEG file was saved at (frame_source); None: not a JPEG file, or not known
     stain_colour: float | None = None  # how blue the stain is against the light (wbc.image.stain.stain_colour); None: not read
     purple_only: bool = False  # in colour, no nucleus-sized stain, but a purple one (`purple_um2`): classified and flagged
+    too_dark: bool = False  # the light too low (or a black surround) to read "nothing stained" as "no cell" (wbc.image.stain.too_dark)
+    faint: bool = False  # colours too faint (FAINT_CHROMA) to read "nothing stained" as "no cell"
 
 
 @dataclass(frozen=True)
@@ -282,7 +287,9 @@ def frame(rgb: np.ndarray, spec, px_per_um: float | RunScale | None = None, cent
     # on the pixels as they came (balanced, a background bright in one channel reads white), and without a white border,
     # which is no smear background (every answer was flagged overexposed)
     clipped = washed_out(without_margins(rgb))
-    grey = is_greyscale(rgb)
+    dim = too_dark(rgb)
+    strength = colour_strength(rgb)
+    grey = strength < GREY_CHROMA
     rgb = source_image(rgb, spec)
     if not spec.field_um and not px_per_um:
         return Framed(legacy_view(rgb, spec.input_size, spec.crop, None, centre), w / ASSUMED_FIELD_UM, "assumed", largest_stained_um2(rgb, w / ASSUMED_FIELD_UM))
@@ -296,7 +303,8 @@ def frame(rgb: np.ndarray, spec, px_per_um: float | RunScale | None = None, cent
     unsure = grey and stained < MIN_NUCLEUS_UM2 and largest_stained_um2(read, px, GREY_CELLS) >= MIN_NUCLEUS_UM2
     purple = not grey and not lost and stained < MIN_NUCLEUS_UM2 and purple_um2(read, px) >= MIN_NUCLEUS_UM2
     return Framed(pixels, px, how, stained, washed_out=lost, noise=noise_sigma(rgb), overexposed=clipped, greyscale=grey, grey_unsure=unsure,
-                  stain_colour=None if grey else stain_colour(read), purple_only=purple)
+                  stain_colour=None if grey else stain_colour(read), purple_only=purple, too_dark=dim,
+                  faint=not grey and strength < FAINT_CHROMA)
 
 
 def frame_source(source, spec, px_per_um: float | RunScale | None = None, name: str | None = None) -> Framed:

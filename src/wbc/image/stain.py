@@ -105,15 +105,25 @@ FILL_DARK, FILL_WHITE = 40, 250  # a pixel no brighter than FILL_DARK in any cha
 MIN_LIT = 8  # sampled pixels (of about 64x64) that are not fill, enough to judge: a platelet alone on black is about 10-20
 
 
+def colour_strength(rgb: np.ndarray) -> float:
+    """Mean |R - G| + |G - B| of the pixels that are not black or white fill (all of them when too few are lit)."""
+    small = rgb[:: max(1, rgb.shape[0] // 64), :: max(1, rgb.shape[1] // 64)].astype(np.int16)
+    chroma = np.abs(small[..., 0] - small[..., 1]) + np.abs(small[..., 1] - small[..., 2])
+    lit = (small.max(axis=2) > FILL_DARK) & (small.min(axis=2) < FILL_WHITE)
+    return float(chroma[lit].mean() if lit.sum() >= MIN_LIT else chroma.mean())
+
+
 def is_greyscale(rgb: np.ndarray) -> bool:
     """No colour anywhere to speak of (a greyscale camera, or a grey export): the stain cannot be seen. Read on the
     pixels that are not black or white fill: a cell cut out onto black (a segmented data set) is 90% black, and read
     over the whole image it passed for grey, so its nucleus was looked for as a dark blob on a black background and
     the cell dropped as "no white cell" (15-17% of such Kaggle and PBC validation cells)."""
-    small = rgb[:: max(1, rgb.shape[0] // 64), :: max(1, rgb.shape[1] // 64)].astype(np.int16)
-    chroma = np.abs(small[..., 0] - small[..., 1]) + np.abs(small[..., 1] - small[..., 2])
-    lit = (small.max(axis=2) > FILL_DARK) & (small.min(axis=2) < FILL_WHITE)
-    return float(chroma[lit].mean() if lit.sum() >= MIN_LIT else chroma.mean()) < GREY_CHROMA
+    return colour_strength(rgb) < GREY_CHROMA
+
+
+FAINT_CHROMA = 12.0  # colour strength under which "nothing stained" may be a faded stain, not an image without a cell: the
+# sources' images read at least 21.8, red-cells-only windows of BCCD fields 13.4; Kaggle cells under haze and half the
+# saturation at most 9.7, 20 of 40 of them answered "no white cell" without a word (scratch, docs/results.md)
 
 
 GREY_NUCLEUS = 0.6  # of the background: darker than this, a greyscale blob is a nucleus (PBC, Munich)
@@ -307,6 +317,17 @@ def too_pale(colour: float | None, overexposed: bool) -> bool:
 
 
 WASHED_OUT_BACKGROUND = 250  # a background this bright in every channel is clipped white: the camera overexposed
+
+
+DARK_LIGHT = 80  # the background's brightest channel under which the light is too low to tell "no stain" from "no light"
+# (the sources' smears read 180-250; a lamp at a quarter of its light about 57, still read; a cut-out's black surround 0-10)
+
+
+def too_dark(rgb: np.ndarray) -> bool:
+    """Is the light too low (or the surround black) for the absence of stain to mean the absence of a cell? Validation
+    cells made very dark (a third of the light and gamma 1.6 or contrast 1.5) and cells cut out onto black under a
+    yellow cast were answered "no white cell" without a word (scratch, docs/results.md)."""
+    return float(background_colour(rgb).max()) < DARK_LIGHT
 
 
 def washed_out(rgb: np.ndarray) -> bool:

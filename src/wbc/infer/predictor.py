@@ -312,6 +312,9 @@ OVEREXPOSED = "overexposed: the background is clipped white and the stain washed
 
 GREY_SPECK = "greyscale image: without the stain's colours a white cell cannot be told from red cells, so a real cell may be missed here"
 
+TOO_DARK = "too dark (the light is low or the surround black): a cell's stain cannot be read, so a real cell may be missed here"
+FAINT = "colours too faint (a faded stain, or haze): a cell's stain cannot be read, so a real cell may be missed here"
+
 
 def lost_reasons(framed: Framed | None) -> list[str]:
     """Why a "no white cell" answer may have missed a real one: an overexposed smear (`wbc.image.stain.washed_out`;
@@ -319,9 +322,12 @@ def lost_reasons(framed: Framed | None) -> list[str]:
     nucleus reads as stained (a PBC platelet in grey is dark only in its granules), or cells but no nucleus-dark blob
     (Kaggle's nuclei in grey are as pale as its red cells: 95% of TEST_SIMPLE made grey was dropped in silence). A blank
     image or a printed page reads nothing at all: no cell, nothing to look at. Red cells alone in grey are flagged too:
-    without the colours they cannot be told from such a cell."""
+    without the colours they cannot be told from such a cell; so is an image too dark, or its colours too faint, to read
+    the stain at all."""
     if framed is not None and framed.washed_out:
         return [OVEREXPOSED]
+    if framed is not None and not framed.too_small and (framed.too_dark or framed.faint):
+        return [TOO_DARK if framed.too_dark else FAINT]
     grey_speck = framed is not None and framed.greyscale and not framed.too_small and framed.stained_um2 >= MIN_STAINED_UM2
     return [GREY_SPECK] if grey_speck or (framed is not None and framed.grey_unsure) else []
 

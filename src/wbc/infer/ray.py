@@ -53,6 +53,8 @@ class _Framed:
     jpeg_quality: int | None = None
     stain_colour: float | None = None
     purple_only: bool = False
+    too_dark: bool = False
+    faint: bool = False
 
 
 FRAMED_FIELDS = [f.name for f in fields(_Framed)]
