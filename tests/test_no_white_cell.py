@@ -49,7 +49,7 @@ def red_cells_only() -> np.ndarray:
 
 def rotated(rgb: np.ndarray, degrees: float = 20) -> np.ndarray:
     """`rgb` turned about its middle with black corners, as Kaggle's augmented copies and a rotated camera give it:
-    the fill is no nucleus (session 20's dark-blob rule answered this red-cell window EOSINOPHIL)."""
+    the fill is no nucleus (session 20's dark-blob rule answered this red-cell window NEUTROPHIL)."""
     h, w = rgb.shape[:2]
     return cv2.warpAffine(rgb, cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0), (w, h), borderValue=(0, 0, 0))
 
