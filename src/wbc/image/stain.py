@@ -137,17 +137,21 @@ def largest_stained_um2(rgb: np.ndarray, px_per_um: float, dark: float = GREY_NU
     granules, and unblurred the opening erased it (PBC train platelets and basophils in grey, 450: 56 read as
     nothing stained, so dropped as "no white cell"; blurred 8; stain-free red-cell windows of 100 BCCD train
     fields in grey stay at 0 um2, scripts/grey_platelets.py). `dark`: that blob's level, a share of the background."""
-    h, w = rgb.shape[:2]
-    step = max(1, round(min(w, h) / 400))  # big fields: measure at about 400 px, plenty for areas
+    step = area_step(rgb)
     small = rgb[::step, ::step]
-    if is_greyscale(small):
-        mask = dark_blobs(small[..., 1], px_per_um / step, dark)
-    else:
-        mask = stain_mask(small, STAINED_THRESHOLD).astype(np.uint8)
-    n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    if n <= 1:
-        return 0.0
-    return float(stats[1:, cv2.CC_STAT_AREA].max() * step * step / px_per_um**2)
+    mask = dark_blobs(small[..., 1], px_per_um / step, dark) if is_greyscale(small) else stain_mask(small, STAINED_THRESHOLD)
+    return largest_um2(mask, step, px_per_um)
+
+
+def area_step(rgb: np.ndarray) -> int:
+    """One pixel in how many the area rules read: big fields at about 400 px, plenty for areas."""
+    return max(1, round(min(rgb.shape[:2]) / 400))
+
+
+def largest_um2(mask: np.ndarray, step: int, px_per_um: float) -> float:
+    """Area (um2) of the largest connected region of `mask`, a mask of one pixel in `step` of an image of `px_per_um`."""
+    n, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    return 0.0 if n <= 1 else float(stats[1:, cv2.CC_STAT_AREA].max() * step * step / px_per_um**2)
 
 
 def dark_blobs(grey: np.ndarray, px_per_um: float, dark: float = GREY_NUCLEUS) -> np.ndarray:
@@ -181,9 +185,8 @@ def purple_um2(rgb: np.ndarray, px_per_um: float) -> float:
     """Area (um2) of the largest purple region (`purple_mask`), measured as `largest_stained_um2` measures the stain.
     A nucleus the stain rule cannot read (magenta under another lab's stain and light: Kaggle cells in Munich's
     colours, 3 of 120 dropped) still reads purple; red cells do not."""
-    step = max(1, round(min(rgb.shape[:2]) / 400))
-    n, _, stats, _ = cv2.connectedComponentsWithStats(purple_mask(rgb[::step, ::step]).astype(np.uint8), connectivity=8)
-    return 0.0 if n <= 1 else float(stats[1:, cv2.CC_STAT_AREA].max() * step * step / px_per_um**2)
+    step = area_step(rgb)
+    return largest_um2(purple_mask(rgb[::step, ::step]), step, px_per_um)
 
 
 def background_colour(rgb: np.ndarray) -> np.ndarray:
