@@ -18,7 +18,6 @@ import functools
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 from low_resolution import ASSETS, SOURCES, validation_sets
 
@@ -26,7 +25,7 @@ from wbc._util.io import atomic_write_text
 from wbc.data.locate import resolve_data
 from wbc.data.shifts import TONES, shifted_field
 from wbc.image.decode import decode
-from wbc.image.stain import reinhard
+from wbc.image.stain import lab_stats, reinhard
 from wbc.infer.predictor import NO_WHITE_CELL, load_model
 
 SHIFTS = ("none", "dim_0.6", "dim_0.4", "dim_0.25", "cut_out", *TONES)
@@ -42,14 +41,14 @@ def changed(rgb: np.ndarray, how: str) -> np.ndarray:
 
 @functools.cache
 def source_colours(name: str) -> tuple[float, ...]:
-    """The L*a*b* means and spreads (OpenCV's 0-255 scale) of an average image of source `name`: 150 of its train images."""
+    """The L*a*b* means and spreads (OpenCV's 0-255 scale) of an average image of source `name`: 150 of its train images,
+    without their black fill (`wbc.image.stain.lab_stats`)."""
     manifest, folder = SOURCES[name]
     root = Path(resolve_data(None)).parent / folder
     rows = [r for r in csv.DictReader((ASSETS / manifest).open()) if r["split"] == "train"]
     stats = []
     for r in rows[:: max(1, len(rows) // 150)]:
-        mean, std = cv2.meanStdDev(cv2.cvtColor(decode(root / r["path"]), cv2.COLOR_RGB2LAB))
-        stats.append(np.r_[mean.ravel(), std.ravel()])
+        stats.append(lab_stats(decode(root / r["path"]))[1])
     return tuple(float(v) for v in np.mean(stats, 0))
 
 

@@ -213,23 +213,44 @@ def test_the_background_augmentation_retones_the_plasma_and_leaves_the_stained_c
 
 
 def test_the_lab_transfer_augmentation_moves_the_whole_image_into_a_lab_within_the_sources_span(cells):
-    """Training's --transfer: the image's L*a*b* mean and spread land on a target inside LAB_SPAN (the sources' own
-    averages, a little wider), a different lab each draw, the picture itself unchanged."""
+    """Training's --transfer: the image's L*a*b* mean and spread (without black fill) land on a target inside LAB_SPAN
+    (the sources' own averages, a little wider), a different lab each draw, the picture itself unchanged."""
     import random
 
-    import cv2
-
     from wbc.data.transforms import LAB_SPAN, lab_transfer
+    from wbc.image.stain import lab_stats
 
     for k, c in enumerate(cells[:4]):
         outs = [lab_transfer(c, random.Random(10 * k + j)) for j in range(2)]
         for out in outs:
-            mean, std = (v.ravel() for v in cv2.meanStdDev(cv2.cvtColor(out, cv2.COLOR_RGB2LAB)))
-            for value, (lo, hi) in zip([*mean, *std], LAB_SPAN):
+            for value, (lo, hi) in zip(lab_stats(out)[1], LAB_SPAN):
                 assert lo - 4 <= value <= hi + 4, (value, lo, hi)  # uint8 rounding and clipping at 0 and 255
             lum_in, lum_out = c.astype(np.float32).mean(2).ravel(), out.astype(np.float32).mean(2).ravel()
             assert np.corrcoef(lum_in, lum_out)[0, 1] > 0.9  # the same picture, in other colours
         assert np.abs(outs[0].astype(int) - outs[1]).mean() > 2
+
+
+def test_another_labs_colours_are_read_and_given_without_the_black_fill_of_a_rotated_copy():
+    """Kaggle's rotated copies hold black corners. Read with them, a copy's L*a*b* spread was three times the
+    smear's, so a move into another lab's colours (Reinhard: the `to_SOURCE` shifts, training's --transfer) left
+    its cells at a third of the target's contrast and turned the corners grey; and Kaggle's own average, the target
+    of "Kaggle's colours", made every other source's cells darker and 1.7x as contrasted. Now the fill is neither
+    read nor moved: the smear's spread lands on the target and the corners stay black."""
+    from wbc.image.stain import FILL_DARK, lab_stats, reinhard
+
+    pbc = (203.1, 138.8, 135.5, 40.0, 9.0, 14.2)  # PBC's average (scripts/tone_curves.py source_colours)
+    rotated = [p for p in sorted((KAGGLE / "TRAIN" / "NEUTROPHIL").glob("*.jpeg"))[:80]
+               if (decode(p).max(axis=2) <= FILL_DARK).mean() > 0.1][:3]
+    assert len(rotated) == 3
+    for p in rotated:
+        rgb = decode(p)
+        fill = rgb.max(axis=2) <= FILL_DARK
+        _, own, _ = lab_stats(rgb)
+        assert own[3] < 35  # the smear's L spread, not the corners' (Kaggle's average: 21 without them, 67 with)
+        out = reinhard(rgb, pbc)
+        assert np.array_equal(out[fill], rgb[fill])  # the fill stays black
+        _, moved, _ = lab_stats(out)
+        assert np.allclose(moved, pbc, atol=3), (p.name, moved.round(1))
 
 
 def test_for_a_whole_image_balance_the_background_tone_is_drawn_before_the_balance(cells):
