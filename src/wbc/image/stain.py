@@ -48,6 +48,9 @@ def largest_centre(mask: np.ndarray, least: float) -> tuple[float, float] | None
     return (float(centroids[k][0]), float(centroids[k][1])) if stats[k, cv2.CC_STAT_AREA] >= least else None
 
 
+SPECK_PX = 20  # a region smaller than this (pixels of the 160-wide copy cell_centre reads) is a speck, no cell to centre on
+
+
 def cell_centre(rgb: np.ndarray, px_per_um: float | None = None) -> tuple[float, float]:
     """(x, y) of the largest stained region, found at low resolution. With the scale known and more than one stained
     cell in the image (`stained_cells`), of the largest stained region of the cell nearest the image's middle: a
@@ -62,8 +65,8 @@ def cell_centre(rgb: np.ndarray, px_per_um: float | None = None) -> tuple[float,
     small = rgb[::step, ::step]
     mask = stain_mask(small).astype(np.uint8)
     n, labels, stats, centroids = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    if n <= 1 or stats[1:, cv2.CC_STAT_AREA].max() < 20:  # specks: no cell to centre on by the stain
-        found = largest_centre(purple_mask(small), 20) or dark_centre(small, px_per_um / step if px_per_um else None)
+    if n <= 1 or stats[1:, cv2.CC_STAT_AREA].max() < SPECK_PX:  # specks: no cell to centre on by the stain
+        found = largest_centre(purple_mask(small), SPECK_PX) or dark_centre(small, px_per_um / step if px_per_um else None)
         return (w / 2, h / 2) if found is None else (found[0] * step + step / 2, found[1] * step + step / 2)
     k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
     if px_per_um and n > 2:
@@ -174,7 +177,8 @@ def dark_centre(rgb: np.ndarray, px_per_um: float | None) -> tuple[float, float]
     n, _, stats, centroids = cv2.connectedComponentsWithStats(dark_blobs(grey, px_per_um or 3.0), connectivity=8)
     h, w = grey.shape
     x, y, bw, bh, area = (stats[1:, i] for i in range(5))
-    inside = (x > 0) & (y > 0) & (x + bw < w) & (y + bh < h) & (area >= (20 if not px_per_um else max(20, MIN_NUCLEUS_UM2 * px_per_um**2)))
+    least = SPECK_PX if not px_per_um else max(SPECK_PX, MIN_NUCLEUS_UM2 * px_per_um**2)
+    inside = (x > 0) & (y > 0) & (x + bw < w) & (y + bh < h) & (area >= least)
     if not inside.any():
         return None
     k = 1 + int(np.argmax(np.where(inside, area, -1)))
