@@ -281,9 +281,9 @@ REINHARD_MIN_STD = (10.0, 4.0, 4.0)  # a grey or flat view's spread is not blown
 
 def lab_stats(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(the image in OpenCV L*a*b*, its channels' means and spreads (6 numbers), the mask of black fill or None) over
-    the pixels that are not black fill. Kaggle's rotated copies hold 12.5% black corners, which tripled their
-    L spread (66.6 for 21.7 without them): moved onto such a target, another source's cells came out at 1.7x their
-    contrast and darker, not in Kaggle's colours."""
+    the pixels that are not black fill (no brighter than FILL_DARK in any channel). Kaggle's rotated copies hold 12.5%
+    black corners, which tripled Kaggle's average L spread (66.6 for 21.4 without them): moved onto such a target,
+    another source's cells came out at 1.7x their contrast and darker, not in Kaggle's colours."""
     lab = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2LAB)
     fill = rgb.max(axis=2) <= FILL_DARK
     fill = fill if fill.any() and fill.mean() < 1 - MIN_LIT_SHARE else None
