@@ -1,13 +1,15 @@
 """Other cameras' light and tone, and cells cut out of their smear: the model's validation cells as another lab's
 camera or data set might give them, through `predict` one by one (scale measured), as a user's images go.
 
-    python scripts/tone_curves.py [--model FILE] [--out reports/tone_curves.json]
+    python scripts/tone_curves.py [--model FILE] [--shifts none,to_pbc,lab_1,...] [--all] [--out reports/tone_curves.json]
 
 Shifts (wbc.data.shifts): dim light (0.6, 0.4, 0.25 of it), a cut-out onto black, haze, gamma 0.6 and 1.6, contrast
 1.5, saturation 1.8 and 0.5; and `to_SOURCE` (not in the default list): each image's L*a*b* mean and spread moved to
-SOURCE's average over 150 of its train images (Reinhard), one lab's cells in another lab's light and stain. Per shift
-and source (120 Kaggle, 120 PBC, 60 Munich validation cells, never a test split): accuracy, the share left unflagged
-and how many of those are right, and real cells answered "no white cell".
+SOURCE's average over 150 of its train images (Reinhard), one lab's cells in another lab's light and stain; `lab_SEED`:
+every image moved into one lab drawn (seeded) from the span training's --transfer draws from (LAB_SPAN), a folder from
+a lab none of the sources is. Per shift and source (120 Kaggle, 120 PBC, 60 Munich validation cells; `--all`: 240,
+240, 120; never a test split): accuracy, the share left unflagged and how many of those are right, and real cells
+answered "no white cell".
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import csv
 import functools
 import json
+import random
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +27,7 @@ from low_resolution import ASSETS, SOURCES, validation_sets
 from wbc._util.io import atomic_write_text
 from wbc.data.locate import resolve_data
 from wbc.data.shifts import TONES, shifted_field
+from wbc.data.transforms import LAB_SPAN
 from wbc.image.decode import decode
 from wbc.image.stain import lab_stats, reinhard
 from wbc.infer.predictor import NO_WHITE_CELL, load_model
@@ -33,9 +37,11 @@ SHIFTS = ("none", "dim_0.6", "dim_0.4", "dim_0.25", "cut_out", *TONES)
 
 def changed(rgb: np.ndarray, how: str) -> np.ndarray:
     """`rgb` under `how` (dim_G: the light times G, shifted_field's exposure_G; to_SOURCE: that source's colours; any
-    other name: wbc.data.shifts.shifted)."""
+    lab_SEED: a lab drawn from LAB_SPAN; any other name: wbc.data.shifts.shifted)."""
     if how.startswith("to_"):
         return reinhard(rgb, source_colours(how[3:]))
+    if how.startswith("lab_"):
+        return reinhard(rgb, drawn_lab(int(how[4:])))
     return shifted_field(rgb, how.replace("dim_", "exposure_"))[0]
 
 
@@ -52,6 +58,12 @@ def source_colours(name: str) -> tuple[float, ...]:
     return tuple(float(v) for v in np.mean(stats, 0))
 
 
+def drawn_lab(seed: int) -> tuple[float, ...]:
+    """The L*a*b* means and spreads of one lab drawn from LAB_SPAN (seeded: the same lab for every image)."""
+    rng = random.Random(seed)
+    return tuple(rng.uniform(lo, hi) for lo, hi in LAB_SPAN)
+
+
 def measure(answers, truth) -> dict:
     right = np.array([a.label == t for a, t in zip(answers, truth)])
     free = np.array([not a.review and a.label != NO_WHITE_CELL for a in answers])
@@ -64,10 +76,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=None)
     ap.add_argument("--shifts", default=",".join(SHIFTS))
+    ap.add_argument("--all", action="store_true", help="every validation cell of the scripts' sets (240 / 240 / 120), not half")
     ap.add_argument("--out", type=Path, default=Path("reports/tone_curves.json"))
     a = ap.parse_args()
     model = load_model(a.model)
-    sets = {name: cells[:60 if name == "munich" else 120] for name, cells in validation_sets().items()}
+    sets = {name: cells if a.all else cells[:60 if name == "munich" else 120] for name, cells in validation_sets().items()}
     rows = {}
     for how in a.shifts.split(","):
         for name, cells in sets.items():
