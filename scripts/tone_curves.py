@@ -27,7 +27,7 @@ from low_resolution import ASSETS, SOURCES, validation_sets
 from wbc._util.io import atomic_write_text
 from wbc.data.locate import resolve_data
 from wbc.data.shifts import TONES, shifted_field
-from wbc.data.transforms import LAB_SPAN
+from wbc.data.transforms import drawn_lab
 from wbc.image.decode import decode
 from wbc.image.stain import lab_stats, reinhard
 from wbc.infer.predictor import NO_WHITE_CELL, load_model
@@ -41,7 +41,7 @@ def changed(rgb: np.ndarray, how: str) -> np.ndarray:
     if how.startswith("to_"):
         return reinhard(rgb, source_colours(how[3:]))
     if how.startswith("lab_"):
-        return reinhard(rgb, drawn_lab(int(how[4:])))
+        return reinhard(rgb, drawn_lab(random.Random(int(how[4:]))))  # seeded: one lab for every image
     return shifted_field(rgb, how.replace("dim_", "exposure_"))[0]
 
 
@@ -56,12 +56,6 @@ def source_colours(name: str) -> tuple[float, ...]:
     for r in rows[:: max(1, len(rows) // 150)]:
         stats.append(lab_stats(decode(root / r["path"]))[1])
     return tuple(float(v) for v in np.mean(stats, 0))
-
-
-def drawn_lab(seed: int) -> tuple[float, ...]:
-    """The L*a*b* means and spreads of one lab drawn from LAB_SPAN (seeded: the same lab for every image)."""
-    rng = random.Random(seed)
-    return tuple(rng.uniform(lo, hi) for lo, hi in LAB_SPAN)
 
 
 def measure(answers, truth) -> dict:

@@ -153,7 +153,12 @@ def lab_transfer(rgb: np.ndarray, rng: random.Random) -> np.ndarray:
     into another source's colours were answered wrong and sure (PBC's in Munich's: 91% of the unflagged right,
     docs/results.md session 22): the views a source never showed the model. The black fill is neither read nor moved
     (`wbc.image.stain.reinhard`)."""
-    return reinhard(rgb, tuple(rng.uniform(lo, hi) for lo, hi in LAB_SPAN))
+    return reinhard(rgb, drawn_lab(rng))
+
+
+def drawn_lab(rng: random.Random) -> tuple[float, ...]:
+    """One lab's L*a*b* means and spreads, each drawn from LAB_SPAN (scripts/tone_curves.py's `lab_SEED` folders too)."""
+    return tuple(rng.uniform(lo, hi) for lo, hi in LAB_SPAN)
 
 
 def balanced_image(rgb: np.ndarray, a: Augment, rng: random.Random) -> tuple[np.ndarray, Augment]:
