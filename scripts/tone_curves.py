@@ -9,12 +9,14 @@ SOURCE's average over 150 of its train images (Reinhard), one lab's cells in ano
 every image moved into one lab drawn (seeded) from the span training's --transfer draws from (LAB_SPAN), a folder from
 a lab none of the sources is. Per shift and source (120 Kaggle, 120 PBC, 60 Munich validation cells; `--all`: 240,
 240, 120; never a test split): accuracy, the share left unflagged and how many of those are right, and real cells
-answered "no white cell".
+answered "no white cell"; and each set judged as one folder, as `wbc predict` judges one (`LabCheck`: the shares of
+its cells unlike the training cells' features and colours, and what is left unflagged when the folder is flagged whole).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import functools
 import json
@@ -30,7 +32,7 @@ from wbc.data.shifts import TONES, shifted_field
 from wbc.data.transforms import drawn_lab
 from wbc.image.decode import decode
 from wbc.image.stain import lab_stats, reinhard
-from wbc.infer.predictor import NO_WHITE_CELL, load_model
+from wbc.infer.predictor import NO_WHITE_CELL, flag_run, lab_check, load_model
 
 SHIFTS = ("none", "dim_0.6", "dim_0.4", "dim_0.25", "cut_out", *TONES)
 
@@ -66,6 +68,16 @@ def measure(answers, truth) -> dict:
             "dropped": int(sum(a.label == NO_WHITE_CELL for a in answers))}
 
 
+def as_folder(model, answers, truth) -> dict:
+    """The cells judged as one folder, as `wbc predict` judges it (LabCheck): the shares unlike the training cells and
+    their colours, whether it is flagged whole, and what is left unflagged then."""
+    lab = lab_check(model, answers)
+    judged = flag_run(copy.deepcopy(answers), lab)
+    r = measure(judged, truth)
+    return {"features_far": round(lab.share or 0, 3), "colours_far": round(lab.colour_share or 0, 3),
+            "judged": sorted(lab.reasons()), "unflagged": r["unflagged"], "unflagged_right": r["unflagged_right"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=None)
@@ -79,9 +91,12 @@ def main() -> None:
     for how in a.shifts.split(","):
         for name, cells in sets.items():
             answers = [model.predict([changed(decode(p), how)])[0] for p, _ in cells]
-            rows.setdefault(how, {})[name] = r = measure(answers, [c for _, c in cells])
+            truth = [c for _, c in cells]
+            rows.setdefault(how, {})[name] = r = measure(answers, truth) | {"as_folder": as_folder(model, answers, truth)}
+            f = r["as_folder"]
             print(f"{how:15} {name:7} {r['accuracy']:6.1%}  unflagged {r['unflagged']:6.1%} right "
-                  f"{'-' if r['unflagged_right'] is None else format(r['unflagged_right'], '.1%'):>6}  dropped {r['dropped']}", flush=True)
+                  f"{'-' if r['unflagged_right'] is None else format(r['unflagged_right'], '.1%'):>6}  dropped {r['dropped']}  | folder: "
+                  f"colours far {f['colours_far']:5.1%} features far {f['features_far']:5.1%} -> unflagged {f['unflagged']:5.1%}", flush=True)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(a.out, json.dumps({"model": a.model or "shipped", "shifts": rows}, indent=2))
     print(f"written {a.out}")

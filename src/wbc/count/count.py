@@ -160,7 +160,7 @@ def count_field(predictor, source, px_per_um: float | None = None, cfg: DetectCo
         x = torch.stack([cell_view(cells, spec, work_scale, b.nucleus or nucleus_in(readable, b)) for b in chunk])
         probs, dist = predictor.scores(x)
         for k, (b, p) in enumerate(zip(chunk, probs)):
-            d = predictor.to_prediction(p, name, distance=None if dist is None else dist[k], px_per_um=px_per_um).to_dict()
+            d = predictor.to_prediction(p, name, distance=None if dist is None else dist[k], px_per_um=px_per_um, view=x[k]).to_dict()
             own = flags + ([] if GREYSCALE in flags else speck_reasons(readable, b, work_scale))
             if own:
                 d["review"], d["review_reason"] = True, "; ".join(filter(None, [d["review_reason"], *own]))

@@ -151,8 +151,9 @@ def run_check(predictor: Predictor, preds: list, odd: dict[str, list]) -> dict:
     run = lab_check(predictor, [*preds, *(p for ps in odd.values() for p in ps)])
     run.judge()
     return {"cells": run.cells, "unlike_share": run.share, "expected": run.expected, "far": run.fired,
-            "blasts": run.blasts, "classified": run.classified, "blast_run": run.blast_fired,
-            "every_answer_flagged": run.fired or run.blast_fired, "warning": run.warning()}
+            "colour_cells": run.coloured, "colour_share": run.colour_share, "colour_expected": run.colour_expected,
+            "colours_unlike": run.colour_fired, "blasts": run.blasts, "classified": run.classified, "blast_run": run.blast_fired,
+            "every_answer_flagged": run.fired or run.colour_fired or run.blast_fired, "warning": run.warning()}
 
 
 def review_figures(predictor: Predictor, preds: list, y: np.ndarray, classes) -> dict:
@@ -278,10 +279,14 @@ def _lab_lines(r: dict) -> list[str]:
     lab = r.get("lab") or {}
     if lab.get("unlike_share") is None:
         return []
-    why = [w for w, on in (("it lies out of the model's world", lab["far"]), (f"{lab['blasts']} of its cells were answered BLAST", lab["blast_run"])) if on]
+    why = [w for w, on in (("it lies out of the model's world", lab["far"]), ("its stain and light are unlike the training labs'",
+                                                                              lab.get("colours_unlike")),
+                            (f"{lab['blasts']} of its cells were answered BLAST", lab["blast_run"])) if on]
+    colours = (f"; in colours unlike every training source's: {lab['colour_share']:.1%} of {lab['colour_cells']} "
+               f"({lab['colour_expected']:.1%} on the model's validation)") if lab.get("colour_share") is not None else ""
     return [f"- cells unlike every training source: {lab['unlike_share']:.1%} of {lab['cells']} ({lab['expected']:.1%} on the model's "
-            f"validation)" + (f"; **as one run every answer would be flagged: {' and '.join(why)}** (the figures above are the "
-                              f"cells' own flags)" if why else "")]
+            f"validation){colours}" + (f"; **as one run every answer would be flagged: {' and '.join(why)}** (the figures above are "
+                                       f"the cells' own flags)" if why else "")]
 
 
 def _pct(v) -> str:

@@ -295,6 +295,29 @@ def lab_stats(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | Non
 MIN_LIT_SHARE = 0.05  # under this share of pixels not black, the statistics are read over all of them
 
 
+COLOUR_BANDS = (0.1, 0.3, 0.6)  # lightness quantiles of a view's lit pixels: its darkest tenth (nucleus), the next fifth
+# (cytoplasm, granules), the next three tenths (red cells): where each lies in L*a*b* is the stain and light of its lab
+
+
+def view_colours(rgb: np.ndarray) -> np.ndarray:
+    """15 numbers of where a view sits in L*a*b* (OpenCV's 0..255 scale), black fill left out (`lab_stats`): its
+    channels' means and spreads, and the mean colour of each lightness band of COLOUR_BANDS. A run's stain and light
+    against the training sources' (wbc.models.colours), which the features' distance does not see: another lab's
+    cells keep their shapes, and the network answers them as surely as it answers its own. The bands are read from
+    per-lightness sums (a pixel's band is its lightness's), of every other pixel each way: a 192-pixel view in 0.3 ms."""
+    lab, stats, fill = lab_stats(rgb[::2, ::2])
+    lit = (lab if fill is None else lab[~fill]).reshape(-1, 3)
+    light = lit[:, 0]
+    count = np.bincount(light, minlength=256)
+    sums = np.stack([np.arange(256) * count, *(np.bincount(light, weights=lit[:, c], minlength=256) for c in (1, 2))], 1)
+    edges = np.searchsorted(np.cumsum(count), np.float64(COLOUR_BANDS) * len(light)) + 1
+    bands = []
+    for lo, hi in zip((0, *edges[:-1]), edges):
+        n = count[lo:hi].sum()
+        bands.append(sums[lo:hi].sum(0) / n if n else np.zeros(3))
+    return np.r_[stats, *bands].astype(np.float64)
+
+
 def reinhard(rgb: np.ndarray, target: tuple[float, ...] = REINHARD_TARGET) -> np.ndarray:
     """The image with each L*a*b* channel's mean and spread moved to `target` (Reinhard et al. 2001): another
     lab's stain and light mapped onto one colour world before the model, when the model was trained that way.

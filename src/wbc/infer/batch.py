@@ -32,6 +32,7 @@ from wbc.errors import WbcError
 from wbc.infer.answers import reason_kinds
 from wbc.infer.predictor import (
     BLAST_RUN_REASON,
+    COLOUR_REASON,
     LAB_REASON,
     NO_WHITE_CELL,
     flag_run,
@@ -146,19 +147,20 @@ def classify_stream(predictor, files: list[str], batch_size: int = 32, workers: 
 
 
 def columns(classes: list[str]) -> list[str]:
-    return ["path", "class", "probability", *[f"p_{c}" for c in classes], "review", "white_cell", "px_per_um", "scale", "error", "review_reason", "distance"]
+    return ["path", "class", "probability", *[f"p_{c}" for c in classes], "review", "white_cell", "px_per_um", "scale", "error", "review_reason", "distance", "colour_distance"]
 
 
 def row_of(o: Outcome, classes: list[str]) -> dict:
     p = o.prediction
     if p is None:
         return {"path": o.path, "class": "", "probability": "", **{f"p_{c}": "" for c in classes}, "review": "", "white_cell": "",
-                "px_per_um": "", "scale": "", "error": o.error, "review_reason": "", "distance": ""}
+                "px_per_um": "", "scale": "", "error": o.error, "review_reason": "", "distance": "",
+                "colour_distance": ""}
     return {"path": o.path, "class": p.label, "probability": round(p.probability, 6),
             **{f"p_{c}": round(p.probabilities[c], 6) for c in classes}, "review": int(p.review),
             "white_cell": int(p.to_dict()["white_cell"]), "px_per_um": round(p.px_per_um, 3) if p.px_per_um else "",
             "scale": p.scale or "", "error": "", "review_reason": p.review_reason or "",
-            "distance": "" if p.distance is None else p.distance}
+            "distance": "" if p.distance is None else p.distance, "colour_distance": "" if p.colour_distance is None else p.colour_distance}
 
 
 def format_of(path: Path | None, fmt: str | None) -> str:
@@ -183,16 +185,22 @@ def _complete_prefix(data: bytes) -> bytes:
 class Earlier:
     """What the rows already in an output say about the run, for the LabCheck of the run that resumes it."""
 
-    cells: list[tuple[float | None, str]] = field(default_factory=list)  # (distance, class) of each classified row
+    cells: list[tuple] = field(default_factory=list)  # (distance, class, colour distance) of each classified row
     far: bool = False  # a row carries the run's "lab unlike" reason: the run was judged out of the model's world
+    colours: bool = False  # ... its "stain and light unlike" reason
     blasts: bool = False  # ... its "blasts in this run" reason
 
     def add(self, row: dict) -> None:
         if row.get("class"):
-            d = row.get("distance")
-            self.cells.append((None if d in ("", None) else float(d), sys.intern(row["class"])))
+            self.cells.append((number(row.get("distance")), sys.intern(row["class"]), number(row.get("colour_distance"))))
             reason = row.get("review_reason") or ""
             self.far, self.blasts = self.far or LAB_REASON in reason, self.blasts or BLAST_RUN_REASON in reason
+            self.colours = self.colours or COLOUR_REASON in reason
+
+
+def number(v) -> float | None:
+    """A row's measured number (None: not measured; an output written before the column, or a blank in it)."""
+    return None if v in ("", None) else float(v)
 
 
 def read_done(path: Path, fmt: str, classes: list[str]) -> tuple[set[str], int, Earlier]:
@@ -206,7 +214,7 @@ def read_done(path: Path, fmt: str, classes: list[str]) -> tuple[set[str], int, 
         if reader.fieldnames is None:
             return set(), 0, earlier
         if reader.fieldnames != columns(classes):
-            raise WbcError(f"{path} was written for other classes or by another tool (its header differs): choose another --out")
+            raise WbcError(f"{path} was written for other classes, by another tool or by an older wbc (its header differs): choose another --out")
         for r in reader:
             done.add(r["path"])
             earlier.add(r)
@@ -239,7 +247,8 @@ class ParquetWriter:
         self.schema = pa.schema([("path", pa.string()), ("class", pa.string()), ("probability", pa.float32()),
                                  *[(f"p_{c}", pa.float32()) for c in classes], ("review", pa.int8()), ("white_cell", pa.int8()),
                                  ("px_per_um", pa.float32()), ("scale", pa.string()), ("error", pa.string()),
-                                 ("review_reason", pa.string()), ("distance", pa.float32())])
+                                 ("review_reason", pa.string()), ("distance", pa.float32()),
+                                 ("colour_distance", pa.float32())])
         self.tmp = path.with_name(f".{path.name}.partial")
         self.writer = None
 
@@ -316,9 +325,10 @@ def run_collection(predictor, files: list[str], sink: Callable[[list[Outcome]], 
     from wbc.image.framing import run_scale
 
     summary = Summary(lab=lab_check(predictor))
-    for distance, label in (earlier.cells if earlier else ()):  # a resumed run is judged with the rows already written
-        summary.lab.add(distance, label, predictor.spec)
+    for distance, label, colour in (earlier.cells if earlier else ()):  # a resumed run is judged with the rows already written
+        summary.lab.add(distance, label, predictor.spec, colour)
     summary.lab.fired, summary.lab.blast_fired = bool(earlier and earlier.far), bool(earlier and earlier.blasts)
+    summary.lab.colour_fired = bool(earlier and earlier.colours)
     todo = [f for f in files if f not in (done or set())]
     summary.skipped = len(files) - len(todo)
     px_per_um = px_per_um or (run_scale(files) if todo else None)
@@ -336,7 +346,7 @@ def run_collection(predictor, files: list[str], sink: Callable[[list[Outcome]], 
                 summary.done += 1
                 summary.labels[o.prediction.label] += 1
                 summary.reasons.update(reason_kinds(o.prediction.review_reason))
-                summary.lab.add(o.prediction.distance, o.prediction.label, predictor.spec)
+                summary.lab.add(o.prediction.distance, o.prediction.label, predictor.spec, o.prediction.colour_distance)
         if summary.done + summary.failed >= LAB_HOLD:
             sink(_judged(held, summary.lab))
             summary.before_judged += 0 if summary.lab.judge() else sum(o.prediction is not None for o in held)

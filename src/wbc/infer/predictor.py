@@ -17,9 +17,16 @@ from PIL import Image
 from wbc._util.device import pick_device
 from wbc.errors import WbcError
 from wbc.image.framing import Framed, frame_source
-from wbc.image.stain import MIN_NUCLEUS_UM2, MIN_STAINED_UM2, PALE_CHROMA, too_pale
+from wbc.image.stain import (
+    MIN_NUCLEUS_UM2,
+    MIN_STAINED_UM2,
+    PALE_CHROMA,
+    too_pale,
+    view_colours,
+)
 from wbc.infer.answers import NO_WHITE_CELL, UNIDENTIFIED
 from wbc.infer.engines import OnnxEngine, TorchEngine
+from wbc.models.colours import ColourCheck
 from wbc.models.io import load_model_file
 
 SHIPPED_MODEL = "wbc_lite0.safetensors"
@@ -46,12 +53,13 @@ class Prediction:
     note: str | None = None  # why there is no class ("no white cell found: ...")
     review_reason: str | None = None  # why `review` is set ("low confidence ...; scale not measured ...")
     distance: float | None = None  # to the nearest known type's training cells (about 1: typical); None: not measured
+    colour_distance: float | None = None  # of the view's colours to the nearest training source's (about 1: typical); None: not measured
 
     def to_dict(self) -> dict:
         return {"source": self.source, "class": self.label, "probability": self.probability,
                 "probabilities": self.probabilities, "review": self.review, "review_reason": self.review_reason,
                 "white_cell": self.label != NO_WHITE_CELL, "px_per_um": self.px_per_um, "scale": self.scale, "note": self.note,
-                "distance": self.distance}
+                "distance": self.distance, "colour_distance": self.colour_distance}
 
 
 def beyond(distance: float | None, limit: float) -> bool:
@@ -172,11 +180,18 @@ class LabCheck:
     scope: str = "of the run"  # how the reasons name the cells judged
     subject: str = "these images"  # ... and the warning
     judges_blasts: bool = True  # False: only how far the cells lie (`RecentCells`: blasts belong to one sample, not a lab)
+    coloured: int = 0  # classified cells with a colour distance (wbc.models.colours)
+    off_colour: int = 0  # of those, beyond the training views' colour limit
+    colour_expected: float = 0.005  # the share beyond it on the model's own validation views
+    colour_fired: bool = False  # judged in colours unlike every training source's: it stays so
 
-    def add(self, distance: float | None, label: str, spec) -> None:
+    def add(self, distance: float | None, label: str, spec, colour: float | None = None) -> None:
         if label != NO_WHITE_CELL:
             self.classified += 1
             self.blasts += int(label == "BLAST")
+            if colour is not None and spec.colours:
+                self.coloured += 1
+                self.off_colour += int(colour > spec.colours["limit"])
         u = unlike_known(distance, label, spec)
         if u is not None:
             self.cells += 1
@@ -191,6 +206,15 @@ class LabCheck:
         (and three times what validation shows)."""
         return self.cells >= LAB_MIN_CELLS and self.share > max(LAB_WARN_SHARE, 3 * self.expected)
 
+    @property
+    def colour_share(self) -> float | None:
+        return self.off_colour / self.coloured if self.coloured else None
+
+    def colours_pass(self) -> bool:
+        """At least LAB_MIN_CELLS cells' colours were measured and the share unlike every training source's passes
+        COLOUR_WARN_SHARE (and three times what validation shows)."""
+        return self.coloured >= LAB_MIN_CELLS and self.colour_share > max(COLOUR_WARN_SHARE, 3 * self.colour_expected)
+
     def holds_blasts(self) -> bool:
         """Of LAB_MIN_CELLS cells or more, at least BLAST_RUN_MIN and a BLAST_RUN_SHARE were answered BLAST."""
         return self.classified >= LAB_MIN_CELLS and self.blasts >= BLAST_RUN_MIN and self.blasts >= BLAST_RUN_SHARE * self.classified
@@ -199,8 +223,9 @@ class LabCheck:
         """Is every answer of the run to be flagged, for either reason, now or at any point before (a stream flags
         from there on)?"""
         self.fired = self.fired or self.passes()
+        self.colour_fired = self.colour_fired or self.colours_pass()
         self.blast_fired = self.blast_fired or (self.judges_blasts and self.holds_blasts())
-        return self.fired or self.blast_fired
+        return self.fired or self.colour_fired or self.blast_fired
 
     def reasons(self) -> dict[str, str]:
         """{the reason's fixed part (LAB_REASON, BLAST_RUN_REASON): the reason with its counts} for each way the run is
@@ -209,6 +234,9 @@ class LabCheck:
         out = {}
         if self.fired:
             out[LAB_REASON] = f"{LAB_REASON} ({self.share:.0%} of {self.cells} cells {self.scope} unlike every training source)"
+        if self.colour_fired:
+            out[COLOUR_REASON] = (f"{COLOUR_REASON} ({self.colour_share:.0%} of {self.coloured} cells {self.scope} in colours unlike "
+                                  f"every training source's)")
         if self.blast_fired:
             out[BLAST_RUN_REASON] = f"{BLAST_RUN_REASON} ({self.blasts} of {self.classified} cells {self.scope} answered BLAST)"
         return out
@@ -223,16 +251,22 @@ class LabCheck:
             return None
         far = (f"{self.subject} lie far from the cells the model was trained on: {self.share:.0%} of {self.cells} cells are unlike "
                f"every training source ({self.expected:.0%} on its own validation cells), so its answers here are unreliable "
-               f"and flagged for review; adapt it to this microscope: wbc adapt IMAGES --labelled DIR (ten labelled cells a class) "
-               f"--out lab.safetensors") if self.fired else None
+               f"and flagged for review; {ADAPT}") if self.fired else None
+        colours = (f"{self.subject} are stained and lit unlike every lab the model was trained on: {self.colour_share:.0%} of "
+                   f"{self.coloured} cells lie outside the training sources' colours ({self.colour_expected:.1%} of its own validation "
+                   f"cells), where its answers are wrong more often than it shows, so every answer is flagged for review; {ADAPT}"
+                   ) if self.colour_fired and not self.fired else None
         blasts = (f"blasts in this run: {self.blasts} of {self.classified} cells ({self.blasts / self.classified:.1%}) were answered "
                   f"BLAST, so every cell of the run is flagged for review (blasts the model misses pass as other types)") if self.blast_fired else None
-        return "; ".join(filter(None, [far, blasts]))
+        return "; ".join(filter(None, [far, colours, blasts]))
 
 
 LAB_MIN_CELLS = 20
 LAB_WARN_SHARE = 0.35
 LAB_REASON = "lab unlike the training sources"
+COLOUR_WARN_SHARE = 0.35
+COLOUR_REASON = "stain and light unlike the training labs"
+ADAPT = "adapt it to this microscope: wbc adapt IMAGES --labelled DIR (ten labelled cells a class) --out lab.safetensors"
 BLAST_RUN_MIN = 5  # cells answered BLAST, and at least this share of a run's cells, before the whole run is flagged:
 BLAST_RUN_SHARE = 0.05  # validation runs of normal cells give 0-2.9% (Kaggle 4-7 of 240 under five colour shifts, PBC 0-2 of
 # 480; scripts/run_flags.py), the test splits 0 of 2,487 (Kaggle) and 3 of 799 (PBC). AML is 20% blasts or more.
@@ -266,12 +300,12 @@ def lab_check(predictor, answers=()) -> LabCheck:
     """A LabCheck that knows what the model's own validation cells show, holding `answers` (result dicts or
     Predictions)."""
     val = predictor.meta.get("info", {}).get("metrics", {}).get("val", {}).get("openset", {})
-    lab = LabCheck(expected=float(val.get("val_near", 0.05)))
+    lab = LabCheck(expected=float(val.get("val_near", 0.05)), colour_expected=float(predictor.spec.colours.get("val_share", 0.005)))
     for a in answers:
         if isinstance(a, dict):
-            lab.add(a.get("distance"), a.get("class", NO_WHITE_CELL), predictor.spec)
+            lab.add(a.get("distance"), a.get("class", NO_WHITE_CELL), predictor.spec, a.get("colour_distance"))
         else:
-            lab.add(a.distance, a.label, predictor.spec)
+            lab.add(a.distance, a.label, predictor.spec, a.colour_distance)
     return lab
 
 
@@ -289,18 +323,20 @@ class RecentCells:
     def judge(self, answers: list) -> LabCheck:
         """A LabCheck of the recent cells, `answers` (result dicts) added."""
         with self.lock:
-            self.cells.extend((a.get("distance"), a.get("class", NO_WHITE_CELL)) for a in answers)
+            self.cells.extend((a.get("distance"), a.get("class", NO_WHITE_CELL), a.get("colour_distance")) for a in answers)
             recent = list(self.cells)
         return far_check(recent, self.expected, self.spec, f"of the last {len(recent)} this server answered",
                          "the images this server was sent lately")
 
 
 def far_check(cells, expected: float, spec, scope: str, subject: str) -> LabCheck:
-    """A LabCheck of how far `cells` ((distance, class) pairs: a service's or a station's recent ones) lie, blasts not
-    judged; `scope` and `subject` name those cells in its reasons and warning."""
-    lab = LabCheck(expected=expected, scope=scope, subject=subject, judges_blasts=False)
-    for distance, label in cells:
-        lab.add(distance, label, spec)
+    """A LabCheck of how far `cells` ((distance, class, colour distance) triples: a service's or a station's recent
+    ones) lie, in features and in colours, blasts not judged; `scope` and `subject` name those cells in its reasons and
+    warning."""
+    lab = LabCheck(expected=expected, scope=scope, subject=subject, judges_blasts=False,
+                   colour_expected=float(spec.colours.get("val_share", 0.005)))
+    for distance, label, colour in cells:
+        lab.add(distance, label, spec, colour)
     return lab
 
 
@@ -346,6 +382,13 @@ def no_white_cell(framed: Framed, label: str) -> str | None:
     return None
 
 
+def colour_distance(check: ColourCheck | None, view) -> float | None:
+    """How far a view's (uint8 3 x H x W, tensor or array) colours lie from every training source's (None: not measured)."""
+    if check is None or view is None:
+        return None
+    return round(check.distance(view_colours(np.asarray(view).transpose(1, 2, 0))), 3)
+
+
 class Predictor:
     """model.predict(paths / bytes / PIL images / HxWx3 uint8 arrays) -> list[Prediction].
 
@@ -358,6 +401,7 @@ class Predictor:
 
         self.engine, self.meta, self.path = engine, meta, path
         self.spec = ModelSpec.from_dict(meta["spec"])
+        self.colour_check = ColourCheck.from_spec(self.spec.colours)
         self._beside: dict[bool, Predictor] = {}  # this model's session beside a framing thread (beside_framing)
         self.classes = list(self.spec.classes)
 
@@ -419,11 +463,15 @@ class Predictor:
         """Class probabilities (N x classes), the model's alone (no white-cell rule)."""
         return self.predict_framed(images, batch_size, on_batch, px_per_um)[0]
 
+    def colour_distance(self, view) -> float | None:
+        return colour_distance(self.colour_check, view)
+
     def to_prediction(self, p: torch.Tensor, source: str, framed: Framed | None = None, distance: float | None = None,
-                      px_per_um: float | None = None) -> Prediction:
+                      px_per_um: float | None = None, view: torch.Tensor | None = None) -> Prediction:
         """The answer for one image: a known type, UNIDENTIFIED (far from every known type: the type is not given),
         or NO_WHITE_CELL (nothing stained like a white cell), with the review flag and its reasons (`px_per_um`: the
-        field's scale, for a cell cut from a field without a Framed of its own)."""
+        field's scale, for a cell cut from a field without a Framed of its own, `view` its input pixels). The colours'
+        distance is judged only over a run (`LabCheck`): one cell's colours say little of its lab."""
         k = int(p.argmax())
         label = self.classes[k]
         note = no_white_cell(framed, label) if framed is not None else None
@@ -434,7 +482,8 @@ class Predictor:
             alert_reasons(probabilities, shown) + review_reasons(float(p[k]), self.spec, framed, distance, px_per_um, label)
         return Prediction(source=source, label=shown, probability=float(p[k]), probabilities=probabilities, review=bool(reasons),
                           px_per_um=round(framed.px_per_um, 3) if framed else None, scale=framed.scale if framed else None, note=note,
-                          review_reason="; ".join(reasons) or None, distance=distance)
+                          review_reason="; ".join(reasons) or None, distance=distance,
+                          colour_distance=self.colour_distance(getattr(framed, "pixels", None) if framed is not None else view))
 
     def predict(self, images, batch_size: int = 32, px_per_um=None) -> list[Prediction]:
         """`px_per_um`: a number (given), None (measured in each image), or `wbc.image.framing.run_scale(files)` for

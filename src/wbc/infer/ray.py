@@ -73,16 +73,19 @@ def _session(key: str, model_bytes: bytes):
 def classify_chunk(model_bytes: bytes, key: str, spec_dict: dict, px_per_um: float | None, paths: list[str]) -> dict:
     """On a worker: frame every file (a bad one becomes its error), classify the rest in one ONNX batch."""
     from wbc.infer.batch import frame_file
+    from wbc.infer.predictor import colour_distance
     from wbc.models.classifier import ModelSpec
+    from wbc.models.colours import ColourCheck
 
     spec = ModelSpec.from_dict(spec_dict)
+    check = ColourCheck.from_spec(spec.colours)
     rows, pixels = [], []
     for path in paths:
         _, f, err = frame_file(path, spec, px_per_um)
         if f is None:
             rows.append((path, err, {}))
             continue
-        rows.append((path, "", {k: getattr(f, k) for k in FRAMED_FIELDS}))
+        rows.append((path, "", {k: getattr(f, k) for k in FRAMED_FIELDS} | {"colour": colour_distance(check, f.pixels)}))
         pixels.append(f.pixels.numpy())
     probs, dist = np.zeros((0, len(spec.classes)), np.float32), None
     if pixels:
@@ -165,9 +168,12 @@ def _outcomes(predictor, result: dict) -> list[Outcome]:
         if err:
             out.append(Outcome(path, None, err))
             continue
+        colour = framed.pop("colour", None)
         f = _Framed(**framed)
         p = torch.from_numpy(np.array(next(probs), np.float32))
-        out.append(Outcome(path, predictor.to_prediction(p, path, f, float(next(dist)) if dist is not None else None)))
+        answer = predictor.to_prediction(p, path, f, float(next(dist)) if dist is not None else None)
+        answer.colour_distance = colour  # measured beside the pixels, which do not travel back
+        out.append(Outcome(path, answer))
     return out
 
 

@@ -35,6 +35,7 @@ class ModelSpec:
     openset: bool = False  # the file holds the training cells' feature statistics (wbc.models.openset)
     near_distance: float = 0.0  # >0: a cell farther than this from every known type is flagged for review
     far_distance: float = 0.0  # >0: a cell farther than this from every known type is UNIDENTIFIED
+    colours: dict = field(default_factory=dict)  # the sources' view colours and their limit (wbc.models.colours); {}: none
 
     def to_dict(self) -> dict:
         d = asdict(self)

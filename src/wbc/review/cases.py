@@ -85,7 +85,8 @@ def add_cell(session, case: Case, image: str, source: str, answer: dict, box: li
     it was framed at (`px_per_um`, else the answer's own)."""
     cell = Cell(case_id=case.id, image=image, source=source, field_box=box, model_class=answer["class"],
                 probabilities={k: round(float(v), 5) for k, v in answer["probabilities"].items()},
-                distance=answer.get("distance"), px_per_um=px_per_um or answer.get("px_per_um"), flagged=bool(answer["review"]), review_reason=answer.get("review_reason"),
+                distance=answer.get("distance"), px_per_um=px_per_um or answer.get("px_per_um"), colour_distance=answer.get("colour_distance"),
+                flagged=bool(answer["review"]), review_reason=answer.get("review_reason"),
                 current_class=answer["class"], set_by="model")
     session.add(cell)
     return cell
@@ -128,6 +129,7 @@ def judge_case(session, case: Case, predictor, user: str) -> str | None:
     its small cases too). Said once in the audit trail; the reason, None when the case is not judged."""
     from wbc.infer.predictor import (
         BLAST_RUN_REASON,
+        COLOUR_REASON,
         LAB_REASON,
         lab_check,
         with_reasons,
@@ -135,15 +137,14 @@ def judge_case(session, case: Case, predictor, user: str) -> str | None:
 
     _flush(session)
     cells = session.scalars(select(Cell).where(Cell.case_id == case.id)).all()
-    lab = lab_check(predictor, [{"class": c.model_class, "distance": c.distance} for c in cells])
+    lab = lab_check(predictor, [{"class": c.model_class, "distance": c.distance, "colour_distance": c.colour_distance} for c in cells])
     reasons = lab.reasons()
-    if LAB_REASON not in reasons:
-        reasons |= station_check(session, predictor).reasons()
+    reasons |= {k: v for k, v in station_check(session, predictor).reasons().items() if k not in reasons}
     if not reasons:
         return None
     reason = "; ".join(reasons.values())
     for c in cells:
-        own = [r for r in (c.review_reason or "").split("; ") if r and not r.startswith((LAB_REASON, BLAST_RUN_REASON))]
+        own = [r for r in (c.review_reason or "").split("; ") if r and not r.startswith((LAB_REASON, COLOUR_REASON, BLAST_RUN_REASON))]
         if c.model_class != NO_WHITE_CELL:  # an earlier import's run reasons give way to the case's counts now
             c.flagged, c.review_reason = True, with_reasons("; ".join(own), reasons)
     audit(session, case, user, "judge", why=reason)
@@ -152,10 +153,11 @@ def judge_case(session, case: Case, predictor, user: str) -> str | None:
 
 
 def station_check(session, predictor):
-    """A LabCheck, of how far they lie only, of the last LAB_WINDOW cells the station imported, every case's."""
+    """A LabCheck, of how far they lie (features and colours) only, of the last LAB_WINDOW cells the station imported, every
+    case's."""
     from wbc.infer.predictor import LAB_WINDOW, far_check, lab_check
 
-    recent = session.execute(select(Cell.distance, Cell.model_class).order_by(Cell.id.desc()).limit(LAB_WINDOW)).all()
+    recent = session.execute(select(Cell.distance, Cell.model_class, Cell.colour_distance).order_by(Cell.id.desc()).limit(LAB_WINDOW)).all()
     return far_check(recent, lab_check(predictor).expected, predictor.spec, f"of the last {len(recent)} this station imported",
                      "the cells this station imported lately")
 
@@ -311,7 +313,8 @@ def amend(session, case_id: int, user: str, why: str) -> Case:
     session.flush()
     for c in old.cells:
         session.add(Cell(case_id=new.id, image=c.image, source=c.source, field_box=c.field_box, model_class=c.model_class,
-                         probabilities=c.probabilities, distance=c.distance, flagged=c.flagged, review_reason=c.review_reason,
+                         probabilities=c.probabilities, distance=c.distance, px_per_um=c.px_per_um, colour_distance=c.colour_distance,
+                         flagged=c.flagged, review_reason=c.review_reason,
                          current_class=c.current_class, set_by=c.set_by, opened_by=c.opened_by))
     old.status = "amended"
     audit(session, old, user, "amend", why=f"superseded by case {new.id}: {why}")

@@ -41,9 +41,10 @@ from wbc.data.transforms import CellDataset
 from wbc.errors import WbcError
 from wbc.image.scale import source_scale
 from wbc.models.classifier import frozen_bn_eval, set_trainable
+from wbc.models.colours import ColourCheck, with_lab
 from wbc.models.io import load_model_file, save_model
 from wbc.training.metrics import balanced
-from wbc.training.openset import refit_adapted
+from wbc.training.openset import colour_table, refit_adapted
 
 MIN_IMAGES = 20  # below this the statistics are noise; 50 or more is what we ask for
 
@@ -201,6 +202,8 @@ def adapt(model_path: str | Path, images: str, out: str | Path, cfg: AdaptConfig
     spec.px_per_um = float(px)
     if model.openset is not None and (labelled or stats == "target"):
         report["openset"] = _refit_openset(model, files, labelled, px)
+    if spec.colours:
+        report["colours"] = _add_lab_colours(spec, files, px, Path(images).name)
     if held:
         report["heldout_after"] = heldout_figures(model, *held, px, spec)
     info = dict(meta.get("info", {}))
@@ -218,6 +221,17 @@ def _refit_openset(model: nn.Module, files: list[str], labelled: str | None, px:
     log.info(f"open-set statistics re-fitted: {r['class_means_refit'] or 'no class means'}; "
              f"near distance {r['before']['near_distance']:.2f} -> {spec.near_distance:.2f}")
     return r
+
+
+def _add_lab_colours(spec, files: list[str], px: float, name: str) -> dict:
+    """The lab's stain and light become one of the model's sources' (wbc.models.colours.with_lab): its runs are no
+    longer judged "unlike the training labs" by their colours, the reason `wbc predict` sends a lab here."""
+    views = colour_table(_loader(files, [0] * len(files), px, spec, None, 64))
+    check = ColourCheck.from_spec(spec.colours)
+    before = float(np.mean([check.distance(v) > check.limit for v in views]))
+    spec.colours = with_lab(spec.colours, f"adapted:{name}", views, MIN_IMAGES)
+    log.info(f"the lab's colours added to the model's sources ({before:.0%} of its {len(views)} images were unlike them)")
+    return {"views": len(views), "beyond_limit_before": before, "sources": list(spec.colours["sources"])}
 
 
 def _per_image_figures(model_path: Path, held) -> dict:

@@ -50,6 +50,14 @@ def set_thresholds(spec, val_distance: np.ndarray, cfg: OpenSetConfig) -> dict:
             "val_near": float((val_distance > spec.near_distance).mean()), "val_far": float((val_distance > spec.far_distance).mean())}
 
 
+def colour_table(batches) -> np.ndarray:
+    """The 15 colour numbers (wbc.image.stain.view_colours) of each view of `batches` ((uint8 N x 3 x H x W, labels)
+    pairs, un-augmented: what inference sees), in order."""
+    from wbc.image.stain import view_colours
+
+    return np.array([view_colours(v.permute(1, 2, 0).numpy()) for x, _ in batches for v in x]).reshape(-1, 15)
+
+
 @torch.no_grad()
 def _features(model, batches) -> tuple[torch.Tensor, torch.Tensor]:
     model.eval()

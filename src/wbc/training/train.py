@@ -44,11 +44,13 @@ from wbc.models.classifier import (
     frozen_bn_eval,
     set_trainable,
 )
+from wbc.models.colours import fit_colours
 from wbc.models.io import load_model_file, save_model, warm_start
 from wbc.training.config import TrainConfig
 from wbc.training.metrics import scores
 from wbc.training.openset import (
     OpenSetConfig,
+    colour_table,
     fit_statistics,
     min_distance,
     set_thresholds,
@@ -376,6 +378,22 @@ def fit_openset(model, train_rows: list[Row], val_rows: list[Row], infos: dict[s
     return set_thresholds(model.spec, min_distance(model, vf).numpy(), openset or OpenSetConfig())
 
 
+COLOUR_PER_CLASS = 100  # training views a source's class for its colour Gaussian (wbc.models.colours)
+COLOUR_QUANTILE = 0.995  # of the training views' colour distances: the limit a run's share beyond is judged by
+
+
+def fit_colour_check(spec: ModelSpec, train_rows: list[Row], val_rows: list[Row], infos: dict[str, SourceInfo], cfg: TrainConfig) -> dict:
+    """The spec's colour statistics: a Gaussian of each source's training views, their limit, and the share of the
+    validation views beyond it (the run-level colour check of wbc.infer.predictor.LabCheck)."""
+    classes = list(spec.classes)
+    rows = subsample(train_rows, COLOUR_PER_CLASS, cfg.seed)
+    table = colour_table(loader(rows, classes, infos, cfg, augment=False))
+    by_source = {name: table[[r.source == name for r in rows]] for name in sorted({r.source for r in rows})}
+    val = subsample(val_rows, COLOUR_PER_CLASS, cfg.seed)
+    spec.colours = fit_colours(by_source, colour_table(loader(val, classes, infos, cfg, augment=False)) if val else None, COLOUR_QUANTILE)
+    return {"limit": spec.colours["limit"], "val_share": spec.colours["val_share"], "views": {k: len(v) for k, v in by_source.items()}}
+
+
 def calibrate_and_save(fit: Fit) -> Path:
     """Temperature and review threshold fitted on validation; the final model file with its provenance."""
     cfg, run = fit.cfg, fit.run
@@ -387,6 +405,7 @@ def calibrate_and_save(fit: Fit) -> Path:
     spec.review_threshold = review_threshold(probs, yv, cfg.review_accuracy)
     val = scores(logits, yv, fit.val_sources)
     val["openset"] = fit_openset(model, fit.train_rows, fit.val_rows, fit.infos, cfg, fit.device, fit.progress)
+    val["colours"] = fit_colour_check(spec, fit.train_rows, fit.val_rows, fit.infos, cfg)
     kept = probs.max(1).values >= spec.review_threshold
     val["review"] = {"threshold": spec.review_threshold, "flagged": float(1 - kept.float().mean()),
                      "accuracy_unflagged": float((probs.argmax(1) == yv)[kept].float().mean()) if kept.any() else None}

@@ -1,0 +1,125 @@
+"""The run-level colour check (issue 17, item 7): a folder stained and lit unlike every training lab is flagged whole,
+said once, wherever a user looks; `wbc adapt` on the lab's images takes the lab in. Real PBC cells moved into a lab
+drawn from the span training's colour transfer draws from (`wbc.data.transforms.drawn_lab`, seed 2: a lab in which
+PBC's unflagged answers were 86% right, docs/results.md), with the shipped model."""
+
+import csv
+import random
+
+import pytest
+from conftest import pbc_images, run_cli
+from PIL import Image
+
+import wbc
+from wbc.data.transforms import drawn_lab
+from wbc.image.decode import decode
+from wbc.image.stain import reinhard
+from wbc.infer.predictor import COLOUR_REASON
+
+CLASSES = ("NEUTROPHIL", "LYMPHOCYTE", "MONOCYTE", "EOSINOPHIL", "BASOPHIL", "IG", "ERYTHROBLAST", "PLATELET")
+
+
+def lab_folder(folder, cells) -> list:
+    """`cells` moved into one drawn lab's stain and light, written as JPEGs into `folder`."""
+    folder.mkdir(parents=True)
+    target = drawn_lab(random.Random(2))
+    out = []
+    for f in cells:
+        out.append(folder / f"{f.parent.name}_{f.stem}.jpg")
+        Image.fromarray(reinhard(decode(f), target)).save(out[-1], quality=95)
+    return out
+
+
+@pytest.fixture(scope="module")
+def cells():
+    return [f for c in CLASSES for f in pbc_images("train", c)[:6]]  # 48: two folders of 24
+
+
+@pytest.fixture(scope="module")
+def model():
+    return wbc.load_model()
+
+
+def test_the_shipped_model_carries_the_sources_colours_into_onnx(model):
+    """Every training source has its colours in the model file and its ONNX export, and both engines measure a
+    cell's colour distance alike."""
+    from wbc.infer.predictor import fastest
+
+    assert sorted(model.spec.colours["sources"]) == ["kaggle", "munich", "pbc"] and model.spec.colours["limit"] > 0
+    onnx = fastest(model)
+    assert onnx.model is None and onnx.spec.colours == model.spec.colours
+    files = pbc_images("train", "NEUTROPHIL")[:3]
+    assert [p.colour_distance for p in model.predict(files)] == pytest.approx([p.colour_distance for p in onnx.predict(files)], abs=0.01)
+
+
+def test_a_folder_in_another_labs_stain_and_light_is_flagged_whole(model, cells, tmp_path):
+    """Home cells: no run reason, colour distances about 1, answers left unflagged. The same kind of cells in the drawn
+    lab: `wbc predict` says it once with what to do, every row is flagged with the reason and carries its colour
+    distance; the Python API and the HTTP API judge such a list as a run too."""
+    from fastapi.testclient import TestClient
+
+    from wbc.serve.app import Limits, create_app
+
+    home = model.predict(cells[::2])
+    assert not any(COLOUR_REASON in (p.review_reason or "") for p in home) and sum(not p.review for p in home) >= 8
+    limit = model.spec.colours["limit"]
+    assert sum(p.colour_distance > limit for p in home) <= 2
+
+    lab = lab_folder(tmp_path / "lab", cells[::2])
+    p = run_cli("predict", str(tmp_path / "lab"), "--format", "csv")
+    said = p.stdout + p.stderr
+    assert said.count("are stained and lit unlike every lab the model was trained on") == 1 and "wbc adapt" in said
+    rows = list(csv.DictReader(line for line in p.stdout.splitlines() if line.startswith(("path,", str(tmp_path)))))
+    assert len(rows) == len(lab) and all(r["colour_distance"] for r in rows)
+    assert sum(float(r["colour_distance"]) > limit for r in rows) > 0.35 * len(rows)
+    assert all(r["review"] == "1" and COLOUR_REASON in r["review_reason"] for r in rows if r["class"] != "NO_WHITE_CELL")
+
+    again = model.predict(lab)
+    assert all(q.review and COLOUR_REASON in q.review_reason for q in again if q.label != "NO_WHITE_CELL")
+    client = TestClient(create_app(model, None, Limits(max_files=32)))
+    body = client.post("/api/v1/classify", files=[("files", (f.name, f.read_bytes(), "image/jpeg")) for f in lab]).json()
+    assert "stained and lit unlike every lab" in body["lab_warning"]
+    assert all(r["review"] and COLOUR_REASON in r["review_reason"] for r in body["results"] if r["white_cell"])
+
+
+def test_adapt_takes_the_labs_colours_in(model, cells, tmp_path):
+    """`wbc adapt` on 24 of the lab's images adds its colours to the model's sources: 24 other cells of that lab are
+    no longer flagged for their colours (their own flags stay), and home cells still are not."""
+    first = lab_folder(tmp_path / "first", cells[::2])
+    lab_folder(tmp_path / "second", cells[1::2])
+    out = tmp_path / "lab.safetensors"
+    run_cli("adapt", str(tmp_path / "first"), "--out", str(out))
+    adapted = wbc.load_model(out)
+    assert len(adapted.spec.colours["sources"]) == 4 and adapted.meta["info"]["adapted"]["colours"]["views"] == len(first)
+    p = run_cli("predict", str(tmp_path / "second"), "--model", str(out), "--format", "csv")
+    assert "stained and lit unlike" not in p.stdout + p.stderr
+    rows = list(csv.DictReader(line for line in p.stdout.splitlines() if line.startswith(("path,", str(tmp_path)))))
+    assert len(rows) == 24 and not any(COLOUR_REASON in r["review_reason"] for r in rows)
+    assert not any(COLOUR_REASON in (q.review_reason or "") for q in adapted.predict(cells[:24]))
+
+
+def test_a_review_case_from_another_lab_is_judged_by_its_colours(model, cells, tmp_path):
+    """Imported into the review station, a case of 24 cells in the drawn lab keeps each cell's colour distance and has
+    every cell flagged with the reason, said once in the audit trail; an amended version keeps the distances."""
+    import sqlalchemy as sa
+
+    from wbc.review import cases as C
+    from wbc.review.db import Audit, open_database
+    from wbc.review.users import add_user
+
+    lab = lab_folder(tmp_path / "lab", cells[::2])
+    Session = open_database(tmp_path / "station")
+    with Session.begin() as s:
+        add_user(s, "ana", "technologist", "ana-password")
+        case = C.create_case(s, "LAB-1", "blood", "ana")
+        C.import_cells(s, tmp_path / "station", case, [str(f) for f in lab], model, "ana")
+        why = [r.why for r in s.scalars(sa.select(Audit).where(Audit.case_id == case.id, Audit.action == "judge")).all()]
+        assert len(why) == 1 and COLOUR_REASON in why[0]
+        assert all(c.colour_distance is not None for c in case.cells)
+        assert all(c.flagged and COLOUR_REASON in c.review_reason for c in case.cells if c.model_class != "NO_WHITE_CELL")
+        case_id = case.id
+    with Session.begin() as s:  # an amendment copies every cell as it was, its scale and colours with it
+        s.get(C.Case, case_id).status = "signed"
+        new = C.amend(s, case_id, "ana", "a second look")
+        old = {c.image: (c.colour_distance, c.px_per_um) for c in s.get(C.Case, case_id).cells}
+        assert {c.image: (c.colour_distance, c.px_per_um) for c in new.cells} == old
