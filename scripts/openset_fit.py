@@ -12,19 +12,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from wbc._util.progress import NullProgress
-from wbc.data.sources import load_rows, parse_sources
-from wbc.errors import WbcError
 from wbc.models.io import load_model_file, save_model
 from wbc.training.config import TrainConfig
 from wbc.training.openset import OpenSetConfig
-from wbc.training.train import fit_openset, loader, predict_logits, review_threshold
+from wbc.training.train import (
+    fit_openset,
+    loader,
+    own_data,
+    predict_logits,
+    review_threshold,
+)
 
 
 def main() -> None:
@@ -40,17 +43,7 @@ def main() -> None:
     a = ap.parse_args()
     model, meta = load_model_file(a.model)
     info = meta["info"]
-    conf = info["config"]
-    cfg = TrainConfig(**{k: v for k, v in conf.items() if k in ("size", "field_um", "val_fraction", "seed", "batch_size", "white_balance")})
-    given = dict(m.split("=", 1) for m in a.manifest)
-    manifests = [f"{k}={v}" for k, v in (dict(m.split("=", 1) for m in conf["manifest"]) | given).items()]
-    with tempfile.TemporaryDirectory() as tmp:
-        rows, infos = load_rows(parse_sources(conf["data"], manifests), Path(tmp), cfg.val_fraction, cfg.seed)
-    for name, src in infos.items():
-        want = info["sources"][name]["manifest_sha256"]
-        if src.manifest_sha256 != want:
-            raise WbcError(f"{name}: the manifest found does not hash as the one the model was trained with ({want[:12]})")
-    train, val = [r for r in rows if r.split == "train"], [r for r in rows if r.split == "val"]
+    cfg, train, val, infos = own_data(info, a.manifest)
     ocfg = OpenSetConfig(a.near_quantile, a.far_quantile, a.far_factor)
     figures = fit_openset(model, train, val, infos, cfg, torch.device("cpu"), NullProgress(), ocfg)
     logits, yv = predict_logits(model, loader(val, model.spec.classes, infos, cfg, augment=False), torch.device("cpu"), NullProgress(), "val")

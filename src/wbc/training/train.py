@@ -38,6 +38,7 @@ from wbc.data.sources import (
     subsample,
 )
 from wbc.data.transforms import CellDataset
+from wbc.errors import WbcError
 from wbc.models.classifier import (
     CellClassifier,
     ModelSpec,
@@ -430,6 +431,25 @@ def calibrate_and_save(fit: Fit) -> Path:
              f"review below {spec.review_threshold:.3f} ({val['review']['flagged']:.1%} of val flagged)")
     log.info(f"model written to {run / 'model.safetensors'}")
     return run / "model.safetensors"
+
+
+def own_data(info: dict, manifests: list[str] = ()) -> tuple[TrainConfig, list[Row], list[Row], dict[str, SourceInfo]]:
+    """(the framing settings, train rows, val rows, sources) a trained model file was made from (its `info`), to fit
+    its statistics again; `manifests` (NAME=FILE) for split manifests that moved, which must hash as recorded."""
+    import tempfile
+
+    conf = info["config"]
+    keep = ("size", "field_um", "val_fraction", "seed", "batch_size", "white_balance", "white_balance_image", "stain_norm")
+    cfg = TrainConfig(**{k: v for k, v in conf.items() if k in keep})
+    given = dict(m.split("=", 1) for m in manifests)
+    named = [f"{k}={v}" for k, v in (dict(m.split("=", 1) for m in conf["manifest"]) | given).items()]
+    with tempfile.TemporaryDirectory() as tmp:
+        rows, infos = load_rows(parse_sources(conf["data"], named), Path(tmp), cfg.val_fraction, cfg.seed)
+    for name, src in infos.items():
+        want = info["sources"][name]["manifest_sha256"]
+        if src.manifest_sha256 != want:
+            raise WbcError(f"{name}: the manifest found does not hash as the one the model was trained with ({want[:12]})")
+    return cfg, [r for r in rows if r.split == "train"], [r for r in rows if r.split == "val"], infos
 
 
 def start(cfg: TrainConfig, resume: bool, progress) -> Fit:
