@@ -220,7 +220,7 @@ class LabCheck:
         return self.classified >= LAB_MIN_CELLS and self.blasts >= BLAST_RUN_MIN and self.blasts >= BLAST_RUN_SHARE * self.classified
 
     def judge(self) -> bool:
-        """Is every answer of the run to be flagged, for either reason, now or at any point before (a stream flags
+        """Is every answer of the run to be flagged, for any of its reasons, now or at any point before (a stream flags
         from there on)?"""
         self.fired = self.fired or self.passes()
         self.colour_fired = self.colour_fired or self.colours_pass()
@@ -228,7 +228,7 @@ class LabCheck:
         return self.fired or self.colour_fired or self.blast_fired
 
     def reasons(self) -> dict[str, str]:
-        """{the reason's fixed part (LAB_REASON, BLAST_RUN_REASON): the reason with its counts} for each way the run is
+        """{the reason's fixed part (LAB_REASON, COLOUR_REASON, BLAST_RUN_REASON): the reason with its counts} for each way the run is
         judged: what a row written before a later judgment lacks (wbc.infer.batch.mend_rows)."""
         self.judge()
         out = {}
@@ -246,7 +246,8 @@ class LabCheck:
         return "; ".join(self.reasons().values())
 
     def warning(self) -> str | None:
-        """Said once for the run when it is judged (`judge`)."""
+        """Said once for the run when it is judged (`judge`). A run far from the training cells is told that alone: its
+        colours would tell the same user the same thing to do."""
         if not self.judge():
             return None
         far = (f"{self.subject} lie far from the cells the model was trained on: {self.share:.0%} of {self.cells} cells are unlike "
@@ -264,7 +265,8 @@ class LabCheck:
 LAB_MIN_CELLS = 20
 LAB_WARN_SHARE = 0.35
 LAB_REASON = "lab unlike the training sources"
-COLOUR_WARN_SHARE = 0.35
+COLOUR_WARN_SHARE = 0.35  # validation folders under 21 shifts (scripts/tone_curves.py --all, docs/results.md session 23): the
+# folders read 0-33% (PBC under a cyan cast, dim light, lab 1) or 37% and more; home folders 0-8%, the test splits 2.3-3.5%
 COLOUR_REASON = "stain and light unlike the training labs"
 ADAPT = "adapt it to this microscope: wbc adapt IMAGES --labelled DIR (ten labelled cells a class) --out lab.safetensors"
 BLAST_RUN_MIN = 5  # cells answered BLAST, and at least this share of a run's cells, before the whole run is flagged:
@@ -463,9 +465,6 @@ class Predictor:
         """Class probabilities (N x classes), the model's alone (no white-cell rule)."""
         return self.predict_framed(images, batch_size, on_batch, px_per_um)[0]
 
-    def colour_distance(self, view) -> float | None:
-        return colour_distance(self.colour_check, view)
-
     def to_prediction(self, p: torch.Tensor, source: str, framed: Framed | None = None, distance: float | None = None,
                       px_per_um: float | None = None, view: torch.Tensor | None = None) -> Prediction:
         """The answer for one image: a known type, UNIDENTIFIED (far from every known type: the type is not given),
@@ -483,7 +482,7 @@ class Predictor:
         return Prediction(source=source, label=shown, probability=float(p[k]), probabilities=probabilities, review=bool(reasons),
                           px_per_um=round(framed.px_per_um, 3) if framed else None, scale=framed.scale if framed else None, note=note,
                           review_reason="; ".join(reasons) or None, distance=distance,
-                          colour_distance=self.colour_distance(getattr(framed, "pixels", None) if framed is not None else view))
+                          colour_distance=colour_distance(self.colour_check, getattr(framed, "pixels", None) if framed is not None else view))
 
     def predict(self, images, batch_size: int = 32, px_per_um=None) -> list[Prediction]:
         """`px_per_um`: a number (given), None (measured in each image), or `wbc.image.framing.run_scale(files)` for

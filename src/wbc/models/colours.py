@@ -18,6 +18,8 @@ import numpy as np
 
 @dataclass
 class ColourCheck:
+    """The spec's colour statistics as arrays, read once per loaded model (a distance costs one 15 x 15 product a source)."""
+
     names: list[str]  # a source a Gaussian each (an adapted lab's own colours among them: `wbc adapt`)
     means: np.ndarray  # S x 15
     precisions: np.ndarray  # S x 15 x 15
