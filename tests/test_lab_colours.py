@@ -123,3 +123,27 @@ def test_a_review_case_from_another_lab_is_judged_by_its_colours(model, cells, t
         new = C.amend(s, case_id, "ana", "a second look")
         old = {c.image: (c.colour_distance, c.px_per_um) for c in s.get(C.Case, case_id).cells}
         assert {c.image: (c.colour_distance, c.px_per_um) for c in new.cells} == old
+
+
+def test_a_source_with_too_few_views_gets_no_gaussian_and_a_model_without_colours_still_judges_runs(model, cells, tmp_path):
+    """Training on a source of a handful of cells: that source is left out of the colour statistics (a Gaussian of 15
+    numbers needs 20 views), none at all leaves the model without a colour check; such a model (or one made before
+    colours) measures no colour distance and judges runs by their features and blasts only."""
+    import numpy as np
+
+    from wbc.image.stain import view_colours
+    from wbc.models.colours import fit_colours
+    from wbc.models.io import save_model
+
+    views = np.array([view_colours(np.asarray(model.frame(f).pixels).transpose(1, 2, 0)) for f in cells])
+    fitted = fit_colours({"many": views[:40], "few": views[40:]}, views[40:], 0.995)
+    assert list(fitted["sources"]) == ["many"] and fitted["limit"] > 0
+    assert fit_colours({"few": views[:5]}, None, 0.995) == {}
+
+    bare = wbc.load_model()
+    bare.model.spec.colours = {}
+    save_model(bare.model, tmp_path / "bare.safetensors", bare.meta["info"])
+    lab = lab_folder(tmp_path / "lab", cells[::2])
+    answers = wbc.load_model(tmp_path / "bare.safetensors").predict(lab)
+    assert all(a.colour_distance is None for a in answers)
+    assert not any(COLOUR_REASON in (a.review_reason or "") for a in answers)

@@ -56,9 +56,16 @@ def gaussian(views: np.ndarray) -> dict:
 MIN_SPREAD = 0.5  # L*a*b* units: a number that does not vary over a source's views is still not known to the digit
 
 
+MIN_VIEWS = 20  # a source (or an adapted lab) with fewer views gets no Gaussian: too few for 120 numbers, even shrunk
+
+
 def fit_colours(views: dict[str, np.ndarray], val: np.ndarray | None, quantile: float) -> dict:
     """The spec's `colours` entry from each source's training views (un-augmented, what inference sees): a Gaussian
-    each, the limit at `quantile` of the training views' own distances, and the share of validation views beyond it."""
+    each, the limit at `quantile` of the training views' own distances, and the share of validation views beyond it.
+    {} (no colour check) when no source has MIN_VIEWS views."""
+    views = {name: v for name, v in views.items() if len(v) >= MIN_VIEWS}
+    if not views:
+        return {}
     out = {"sources": {name: gaussian(v) for name, v in views.items()}, "limit": 0.0, "val_share": 0.0}
     check = ColourCheck.from_spec(out)
     check.limit = float(np.quantile([check.distance(x) for v in views.values() for x in v], quantile))
@@ -68,9 +75,9 @@ def fit_colours(views: dict[str, np.ndarray], val: np.ndarray | None, quantile: 
     return out
 
 
-def with_lab(colours: dict, name: str, views: np.ndarray, min_views: int) -> dict:
+def with_lab(colours: dict, name: str, views: np.ndarray) -> dict:
     """`colours` with a lab's own Gaussian added (`wbc adapt`): its stain and light are no longer unlike the model's.
-    Unchanged with fewer than `min_views` views (too few to give 120 numbers)."""
-    if not colours or len(views) < min_views:
+    Unchanged with fewer than MIN_VIEWS views."""
+    if not colours or len(views) < MIN_VIEWS:
         return colours
     return colours | {"sources": colours["sources"] | {name: gaussian(views)}}

@@ -229,7 +229,7 @@ def _add_lab_colours(spec, files: list[str], px: float, name: str) -> dict:
     views = colour_table(_loader(files, [0] * len(files), px, spec, None, 64))
     check = ColourCheck.from_spec(spec.colours)
     before = float(np.mean([check.distance(v) > check.limit for v in views]))
-    spec.colours = with_lab(spec.colours, f"adapted:{name}", views, MIN_IMAGES)
+    spec.colours = with_lab(spec.colours, f"adapted:{name}", views)
     log.info(f"the lab's colours added to the model's sources ({before:.0%} of its {len(views)} images were unlike them)")
     return {"views": len(views), "beyond_limit_before": before, "sources": list(spec.colours["sources"])}
 

@@ -392,7 +392,7 @@ def fit_colour_check(spec: ModelSpec, train_rows: list[Row], val_rows: list[Row]
     by_source = {name: table[[r.source == name for r in rows]] for name in sorted({r.source for r in rows})}
     val = subsample(val_rows, COLOUR_PER_CLASS, cfg.seed)
     spec.colours = fit_colours(by_source, colour_table(loader(val, classes, infos, cfg, augment=False)) if val else None, COLOUR_QUANTILE)
-    return {"limit": spec.colours["limit"], "val_share": spec.colours["val_share"], "views": {k: len(v) for k, v in by_source.items()}}
+    return {"limit": spec.colours.get("limit"), "val_share": spec.colours.get("val_share"), "views": {k: len(v) for k, v in by_source.items()}}
 
 
 def calibrate_and_save(fit: Fit) -> Path:
