@@ -298,11 +298,16 @@ def with_reasons(own: str | None, reasons: dict[str, str]) -> str:
     return "; ".join(filter(None, [own, *(text for key, text in reasons.items() if key not in (own or ""))]))
 
 
+def colour_expected(spec) -> float:
+    """The share of the model's own validation views beyond its colour limit (LabCheck's default when it has none)."""
+    return float(spec.colours.get("val_share", LabCheck.colour_expected))
+
+
 def lab_check(predictor, answers=()) -> LabCheck:
     """A LabCheck that knows what the model's own validation cells show, holding `answers` (result dicts or
     Predictions)."""
     val = predictor.meta.get("info", {}).get("metrics", {}).get("val", {}).get("openset", {})
-    lab = LabCheck(expected=float(val.get("val_near", 0.05)), colour_expected=float(predictor.spec.colours.get("val_share", 0.005)))
+    lab = LabCheck(expected=float(val.get("val_near", 0.05)), colour_expected=colour_expected(predictor.spec))
     for a in answers:
         if isinstance(a, dict):
             lab.add(a.get("distance"), a.get("class", NO_WHITE_CELL), predictor.spec, a.get("colour_distance"))
@@ -336,7 +341,7 @@ def far_check(cells, expected: float, spec, scope: str, subject: str) -> LabChec
     ones) lie, in features and in colours, blasts not judged; `scope` and `subject` name those cells in its reasons and
     warning."""
     lab = LabCheck(expected=expected, scope=scope, subject=subject, judges_blasts=False,
-                   colour_expected=float(spec.colours.get("val_share", 0.005)))
+                   colour_expected=colour_expected(spec))
     for distance, label, colour in cells:
         lab.add(distance, label, spec, colour)
     return lab
