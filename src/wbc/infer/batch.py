@@ -131,7 +131,9 @@ def classify_stream(predictor, files: list[str], batch_size: int = 32, workers: 
     def flush() -> list[Outcome]:
         good = [(p, f) for p, f, _ in pending if f is not None]
         probs, dist = predictor.scores(torch.stack([f.pixels for _, f in good])) if good else (None, None)
-        by_path = {p: predictor.to_prediction(probs[k], p, f, None if dist is None else dist[k]) for k, (p, f) in enumerate(good)}
+        answers = predictor.recheck([predictor.to_prediction(probs[k], p, f, None if dist is None else dist[k], recheck=False)
+                                     for k, (p, f) in enumerate(good)], [f.pixels for _, f in good])
+        by_path = {p: a for (p, _), a in zip(good, answers)}
         return [Outcome(p, by_path.get(p), e) for p, _, e in pending]
 
     for item in _framed_stream(files, predictor.spec, px_per_um, workers):

@@ -21,6 +21,7 @@ from wbc.image.stain import (
     MIN_NUCLEUS_UM2,
     MIN_STAINED_UM2,
     PALE_CHROMA,
+    reinhard,
     too_pale,
     view_colours,
 )
@@ -396,6 +397,42 @@ def colour_distance(check: ColourCheck | None, view) -> float | None:
     return round(check.distance(view_colours(np.asarray(view).transpose(1, 2, 0))), 3)
 
 
+RECOLOURED = "answer changes in another training lab's colours"
+
+
+def recoloured_views(check: ColourCheck, view) -> torch.Tensor:
+    """A view (uint8 3 x H x W) moved into each source's mean view colours (Reinhard), as a batch: the cell as each
+    training lab's stain and light would have shown it."""
+    rgb = np.ascontiguousarray(np.asarray(view).transpose(1, 2, 0))
+    return torch.stack([torch.from_numpy(np.ascontiguousarray(reinhard(rgb, t).transpose(2, 0, 1))) for t in check.targets()])
+
+
+def answers_in_colours(check: ColourCheck, classes: list[str], views: list, probabilities) -> list[list[tuple[str, str]]]:
+    """For each view, (source, the class answered) with the view moved into each source's colours; `probabilities` maps
+    a uint8 batch to class probabilities (one call for all the views: a Predictor's engine, or a Ray worker's session)."""
+    probs = probabilities(torch.cat([recoloured_views(check, v) for v in views]))
+    top = [classes[int(i)] for i in probs.argmax(1)]
+    n = len(check.names)
+    return [list(zip(check.names, top[j * n : (j + 1) * n])) for j in range(len(views))]
+
+
+def needs_recheck(answer: "Prediction", check: ColourCheck | None, classes: list[str]) -> bool:
+    """A sure answer (nothing flags it) of a known type whose view's colours lie beyond the check's `recheck`: asked
+    again in each source's colours. A sure answer whose colours lie off the sources' may rest on this lab's stain and
+    light rather than on the cell (PBC's validation cells in a lab drawn from the sources' span, one at a time: the
+    answers left unflagged 92.2% right, 98.3% with the question asked; docs/results.md, session 24)."""
+    return check is not None and bool(check.recheck) and not answer.review and answer.label in classes and \
+        beyond(answer.colour_distance, check.recheck)
+
+
+def with_recheck(answer: "Prediction", seen: list[tuple[str, str]]) -> "Prediction":
+    """`answer` flagged RECOLOURED when the cell is answered another type in any source's colours (`seen`)."""
+    other = [f"{c} in {name}'s" for name, c in seen if c != answer.label]
+    if other:
+        answer.review, answer.review_reason = True, f"{RECOLOURED} ({', '.join(other)})"
+    return answer
+
+
 class Predictor:
     """model.predict(paths / bytes / PIL images / HxWx3 uint8 arrays) -> list[Prediction].
 
@@ -471,11 +508,12 @@ class Predictor:
         return self.predict_framed(images, batch_size, on_batch, px_per_um)[0]
 
     def to_prediction(self, p: torch.Tensor, source: str, framed: Framed | None = None, distance: float | None = None,
-                      px_per_um: float | None = None, view: torch.Tensor | None = None) -> Prediction:
+                      px_per_um: float | None = None, view: torch.Tensor | None = None, recheck: bool = True) -> Prediction:
         """The answer for one image: a known type, UNIDENTIFIED (far from every known type: the type is not given),
         or NO_WHITE_CELL (nothing stained like a white cell), with the review flag and its reasons (`px_per_um`: the
         field's scale, for a cell cut from a field without a Framed of its own, `view` its input pixels). The colours'
-        distance is judged only over a run (`LabCheck`): one cell's colours say little of its lab."""
+        distance is judged over a run (`LabCheck`: one cell's colours say little of its lab), and a sure answer whose
+        colours lie off the sources' is asked again in theirs (`recheck`; False: the caller asks for a batch at once)."""
         k = int(p.argmax())
         label = self.classes[k]
         note = no_white_cell(framed, label) if framed is not None else None
@@ -484,10 +522,22 @@ class Predictor:
         shown = NO_WHITE_CELL if note else UNIDENTIFIED if beyond(distance, self.spec.far_distance) else label
         reasons = lost_reasons(framed) if note else \
             alert_reasons(probabilities, shown) + review_reasons(float(p[k]), self.spec, framed, distance, px_per_um, label)
-        return Prediction(source=source, label=shown, probability=float(p[k]), probabilities=probabilities, review=bool(reasons),
-                          px_per_um=round(framed.px_per_um, 3) if framed else None, scale=framed.scale if framed else None, note=note,
-                          review_reason="; ".join(reasons) or None, distance=distance,
-                          colour_distance=colour_distance(self.colour_check, getattr(framed, "pixels", None) if framed is not None else view))
+        pixels = getattr(framed, "pixels", None) if framed is not None else view
+        answer = Prediction(source=source, label=shown, probability=float(p[k]), probabilities=probabilities, review=bool(reasons),
+                            px_per_um=round(framed.px_per_um, 3) if framed else None, scale=framed.scale if framed else None, note=note,
+                            review_reason="; ".join(reasons) or None, distance=distance,
+                            colour_distance=colour_distance(self.colour_check, pixels))
+        return self.recheck([answer], [pixels])[0] if recheck else answer
+
+    def recheck(self, answers: list[Prediction], views: list) -> list[Prediction]:
+        """`answers` (each with its view) with RECOLOURED on every sure one that `needs_recheck` and is answered another
+        type in any training source's colours: one network call for all of them."""
+        todo = [i for i, a in enumerate(answers) if needs_recheck(a, self.colour_check, self.classes)]
+        if todo:
+            seen = answers_in_colours(self.colour_check, self.classes, [views[i] for i in todo], lambda b: self.scores(b)[0])
+            for i, s in zip(todo, seen):
+                with_recheck(answers[i], s)
+        return answers
 
     def predict(self, images, batch_size: int = 32, px_per_um=None) -> list[Prediction]:
         """`px_per_um`: a number (given), None (measured in each image), or `wbc.image.framing.run_scale(files)` for
@@ -496,8 +546,8 @@ class Predictor:
         images = [images] if isinstance(images, (str, os.PathLike, bytes, Image.Image, np.ndarray)) else list(images)
         dist: list = []
         probs, framed = self.predict_framed(images, batch_size, px_per_um=px_per_um, distances=dist)
-        answers = [self.to_prediction(p, str(im) if isinstance(im, (str, os.PathLike)) else f"<{type(im).__name__}>", f, d)
-                   for im, p, f, d in zip(images, probs, framed, dist)]
+        answers = self.recheck([self.to_prediction(p, str(im) if isinstance(im, (str, os.PathLike)) else f"<{type(im).__name__}>", f, d, recheck=False)
+                                for im, p, f, d in zip(images, probs, framed, dist)], [f.pixels for f in framed])
         return flag_run(answers, lab_check(self, answers))
 
 

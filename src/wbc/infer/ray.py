@@ -28,6 +28,7 @@ import torch
 
 from wbc.errors import WbcError
 from wbc.infer.batch import Outcome
+from wbc.infer.predictor import needs_recheck, with_recheck
 from wbc.infer.ray_cluster import prepare
 
 CHUNK = 64  # files a task: framing dominates, so a chunk is ~1 s of one core
@@ -73,7 +74,7 @@ def _session(key: str, model_bytes: bytes):
 def classify_chunk(model_bytes: bytes, key: str, spec_dict: dict, px_per_um: float | None, paths: list[str]) -> dict:
     """On a worker: frame every file (a bad one becomes its error), classify the rest in one ONNX batch."""
     from wbc.infer.batch import frame_file
-    from wbc.infer.predictor import colour_distance
+    from wbc.infer.predictor import answers_in_colours, beyond, colour_distance
     from wbc.models.classifier import ModelSpec
     from wbc.models.colours import ColourCheck
 
@@ -90,8 +91,18 @@ def classify_chunk(model_bytes: bytes, key: str, spec_dict: dict, px_per_um: flo
     probs, dist = np.zeros((0, len(spec.classes)), np.float32), None
     if pixels:
         session = _session(key, model_bytes)
-        out = session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(np.stack(pixels))})
+
+        def run(batch) -> np.ndarray:
+            return session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(np.asarray(batch))})
+
+        out = run(np.stack(pixels))
         probs, dist = out[0], out[1] if len(out) > 1 else None
+        good = [r[2] for r in rows if not r[1]]
+        far = [i for i, g in enumerate(good) if check is not None and check.recheck and beyond(g["colour"], check.recheck)]
+        if far:  # the pixels do not travel back: each far cell's answers in the sources' colours do (the driver decides)
+            seen = answers_in_colours(check, list(spec.classes), [pixels[i] for i in far], lambda b: run(b)[0])
+            for i, s in zip(far, seen):
+                good[i]["recoloured"] = s
     return {"rows": rows, "probs": probs, "distance": dist}
 
 
@@ -168,11 +179,13 @@ def _outcomes(predictor, result: dict) -> list[Outcome]:
         if err:
             out.append(Outcome(path, None, err))
             continue
-        colour = framed.pop("colour", None)
+        colour, seen = framed.pop("colour", None), framed.pop("recoloured", None)
         f = _Framed(**framed)
         p = torch.from_numpy(np.array(next(probs), np.float32))
-        answer = predictor.to_prediction(p, path, f, float(next(dist)) if dist is not None else None)
+        answer = predictor.to_prediction(p, path, f, float(next(dist)) if dist is not None else None, recheck=False)
         answer.colour_distance = colour  # measured beside the pixels, which do not travel back
+        if seen and needs_recheck(answer, predictor.colour_check, predictor.classes):
+            with_recheck(answer, seen)
         out.append(Outcome(path, answer))
     return out
 

@@ -25,6 +25,7 @@ class ColourCheck:
     precisions: np.ndarray  # S x 15 x 15
     limit: float  # beyond this distance a view's colours are unlike every source's
     val_share: float  # the share of the model's own validation views beyond it
+    recheck: float | None = None  # beyond this distance a sure answer is asked again in each source's colours (None: never)
 
     @classmethod
     def from_spec(cls, colours: dict) -> "ColourCheck | None":
@@ -34,7 +35,11 @@ class ColourCheck:
         src = colours["sources"]
         return cls(list(src), np.array([s["mean"] for s in src.values()], np.float64),
                    np.array([s["precision"] for s in src.values()], np.float64), float(colours["limit"]),
-                   float(colours.get("val_share", 0.005)))
+                   float(colours.get("val_share", 0.005)), colours.get("recheck"))
+
+    def targets(self) -> list[tuple[float, ...]]:
+        """Each source's mean view colours as a Reinhard target (its L*a*b* means and spreads: the first 6 numbers)."""
+        return [tuple(float(v) for v in m[:6]) for m in self.means]
 
     def distance(self, colours: np.ndarray) -> float:
         """Root-mean-square over the 15 whitened numbers to the nearest source: about 1 for a typical view of it."""
@@ -56,20 +61,28 @@ def gaussian(views: np.ndarray) -> dict:
 MIN_SPREAD = 0.5  # L*a*b* units: a number that does not vary over a source's views is still not known to the digit
 
 
+RECHECK_QUANTILE = 0.95  # of the training views' distances (1.23 for the shipped model): beyond it a sure answer is asked
+# again in each source's colours. Chosen on validation cells, one at a time, under drawn labs and shifts (docs/results.md,
+# session 24): at 1.0 half of Kaggle's sure home answers pay three more passes for no more caught; at 1.4 PBC in lab 1
+# keeps 97.6% of its unflagged answers right (98.3% at 1.2)
+
+
 MIN_VIEWS = 20  # a source (or an adapted lab) with fewer views gets no Gaussian: too few for 120 numbers, even shrunk
 
 
 def fit_colours(views: dict[str, np.ndarray], val: np.ndarray | None, quantile: float) -> dict:
     """The spec's `colours` entry from each source's training views (un-augmented, what inference sees): a Gaussian
-    each, the limit at `quantile` of the training views' own distances, and the share of validation views beyond it.
+    each, the limit at `quantile` of the training views' own distances, the distance beyond which a sure answer is asked
+    again (`recheck`, at RECHECK_QUANTILE of them), and the share of validation views beyond the limit.
     {} (no colour check) when no source has MIN_VIEWS views."""
     views = {name: v for name, v in views.items() if len(v) >= MIN_VIEWS}
     if not views:
         return {}
     out = {"sources": {name: gaussian(v) for name, v in views.items()}, "limit": 0.0, "val_share": 0.0}
     check = ColourCheck.from_spec(out)
-    check.limit = float(np.quantile([check.distance(x) for v in views.values() for x in v], quantile))
-    out["limit"] = round(check.limit, 4)
+    own = [check.distance(x) for v in views.values() for x in v]
+    check.limit = float(np.quantile(own, quantile))
+    out["limit"], out["recheck"] = round(check.limit, 4), round(float(np.quantile(own, RECHECK_QUANTILE)), 4)
     if val is not None and len(val):
         out["val_share"] = float(np.mean([check.distance(x) > check.limit for x in val]))
     return out
