@@ -95,3 +95,8 @@ def test_bench_short_mode_prints_every_row(tmp_path, wbc_cache):
     assert "train round 2" in p.stderr
     assert r["folder"] and all(f["files"] == 96 and f["failed"] == 0 and f["files_per_s"] > 0 for f in r["folder"])
     assert "folder run" in p.stderr
+    v = r["test_time_views"]  # the default path's extra views for sure answers in colours off the sources', counted
+    assert v["images"] == r["images"] == 16 and 1 <= v["passes_per_image"] == pytest.approx(1 + 3 * v["asked_again"] / 16)
+    onnx = next(row for row in r["inference"] if row["path"] == "onnx-fp32")
+    assert v["onnx_fp32_batch32_images_per_s"] == pytest.approx(onnx["batch32_images_per_s"] / v["passes_per_image"])
+    assert "asked again in each training lab's colours" in p.stderr

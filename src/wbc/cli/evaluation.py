@@ -148,6 +148,10 @@ def bench(model: Optional[str] = ModelOpt, images: Optional[Path] = typer.Option
     for row in r["folder"]:
         console.print(f"{row['path']}: {row['files_per_s']:.1f} files/s over {row['files']} files "
                       f"({row['vs_onnx_fp32_batch32']:.0%} of ONNX fp32 b32), peak RSS {row['peak_rss_mb']:.0f} MB", highlight=False)
+    v = r["test_time_views"]
+    console.print(f"asked again in each training lab's colours (a sure answer in colours off theirs): {v['asked_again']} of "
+                  f"{v['images']} images, {v['passes_per_image']:.2f} network passes an image; ONNX fp32 b32 with them "
+                  f"{v['onnx_fp32_batch32_images_per_s']:.1f} images/s, {v['vs_xception']:.1f}x Xception", highlight=False)
     for row in r["training"]:
         console.print(f"{row['path']}: {row['seconds_per_batch32']:.2f} s per batch of 32, ~{row['minutes_per_epoch']:.1f} min per "
                       f"7,889-image epoch, peak RSS {row['peak_rss_mb']:.0f} MB", highlight=False)
