@@ -156,8 +156,9 @@ SURE_AND_WRONG = {"BNE_129177.jpg": "NEUTROPHIL", "ERB_101733.jpg": "ERYTHROBLAS
 def test_a_sure_answer_that_changes_in_a_training_labs_colours_is_flagged(model, cells, tmp_path):
     """One cell at a time (no run to judge), in a lab drawn with seed 1: three PBC cells answered surely and wrongly,
     each beyond `recheck` in colour, are asked again in each source's colours, answered their own type there, and flagged
-    with the reason (before: unflagged), by the Python API and by `wbc predict` on a folder, locally and on Ray. The same cells at home and home cells are not asked again, or keep their
-    answer; a model without `recheck` (made before it) asks nothing again."""
+    with the reason (before: unflagged). The same cells at home, and home cells, keep their answers unflagged by it.
+    `wbc predict` on a folder of the three (which takes the run's scale) flags alike on the local engine and on Ray.
+    A model without `recheck` (made before it) asks nothing again."""
     from wbc.infer.predictor import RECOLOURED, Predictor, recoloured_views
 
     target = drawn_lab(random.Random(1))
