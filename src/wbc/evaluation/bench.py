@@ -161,7 +161,7 @@ def asked_again(predictor, images: list[str]) -> dict:
 
     dist: list = []
     probs, framed = predictor.predict_framed(images, distances=dist)
-    answers = [predictor.to_prediction(p, str(f), fr, d, recheck=False) for p, f, fr, d in zip(probs, images, framed, dist)]
+    answers = predictor.to_predictions(probs, [str(f) for f in images], framed, dist, recheck=False)
     asked = sum(needs_recheck(a, predictor.colour_check, predictor.classes) for a in answers)
     views = len(predictor.colour_check.names) if predictor.colour_check is not None else 0
     return {"images": len(images), "asked_again": asked, "passes_per_image": 1 + views * asked / max(1, len(images))}

@@ -139,8 +139,7 @@ def answers(predictor: Predictor, paths: list, batch_size: int, on_batch, px_per
     """(probabilities, each image's Framed, each image's Prediction as a user gets it)."""
     dist: list = []
     probs_t, framed = predictor.predict_framed(paths, batch_size, on_batch, px_per_um, distances=dist)
-    preds = predictor.recheck([predictor.to_prediction(p, str(path), f, d, recheck=False) for p, path, f, d in zip(probs_t, paths, framed, dist)],
-                              [f.pixels for f in framed])
+    preds = predictor.to_predictions(probs_t, [str(path) for path in paths], framed, dist)
     return probs_t.numpy(), framed, preds
 
 

@@ -131,8 +131,7 @@ def classify_stream(predictor, files: list[str], batch_size: int = 32, workers: 
     def flush() -> list[Outcome]:
         good = [(p, f) for p, f, _ in pending if f is not None]
         probs, dist = predictor.scores(torch.stack([f.pixels for _, f in good])) if good else (None, None)
-        answers = predictor.recheck([predictor.to_prediction(probs[k], p, f, None if dist is None else dist[k], recheck=False)
-                                     for k, (p, f) in enumerate(good)], [f.pixels for _, f in good])
+        answers = predictor.to_predictions(probs, [p for p, _ in good], [f for _, f in good], dist) if good else []
         by_path = {p: a for (p, _), a in zip(good, answers)}
         return [Outcome(p, by_path.get(p), e) for p, _, e in pending]
 

@@ -421,8 +421,7 @@ def needs_recheck(answer: "Prediction", check: ColourCheck | None, classes: list
     again in each source's colours. A sure answer whose colours lie off the sources' may rest on this lab's stain and
     light rather than on the cell (PBC's validation cells in a lab drawn from the sources' span, one at a time: the
     answers left unflagged 92.2% right, 98.3% with the question asked; docs/results.md, session 24)."""
-    return check is not None and bool(check.recheck) and not answer.review and answer.label in classes and \
-        beyond(answer.colour_distance, check.recheck)
+    return check is not None and not answer.review and answer.label in classes and check.asks_again(answer.colour_distance)
 
 
 def with_recheck(answer: "Prediction", seen: list[tuple[str, str]]) -> "Prediction":
@@ -529,6 +528,13 @@ class Predictor:
                             colour_distance=colour_distance(self.colour_check, pixels))
         return self.recheck([answer], [pixels])[0] if recheck else answer
 
+    def to_predictions(self, probs, sources: list[str], framed: list, distances=None, recheck: bool = True) -> list[Prediction]:
+        """The answers for a batch of framed images (`distances`: one each, or None), the sure ones in colours off the
+        sources' asked again in one network call (`recheck`; False: as they stand)."""
+        distances = [None] * len(framed) if distances is None else distances
+        answers = [self.to_prediction(p, s, f, d, recheck=False) for p, s, f, d in zip(probs, sources, framed, distances)]
+        return self.recheck(answers, [f.pixels for f in framed]) if recheck else answers
+
     def recheck(self, answers: list[Prediction], views: list) -> list[Prediction]:
         """`answers` (each with its view) with RECOLOURED on every sure one that `needs_recheck` and is answered another
         type in any training source's colours: one network call for all of them."""
@@ -546,8 +552,8 @@ class Predictor:
         images = [images] if isinstance(images, (str, os.PathLike, bytes, Image.Image, np.ndarray)) else list(images)
         dist: list = []
         probs, framed = self.predict_framed(images, batch_size, px_per_um=px_per_um, distances=dist)
-        answers = self.recheck([self.to_prediction(p, str(im) if isinstance(im, (str, os.PathLike)) else f"<{type(im).__name__}>", f, d, recheck=False)
-                                for im, p, f, d in zip(images, probs, framed, dist)], [f.pixels for f in framed])
+        names = [str(im) if isinstance(im, (str, os.PathLike)) else f"<{type(im).__name__}>" for im in images]
+        answers = self.to_predictions(probs, names, framed, dist)
         return flag_run(answers, lab_check(self, answers))
 
 

@@ -41,6 +41,11 @@ class ColourCheck:
         """Each source's mean view colours as a Reinhard target (its L*a*b* means and spreads: the first 6 numbers)."""
         return [tuple(float(v) for v in m[:6]) for m in self.means]
 
+    def asks_again(self, distance: float | None) -> bool:
+        """A view this far (None: not measured) lies beyond `recheck`: a sure answer on it is asked again in each source's
+        colours (wbc.infer.predictor.needs_recheck)."""
+        return bool(self.recheck) and distance is not None and distance > self.recheck
+
     def distance(self, colours: np.ndarray) -> float:
         """Root-mean-square over the 15 whitened numbers to the nearest source: about 1 for a typical view of it."""
         z = colours[None] - self.means
