@@ -7,7 +7,8 @@ Shifts (wbc.data.shifts): dim light (0.6, 0.4, 0.25 of it), a cut-out onto black
 1.5, saturation 1.8 and 0.5; and `to_SOURCE` (not in the default list): each image's L*a*b* mean and spread moved to
 SOURCE's average over 150 of its train images (Reinhard), one lab's cells in another lab's light and stain; `lab_SEED`:
 every image moved into one lab drawn (seeded) from the span training's --transfer draws from (LAB_SPAN), a folder from
-a lab none of the sources is. Per shift and source (120 Kaggle, 120 PBC, 60 Munich validation cells; `--all`: 240,
+a lab none of the sources is; `whole_to_SOURCE`, `whole_lab_SEED`: the same targets reached by one mapping for all
+images of a source (its average image onto the target), as a lab's stain and light change every image alike. Per shift and source (120 Kaggle, 120 PBC, 60 Munich validation cells; `--all`: 240,
 240, 120; never a test split): accuracy, the share left unflagged and how many of those are right, and real cells
 answered "no white cell"; and each set judged as one folder, as `wbc predict` judges one (`LabCheck`: the shares of
 its cells unlike the training cells' features and colours, and what is left unflagged when the folder is flagged whole).
@@ -23,6 +24,7 @@ import json
 import random
 from pathlib import Path
 
+import cv2
 import numpy as np
 from low_resolution import ASSETS, SOURCES, validation_sets
 
@@ -37,14 +39,31 @@ from wbc.infer.predictor import NO_WHITE_CELL, flag_run, lab_check, load_model
 SHIFTS = ("none", "dim_0.6", "dim_0.4", "dim_0.25", "cut_out", *TONES)
 
 
-def changed(rgb: np.ndarray, how: str) -> np.ndarray:
+def changed(rgb: np.ndarray, how: str, own: str | None = None) -> np.ndarray:
     """`rgb` under `how` (dim_G: the light times G, shifted_field's exposure_G; to_SOURCE: that source's colours; any
-    lab_SEED: a lab drawn from LAB_SPAN; any other name: wbc.data.shifts.shifted)."""
+    lab_SEED: a lab drawn from LAB_SPAN; whole_to_SOURCE / whole_lab_SEED: the same target reached by one mapping for
+    every image of its source `own`; any other name: wbc.data.shifts.shifted)."""
+    if how.startswith("whole_"):
+        target = source_colours(how[9:]) if how.startswith("whole_to_") else drawn_lab(random.Random(int(how[10:])))
+        return lab_moved(rgb, source_colours(own), target)
     if how.startswith("to_"):
         return reinhard(rgb, source_colours(how[3:]))
     if how.startswith("lab_"):
         return reinhard(rgb, drawn_lab(random.Random(int(how[4:]))))  # seeded: one lab for every image
     return shifted_field(rgb, how.replace("dim_", "exposure_"))[0]
+
+
+def lab_moved(rgb: np.ndarray, start: tuple[float, ...], target: tuple[float, ...]) -> np.ndarray:
+    """`rgb` through the one L*a*b* mapping that takes its source's average image (`start`) to `target`: a lab's stain
+    and light changed as a whole. `to_SOURCE` maps each image's own mean and spread onto the target instead, so an image
+    with little stain in it (a platelet among red cells) takes on a whole cell's worth of purple that no lab would give it."""
+    lab, _, fill = lab_stats(rgb)
+    gain = np.float64(target[3:]) / np.float64(start[3:])
+    affine = np.hstack([np.diag(gain), (np.float64(target[:3]) - np.float64(start[:3]) * gain)[:, None]])
+    out = cv2.cvtColor(cv2.transform(lab, affine), cv2.COLOR_LAB2RGB)
+    if fill is not None:
+        out[fill] = rgb[fill]
+    return out
 
 
 @functools.cache
@@ -90,7 +109,7 @@ def main() -> None:
     rows = {}
     for how in a.shifts.split(","):
         for name, cells in sets.items():
-            answers = [model.predict([changed(decode(p), how)])[0] for p, _ in cells]
+            answers = [model.predict([changed(decode(p), how, name)])[0] for p, _ in cells]
             truth = [c for _, c in cells]
             rows.setdefault(how, {})[name] = r = measure(answers, truth) | {"as_folder": as_folder(model, answers, truth)}
             f = r["as_folder"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import multiprocessing as mp
 import os
 import sys
@@ -39,6 +40,8 @@ from wbc.infer.predictor import (
     lab_check,
     with_reasons,
 )
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("csv", "jsonl", "parquet")
 
@@ -204,6 +207,37 @@ def number(v) -> float | None:
     return None if v in ("", None) else float(v)
 
 
+def older_header(header: list[str], classes: list[str]) -> bool:
+    """An older wbc's csv header: the same classes, in order, and no column today's lacks (review_reason, distance and
+    colour_distance came later; their cells are read as not measured)."""
+    new = columns(classes)
+    return header != new and "path" in header and set(header) <= set(new) and \
+        [h for h in header if h.startswith("p_")] == [f"p_{c}" for c in classes]
+
+
+def upgrade_csv(path: Path, classes: list[str]) -> bool:
+    """Rewrite a csv an older wbc wrote under today's header, atomically, the columns added since left blank (a torn
+    last line dropped), so a run begun before an upgrade resumes instead of being refused; whether it did."""
+    from wbc._util.io import atomic_save
+
+    good = _complete_prefix(path.read_bytes()).decode("utf-8", errors="replace")
+    reader = csv.DictReader(io.StringIO(good))
+    if reader.fieldnames is None or not older_header(reader.fieldnames, classes):
+        return False
+
+    def rewrite(tmp: str) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as dst:
+            w = csv.DictWriter(dst, columns(classes), restval="")
+            w.writeheader()
+            w.writerows(reader)
+            dst.flush()
+            os.fsync(dst.fileno())
+
+    atomic_save(path, rewrite)
+    log.info("%s: written by an older wbc; its rows kept under today's columns", path)
+    return True
+
+
 def read_done(path: Path, fmt: str, classes: list[str]) -> tuple[set[str], int, Earlier]:
     """(paths already in the output, its length in bytes once any torn last line is dropped, what its rows say)."""
     data = path.read_bytes()
@@ -215,7 +249,7 @@ def read_done(path: Path, fmt: str, classes: list[str]) -> tuple[set[str], int, 
         if reader.fieldnames is None:
             return set(), 0, earlier
         if reader.fieldnames != columns(classes):
-            raise WbcError(f"{path} was written for other classes, by another tool or by an older wbc (its header differs): choose another --out")
+            raise WbcError(f"{path} was written for other classes or by another tool (its header differs): choose another --out")
         for r in reader:
             done.add(r["path"])
             earlier.add(r)
@@ -285,6 +319,8 @@ class ResultWriter:
         if path.exists() and path.stat().st_size:
             if not resume:
                 raise WbcError(f"{path} already exists: pass --resume to continue that run, or choose another --out")
+            if fmt == "csv":
+                upgrade_csv(path, classes)
             self.done, keep, self.earlier = read_done(path, fmt, classes)
             with open(path, "r+b") as f:  # drop a torn last line
                 f.truncate(keep)
