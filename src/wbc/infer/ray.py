@@ -74,7 +74,7 @@ def _session(key: str, model_bytes: bytes):
 def classify_chunk(model_bytes: bytes, key: str, spec_dict: dict, px_per_um: float | None, paths: list[str]) -> dict:
     """On a worker: frame every file (a bad one becomes its error), classify the rest in one ONNX batch."""
     from wbc.infer.batch import frame_file
-    from wbc.infer.predictor import answers_in_colours, colour_distance
+    from wbc.infer.predictor import answers_in_colours, beyond, colour_distance
     from wbc.models.classifier import ModelSpec
     from wbc.models.colours import ColourCheck
 
@@ -98,8 +98,12 @@ def classify_chunk(model_bytes: bytes, key: str, spec_dict: dict, px_per_um: flo
         out = run(np.stack(pixels))
         probs, dist = out[0], out[1] if len(out) > 1 else None
         good = [r[2] for r in rows if not r[1]]
-        far = [i for i, g in enumerate(good) if check is not None and check.asks_again(g["colour"])]
-        if far:  # the pixels do not travel back: each far cell's answers in the sources' colours do (the driver decides)
+        unsure = probs.max(axis=1) < spec.review_threshold
+        if dist is not None:
+            unsure |= np.asarray([beyond(float(d), spec.near_distance) for d in dist])
+        far = [i for i, g in enumerate(good) if check is not None and check.asks_again(g["colour"]) and not unsure[i]]
+        if far:  # the pixels do not travel back: each far sure cell's answers in the sources' colours do (the driver
+            # decides with its other reasons; a cell already flagged unsure or unlike the training cells is never asked)
             seen = answers_in_colours(check, list(spec.classes), [pixels[i] for i in far], lambda b: run(b)[0])
             for i, s in zip(far, seen):
                 good[i]["recoloured"] = s
