@@ -6,6 +6,7 @@ PBC's unflagged answers were 86% right, docs/results.md), with the shipped model
 import csv
 import random
 
+import numpy as np
 import pytest
 from conftest import pbc_images, run_cli
 from PIL import Image
@@ -14,7 +15,7 @@ import wbc
 from wbc.data.transforms import drawn_lab
 from wbc.image.decode import decode
 from wbc.image.stain import reinhard
-from wbc.infer.predictor import COLOUR_REASON
+from wbc.infer.predictor import COLOUR_REASON, NO_WHITE_CELL
 
 CLASSES = ("NEUTROPHIL", "LYMPHOCYTE", "MONOCYTE", "EOSINOPHIL", "BASOPHIL", "IG", "ERYTHROBLAST", "PLATELET")
 
@@ -191,3 +192,31 @@ def test_a_sure_answer_that_changes_in_a_training_labs_colours_is_flagged(model,
     before = Predictor(model.engine, meta, model.path)
     answers = [before.predict([reinhard(decode(f), target)])[0] for f in files]
     assert not any(a.review for a in answers) and before.colour_check.recheck is None
+
+
+def test_no_white_cell_on_a_smear_of_a_run_in_unlike_colours_is_flagged(model, tmp_path):
+    """Cells saved with red and blue swapped (a common export slip) are read by a stain rule that knows the training
+    labs' stains: 3 of these PBC train cells, red cells measured in each, are answered "no white cell" with nothing
+    else to say so. In a run judged for its colours they carry the colours' reason too, in Python and in a folder run;
+    a "no white cell" on an image without red cells (blank) does not, and a run at home flags none."""
+    silent = ["BASOPHIL/BA_421331.jpg", "MONOCYTE/MO_302771.jpg", "ERYTHROBLAST/ERB_144101.jpg"]
+    root = pbc_images("train", "BASOPHIL")[0].parent.parent
+    files = [root / s for s in silent] + sorted(root.glob("*/*.jpg"))[::30][:97]
+    swapped = [decode(f)[..., ::-1].copy() for f in files]
+    blank = np.full((240, 320, 3), 235, np.uint8)
+    answers = model.predict(swapped + [blank])
+    for a in answers[:3]:
+        assert a.label == NO_WHITE_CELL and a.scale == "measured" and a.review, a
+        assert COLOUR_REASON in a.review_reason and "a real cell may be missed here" in a.review_reason
+    assert answers[-1].label == NO_WHITE_CELL and not answers[-1].review  # nothing to read: no cell, no flag
+    assert all(a.review for a in answers[:-1])
+    folder = tmp_path / "swapped"
+    folder.mkdir()
+    for f, rgb in zip(files, swapped):
+        Image.fromarray(rgb).save(folder / f"{f.parent.name}_{f.stem}.png")
+    run_cli("predict", str(folder), "--out", str(tmp_path / "swapped.csv"), check=False)
+    dropped = [r for r in csv.DictReader(open(tmp_path / "swapped.csv")) if r["class"] == NO_WHITE_CELL]
+    assert dropped and all(r["review"] == "1" and COLOUR_REASON in r["review_reason"] for r in dropped)  # the run's scale
+    assert {r["scale"] for r in dropped} <= {"measured", "corrected"}  # frames them otherwise: others are dropped there
+    home = model.predict([decode(f) for f in files[3:40]] + [blank])
+    assert not any(COLOUR_REASON in (a.review_reason or "") for a in home)

@@ -35,9 +35,9 @@ from wbc.infer.predictor import (
     BLAST_RUN_REASON,
     COLOUR_REASON,
     LAB_REASON,
-    NO_WHITE_CELL,
     flag_run,
     lab_check,
+    run_reasons_of,
     with_reasons,
 )
 
@@ -433,7 +433,7 @@ def mend_rows(rows: Iterable[dict], lab) -> Iterator[tuple[dict, bool]]:
     reasons = lab.reasons()
     for r in rows:
         reason = r.get("review_reason") or ""
-        mended = with_reasons(reason, reasons) if r.get("class") not in (None, "", NO_WHITE_CELL) else reason
+        mended = with_reasons(reason, run_reasons_of(r.get("class"), r.get("scale"), reasons))
         if mended != reason:
             r["review"], r["review_reason"] = 1, mended
         yield r, mended != reason
@@ -476,8 +476,8 @@ def _mend_parquet(path: Path, lab) -> int:
     from wbc._util.io import atomic_save
 
     table = pq.read_table(path)
-    rows = [{"class": c, "review": v, "review_reason": r} for c, v, r in
-            zip(*(table.column(k).to_pylist() for k in ("class", "review", "review_reason")))]
+    rows = [{"class": c, "review": v, "review_reason": r, "scale": k} for c, v, r, k in
+            zip(*(table.column(k).to_pylist() for k in ("class", "review", "review_reason", "scale")))]
     mended = list(mend_rows(rows, lab))
     changed = sum(c for _, c in mended)
     if changed:
