@@ -9,8 +9,8 @@ SOURCE's average over 150 of its train images (Reinhard), one lab's cells in ano
 every image moved into one lab drawn (seeded) from the span training's --transfer draws from (LAB_SPAN), a folder from
 a lab none of the sources is; `whole_to_SOURCE`, `whole_lab_SEED`: the same targets reached by one mapping for all
 images of a source (its average image onto the target), as a lab's stain and light change every image alike. Per
-shift and source (120 Kaggle, 120 PBC, 60 Munich validation cells; `--all`: 240, 240, 120; never a test split): accuracy, the share left unflagged and how many of those are right, and real cells
-answered "no white cell"; and each set judged as one folder, as `wbc predict` judges one (`LabCheck`: the shares of
+shift and source (120 Kaggle, 120 PBC, 60 Munich validation cells; `--all`: 240, 240, 120; never a test split):
+accuracy, the share left unflagged and how many of those are right, and real cells answered "no white cell"; and each set judged as one folder, as `wbc predict` judges one (`LabCheck`: the shares of
 its cells unlike the training cells' features and colours, and what is left unflagged when the folder is flagged whole).
 """
 
