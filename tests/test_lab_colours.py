@@ -15,7 +15,7 @@ import wbc
 from wbc.data.transforms import drawn_lab
 from wbc.image.decode import decode
 from wbc.image.stain import reinhard
-from wbc.infer.predictor import COLOUR_REASON, NO_WHITE_CELL
+from wbc.infer.predictor import COLOUR_REASON, NO_WHITE_CELL, OVEREXPOSED
 
 CLASSES = ("NEUTROPHIL", "LYMPHOCYTE", "MONOCYTE", "EOSINOPHIL", "BASOPHIL", "IG", "ERYTHROBLAST", "PLATELET")
 
@@ -216,7 +216,10 @@ def test_no_white_cell_on_a_smear_of_a_run_in_unlike_colours_is_flagged(model, t
         Image.fromarray(rgb).save(folder / f"{f.parent.name}_{f.stem}.png")
     run_cli("predict", str(folder), "--out", str(tmp_path / "swapped.csv"), check=False)
     dropped = [r for r in csv.DictReader(open(tmp_path / "swapped.csv")) if r["class"] == NO_WHITE_CELL]
-    assert dropped and all(r["review"] == "1" and COLOUR_REASON in r["review_reason"] for r in dropped)  # the run's scale
+    # each flagged, by the run's colours or by a reason of its own (overexposed) that says as much; the run's scale
+    assert dropped and all(r["review"] == "1" and "a real cell may be missed" in r["review_reason"] for r in dropped)
+    assert any(COLOUR_REASON in r["review_reason"] for r in dropped)
     assert {r["scale"] for r in dropped} <= {"measured", "corrected"}  # frames them otherwise: others are dropped there
+    assert not any(COLOUR_REASON in r["review_reason"] and OVEREXPOSED in r["review_reason"] for r in dropped)  # one says it
     home = model.predict([decode(f) for f in files[3:40]] + [blank])
     assert not any(COLOUR_REASON in (a.review_reason or "") for a in home)

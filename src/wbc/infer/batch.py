@@ -433,7 +433,7 @@ def mend_rows(rows: Iterable[dict], lab) -> Iterator[tuple[dict, bool]]:
     reasons = lab.reasons()
     for r in rows:
         reason = r.get("review_reason") or ""
-        mended = with_reasons(reason, run_reasons_of(r.get("class"), r.get("scale"), reasons))
+        mended = with_reasons(reason, run_reasons_of(r.get("class"), r.get("scale"), reasons, str(r.get("review")) in ("1", "True", "true")))
         if mended != reason:
             r["review"], r["review_reason"] = 1, mended
         yield r, mended != reason

@@ -287,24 +287,24 @@ def flag_run(answers: list, lab: LabCheck) -> list:
     reasons = lab.reasons()
     for a in answers:
         if isinstance(a, dict):
-            if taken := run_reasons_of(a.get("class"), a.get("scale"), reasons):
+            if taken := run_reasons_of(a.get("class"), a.get("scale"), reasons, bool(a.get("review"))):
                 a["review"], a["review_reason"] = True, with_reasons(a.get("review_reason"), taken)
-        elif taken := run_reasons_of(a.label, a.scale, reasons):
+        elif taken := run_reasons_of(a.label, a.scale, reasons, a.review):
             a.review, a.review_reason = True, with_reasons(a.review_reason, taken)
     return answers
 
 
-def run_reasons_of(label: str | None, scale: str | None, reasons: dict[str, str]) -> dict[str, str]:
+def run_reasons_of(label: str | None, scale: str | None, reasons: dict[str, str], flagged: bool = False) -> dict[str, str]:
     """The reasons of a judged run (`LabCheck.reasons`) an answer takes: all of them for a classified cell; for "no white
-    cell" on a smear (red cells measured in it) the colours' alone, since the stain rule that found nothing reads a
-    nucleus as the training labs' stains show one (validation cells saved with red and blue swapped, a common export
-    slip: 6 of 480 Kaggle and PBC cells dropped without a word; docs/results.md, session 25); none for a file that failed
-    or an image without red cells (blank, text)."""
+    cell" on a smear (red cells measured in it) not yet `flagged` (overexposed, too dark: already "a real cell may be
+    missed") the colours' alone, since the stain rule that found nothing reads a nucleus as the training labs' stains show
+    one (validation cells saved with red and blue swapped, a common export slip: 6 of 480 Kaggle and PBC cells dropped
+    without a word; docs/results.md, session 25); none for a file that failed or an image without red cells (blank, text)."""
     if label in (None, ""):
         return {}
     if label != NO_WHITE_CELL:
         return reasons
-    if scale in ("measured", "corrected") and COLOUR_REASON in reasons:
+    if scale in ("measured", "corrected") and COLOUR_REASON in reasons and not flagged:
         return {COLOUR_REASON: f"{reasons[COLOUR_REASON]}: a real cell may be missed here"}
     return {}
 
