@@ -220,10 +220,11 @@ def upgrade_csv(path: Path, classes: list[str]) -> bool:
     last line dropped), so a run begun before an upgrade resumes instead of being refused; whether it did."""
     from wbc._util.io import atomic_save
 
-    good = _complete_prefix(path.read_bytes()).decode("utf-8", errors="replace")
-    reader = csv.DictReader(io.StringIO(good))
-    if reader.fieldnames is None or not older_header(reader.fieldnames, classes):
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:  # the header alone: most resumes stop here
+        header = next(csv.reader(f), None)
+    if header is None or not older_header(header, classes):
         return False
+    reader = csv.DictReader(io.StringIO(_complete_prefix(path.read_bytes()).decode("utf-8", errors="replace")))
 
     def rewrite(tmp: str) -> None:
         with open(tmp, "w", newline="", encoding="utf-8") as dst:
@@ -433,7 +434,7 @@ def mend_rows(rows: Iterable[dict], lab) -> Iterator[tuple[dict, bool]]:
     reasons = lab.reasons()
     for r in rows:
         reason = r.get("review_reason") or ""
-        mended = with_reasons(reason, run_reasons_of(r.get("class"), r.get("scale"), reasons, str(r.get("review")) in ("1", "True", "true")))
+        mended = with_reasons(reason, run_reasons_of(r.get("class"), r.get("scale"), reasons, bool(reason)))  # flagged: a reason
         if mended != reason:
             r["review"], r["review_reason"] = 1, mended
         yield r, mended != reason
