@@ -194,26 +194,35 @@ def test_a_sure_answer_that_changes_in_a_training_labs_colours_is_flagged(model,
     assert not any(a.review for a in answers) and before.colour_check.recheck is None
 
 
-def test_no_white_cell_on_a_smear_of_a_run_in_unlike_colours_is_flagged(model, tmp_path):
-    """Cells saved with red and blue swapped (a common export slip) are read by a stain rule that knows the training
+SILENT = ["BASOPHIL/BA_421331.jpg", "MONOCYTE/MO_302771.jpg", "ERYTHROBLAST/ERB_144101.jpg"]  # dropped, swapped
+
+
+@pytest.fixture(scope="module")
+def swapped(tmp_path_factory):
+    """100 PBC train cells saved with red and blue swapped (a common export slip), the three first `SILENT`: (the
+    files they came from, their pixels, the folder they were written to as PNGs)."""
+    root = pbc_images("train", "BASOPHIL")[0].parent.parent
+    files = [root / s for s in SILENT] + sorted(root.glob("*/*.jpg"))[::30][:97]
+    rgbs = [decode(f)[..., ::-1].copy() for f in files]
+    folder = tmp_path_factory.mktemp("swapped")
+    for f, rgb in zip(files, rgbs):
+        Image.fromarray(rgb).save(folder / f"{f.parent.name}_{f.stem}.png")
+    return files, rgbs, folder
+
+
+def test_no_white_cell_on_a_smear_of_a_run_in_unlike_colours_is_flagged(model, swapped, tmp_path):
+    """Cells saved with red and blue swapped are read by a stain rule that knows the training
     labs' stains: 3 of these PBC train cells, red cells measured in each, are answered "no white cell" with nothing
     else to say so. In a run judged for its colours they carry the colours' reason too, in Python and in a folder run;
     a "no white cell" on an image without red cells (blank) does not, and a run at home flags none."""
-    silent = ["BASOPHIL/BA_421331.jpg", "MONOCYTE/MO_302771.jpg", "ERYTHROBLAST/ERB_144101.jpg"]
-    root = pbc_images("train", "BASOPHIL")[0].parent.parent
-    files = [root / s for s in silent] + sorted(root.glob("*/*.jpg"))[::30][:97]
-    swapped = [decode(f)[..., ::-1].copy() for f in files]
+    files, rgbs, folder = swapped
     blank = np.full((240, 320, 3), 235, np.uint8)
-    answers = model.predict(swapped + [blank])
+    answers = model.predict(rgbs + [blank])
     for a in answers[:3]:
         assert a.label == NO_WHITE_CELL and a.scale == "measured" and a.review, a
         assert COLOUR_REASON in a.review_reason and "a real cell may be missed here" in a.review_reason
     assert answers[-1].label == NO_WHITE_CELL and not answers[-1].review  # nothing to read: no cell, no flag
     assert all(a.review for a in answers[:-1])
-    folder = tmp_path / "swapped"
-    folder.mkdir()
-    for f, rgb in zip(files, swapped):
-        Image.fromarray(rgb).save(folder / f"{f.parent.name}_{f.stem}.png")
     run_cli("predict", str(folder), "--out", str(tmp_path / "swapped.csv"), check=False)
     dropped = [r for r in csv.DictReader(open(tmp_path / "swapped.csv")) if r["class"] == NO_WHITE_CELL]
     # each flagged, by the run's colours or by a reason of its own (overexposed) that says as much; the run's scale
@@ -223,3 +232,34 @@ def test_no_white_cell_on_a_smear_of_a_run_in_unlike_colours_is_flagged(model, t
     assert not any(COLOUR_REASON in r["review_reason"] and OVEREXPOSED in r["review_reason"] for r in dropped)  # one says it
     home = model.predict([decode(f) for f in files[3:40]] + [blank])
     assert not any(COLOUR_REASON in (a.review_reason or "") for a in home)
+
+
+def test_no_white_cell_in_a_review_case_in_unlike_colours_is_flagged(model, swapped, tmp_path):
+    """The same cells imported into the review station: the case is judged for its colours, and its "no white cell"
+    cells on a smear carry the colours' reason, flagged, so each must be opened before sign-off; the scale kind each
+    was framed with is kept (an amendment copies it)."""
+    import sqlalchemy as sa
+
+    from wbc.review import cases as C
+    from wbc.review.db import open_database
+    from wbc.review.users import add_user
+
+    _, _, folder = swapped
+    Session = open_database(tmp_path / "station")
+    with Session.begin() as s:
+        add_user(s, "ana", "technologist", "ana-password")
+        case = C.create_case(s, "SWAP-1", "blood", "ana")
+        C.import_cells(s, tmp_path / "station", case, sorted(str(f) for f in folder.iterdir()), model, "ana")
+        # framed at the case's scale, 3 cells have no reason of their own: they take the colours'
+        dropped = [c for c in case.cells if c.model_class == NO_WHITE_CELL]
+        assert all(c.scale in ("measured", "corrected") for c in dropped)
+        assert all(c.flagged and "a real cell may be missed" in c.review_reason for c in dropped)
+        assert sum(COLOUR_REASON in c.review_reason for c in dropped) >= 3
+        assert not any(COLOUR_REASON in c.review_reason and OVEREXPOSED in c.review_reason for c in dropped)
+        assert all(c.flagged and c.scale for c in case.cells)
+        case_id = case.id
+    with Session.begin() as s:
+        s.get(C.Case, case_id).status = "signed"
+        new = C.amend(s, case_id, "ana", "a second look")
+        assert sorted((c.image, c.scale) for c in new.cells) == sorted((c.image, c.scale) for c in s.get(C.Case, case_id).cells)
+        assert s.execute(sa.text("SELECT count(*) FROM cells WHERE scale IS NULL")).scalar_one() == 0

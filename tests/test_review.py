@@ -107,8 +107,8 @@ def test_migrations_users_and_the_audit_trail_is_append_only(db):
 
 
 def test_a_database_of_the_first_schema_is_migrated_and_keeps_its_rows(tmp_path):
-    """A station made by an older wbc (schema 0001) opens with the newest one: its cells are kept, the scale and colour
-    columns added empty (its heat-maps measure the scale as before; its old cells are not judged by their colours)."""
+    """A station made by an older wbc (schema 0001) opens with the newest one: its cells are kept, the scale, colour and
+    scale-kind columns added empty (its heat-maps measure the scale as before; its old cells are not judged by their colours)."""
     from wbc.review.db import database_url, make_engine, upgrade
 
     engine = make_engine(database_url(tmp_path / "old", None))
@@ -121,8 +121,9 @@ def test_a_database_of_the_first_schema_is_migrated_and_keeps_its_rows(tmp_path)
     engine.dispose()
     Session = open_database(tmp_path / "old")
     with Session() as s:
-        assert s.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0003"
-        assert s.execute(sa.text("SELECT current_class, px_per_um, colour_distance FROM cells WHERE id = 1")).one() == ("NEUTROPHIL", None, None)
+        assert s.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0004"
+        assert s.execute(sa.text("SELECT current_class, px_per_um, colour_distance, scale FROM cells WHERE id = 1")).one() == (
+            "NEUTROPHIL", None, None, None)
 
 
 def test_a_case_from_import_to_signature(db, model):

@@ -80,12 +80,13 @@ def _writable(case: Case) -> None:
 
 
 def add_cell(session, case: Case, image: str, source: str, answer: dict, box: list | None = None,
-             px_per_um: float | None = None) -> Cell:
+             px_per_um: float | None = None, scale: str | None = None) -> Cell:
     """A pre-classified cell (`answer`: Prediction.to_dict() or a count's WBC entry) into the case, with the scale
-    it was framed at (`px_per_um`, else the answer's own)."""
+    it was framed at and how it was known (`px_per_um`, `scale`, else the answer's own)."""
     cell = Cell(case_id=case.id, image=image, source=source, field_box=box, model_class=answer["class"],
                 probabilities={k: round(float(v), 5) for k, v in answer["probabilities"].items()},
                 distance=answer.get("distance"), px_per_um=px_per_um or answer.get("px_per_um"), colour_distance=answer.get("colour_distance"),
+                scale=scale or answer.get("scale"),
                 flagged=bool(answer["review"]), review_reason=answer.get("review_reason"),
                 current_class=answer["class"], set_by="model")
     session.add(cell)
@@ -124,7 +125,8 @@ def import_cells(session, data_dir, case: Case, files: list[str], predictor, use
 def judge_case(session, case: Case, predictor, user: str) -> str | None:
     """The case's cells judged as one run, as `wbc predict` judges a folder (wbc.infer.predictor.LabCheck): far from
     every training source, or holding blasts, every cell of the case is flagged with the reason, so each must be
-    opened before sign-off (a smear with blasts needs every cell looked at). How far the cells lie is also judged
+    opened before sign-off (a smear with blasts needs every cell looked at); a "no white cell" on a smear takes the
+    colours' reason, as in `wbc predict` (wbc.infer.predictor.run_reasons_of). How far the cells lie is also judged
     over the station's last cells of every case (`station_check`: a lab's microscope is out of the model's world in
     its small cases too). Said once in the audit trail; the reason, None when the case is not judged."""
     from wbc.infer.predictor import (
@@ -132,6 +134,7 @@ def judge_case(session, case: Case, predictor, user: str) -> str | None:
         COLOUR_REASON,
         LAB_REASON,
         lab_check,
+        run_reasons_of,
         with_reasons,
     )
 
@@ -145,8 +148,9 @@ def judge_case(session, case: Case, predictor, user: str) -> str | None:
     reason = "; ".join(reasons.values())
     for c in cells:
         own = [r for r in (c.review_reason or "").split("; ") if r and not r.startswith((LAB_REASON, COLOUR_REASON, BLAST_RUN_REASON))]
-        if c.model_class != NO_WHITE_CELL:  # an earlier import's run reasons give way to the case's counts now
-            c.flagged, c.review_reason = True, with_reasons("; ".join(own), reasons)
+        # an earlier import's run reasons give way to the case's counts now
+        if taken := run_reasons_of(c.model_class, c.scale, reasons, flagged=bool(own)):
+            c.flagged, c.review_reason = True, with_reasons("; ".join(own), taken)
     audit(session, case, user, "judge", why=reason)
     _flush(session)
     return reason
@@ -183,7 +187,8 @@ def import_fields(session, data_dir, case: Case, files: list[str], predictor, de
             side = max(x1 - x0, y1 - y0, FIELD_CROP_UM * fc.px_per_um)
             crop = crop_square(rgb, (x0 + x1) / 2, (y0 + y1) / 2, int(round(side)))
             ok, png = cv2.imencode(".png", np.ascontiguousarray(crop[..., ::-1]))
-            add_cell(session, case, store(data_dir, png.tobytes(), ".png"), str(path), w, box=w["box"], px_per_um=fc.px_per_um)
+            add_cell(session, case, store(data_dir, png.tobytes(), ".png"), str(path), w, box=w["box"], px_per_um=fc.px_per_um,
+                     scale=fc.scale)
             added += 1
     audit(session, case, user, "import", why=f"{added} white cells from {len(files) - len(problems)} fields ({len(problems)} refused)")
     judge_case(session, case, predictor, user)
@@ -314,7 +319,7 @@ def amend(session, case_id: int, user: str, why: str) -> Case:
     for c in old.cells:
         session.add(Cell(case_id=new.id, image=c.image, source=c.source, field_box=c.field_box, model_class=c.model_class,
                          probabilities=c.probabilities, distance=c.distance, px_per_um=c.px_per_um, colour_distance=c.colour_distance,
-                         flagged=c.flagged, review_reason=c.review_reason,
+                         scale=c.scale, flagged=c.flagged, review_reason=c.review_reason,
                          current_class=c.current_class, set_by=c.set_by, opened_by=c.opened_by))
     old.status = "amended"
     audit(session, old, user, "amend", why=f"superseded by case {new.id}: {why}")

@@ -91,6 +91,7 @@ class Cell(Base):
     distance: Mapped[float | None] = mapped_column(Float, nullable=True)
     px_per_um: Mapped[float | None] = mapped_column(Float, nullable=True)  # the scale the model framed it at (migration 0002)
     colour_distance: Mapped[float | None] = mapped_column(Float, nullable=True)  # of its view's colours to the sources' (0003)
+    scale: Mapped[str | None] = mapped_column(String(20), nullable=True)  # how px_per_um was known: measured | run | ... (0004)
     flagged: Mapped[bool] = mapped_column(Boolean, default=False)
     review_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     current_class: Mapped[str] = mapped_column(String(40))

@@ -85,7 +85,8 @@ def _http(e: WbcError) -> HTTPException:
 def cell_json(c) -> dict:
     return {"id": c.id, "image": f"/api/v1/review/images/{c.image}", "source": Path(c.source).name, "box": c.field_box,
             "model_class": c.model_class, "class": c.current_class, "set_by": c.set_by, "probabilities": c.probabilities,
-            "flagged": c.flagged, "review_reason": c.review_reason, "distance": c.distance, "colour_distance": c.colour_distance, "opened": c.opened_by is not None,
+            "flagged": c.flagged, "review_reason": c.review_reason, "distance": c.distance, "colour_distance": c.colour_distance,
+            "px_per_um": c.px_per_um, "scale": c.scale, "opened": c.opened_by is not None,
             "version": c.row_version}
 
 
