@@ -3,7 +3,10 @@ whose red cells turn dark blue-grey, yellow, grey), a pale stain, greyscale, blu
 (scale measured per field, as `wbc count` does). Issue 17 item 5: no field of a normal smear should report
 a cell type that is not there without a flag.
 
-    python scripts/shifted_fields.py [--split val] [--detector FILE] [--out reports/shifted_fields/val.json]
+    python scripts/shifted_fields.py [--split val] [--detector FILE] [--tones as-is] [--out reports/shifted_fields/val.json]
+
+`--tones as-is`: fields read as they are, never through curves onto BCCD's tones (wbc.image.tone), as before
+session 26.
 
 Selection uses `val`; the `test` list is only measured.
 """
@@ -28,8 +31,13 @@ def main() -> None:
     ap.add_argument("--detector", default=None)
     ap.add_argument("--model", default=None)
     ap.add_argument("--shifts", default=",".join(FIELD_SHIFTS))
+    ap.add_argument("--tones", choices=("mapped", "as-is"), default="mapped")
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args()
+    if a.tones == "as-is":
+        import wbc.count.count as count
+
+        count.TONE_GAIN_LIMIT = count.TONE_CONTRAST_LIMIT = float("inf")
     root, labels = resolve_bccd(None), Path(resolve_data(None)) / "dataset-master" / "labels.csv"
     predictor, detector = fastest(load_model(a.model)), default_detector(a.detector)
     rows = {}

@@ -87,7 +87,7 @@ def _fields_table(fields: list, totals: dict) -> Table:
         t.add_column(col)
     for fc in fields:
         c = fc.counts
-        t.add_row(Path(fc.source).name, f"{fc.px_per_um:.1f} {fc.scale}", str(c["RBC"]), str(c["WBC"]), str(c["Platelets"]),
+        t.add_row(Path(fc.source).name, f"{fc.px_per_um:.1f} {fc.scale}" + (", tones mapped" if fc.tones == "mapped" else ""), str(c["RBC"]), str(c["WBC"]), str(c["Platelets"]),
                   ", ".join(f"{w['class']} {w['probability']:.2f}" + (" (review)" if w["review"] else "") for w in fc.wbc) or "-")
     if len(fields) > 1:
         t.add_row("total", "", str(totals["RBC"]), str(totals["WBC"]), str(totals["Platelets"]), "")

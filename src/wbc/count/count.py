@@ -12,7 +12,10 @@ import torch
 
 from wbc.count.detect import (  # noqa: F401  (MAX_FIELD_PIXELS: re-exported)
     BCCD_PX_PER_UM,
+    BCCD_TONES,
     MAX_FIELD_PIXELS,
+    TONE_CONTRAST_LIMIT,
+    TONE_GAIN_LIMIT,
     ClassicDetector,
     DetectConfig,
 )
@@ -37,6 +40,7 @@ from wbc.image.stain import (
     too_pale,
     washed_out,
 )
+from wbc.image.tone import curves_towards, mapped
 from wbc.infer.predictor import GREYSCALE, MAX_NOISE, MIN_PX_PER_UM, image_reasons
 
 MEASURE_WINDOW = (640, 480)  # at the detector's scale: where a large field's red cells are measured
@@ -54,6 +58,7 @@ class FieldCount:
     wbc: list[dict] = field(default_factory=list)  # per WBC: box, class, probability, probabilities, review
     px_per_um: float = BCCD_PX_PER_UM  # the field's scale, and how it was known: given | measured | assumed
     scale: str = "given"
+    tones: str = "as is"  # "mapped": its cells found (and scale measured) through curves onto BCCD's tones (wbc.image.tone)
     warnings: list[str] = field(default_factory=list)  # the field as a whole: cells may be missed, every WBC flagged (field_warnings)
 
     @property
@@ -62,7 +67,7 @@ class FieldCount:
 
     def to_dict(self) -> dict:
         return {"image": self.source, "width": self.size[0], "height": self.size[1], "px_per_um": round(self.px_per_um, 2),
-                "scale": self.scale, "warnings": self.warnings, "counts": self.counts, "wbc": self.wbc,
+                "scale": self.scale, "tones": self.tones, "warnings": self.warnings, "counts": self.counts, "wbc": self.wbc,
                 "cells": [{"type": b.kind, "box": _rounded(b), "score": round(float(b.score), 3)}
                           for b in self.boxes]}
 
@@ -93,27 +98,41 @@ def field_scale(work: np.ndarray, f: float) -> tuple[float, int] | None:
     return (s.px_per_um / f, s.rbcs) if s.found else None
 
 
-def load_field(source, px_per_um: float | None, work_scale: float) -> tuple[np.ndarray, tuple[int, int], float, str]:
-    """(the field at the detector's scale, its original size, its pixels a micrometre, how known: given |
-    measured | assumed). Not given: read at BCCD's scale, measured from its red cells, read again at the
-    measured scale when it differs; too few red cells: BCCD's assumed. A field wider than the measuring window
-    and first read far from its scale (over 25% off) is measured once more at the scale found, where the window
-    holds about a BCCD field's red cells (`scripts/high_magnification.py`)."""
+@dataclass
+class Field:
+    """A field as read for counting: at the detector's scale (`work`), its original size, its pixels a micrometre and
+    how known (given | measured | assumed), and the curves onto BCCD's tones its cells are found through (None: as
+    it is)."""
+
+    work: np.ndarray
+    size: tuple[int, int]
+    px_per_um: float
+    scale: str
+    curves: np.ndarray | None
+
+
+def load_field(source, px_per_um: float | None, work_scale: float) -> Field:
+    """The field, read at BCCD's scale unless given one, measured from its red cells, read again at the measured
+    scale when it differs; too few red cells: BCCD's assumed. A field wider than the measuring window and first read
+    far from its scale (over 25% off) is measured once more at the scale found, where the window holds about a BCCD
+    field's red cells (`scripts/high_magnification.py`). The red cells are measured through the field's curves onto
+    BCCD's tones: under a cyan cast with dark blue-grey red cells the scale came out at 8-10 px/um for 12-15."""
     guess = px_per_um or BCCD_PX_PER_UM
     work, (w, h) = _lit(source, work_scale / guess)
+    curves = curves_towards(work, BCCD_TONES, TONE_GAIN_LIMIT, TONE_CONTRAST_LIMIT)
     if px_per_um:
-        return work, (w, h), px_per_um, "given"
-    first = field_scale(work, work.shape[1] / w)
+        return Field(work, (w, h), px_per_um, "given", curves)
+    first = field_scale(mapped(work, curves), work.shape[1] / w)
     if first is None:
-        return work, (w, h), guess, "assumed"
+        return Field(work, (w, h), guess, "assumed", curves)
     measured, wide = first[0], work.shape[1] > MEASURE_WINDOW[0] or work.shape[0] > MEASURE_WINDOW[1]
     if abs(measured / guess - 1) > 0.02:
         work, _ = _lit(source, work_scale / measured)
-        again = field_scale(work, work.shape[1] / w) if wide and max(measured / guess, guess / measured) > 1.25 else None
+        again = field_scale(mapped(work, curves), work.shape[1] / w) if wide and max(measured / guess, guess / measured) > 1.25 else None
         if again and (again[1] >= STRONG_WINDOW or again[1] >= first[1]) and abs(again[0] / measured - 1) > 0.02:
             measured = again[0]
             work, _ = _lit(source, work_scale / measured)
-    return work, (w, h), measured, "measured"
+    return Field(work, (w, h), measured, "measured", curves)
 
 
 def _lit(source, factor: float) -> tuple[np.ndarray, tuple[int, int]]:
@@ -137,20 +156,21 @@ def count_field(predictor, source, px_per_um: float | None = None, cfg: DetectCo
     if detector is None or detector == "classic":
         detector = ClassicDetector(cfg)
     work_scale = detector.px_per_um
-    work, (w, h), px_per_um, how = load_field(source, px_per_um, work_scale)
+    fl = load_field(source, px_per_um, work_scale)
+    work, (w, h), px_per_um, how = fl.work, fl.size, fl.px_per_um, fl.scale
     if w * h > detector.max_pixels:
         raise ImageTooLarge(f"{name} is {w}x{h} pixels: the classic detector takes one microscope field (up to {detector.max_pixels / 1e6:.0f} Mpx); "
                             f"use the learned detector (the default), which tiles any size")
     f = work.shape[1] / w  # the exact factor of the rounded size
     warnings, flags = field_warnings(work, px_per_um, how)
-    candidates = detector.boxes(work)
+    candidates = detector.boxes(mapped(work, fl.curves))  # the classifier reads the field as it is, and judges its colours
     calls = detector.counted(candidates)
     keep = one_per_cell(calls)  # a white cell the detector raised twice is counted once
     wbcs = [b for b in keep if b.kind == "WBC"]
     crowd = crowded(sum(b.kind == "WBC" for b in calls), sum(b.kind == "RBC" for b in keep), len(wbcs))
     warnings, flags = warnings + crowd[:1], flags + crowd[1:]
     result = FieldCount(name, (w, h), [_scaled(b, f) for b in keep], [_scaled(b, f) for b in candidates], px_per_um=px_per_um, scale=how,
-                        warnings=warnings)
+                        tones="as is" if fl.curves is None else "mapped", warnings=warnings)
     spec = predictor.spec
     owned = work.flags.writeable and not (isinstance(source, np.ndarray) and np.shares_memory(work, source))
     cells = source_image(work, spec, in_place=owned) if wbcs else work  # the detector is done with it: no second 300 MB copy of a slide

@@ -7,7 +7,12 @@ from __future__ import annotations
 import numpy as np
 
 from wbc.image.framing import crop_square
-from wbc.image.stain import STAINED_THRESHOLD, cell_centre, stain_mask
+from wbc.image.stain import (
+    STAINED_THRESHOLD,
+    background_colour,
+    cell_centre,
+    stain_mask,
+)
 
 
 def shifted(rgb: np.ndarray, how: str) -> np.ndarray:
@@ -69,9 +74,13 @@ def cut_out(rgb: np.ndarray) -> np.ndarray:
 def shifted_field(rgb: np.ndarray, how: str) -> tuple[np.ndarray, float]:
     """A whole smear field as another lab's microscope might show it, and the factor its size changed by
     (`how`: one of FIELD_SHIFTS; the cell shifts above, plus a cyan background whose red cells turn dark
-    blue-grey, a pale stain, blur, other magnifications, an overexposed camera and a noisy one)."""
+    blue-grey, a pale stain, blur, other magnifications, an overexposed camera and a noisy one; any of them then
+    `+glass`, the field beside as much empty glass again)."""
     import cv2
 
+    if how == "glass" or how.endswith("+glass"):  # beside as much empty glass again (a thin smear's edge): a field's
+        x, f = shifted_field(rgb, how.removesuffix("glass").removesuffix("+") or "none")  # content, not its tones, moved
+        return np.concatenate([x, np.broadcast_to(background_colour(x).astype(np.uint8), x.shape)], axis=1), f
     if how == "cyan_dark_red":  # red cells blue-grey and darker than the background: the lab whose red cells were called WBCs
         x = rgb.astype(np.float32) / 255
         x = np.power(x, np.array([2.2, 1.25, 1.0])) * np.array([0.75, 1.0, 1.02]) + np.array([0.0, 0.02, 0.05])
@@ -98,4 +107,4 @@ def shifted_field(rgb: np.ndarray, how: str) -> tuple[np.ndarray, float]:
 
 
 FIELD_SHIFTS = ("none", "yellow", "cyan", "cyan_dark_red", "grey_background", "greyscale", "pale_stain", "blur", "zoom_0.6", "zoom_1.5",
-                "exposure_1.4", "noise_6")
+                "exposure_1.4", "noise_6", "glass", "cyan_dark_red+glass")
