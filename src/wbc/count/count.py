@@ -81,19 +81,20 @@ def _scaled(b: Box, f: float) -> Box:
     return Box(b.kind, b.x0 / f, b.y0 / f, b.x1 / f, b.y1 / f, b.score, nucleus)
 
 
-def field_scale(work: np.ndarray, f: float) -> tuple[float, int] | None:
+def field_scale(work: np.ndarray, f: float, curves: np.ndarray | None = None) -> tuple[float, int] | None:
     """(pixels a micrometre of the original field, the red cells it rests on), measured from the red cells of `work`
     (the field scaled by `f`) in a window about one BCCD field wide at the detector's scale (a large scan's red
     cells would be too small to find in its whole width). Where the field is wider than that window and the
     window finds fewer than STRONG_WINDOW red cells, the whole field's estimate is taken when it rests on more (a
     high-magnification camera: at 3-4x BCCD's scale the window holds two or three red cells cut by its edges, and
-    came out 0.2-0.99x the truth). None when too few red cells are found."""
+    came out 0.2-0.99x the truth). None when too few red cells are found. Read through `curves` (wbc.image.tone)
+    when given: only what is read is mapped, not a whole slide."""
     h, w = work.shape[:2]
     win_w, win_h = min(w, MEASURE_WINDOW[0]), min(h, MEASURE_WINDOW[1])
     x0, y0 = (w - win_w) // 2, (h - win_h) // 2
-    s = estimate_scale(np.ascontiguousarray(work[y0 : y0 + win_h, x0 : x0 + win_w]))
+    s = estimate_scale(mapped(np.ascontiguousarray(work[y0 : y0 + win_h, x0 : x0 + win_w]), curves))
     if (win_w, win_h) != (w, h) and s.rbcs < STRONG_WINDOW:
-        whole = estimate_scale(work)
+        whole = estimate_scale(mapped(work, curves))
         s = whole if whole.found and whole.rbcs > s.rbcs else s
     return (s.px_per_um / f, s.rbcs) if s.found else None
 
@@ -122,13 +123,13 @@ def load_field(source, px_per_um: float | None, work_scale: float) -> Field:
     curves = curves_towards(work, BCCD_TONES, TONE_GAIN_LIMIT, TONE_CONTRAST_LIMIT)
     if px_per_um:
         return Field(work, (w, h), px_per_um, "given", curves)
-    first = field_scale(mapped(work, curves), work.shape[1] / w)
+    first = field_scale(work, work.shape[1] / w, curves)
     if first is None:
         return Field(work, (w, h), guess, "assumed", curves)
     measured, wide = first[0], work.shape[1] > MEASURE_WINDOW[0] or work.shape[0] > MEASURE_WINDOW[1]
     if abs(measured / guess - 1) > 0.02:
         work, _ = _lit(source, work_scale / measured)
-        again = field_scale(mapped(work, curves), work.shape[1] / w) if wide and max(measured / guess, guess / measured) > 1.25 else None
+        again = field_scale(work, work.shape[1] / w, curves) if wide and max(measured / guess, guess / measured) > 1.25 else None
         if again and (again[1] >= STRONG_WINDOW or again[1] >= first[1]) and abs(again[0] / measured - 1) > 0.02:
             measured = again[0]
             work, _ = _lit(source, work_scale / measured)
