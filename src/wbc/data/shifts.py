@@ -74,13 +74,18 @@ def cut_out(rgb: np.ndarray) -> np.ndarray:
 def shifted_field(rgb: np.ndarray, how: str) -> tuple[np.ndarray, float]:
     """A whole smear field as another lab's microscope might show it, and the factor its size changed by
     (`how`: one of FIELD_SHIFTS; the cell shifts above, plus a cyan background whose red cells turn dark
-    blue-grey, a pale stain, blur, other magnifications, an overexposed camera and a noisy one; any of them then
+    blue-grey, a pale stain, blur, other magnifications, an overexposed camera and a noisy one, `camera_SEED` a
+    camera whose channels each follow a curve drawn by SEED; any of them then
     `+glass`, the field beside as much empty glass again)."""
     import cv2
 
     if how == "glass" or how.endswith("+glass"):  # beside as much empty glass again (a thin smear's edge): a field's
         x, f = shifted_field(rgb, how.removesuffix("glass").removesuffix("+") or "none")  # content, not its tones, moved
         return np.concatenate([x, np.broadcast_to(background_colour(x).astype(np.uint8), x.shape)], axis=1), f
+    if how.startswith("camera_"):  # another camera: each channel its own gamma (0.5-2) and gain (0.75-1.05), drawn by seed
+        rng = np.random.default_rng(int(how.split("_", 1)[1]))
+        gamma, gain = np.exp(rng.uniform(np.log(0.5), np.log(2.0), 3)), rng.uniform(0.75, 1.05, 3)
+        return np.clip(255 * gain * (rgb.astype(np.float32) / 255) ** gamma + 0.5, 0, 255).astype(np.uint8), 1.0
     if how == "cyan_dark_red":  # red cells blue-grey and darker than the background: the lab whose red cells were called WBCs
         x = rgb.astype(np.float32) / 255
         x = np.power(x, np.array([2.2, 1.25, 1.0])) * np.array([0.75, 1.0, 1.02]) + np.array([0.0, 0.02, 0.05])
