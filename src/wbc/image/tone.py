@@ -13,9 +13,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from wbc.image.stain import background_colour, is_greyscale, washed_out
+from wbc.image.stain import GREY_CELLS, background_colour, is_greyscale, washed_out
 
-CELL_DARK = 0.85  # of the background's brightness: darker than this, a pixel is a cell's (as GREY_CELLS)
 FILL_LIGHT = 20  # darker than this, fill or a cut-out's surround: no cell
 MIN_CELL_SHARE = 0.03  # fewer cell pixels than this: no red cells to anchor on, the background's gain alone
 NUCLEI = 0.1  # the darkest tenth of cell pixels left out: nuclei and platelets, not red cells
@@ -33,12 +32,12 @@ class Tones:
 
 def field_tones(rgb: np.ndarray) -> Tones:
     """The background (wbc.image.stain.background_colour) and the median colour of the cell pixels (darker than
-    CELL_DARK of the background) less their darkest tenth: in a smear field, the red cells."""
+    GREY_CELLS of the background's brightness) less their darkest tenth: in a smear field, the red cells."""
     bg = background_colour(rgb).astype(np.float64)
     step = max(1, int(np.sqrt(rgb.shape[0] * rgb.shape[1] / SAMPLE_PIXELS)))
     px = rgb[::step, ::step].reshape(-1, 3).astype(np.float32)
     lum = px.mean(1)
-    cells = px[(lum < CELL_DARK * bg.mean()) & (lum > FILL_LIGHT)]
+    cells = px[(lum < GREY_CELLS * bg.mean()) & (lum > FILL_LIGHT)]
     if len(cells) < MIN_CELL_SHARE * len(px):
         return Tones(tuple(bg), None)
     cl = cells.mean(1)
