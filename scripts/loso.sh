@@ -3,7 +3,8 @@
 # frozen, head on cached features; about 10-25 min each on 2 cores), each trained on two sources and measured on
 # the source it never saw: that source's train split (Kaggle: every 16th TRAIN image), never a test split.
 #     bash scripts/loso.sh [VARIANT...]    # from the repository root; default: no-white-balance white-balance
-# A variant is a train flag without its dashes: no-white-balance (the plain model), white-balance, stain-norm.
+# A variant is a train flag without its dashes: no-white-balance (the plain model), white-balance, stain-norm; or
+# several joined by "+", a value after "=": white-balance+backbone=tf_efficientnet_lite2 (runs named with "_" and "-").
 # Results in runs/eval_no_<held-out source>_<variant>.json; `python scripts/loso_table.py` prints the table.
 set -e
 wbc() { if [ -x .venv/bin/wbc ]; then .venv/bin/wbc "$@"; else command wbc "$@"; fi; }
@@ -25,12 +26,14 @@ measure() {  # fold, variant, data, split, extra...: the held-out source's figur
       --split "$split" "$@" --json "runs/eval_no_${fold}_$v.json" --out "runs/eval_no_${fold}_$v"
 }
 variants=("$@"); [ ${#variants[@]} -gt 0 ] || variants=(no-white-balance white-balance)
-for v in "${variants[@]}"; do
-    train runs/fold_no_pbc_$v --data $K --data $M --manifest $MK --manifest $MM --$v
+for variant in "${variants[@]}"; do
+    v=$(echo "$variant" | tr '+=' '_-')
+    read -r -a flags <<< "$(echo "--$variant" | sed 's/+/ --/g; s/=/ /g')"
+    train runs/fold_no_pbc_$v --data $K --data $M --manifest $MK --manifest $MM "${flags[@]}"
     measure pbc $v ../shared/data/pbc train --abnormal
-    train runs/fold_no_kaggle_$v --data $P --data $M --manifest $MP --manifest $MM --$v
+    train runs/fold_no_kaggle_$v --data $P --data $M --manifest $MP --manifest $MM "${flags[@]}"
     measure kaggle $v runs/kaggle_train_sub TRAIN
-    train runs/fold_no_munich_$v --data $K --data $P --manifest $MK --manifest $MP --$v
+    train runs/fold_no_munich_$v --data $K --data $P --manifest $MK --manifest $MP "${flags[@]}"
     measure munich $v ../shared/data/munich-aml train --abnormal
 done
 python scripts/loso_table.py

@@ -13,7 +13,8 @@ from pathlib import Path
 HELD_OUT = {"pbc": "PBC train (Kaggle + Munich model)", "kaggle": "Kaggle TRAIN, every 16th (PBC + Munich model)",
             "munich": "Munich train (Kaggle + PBC model)"}
 
-VARIANTS = {"no-white-balance": "none", "white-balance": "white balance", "stain-norm": "stain normalisation (Reinhard)"}
+VARIANTS = {"no-white-balance": "none", "white-balance": "white balance", "stain-norm": "stain normalisation (Reinhard)",
+            "white-balance_backbone-tf_efficientnet_lite2": "white balance, EfficientNet-Lite2"}  # loso.sh's run names
 
 
 def row(d: dict) -> list[str]:
