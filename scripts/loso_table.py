@@ -14,7 +14,8 @@ HELD_OUT = {"pbc": "PBC train (Kaggle + Munich model)", "kaggle": "Kaggle TRAIN,
             "munich": "Munich train (Kaggle + PBC model)"}
 
 VARIANTS = {"no-white-balance": "none", "white-balance": "white balance", "stain-norm": "stain normalisation (Reinhard)",
-            "white-balance_backbone-tf_efficientnet_lite2": "white balance, EfficientNet-Lite2"}  # loso.sh's run names
+            "white-balance_backbone-tf_efficientnet_lite2": "white balance, EfficientNet-Lite2"}  # loso.sh's run names; any other
+# variant found is listed under its run name
 
 
 def row(d: dict) -> list[str]:
@@ -35,11 +36,10 @@ def main() -> None:
     print("| held out (fold model) | colour step | accuracy | restricted to the set's types | unflagged / right (%) | AURC | ECE | unknown types passed unflagged |")
     print("|---|---|---|---|---|---|---|---|")
     for src, name in HELD_OUT.items():
-        for variant, step in VARIANTS.items():
-            f = Path(a.runs) / f"eval_no_{src}_{variant}.json"
-            if f.is_file():
-                d = next(iter(json.loads(f.read_text()).values()))
-                print(f"| {name} | {step} | " + " | ".join(row(d)) + " |")
+        found = {f.stem.removeprefix(f"eval_no_{src}_"): f for f in sorted(Path(a.runs).glob(f"eval_no_{src}_*.json"))}
+        for variant in [v for v in VARIANTS if v in found] + [v for v in found if v not in VARIANTS]:
+            d = next(iter(json.loads(found[variant].read_text()).values()))
+            print(f"| {name} | {VARIANTS.get(variant, variant)} | " + " | ".join(row(d)) + " |")
 
 
 if __name__ == "__main__":
