@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from low_resolution import ASSETS, SOURCES
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.preprocessing import StandardScaler
@@ -34,10 +35,6 @@ from wbc.data.locate import resolve_data
 from wbc.image.decode import decode
 from wbc.image.framing import frame
 from wbc.models.weights import create_backbone
-
-ASSETS = Path(wbc.__file__).parent / "assets"
-SOURCES = {"kaggle": ("split_manifest.csv", "blood-cells/dataset2-master/images"), "pbc": ("split_pbc.csv", "pbc"),
-           "munich": ("split_munich.csv", "munich-aml")}
 
 
 def cells(manifest: Path, root: Path, split: str, per_class: int, per_group: int) -> list[tuple[Path, str]]:
