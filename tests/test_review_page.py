@@ -143,6 +143,24 @@ def test_a_large_import_goes_in_chunks_with_progress(server, tmp_path):
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed (.ci/run installs it)")
+def test_a_case_list_arriving_late_leaves_the_new_case_field_focused(server):
+    """The case list gives the newest case the focus (Enter opens it), but not from a new case's reference being
+    typed: a slow list had the typed reference's Enter open the newest case instead (CI, session 28)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as pw:
+        browser, page = _new_case(pw, server, "ana", "FOCUS-1")
+        page.locator("#back").click()
+        expect(page.locator("#cases tbody tr").first).to_be_focused()
+        page.locator("#new-ref").fill("FOCUS-2")
+        page.evaluate("() => listCases()")  # the list arriving after the field was focused
+        expect(page.locator("#new-ref")).to_be_focused()
+        page.locator("#new-ref").press("Enter")
+        expect(page.get_by_test_id("case-title")).to_contain_text("FOCUS-2")
+        browser.close()
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed (.ci/run installs it)")
 def test_a_200_cell_case_reviewed_with_the_keyboard_alone(wbc_cache, tmp_path):
     """Issue 14's target: log in, open the case, reclassify, open every flagged cell and sign, with keys only
     (the page counts pointer events: none)."""

@@ -64,7 +64,7 @@ async function listCases() {
     body.append(row);
   }
   const first = body.querySelector("tr"); // keyboard users start on the newest case: Enter opens it, Tab moves on
-  if (first) first.focus();
+  if (first && !$("new-case").contains(document.activeElement)) first.focus(); // not while a new case is being typed: its Enter would open the newest
   await showAgreement();
 }
 
