@@ -20,6 +20,7 @@ import json
 import random
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ from wbc._util.io import atomic_write_text
 from wbc.data.locate import resolve_data
 from wbc.image.decode import decode
 from wbc.image.framing import frame
-from wbc.models.weights import create_backbone
+from wbc.models.classifier import CellClassifier
 
 
 def cells(manifest: Path, root: Path, split: str, per_class: int, per_group: int) -> list[tuple[Path, str]]:
@@ -50,10 +51,11 @@ def cells(manifest: Path, root: Path, split: str, per_class: int, per_group: int
     return out
 
 
-def features(backbone: torch.nn.Module, views: torch.Tensor) -> np.ndarray:
-    x = (views.float() / 255 - 0.5) / 0.5  # the classifier's input scaling
+def features(model: CellClassifier, views: torch.Tensor) -> np.ndarray:
+    """The backbone's pooled features, the views scaled as the classifier scales them (its spec's mean and std)."""
     with torch.no_grad():
-        return torch.cat([backbone(x[i:i + 32].contiguous(memory_format=torch.channels_last)) for i in range(0, len(x), 32)]).numpy()
+        return torch.cat([model.features(views[i:i + 32].float().contiguous(memory_format=torch.channels_last))
+                          for i in range(0, len(views), 32)]).numpy()
 
 
 def probe(train: list[tuple[np.ndarray, list[str]]], test: tuple[np.ndarray, list[str]]) -> float:
@@ -73,7 +75,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(2)
     spec = wbc.load_model().spec
-    spec = type(spec)(**{**spec.__dict__, "input_size": (a.size, a.size)})
+    spec = replace(spec, input_size=(a.size, a.size))
     data = Path(resolve_data(None)).parent
     sets = {(name, split): cells(ASSETS / manifest, data / folder, split, *((300, 8) if split == "train" else (150, 6)))
             for name, (manifest, folder) in SOURCES.items() for split in ("train", "val")}
@@ -81,8 +83,8 @@ def main() -> None:
     report = {"size": a.size, "cells": {f"{n} {s}": len(r) for (n, s), r in sets.items()}, "backbones": {}}
     for name in a.backbones.split(","):
         start = time.perf_counter()
-        backbone = create_backbone(name).eval().to(memory_format=torch.channels_last)
-        feats = {k: (features(backbone, v), [c for _, c in sets[k]]) for k, v in views.items()}
+        model = CellClassifier(replace(spec, backbone=name)).eval().to(memory_format=torch.channels_last)  # ImageNet weights
+        feats = {k: (features(model, v), [c for _, c in sets[k]]) for k, v in views.items()}
         seconds = time.perf_counter() - start
         together = {n: probe([feats[(s, "train")] for s in SOURCES], feats[(n, "val")]) for n in SOURCES}
         held_out = {n: probe([feats[(s, "train")] for s in SOURCES if s != n], feats[(n, "val")]) for n in SOURCES}
