@@ -68,6 +68,27 @@ def test_set_trainable_last_stages(wbc_cache):
     assert not m.backbone.conv_stem.weight.requires_grad
 
 
+def test_layer_decay_gives_early_blocks_the_smallest_rates_and_every_weight_one_group(wbc_cache):
+    from wbc.training.config import TrainConfig
+    from wbc.training.train import round2_groups
+
+    m = CellClassifier(ModelSpec(head=(16,)), pretrained=False)
+    set_trainable(m, -1)
+    cfg = TrainConfig(round2_lr=1e-3, layer_decay=0.8)
+    groups = round2_groups(m, cfg)
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in m.parameters()) and len(set(ids)) == len(ids)
+    rate = {id(p): g["lr"] for g in groups for p in g["params"]}
+    assert {rate[id(p)] for p in m.head.parameters()} == {1e-3}  # the head at --round2-lr
+    stem, head_conv = rate[id(m.backbone.conv_stem.weight)], rate[id(m.backbone.conv_head.weight)]
+    blocks = [rate[id(b[0].conv_dw.weight)] for b in m.backbone.blocks]  # each stage's first block
+    assert stem < blocks[0] and blocks == sorted(blocks) and blocks[-1] <= head_conv <= 1e-3
+    assert stem == pytest.approx(1e-3 * 0.8 ** 16)  # the stem, then 16 blocks (timm puts conv_head with the last)
+    assert len(round2_groups(m, TrainConfig(layer_decay=1.0))) == 1  # off: one rate, as before
+    set_trainable(m, 2)  # with --train-stages, the frozen blocks take no group
+    assert {id(p) for g in round2_groups(m, cfg) for p in g["params"]} == {id(p) for p in m.parameters() if p.requires_grad}
+
+
 @pytest.mark.parametrize("kind", ["truncated", "garbage", "foreign", "missing", "folder"])
 def test_bad_model_files_are_refused(tmp_path, wbc_cache, kind):
     path = tmp_path / "bad.safetensors"

@@ -185,20 +185,21 @@ def test_init_starts_a_new_class_from_a_trained_model(two_source_run, tiny_kaggl
     again = tmp_path / "no_round1"
     p = run_cli("train", "--data", f"kaggle={tiny_kaggle}", "--init", str(run / "model.safetensors"), "--out", str(again), "--size", "80",
                 "--head", "32", "--round1-epochs", "0", "--round2-epochs", "1", "--epoch-size", "32", "--workers", "0", "--val-fraction", "0.25",
-                "--cast", "0.2", "--sam", "0.05", "--colour", "0.3", "--gamma", "0.6,1.7", "--transfer", "0.5")  # round 2 in sharpness-aware steps
+                "--cast", "0.2", "--sam", "0.05", "--colour", "0.3", "--gamma", "0.6,1.7", "--transfer", "0.5",
+                "--layer-decay", "0.8")  # round 2 in sharpness-aware steps, early blocks at lower rates
     assert "starting model: val balanced accuracy" in p.stderr
     rows = list(csv.DictReader(open(again / "metrics.csv")))
     assert [(r["round"], r["epoch"]) for r in rows] == [("1", "0"), ("2", "1")]
     kept = json.loads((again / "summary.json").read_text())
     assert kept["config"]["augment"]["cast"] == 0.2 and kept["config"]["sam"] == 0.05
     assert kept["config"]["augment"]["colour"] == 0.3 and kept["config"]["augment"]["gamma"] == [0.6, 1.7]
-    assert kept["config"]["augment"]["transfer"] == 0.5
+    assert kept["config"]["augment"]["transfer"] == 0.5 and kept["config"]["layer_decay"] == 0.8
     best_val = max(float(r["val_balanced_accuracy"]) for r in rows)  # the kept model is the better of the two candidates
     assert kept["metrics"]["val"]["balanced_accuracy"] == pytest.approx(best_val, abs=0.02)
     p = run_cli("train", "--data", f"kaggle={tiny_kaggle}", "--out", str(tmp_path / "nothing"), "--round1-epochs", "0", check=False)
     assert p.returncode == 2 and "--round1-epochs 0 needs --init" in p.stderr and "Traceback" not in p.stderr
     for option, value in (("--label-smoothing", "1.5"), ("--cast", "-0.1"), ("--background", "2"), ("--tight-crop", "-1"), ("--ema", "1"), ("--sam", "-0.05"),
-                          ("--transfer", "1.5"), ("--colour", "1"), ("--gamma", "1.5,0.8"), ("--gamma", "0.8")):
+                          ("--layer-decay", "0"), ("--transfer", "1.5"), ("--colour", "1"), ("--gamma", "1.5,0.8"), ("--gamma", "0.8")):
         p = run_cli("train", "--data", f"kaggle={tiny_kaggle}", "--out", str(tmp_path / "nothing"), option, value, check=False)
         assert p.returncode == 2 and f"{option} must be" in p.stderr and "Traceback" not in p.stderr
     p = run_cli("train", "--data", f"kaggle={tiny_kaggle}", "--init", str(path), "--out", str(tmp_path / "bad"), "--size", "64",

@@ -35,6 +35,8 @@ def train(data: Optional[list[str]] = typer.Option(None, "--data", help="trainin
           dropout: float = typer.Option(T.dropout), batch_size: int = typer.Option(T.batch_size), round1_epochs: int = typer.Option(T.round1_epochs),
           round1_lr: float = typer.Option(T.round1_lr), round2_epochs: int = typer.Option(T.round2_epochs), round2_lr: float = typer.Option(T.round2_lr),
           train_stages: int = typer.Option(T.train_stages, help="backbone stages trained in round 2 (-1: all)"),
+          layer_decay: float = typer.Option(T.layer_decay, help="round 2: each backbone block learns at this times the rate of the block above it, "
+                                            "the head at --round2-lr (e.g. 0.9: early blocks move least; 1: one rate)"),
           bn: str = typer.Option(T.bn, help="round-2 batch-norm statistics: train (updated) or frozen"),
           epoch_size: int = typer.Option(T.epoch_size, help="images per round-2 epoch, source- and class-balanced (0: the train split's size)"),
           patience: int = typer.Option(T.patience),

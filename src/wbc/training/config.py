@@ -34,6 +34,7 @@ class TrainConfig:
     round2_epochs: int = 8
     round2_lr: float = 1e-4
     train_stages: int = -1  # -1: whole backbone
+    layer_decay: float = 1.0  # round 2: each backbone block's rate this times the next one's, from the head down (1: one rate)
     bn: str = "train"  # round-2 batch-norm statistics: "train" (updated) or "frozen" (kept from ImageNet)
     epoch_size: int = 0  # images per round-2 epoch, drawn source- and class-balanced (0: as many as the train split)
     balance: str = "source"  # sampling: "source" (sources equal, classes equal within) or "pair" (every source's class equal)
@@ -63,6 +64,8 @@ class TrainConfig:
             raise WbcError(f"--label-smoothing must be at least 0 and below 1, not {self.label_smoothing}")
         if not 0 <= self.ema < 1:
             raise WbcError(f"--ema must be a decay at least 0 and below 1 (such as 0.998), not {self.ema}")
+        if not 0 < self.layer_decay <= 1:
+            raise WbcError(f"--layer-decay must be above 0 and at most 1 (such as 0.9; 1: off), not {self.layer_decay}")
         if not 0 <= self.sam <= 1:
             raise WbcError(f"--sam must be a radius from 0 to 1 (such as 0.05; 0: off), not {self.sam}")
         if not 0 <= self.augment.colour < 1:

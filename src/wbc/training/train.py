@@ -332,11 +332,24 @@ def weights_average(fit: Fit):
     return ema
 
 
+def round2_groups(model, cfg: TrainConfig) -> list:
+    """Round 2's parameter groups, the head's first: with `layer_decay` below 1, each backbone block at that times the
+    rate of the block above it (timm's `param_groups_layer_decay`, BEiT's layer-wise decay), so the early, generic
+    filters move least; Kaggle's 207 training source cells overfit the whole network at one rate within a few epochs."""
+    if cfg.layer_decay >= 1:  # one group, as before the option (a resumed run's optimizer state matches it)
+        return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    from timm.optim import param_groups_layer_decay
+
+    groups = param_groups_layer_decay(model.backbone, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay)
+    head = {"params": [p for p in model.head.parameters() if p.requires_grad], "lr": cfg.round2_lr}
+    return [head, *({**g, "lr": cfg.round2_lr * g["lr_scale"]} for g in groups)]
+
+
 def round2(fit: Fit) -> None:
     """Backbone unfrozen at a very low learning rate, augmentation, balanced sampling; early stopping."""
     cfg, model = fit.cfg, fit.model
     set_trainable(model, cfg.train_stages)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.round2_lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(round2_groups(model, cfg), lr=cfg.round2_lr, weight_decay=cfg.weight_decay)
     train_dl = loader(fit.train_rows, fit.classes, fit.infos, cfg, augment=True, epoch_size=cfg.epoch_size)
     val_dl = loader(fit.val_rows, fit.classes, fit.infos, cfg, augment=False)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.round2_epochs * len(train_dl)))
