@@ -333,9 +333,11 @@ def weights_average(fit: Fit):
 
 
 def round2_groups(model, cfg: TrainConfig) -> list:
-    """Round 2's parameter groups, the head's first: with `layer_decay` below 1, each backbone block at that times the
-    rate of the block above it (timm's `param_groups_layer_decay`, BEiT's layer-wise decay), so the early, generic
-    filters move least; Kaggle's 207 training source cells overfit the whole network at one rate within a few epochs."""
+    """Round 2's parameter groups: one at `round2_lr`; with `layer_decay` below 1, the head's at that rate and each
+    backbone block at `layer_decay` times the rate of the block above it (timm's `param_groups_layer_decay`, BEiT's
+    layer-wise decay, which also spares biases and norms the weight decay), so the early, generic filters move least.
+    Meant against round 2's overfitting on Kaggle's 207 training source cells; at 0.9 it did not help Lite2
+    (docs/results.md, session 29): the early blocks, it seems, have stain and texture to learn."""
     if cfg.layer_decay >= 1:  # one group, as before the option (a resumed run's optimizer state matches it)
         return [{"params": [p for p in model.parameters() if p.requires_grad]}]
     from timm.optim import param_groups_layer_decay
