@@ -12,7 +12,6 @@ import torch
 
 from wbc.count.detect import (  # noqa: F401  (MAX_FIELD_PIXELS: re-exported)
     BCCD_PX_PER_UM,
-    BCCD_TONES,
     MAX_FIELD_PIXELS,
     TONE_CONTRAST_LIMIT,
     TONE_GAIN_LIMIT,
@@ -40,7 +39,7 @@ from wbc.image.stain import (
     too_pale,
     washed_out,
 )
-from wbc.image.tone import curves_towards, mapped
+from wbc.image.tone import BCCD_TONES, curves_towards, mapped
 from wbc.infer.predictor import GREYSCALE, MAX_NOISE, MIN_PX_PER_UM, image_reasons
 
 MEASURE_WINDOW = (640, 480)  # at the detector's scale: where a large field's red cells are measured

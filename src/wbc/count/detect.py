@@ -20,13 +20,10 @@ import numpy as np
 
 from wbc.count.voc import Box
 from wbc.image.stain import stain_mask
-from wbc.image.tone import Tones
 
 BCCD_PX_PER_UM = 14.0  # median BCCD RBC box 105 px / 7.5 um typical RBC diameter
-# BCCD train's median background and red-cell colours (`python scripts/field_tones.py`): the tones the detectors were
-# made for. A field further from them than BCCD's own train fields lie (gain at most 0.095, contrast 0.108) is mapped
-# onto them before its cells are found and its scale measured (wbc.image.tone).
-BCCD_TONES = Tones(background=(202.0, 204.0, 199.0), red_cells=(175.0, 152.0, 160.0))
+# The detectors were made for BCCD's tones (wbc.image.tone.BCCD_TONES). A field further from them than BCCD's own train
+# fields lie (gain at most 0.095, contrast 0.108) is mapped onto them before its cells are found and its scale measured.
 TONE_GAIN_LIMIT = 0.12
 TONE_CONTRAST_LIMIT = 0.15
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from wbc.image.decode import MIN_SIDE, decode, decode_with_quality, without_margins
-from wbc.image.scale import estimate_scale, plausible
+from wbc.image.scale import estimate_scale, plausible, ruler_image
 from wbc.image.stain import (
     FAINT_CHROMA,
     GREY_CELLS,
@@ -177,7 +177,8 @@ def _median_scale(images: list, sample: int) -> float | None:
     return s["px_per_um"] if s["found"] >= max(RUN_SCALE_MIN_IMAGES, RUN_SCALE_MIN_SHARE * s["images"]) else None
 
 
-def image_scale(rgb: np.ndarray, px_per_um: float | None = None, run: float | None = None) -> tuple[float, str]:
+def image_scale(rgb: np.ndarray, px_per_um: float | None = None, run: float | None = None,
+                ruler: np.ndarray | None = None) -> tuple[float, str]:
     """(pixels a micrometre, how it was known): given, else measured from red cells, else the run's (`RunScale`),
     else from the stained cell, else assumed from the width (`stain_reading` decides which image, as it is or
     balanced, is read). Red cells that would make the stained cell wider than `wbc.image.scale.MAX_STAINED_EXTENT_UM`
@@ -186,10 +187,11 @@ def image_scale(rgb: np.ndarray, px_per_um: float | None = None, run: float | No
     `STRONG_RBCS` red cells and lies more than `FAR_OFF` off it (a field really at another magnification): one
     microscope has one scale, and one image's few red cells, cut by its edges, measure it worse than the run's many.
     Validation, own estimate -> this rule: Kaggle 83.86% -> 84.91%, PBC 95.77% -> 95.92%, Munich 95.8% -> 99.2%
-    (blast recall 0.95 -> 1.0; scripts/scale_trust.py, scripts/scale_rules.py)."""
+    (blast recall 0.95 -> 1.0; scripts/scale_trust.py, scripts/scale_rules.py). `ruler`: the image the red cells
+    are measured on instead (wbc.image.scale.ruler_image, of the image as it came), when it is not `rgb`."""
     if px_per_um:
         return float(px_per_um), "given"
-    s = estimate_scale(rgb) if min(rgb.shape[:2]) >= MIN_SIDE else None
+    s = estimate_scale(rgb if ruler is None else ruler) if min(rgb.shape[:2]) >= MIN_SIDE else None
     if s is not None and s.found and plausible(rgb, s):
         if run and not (s.rbcs >= STRONG_RBCS and max(s.px_per_um / run, run / s.px_per_um) > FAR_OFF):
             return float(run), "corrected"
@@ -290,11 +292,13 @@ def frame(rgb: np.ndarray, spec, px_per_um: float | RunScale | None = None, cent
     dim = too_dark(rgb)
     strength = colour_strength(rgb)
     grey = strength < GREY_CHROMA
+    given = px_per_um or spec.px_per_um
+    ruler = None if given or grey or clipped else ruler_image(rgb, checked=True)  # red cells on BCCD's tones for an unlike lab's
+    ruler = None if ruler is rgb else ruler
     rgb = source_image(rgb, spec)
     if not spec.field_um and not px_per_um:
         return Framed(legacy_view(rgb, spec.input_size, spec.crop, None, centre), w / ASSUMED_FIELD_UM, "assumed", largest_stained_um2(rgb, w / ASSUMED_FIELD_UM))
-    given = px_per_um or spec.px_per_um
-    read, px, how, stained = stain_reading(rgb, given, run)
+    read, px, how, stained = stain_reading(rgb, given, run, ruler)
     if spec.field_um:
         pixels = model_view(view(rgb, spec.input_size, spec.field_um, px, centre or cell_centre(read, px)), spec)
     else:
@@ -315,30 +319,33 @@ def frame_source(source, spec, px_per_um: float | RunScale | None = None, name: 
     return framed
 
 
-def stain_reading(rgb: np.ndarray, px_per_um: float | None, run: float | None = None) -> tuple[np.ndarray, float, str, float]:
+def stain_reading(rgb: np.ndarray, px_per_um: float | None, run: float | None = None,
+                  ruler: np.ndarray | None = None) -> tuple[np.ndarray, float, str, float]:
     """(the image the stain rules read, pixels a micrometre, how known, largest stained area um2). The image as
     it is, unless that finds no red cells or no nucleus-sized stain, or its background passes for stain: then
     with its background made neutral (a yellow or cyan cast, a red-purple stain), so a real cell is not dropped
     for its lab's colours and the view is centred on it. An overexposed image (its background clipped white) that
-    still shows no nucleus-sized stain is read once more darkened, where the washed-out stain shows again."""
+    still shows no nucleus-sized stain is read once more darkened, where the washed-out stain shows again. `ruler`:
+    the image its red cells are measured on, whichever is read (image_scale)."""
     readable = stain_readable(rgb)
     if readable is not rgb:  # the background passes for stain: the image as it is cannot be read at all
-        return _reading(readable, px_per_um, run)
-    reading = _reading(rgb, px_per_um, run)
+        return _reading(readable, px_per_um, run, ruler)
+    reading = _reading(rgb, px_per_um, run, ruler)
     _, _, how, stained = reading
     if how in ("given", "measured", "corrected") and stained >= MIN_NUCLEUS_UM2:
         return reading
     balanced = neutral_background(rgb)
     if balanced is not rgb:
-        reading = _reading(balanced, px_per_um, run)
+        reading = _reading(balanced, px_per_um, run, ruler)
     if reading[3] < MIN_NUCLEUS_UM2 and washed_out(reading[0]):
-        darker = _reading(darkened(reading[0]), px_per_um, run)
+        darker = _reading(darkened(reading[0]), px_per_um, run, ruler)
         return darker if darker[3] > reading[3] else reading
     return reading
 
 
-def _reading(rgb: np.ndarray, px_per_um: float | None, run: float | None = None) -> tuple[np.ndarray, float, str, float]:
-    px, how = image_scale(rgb, px_per_um, run)
+def _reading(rgb: np.ndarray, px_per_um: float | None, run: float | None = None,
+             ruler: np.ndarray | None = None) -> tuple[np.ndarray, float, str, float]:
+    px, how = image_scale(rgb, px_per_um, run, ruler)
     return rgb, px, how, largest_stained_um2(rgb, px)
 
 

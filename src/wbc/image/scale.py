@@ -25,6 +25,7 @@ import numpy as np
 
 from wbc.image.decode import decode
 from wbc.image.stain import neutral_background, stain_mask, stained_extent_px
+from wbc.image.tone import curves_for_ruler, mapped
 
 RBC_DIAMETER_UM = 7.5
 RBC_BOX_FACTOR = 1.155  # estimate -> annotated box size (BCCD train)
@@ -175,6 +176,12 @@ def estimate_scale(rgb: np.ndarray) -> Scale:
     return s
 
 
+def ruler_image(rgb: np.ndarray, checked: bool = False) -> np.ndarray:
+    """The image the red cells are measured on: `rgb`, or, when its tones lie outside every training lab's, `rgb`
+    through curves onto BCCD's (wbc.image.tone.curves_for_ruler), the lab this ruler was made on."""
+    return mapped(rgb, curves_for_ruler(rgb, checked))
+
+
 def _estimate(rgb: np.ndarray) -> Scale:
     c, f, green = _circles(rgb)
     if len(c) < MIN_RBCS:
@@ -195,14 +202,18 @@ def plausible(rgb: np.ndarray, s: Scale) -> bool:
 def source_scale(images, sample: int = 120, plausible_only: bool = False) -> dict:
     """Median and spread of the per-image estimates over (an even sample of) one source's images; `plausible_only`
     leaves out estimates that make the image's cell implausibly wide (a run of tight crops: their fragments gave a
-    run's median of 2.6 px/um where the truth was about 7, and every cell of the run was framed at that)."""
+    run's median of 2.6 px/um where the truth was about 7, and every cell of the run was framed at that). Each image
+    is measured as the shipped model's `frame` measures it: with its background made neutral, or, in colours unlike
+    every training lab's, through curves onto BCCD's (ruler_image). Read as they came, fields from three of eight
+    other cameras gave a run 8.7-10.3 px/um for 14 (BCCD val), and the images of the run were framed at that."""
     images = list(images)
     pick = [images[i] for i in np.linspace(0, len(images) - 1, min(sample, len(images))).astype(int)] if images else []
     values = []
     for im in pick:
         try:
             rgb = decode(im)
-            s = estimate_scale(rgb)
+            ruler = ruler_image(rgb)
+            s = estimate_scale(neutral_background(rgb) if ruler is rgb else ruler)  # as `frame` reads it
         except Exception:  # a bad file says nothing about the microscope
             continue
         if s.found and (not plausible_only or plausible(neutral_background(rgb), s)):
