@@ -80,7 +80,7 @@ def test_a_field_from_another_camera_is_measured_on_bccds_tones_and_each_labs_ow
     """`wbc predict` on whole BCCD val fields under a cyan background whose red cells turn dark blue-grey measured
     about 11 px/um for 14 and named their white cells right 74% of the time (91% at home); its red cells are now
     measured through curves onto BCCD's tones (wbc.image.tone.curves_for_ruler), as `wbc count` reads such a field,
-    88%. A folder's scale too. Each training lab's own images lie within its tones and are read as they are."""
+    87%. A folder's scale too. Each training lab's own images lie within its tones and are read as they are."""
     from wbc.data.shifts import shifted_field
     from wbc.image.scale import source_scale
     from wbc.image.tone import curves_for_ruler
@@ -103,12 +103,11 @@ def test_a_field_from_another_camera_is_measured_on_bccds_tones_and_each_labs_ow
 
 def test_a_flat_image_has_red_cell_tones_not_nan():
     """Cell pixels all of one colour (a hazed crop read on a coarse grid) have no lighter nine tenths: the median of
-    none was NaN, and curves through NaN map every pixel to 0."""
+    none was NaN (a RuntimeWarning), and a NaN contrast lies within no lab's tones, so every such image was mapped."""
     from wbc.image.tone import curves_for_ruler, field_tones
 
     rgb = np.full((240, 320, 3), 230, np.uint8)
     rgb[60:180, 80:240] = (150, 110, 170)  # one flat stained block, a quarter of the image
     tones = field_tones(rgb, 8_000)
     assert tones.red_cells is not None and np.allclose(tones.red_cells, (150, 110, 170))
-    curves = curves_for_ruler(rgb)
-    assert curves is None or curves[:, 230].min() > 100  # the light stays light
+    assert curves_for_ruler(rgb) is None  # grey glass and a purple stain as Munich's lab shows them: read as it is

@@ -293,7 +293,7 @@ def frame(rgb: np.ndarray, spec, px_per_um: float | RunScale | None = None, cent
     strength = colour_strength(rgb)
     grey = strength < GREY_CHROMA
     given = px_per_um or spec.px_per_um
-    ruler = None if given or grey or clipped else ruler_image(rgb, checked=True)  # red cells on BCCD's tones for an unlike lab's
+    ruler = None if given or grey or clipped else ruler_image(rgb, checked=True)  # an unlike lab's red cells: on BCCD's tones
     ruler = None if ruler is rgb else ruler
     rgb = source_image(rgb, spec)
     if not spec.field_um and not px_per_um:

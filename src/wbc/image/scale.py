@@ -204,8 +204,8 @@ def source_scale(images, sample: int = 120, plausible_only: bool = False) -> dic
     leaves out estimates that make the image's cell implausibly wide (a run of tight crops: their fragments gave a
     run's median of 2.6 px/um where the truth was about 7, and every cell of the run was framed at that). Each image
     is measured as the shipped model's `frame` measures it: with its background made neutral, or, in colours unlike
-    every training lab's, through curves onto BCCD's (ruler_image). Read as they came, fields from three of eight
-    other cameras gave a run 8.7-10.3 px/um for 14 (BCCD val), and the images of the run were framed at that."""
+    every training lab's, through curves onto BCCD's (ruler_image). Read as they came, BCCD val fields through three
+    of eight other cameras gave their folder 10.0-11.4 px/um for 14 (docs/results.md, session 30)."""
     images = list(images)
     pick = [images[i] for i in np.linspace(0, len(images) - 1, min(sample, len(images))).astype(int)] if images else []
     values = []
