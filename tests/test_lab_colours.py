@@ -263,3 +263,21 @@ def test_no_white_cell_in_a_review_case_in_unlike_colours_is_flagged(model, swap
         new = C.amend(s, case_id, "ana", "a second look")
         assert sorted((c.image, c.scale) for c in new.cells) == sorted((c.image, c.scale) for c in s.get(C.Case, case_id).cells)
         assert s.execute(sa.text("SELECT count(*) FROM cells WHERE scale IS NULL")).scalar_one() == 0
+
+
+def test_no_white_cell_in_one_image_in_colours_unlike_every_lab_is_flagged(model):
+    """Two PBC platelets through another camera (each channel its own gamma and gain, `camera_3`), each sent alone:
+    the stain rule finds nothing and they were answered "no white cell" without a word, since a single image has no
+    run to judge its colours by. Their red cells were measured and their colours lie outside every training lab's
+    tones, so the answer now says a real cell may be missed here. As they are, they are platelets; a blank image in
+    the same colours holds no red cells and is not flagged."""
+    from wbc.data.shifts import shifted_field
+    from wbc.infer.predictor import NO_WHITE_CELL, UNLIKE_TONES
+
+    files = [pbc_images("train", "PLATELET")[0].parent / n for n in ("PLATELET_847362.jpg", "PLATELET_285976.jpg")]
+    for f in files:
+        assert model.predict(decode(f))[0].label == "PLATELET"
+        a = model.predict(shifted_field(decode(f), "camera_3")[0])[0]
+        assert a.label == NO_WHITE_CELL and a.scale == "measured" and a.review and a.review_reason == UNLIKE_TONES, a
+    blank = shifted_field(np.full((240, 320, 3), 235, np.uint8), "camera_3")[0]
+    assert not model.predict(blank)[0].review

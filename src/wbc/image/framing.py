@@ -89,6 +89,8 @@ class Framed:
     purple_only: bool = False  # in colour, no nucleus-sized stain, but a purple one (`purple_um2`): classified and flagged
     too_dark: bool = False  # the light too low (or a black surround) to read "nothing stained" as "no cell" (wbc.image.stain.too_dark)
     faint: bool = False  # colours too faint (FAINT_CHROMA) to read "nothing stained" as "no cell"
+    unlike_tones: bool = False  # its colours outside every training lab's tones (wbc.image.tone.curves_for_ruler); not
+    # asked when the scale is given
 
 
 @dataclass(frozen=True)
@@ -308,7 +310,7 @@ def frame(rgb: np.ndarray, spec, px_per_um: float | RunScale | None = None, cent
     purple = not grey and not lost and stained < MIN_NUCLEUS_UM2 and purple_um2(read, px) >= MIN_NUCLEUS_UM2
     return Framed(pixels, px, how, stained, washed_out=lost, noise=noise_sigma(rgb), overexposed=clipped, greyscale=grey, grey_unsure=unsure,
                   stain_colour=None if grey else stain_colour(read), purple_only=purple, too_dark=dim,
-                  faint=not grey and strength < FAINT_CHROMA)
+                  faint=not grey and strength < FAINT_CHROMA, unlike_tones=ruler is not None)
 
 
 def frame_source(source, spec, px_per_um: float | RunScale | None = None, name: str | None = None) -> Framed:

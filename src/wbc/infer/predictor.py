@@ -373,6 +373,8 @@ GREY_SPECK = "greyscale image: without the stain's colours a white cell cannot b
 
 TOO_DARK = "too dark (the light is low or the surround black): a cell's stain cannot be read, so a real cell may be missed here"
 FAINT = "colours too faint (a faded stain, or haze): a cell's stain cannot be read, so a real cell may be missed here"
+UNLIKE_TONES = ("colours unlike every training lab's: the stain rule reads a nucleus as their stains show one, so a real "
+                "cell may be missed here")
 
 
 def lost_reasons(framed: Framed | None) -> list[str]:
@@ -382,11 +384,15 @@ def lost_reasons(framed: Framed | None) -> list[str]:
     (Kaggle's nuclei in grey are as pale as its red cells: 95% of TEST_SIMPLE made grey was dropped in silence). A blank
     image or a printed page reads nothing at all: no cell, nothing to look at. Red cells alone in grey are flagged too:
     without the colours they cannot be told from such a cell; so is an image too dark, or its colours too faint, to read
-    the stain at all."""
+    the stain at all; so is a smear (red cells measured) in colours unlike every training lab's (`Framed.unlike_tones`:
+    PBC validation platelets through one of eight drawn cameras, each image alone, 2 of 30 answered "no white cell"
+    unflagged; docs/results.md, session 30). A run judged for its colours flags the rest (run_reasons_of)."""
     if framed is not None and framed.washed_out:
         return [OVEREXPOSED]
     if framed is not None and not framed.too_small and (framed.too_dark or framed.faint):
         return [TOO_DARK if framed.too_dark else FAINT]
+    if framed is not None and framed.unlike_tones and framed.scale in ("measured", "corrected"):
+        return [UNLIKE_TONES]
     grey_speck = framed is not None and framed.greyscale and not framed.too_small and framed.stained_um2 >= MIN_STAINED_UM2
     return [GREY_SPECK] if grey_speck or (framed is not None and framed.grey_unsure) else []
 
