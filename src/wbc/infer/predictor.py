@@ -385,7 +385,7 @@ def lost_reasons(framed: Framed | None) -> list[str]:
     image or a printed page reads nothing at all: no cell, nothing to look at. Red cells alone in grey are flagged too:
     without the colours they cannot be told from such a cell; so is an image too dark, or its colours too faint, to read
     the stain at all; so is a smear (red cells measured) in colours unlike every training lab's (`Framed.unlike_tones`:
-    PBC validation platelets through one of eight drawn cameras, each image alone, 2 of 30 answered "no white cell"
+    PBC validation platelets through one of eight drawn cameras, each image alone, 2 of 27 answered "no white cell"
     unflagged; docs/results.md, session 30). A run judged for its colours flags the rest (run_reasons_of)."""
     if framed is not None and framed.washed_out:
         return [OVEREXPOSED]
