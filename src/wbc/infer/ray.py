@@ -56,6 +56,7 @@ class _Framed:
     purple_only: bool = False
     too_dark: bool = False
     faint: bool = False
+    unlike_tones: bool = False
 
 
 FRAMED_FIELDS = [f.name for f in fields(_Framed)]
