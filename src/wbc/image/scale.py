@@ -212,11 +212,11 @@ def source_scale(images, sample: int = 120, plausible_only: bool = False) -> dic
     for im in pick:
         try:
             rgb = decode(im)
-            ruler = ruler_image(rgb)
-            s = estimate_scale(neutral_background(rgb) if ruler is rgb else ruler)  # as `frame` reads it
+            balanced, ruler = neutral_background(rgb), ruler_image(rgb)
+            s = estimate_scale(balanced if ruler is rgb else ruler)  # as `frame` reads it
         except Exception:  # a bad file says nothing about the microscope
             continue
-        if s.found and (not plausible_only or plausible(neutral_background(rgb), s)):
+        if s.found and (not plausible_only or plausible(balanced, s)):
             values.append(s.px_per_um)
     if not values:
         return {"px_per_um": None, "images": len(pick), "found": 0}
