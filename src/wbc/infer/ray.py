@@ -21,12 +21,13 @@ import logging
 import os
 import time
 from collections import deque
-from dataclasses import dataclass, fields
+from dataclasses import fields
 
 import numpy as np
 import torch
 
 from wbc.errors import WbcError
+from wbc.image.framing import Framed
 from wbc.infer.batch import Outcome
 from wbc.infer.predictor import needs_recheck, with_recheck
 from wbc.infer.ray_cluster import prepare
@@ -38,28 +39,7 @@ log = logging.getLogger(__name__)
 _SESSIONS: dict = {}  # per worker process: model key -> ONNX Runtime session
 
 
-@dataclass
-class _Framed:
-    """What Predictor.to_prediction reads of a Framed (all but its pixels), rebuilt from a task's row."""
-
-    px_per_um: float
-    scale: str
-    stained_um2: float
-    too_small: bool = False
-    washed_out: bool = False
-    noise: float = 0.0
-    overexposed: bool = False
-    greyscale: bool = False
-    grey_unsure: bool = False
-    jpeg_quality: int | None = None
-    stain_colour: float | None = None
-    purple_only: bool = False
-    too_dark: bool = False
-    faint: bool = False
-    unlike_tones: bool = False
-
-
-FRAMED_FIELDS = [f.name for f in fields(_Framed)]
+FRAMED_FIELDS = [f.name for f in fields(Framed) if f.name != "pixels"]  # what travels back: all but the pixels
 
 
 def _session(key: str, model_bytes: bytes):
@@ -185,7 +165,7 @@ def _outcomes(predictor, result: dict) -> list[Outcome]:
             out.append(Outcome(path, None, err))
             continue
         colour, seen = framed.pop("colour", None), framed.pop("recoloured", None)
-        f = _Framed(**framed)
+        f = Framed(pixels=None, **framed)  # the pixels stay on the worker
         p = torch.from_numpy(np.array(next(probs), np.float32))
         answer = predictor.to_prediction(p, path, f, float(next(dist)) if dist is not None else None, recheck=False)
         answer.colour_distance = colour  # measured beside the pixels, which do not travel back
