@@ -104,3 +104,14 @@ def test_bad_model_files_are_refused(tmp_path, wbc_cache, kind):
     with pytest.raises(WbcError) as e:
         load_model(path)
     assert str(path) in str(e.value)
+
+
+def test_a_class_whose_sure_validation_answers_fall_under_the_floor_is_always_reviewed():
+    """`unvouched`: the answers at or above the one threshold, per predicted class; a class under 97% right among them
+    is returned with its evidence, one at or above it, or with none that sure, is not."""
+    from wbc.training.train import unvouched
+
+    probs = torch.tensor([[0.96, 0.02, 0.02]] * 40 + [[0.02, 0.95, 0.03]] * 5 + [[0.3, 0.3, 0.4]] * 3)
+    y = torch.tensor([0] * 39 + [1] + [1, 1, 0, 0, 0] + [2] * 3)
+    assert unvouched(probs, y, ["A", "B", "C"], 0.9) == {"B": [2, 5]}  # A: 39 of 40 (97.5%); C: none that sure
+    assert unvouched(probs, y, ["A", "B", "C"], 0.955) == {}  # B's answers now all below the threshold

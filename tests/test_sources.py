@@ -43,6 +43,8 @@ def test_model_file_records_every_source(two_source_run):
     val = meta["info"]["metrics"]["val"]
     assert set(val["per_source"]) == {"kaggle", "pbc"}
     assert val["review"]["threshold"] == meta["spec"]["review_threshold"]
+    assert val["review"]["always_reviewed"] == meta["spec"]["always_review"]  # the classes its sure answers did not vouch for
+    assert all(right < 0.97 * answers for right, answers in meta["spec"]["always_review"].values())
 
 
 def test_evaluate_a_four_class_set_reports_both_accuracies(two_source_run, tiny_kaggle, tmp_path):

@@ -161,9 +161,9 @@ def review_figures(predictor: Predictor, preds: list, y: np.ndarray, classes) ->
     right = np.array([p.label == classes[k] for p, k in zip(preds, y)])
     unflagged = np.array([not p.review and p.label not in (UNIDENTIFIED, NO_WHITE_CELL) for p in preds])
     reasons = Counter(k for p in preds for k in reason_kinds(p.review_reason))
-    score = np.array([strangeness(p.probability, p.distance, predictor.spec) for p in preds])
+    score = np.array([strangeness(p.probability, p.distance, predictor.spec, p.label) for p in preds])
     spec = predictor.spec
-    return {"threshold": spec.review_threshold, "near_distance": spec.near_distance or None, "far_distance": spec.far_distance or None,
+    return {"threshold": spec.review_threshold, "always_reviewed": spec.always_review, "near_distance": spec.near_distance or None, "far_distance": spec.far_distance or None,
             "flagged": int(sum(p.review for p in preds)), "flagged_share": float(np.mean([p.review for p in preds])),
             "unflagged_share": float(unflagged.mean()),
             "accuracy_unflagged": float(right[unflagged].mean()) if unflagged.any() else None,

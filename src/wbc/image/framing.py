@@ -190,7 +190,7 @@ def image_scale(rgb: np.ndarray, px_per_um: float | None = None, run: float | No
     microscope has one scale, and one image's few red cells, cut by its edges, measure it worse than the run's many.
     Validation, own estimate -> this rule: Kaggle 83.86% -> 84.91%, PBC 95.77% -> 95.92%, Munich 95.8% -> 99.2%
     (blast recall 0.95 -> 1.0; scripts/scale_trust.py, scripts/scale_rules.py). `ruler`: the image the red cells
-    are measured on instead (wbc.image.scale.ruler_image, of the image as it came), when it is not `rgb`."""
+    are measured on instead (wbc.image.scale.ruler_image, of the image as it came), when there is one (None: `rgb` itself)."""
     if px_per_um:
         return float(px_per_um), "given"
     s = estimate_scale(rgb if ruler is None else ruler) if min(rgb.shape[:2]) >= MIN_SIDE else None
@@ -296,7 +296,6 @@ def frame(rgb: np.ndarray, spec, px_per_um: float | RunScale | None = None, cent
     grey = strength < GREY_CHROMA
     given = px_per_um or spec.px_per_um
     ruler = None if given or grey or clipped else ruler_image(rgb, checked=True)  # an unlike lab's red cells: on BCCD's tones
-    ruler = None if ruler is rgb else ruler
     rgb = source_image(rgb, spec)
     if not spec.field_um and not px_per_um:
         return Framed(legacy_view(rgb, spec.input_size, spec.crop, None, centre), w / ASSUMED_FIELD_UM, "assumed", largest_stained_um2(rgb, w / ASSUMED_FIELD_UM))

@@ -176,10 +176,11 @@ def estimate_scale(rgb: np.ndarray) -> Scale:
     return s
 
 
-def ruler_image(rgb: np.ndarray, checked: bool = False) -> np.ndarray:
-    """The image the red cells are measured on: `rgb`, or, when its tones lie outside every training lab's, `rgb`
-    through curves onto BCCD's (wbc.image.tone.curves_for_ruler), the lab this ruler was made on."""
-    return mapped(rgb, curves_for_ruler(rgb, checked))
+def ruler_image(rgb: np.ndarray, checked: bool = False) -> np.ndarray | None:
+    """When `rgb`'s tones lie outside every training lab's, the image its red cells are measured on instead: `rgb`
+    through curves onto BCCD's (wbc.image.tone.curves_for_ruler), the lab this ruler was made on; None otherwise."""
+    luts = curves_for_ruler(rgb, checked)
+    return None if luts is None else mapped(rgb, luts)
 
 
 def _estimate(rgb: np.ndarray) -> Scale:
@@ -213,7 +214,7 @@ def source_scale(images, sample: int = 120, plausible_only: bool = False) -> dic
         try:
             rgb = decode(im)
             balanced, ruler = neutral_background(rgb), ruler_image(rgb)
-            s = estimate_scale(balanced if ruler is rgb else ruler)  # as `frame` reads it
+            s = estimate_scale(balanced if ruler is None else ruler)  # as `frame` reads it
         except Exception:  # a bad file says nothing about the microscope
             continue
         if s.found and (not plausible_only or plausible(balanced, s)):

@@ -106,6 +106,9 @@ def review_reasons(probability: float, spec, framed: Framed | None, distance: fl
         reasons.append(f"unlike the training cells (distance {distance:.2f} > {spec.near_distance:.2f})")
     if probability < spec.review_threshold:
         reasons.append(f"low confidence ({probability:.3f} < {spec.review_threshold:.3f})")  # 3 places: 0.94 < 0.94 read as a bug
+    elif label in spec.always_review:
+        right, answers = spec.always_review[label]
+        reasons.append(f"{label.lower()} answers always reviewed: this model's surest on validation were {right} of {answers} right")
     if framed is not None and framed.purple_only:
         reasons.append(PURPLE_ONLY)
     if framed is not None and framed.scale in ("run", "cell", "assumed"):
@@ -149,10 +152,16 @@ def alert_reasons(probabilities: dict[str, float], label: str) -> list[str]:
          if c in probabilities and c != label and probabilities[c] >= p]
 
 
-def strangeness(probability: float, distance: float | None, spec) -> float:
+ALWAYS_REVIEWED = 1.001  # an always-reviewed class's answers rank just past the operating point, among the flagged
+
+
+def strangeness(probability: float, distance: float | None, spec, label: str | None = None) -> float:
     """One number for "how much this answer needs a human": 1 at the review operating point (confidence at
-    `review_threshold` or distance at `near_distance`), above it flagged. Ranks cells for risk-coverage curves."""
+    `review_threshold` or distance at `near_distance`), above it flagged (an always-reviewed class's answer just
+    above). Ranks cells for risk-coverage curves."""
     s = spec.review_threshold / max(probability, 1e-9)
+    if label in spec.always_review:
+        s = max(s, ALWAYS_REVIEWED)
     if distance is not None and spec.near_distance:
         s = max(s, distance / spec.near_distance)
     return s

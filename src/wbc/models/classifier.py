@@ -32,6 +32,8 @@ class ModelSpec:
     dropout: float = 0.3
     temperature: float = 1.0  # fitted on validation so probabilities are calibrated
     review_threshold: float = 0.7  # top probability below this -> flag for human review
+    always_review: dict = field(default_factory=dict)  # class -> [right, answers]: those `review_threshold` left unflagged on
+    # validation fell under 97% right, so every answer of the class is flagged (wbc.training.train.unvouched)
     openset: bool = False  # the file holds the training cells' feature statistics (wbc.models.openset)
     near_distance: float = 0.0  # >0: a cell farther than this from every known type is flagged for review
     far_distance: float = 0.0  # >0: a cell farther than this from every known type is UNIDENTIFIED

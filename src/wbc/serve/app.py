@@ -32,7 +32,7 @@ def model_info(predictor, explain: bool) -> dict:
             "field_um": spec.field_um, "px_per_um": spec.px_per_um or None, "sources": sorted(info.get("sources", {})),
             "adapted": (info.get("adapted") or {}).get("images_folder"),
             "engine": predictor.engine.name, "file": predictor.path.name, "wbc_version": predictor.meta.get("wbc_version"),
-            "temperature": spec.temperature, "review_threshold": spec.review_threshold, "metrics": info.get("metrics", {}),
+            "temperature": spec.temperature, "review_threshold": spec.review_threshold, "always_reviewed": spec.always_review, "metrics": info.get("metrics", {}),
             "near_distance": spec.near_distance or None, "far_distance": spec.far_distance or None,
             "explain": explain}
 
