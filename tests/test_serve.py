@@ -32,6 +32,7 @@ def test_serves_with_onnx_runtime_and_reports_the_model(client, served):
     m = client.get("/api/v1/model").json()
     assert m["engine"] == "onnx-fp32" and m["classes"] == sorted([*PBC_CLASSES, "BLAST"]) and m["explain"] is True
     assert m["file"] == "wbc_lite0.safetensors" and "kaggle_test" in m["metrics"] and m["sources"] == ["kaggle", "munich", "pbc"]
+    assert m["always_reviewed"] == {"NEUTROPHIL": [2, 6]}  # the ONNX session's file carries the rule with its evidence
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json()["ready"] is True
     assert "/api/v1/classify" in client.get("/openapi.json").json()["paths"]
