@@ -108,7 +108,7 @@ def test_bad_model_files_are_refused(tmp_path, wbc_cache, kind):
 
 def test_a_class_whose_sure_validation_answers_fall_under_the_floor_is_always_reviewed():
     """`unvouched`: the answers at or above the one threshold, per predicted class; a class under 97% right among them
-    is returned with its evidence, one at or above it, or with none that sure, is not."""
+    is returned with its evidence; a class at 97% or more among them, or with none that sure, is not."""
     from wbc.training.train import unvouched
 
     probs = torch.tensor([[0.96, 0.02, 0.02]] * 40 + [[0.02, 0.95, 0.03]] * 5 + [[0.3, 0.3, 0.4]] * 3)

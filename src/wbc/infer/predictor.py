@@ -94,7 +94,8 @@ GREYSCALE = "greyscale image: the stain's colours (a granule's orange or violet)
 
 def review_reasons(probability: float, spec, framed: Framed | None, distance: float | None = None, px_per_um: float | None = None,
                    label: str | None = None) -> list[str]:
-    """Why a technologist should look at this cell: unlike every known type, the model unsure of it, its nucleus read
+    """Why a technologist should look at this cell: unlike every known type, the model unsure of it (or answering a
+    class whose sure answers validation could not vouch for, `ModelSpec.always_review`), its nucleus read
     only as purple (another lab's stain or light), the view around it sized without red cells to measure (a cell seen
     at the wrong size is classified on the wrong evidence), the image too coarse to show a nucleus's lobes and a
     granule (`px_per_um`: a smear field's scale, for a cell cut from it), too grainy (a camera at high gain),
