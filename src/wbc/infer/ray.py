@@ -80,7 +80,7 @@ def classify_chunk(model_bytes: bytes, key: str, spec_dict: dict, px_per_um: flo
         probs, dist = out[0], out[1] if len(out) > 1 else None
         good = [r[2] for r in rows if not r[1]]
         unsure = probs.max(axis=1) < spec.review_threshold
-        unsure |= np.isin(probs.argmax(axis=1), [k for k, c in enumerate(spec.classes) if c in spec.always_review])
+        unsure |= np.isin(probs.argmax(axis=1), spec.always_reviewed_ids())
         if dist is not None:
             unsure |= np.asarray([beyond(float(d), spec.near_distance) for d in dist])
         far = [i for i, g in enumerate(good) if check is not None and check.asks_again(g["colour"]) and not unsure[i]]

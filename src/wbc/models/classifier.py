@@ -39,6 +39,10 @@ class ModelSpec:
     far_distance: float = 0.0  # >0: a cell farther than this from every known type is UNIDENTIFIED
     colours: dict = field(default_factory=dict)  # the sources' view colours and their limit (wbc.models.colours); {}: none
 
+    def always_reviewed_ids(self) -> list[int]:
+        """The class indices of `always_review`, for masks over a batch's answers."""
+        return [k for k, c in enumerate(self.classes) if c in self.always_review]
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["input_size"] = list(self.input_size)

@@ -442,7 +442,7 @@ def calibrate_and_save(fit: Fit) -> Path:
     val = scores(logits, yv, fit.val_sources)
     val["openset"] = fit_openset(model, fit.train_rows, fit.val_rows, fit.infos, cfg, fit.device, fit.progress)
     val["colours"] = fit_colour_check(spec, fit.train_rows, fit.val_rows, fit.infos, cfg)
-    always = torch.tensor([k for k, c in enumerate(spec.classes) if c in spec.always_review], dtype=torch.long)
+    always = torch.tensor(spec.always_reviewed_ids(), dtype=torch.long)
     kept = (probs.max(1).values >= spec.review_threshold) & ~torch.isin(probs.argmax(1), always)
     val["review"] = {"threshold": spec.review_threshold, "always_reviewed": spec.always_review, "flagged": float(1 - kept.float().mean()),
                      "accuracy_unflagged": float((probs.argmax(1) == yv)[kept].float().mean()) if kept.any() else None}
