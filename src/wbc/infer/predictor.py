@@ -387,7 +387,13 @@ UNLIKE_TONES = ("colours unlike every training lab's: the stain rule reads a nuc
                 "cell may be missed here")
 
 
-def lost_reasons(framed: Framed | None) -> list[str]:
+NO_CELL_COLOUR_LIMIT = 4.0  # a smear's view colours this far from every source's: its "no white cell" is not trusted.
+# Red cells alone at home stay under it (163 BCCD train windows, each alone, under every colour shift of
+# wbc.data.shifts but grey: at most 3.50); validation cells saved with red and blue swapped that the stain rule
+# dropped in silence lie beyond it (4.84-7.16, 6 of 480; scripts/no_cell_colours.py, docs/results.md session 32).
+
+
+def lost_reasons(framed: Framed | None, colour: float | None = None) -> list[str]:
     """Why a "no white cell" answer may have missed a real one: an overexposed smear (`wbc.image.stain.washed_out`;
     Kaggle TEST_SIMPLE at 1.6x exposure: 12 of 71 cells were dropped so), or a greyscale image where something but no
     nucleus reads as stained (a PBC platelet in grey is dark only in its granules), or cells but no nucleus-dark blob
@@ -396,12 +402,14 @@ def lost_reasons(framed: Framed | None) -> list[str]:
     without the colours they cannot be told from such a cell; so is an image too dark, or its colours too faint, to read
     the stain at all; so is a smear (red cells measured) in colours unlike every training lab's (`Framed.unlike_tones`:
     PBC validation platelets through one of eight drawn cameras, each image alone, 2 of 27 answered "no white cell"
-    unflagged; docs/results.md, session 30). A run judged for its colours flags the rest (run_reasons_of)."""
+    unflagged; docs/results.md, session 30), or whose view's `colour` distance lies beyond NO_CELL_COLOUR_LIMIT (red
+    and blue swapped, which the tone curves do not catch). A run judged for its colours flags the rest (run_reasons_of)."""
     if framed is not None and framed.washed_out:
         return [OVEREXPOSED]
     if framed is not None and not framed.too_small and (framed.too_dark or framed.faint):
         return [TOO_DARK if framed.too_dark else FAINT]
-    if framed is not None and framed.unlike_tones and framed.scale in ("measured", "corrected"):
+    smear = framed is not None and framed.scale in ("measured", "corrected")
+    if smear and (framed.unlike_tones or (not framed.greyscale and colour is not None and colour > NO_CELL_COLOUR_LIMIT)):
         return [UNLIKE_TONES]
     grey_speck = framed is not None and framed.greyscale and not framed.too_small and framed.stained_um2 >= MIN_STAINED_UM2
     return [GREY_SPECK] if grey_speck or (framed is not None and framed.grey_unsure) else []
@@ -538,25 +546,28 @@ class Predictor:
         return self.predict_framed(images, batch_size, on_batch, px_per_um)[0]
 
     def to_prediction(self, p: torch.Tensor, source: str, framed: Framed | None = None, distance: float | None = None,
-                      px_per_um: float | None = None, view: torch.Tensor | None = None, recheck: bool = True) -> Prediction:
+                      px_per_um: float | None = None, view: torch.Tensor | None = None, recheck: bool = True,
+                      colour: float | None = None) -> Prediction:
         """The answer for one image: a known type, UNIDENTIFIED (far from every known type: the type is not given),
         or NO_WHITE_CELL (nothing stained like a white cell), with the review flag and its reasons (`px_per_um`: the
         field's scale, for a cell cut from a field without a Framed of its own, `view` its input pixels). The colours'
         distance is judged over a run (`LabCheck`: one cell's colours say little of its lab), and a sure answer whose
-        colours lie off the sources' is asked again in theirs (`recheck`; False: the caller asks for a batch at once)."""
+        colours lie off the sources' is asked again in theirs (`recheck`; False: the caller asks for a batch at once);
+        `colour`: the view's colour distance, measured where its pixels were (Ray's workers)."""
         k = int(p.argmax())
         label = self.classes[k]
         note = no_white_cell(framed, label) if framed is not None else None
         distance = None if distance is None else round(float(distance), 3)
         probabilities = {c: float(v) for c, v in zip(self.classes, p)}
         shown = NO_WHITE_CELL if note else UNIDENTIFIED if beyond(distance, self.spec.far_distance) else label
-        reasons = lost_reasons(framed) if note else \
-            alert_reasons(probabilities, shown) + review_reasons(float(p[k]), self.spec, framed, distance, px_per_um, label)
         pixels = getattr(framed, "pixels", None) if framed is not None else view
+        colour = colour_distance(self.colour_check, pixels) if colour is None else colour
+        reasons = lost_reasons(framed, colour) if note else \
+            alert_reasons(probabilities, shown) + review_reasons(float(p[k]), self.spec, framed, distance, px_per_um, label)
         answer = Prediction(source=source, label=shown, probability=float(p[k]), probabilities=probabilities, review=bool(reasons),
                             px_per_um=round(framed.px_per_um, 3) if framed else None, scale=framed.scale if framed else None, note=note,
                             review_reason="; ".join(reasons) or None, distance=distance,
-                            colour_distance=colour_distance(self.colour_check, pixels))
+                            colour_distance=colour)
         return self.recheck([answer], [pixels])[0] if recheck else answer
 
     def to_predictions(self, probs, sources: list[str], framed: list, distances=None, recheck: bool = True) -> list[Prediction]:

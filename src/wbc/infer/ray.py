@@ -168,8 +168,8 @@ def _outcomes(predictor, result: dict) -> list[Outcome]:
         colour, seen = framed.pop("colour", None), framed.pop("recoloured", None)
         f = Framed(pixels=None, **framed)  # the pixels stay on the worker
         p = torch.from_numpy(np.array(next(probs), np.float32))
-        answer = predictor.to_prediction(p, path, f, float(next(dist)) if dist is not None else None, recheck=False)
-        answer.colour_distance = colour  # measured beside the pixels, which do not travel back
+        answer = predictor.to_prediction(p, path, f, float(next(dist)) if dist is not None else None, recheck=False,
+                                         colour=colour)  # measured beside the pixels, which do not travel back
         if seen and needs_recheck(answer, predictor.colour_check, predictor.classes):
             with_recheck(answer, seen)
         out.append(Outcome(path, answer))
