@@ -3,7 +3,7 @@
     python scripts/no_cell_colours.py [--out reports/no_cell_colours.json]
 
 Two sets, each image sent alone (a single image has no run to judge its colours): the model's validation cells saved
-with red and blue swapped (an export slip: OpenCV's BGR written as RGB; 240 Kaggle, 240 PBC, 120 Munich, the shipped
+with red and blue swapped (an export slip: OpenCV's BGR written as RGB; 240 Kaggle, 240 PBC, 119 Munich, the shipped
 manifests), and 163 windows of red cells only from BCCD train fields under every colour shift of `wbc.data.shifts`.
 Prints, per set, the "no white cell" answers on a smear (red cells measured), how many carry no flag, and their view's
 colour distance to the training sources. No test split is read.
@@ -54,7 +54,7 @@ def main() -> None:
         print(name, "red and blue swapped:", out["bgr"][name], flush=True)
     wins = red_cell_windows(Path(resolve_bccd(None)), 60)
     for how in SHIFTS:
-        if how in ("greyscale",):  # grey has its own rule (GREY_SPECK): no colours to measure
+        if how == "greyscale":  # grey has its own rule (GREY_SPECK): no colours to measure
             continue
         out["red_cells_only"][how] = summary(dropped(model, [w if how == "none" else shifted(w, how) for w in wins]))
         print(f"red cells only ({len(wins)} BCCD train windows), {how}:", out["red_cells_only"][how], flush=True)
