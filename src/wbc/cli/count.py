@@ -102,10 +102,7 @@ def count(images: list[str] = typer.Argument(..., help="smear field images, fold
                                                                 "field from its red cells (14 assumed when too few); every field is rescaled to the detector's"),
           detector: Optional[str] = typer.Option(None, help="learned (default when installed), classic, or a detector file (.safetensors/.onnx)")):
     """Find and count RBCs, WBCs and platelets in smear fields of any size; classify each WBC; report the differential."""
-    from wbc.count.count import field_summary
-    from wbc.count.detector import default_detector
     from wbc.data.collect import collect_images
-    from wbc.infer.predictor import fastest, flag_run, lab_check, load_model
 
     if format not in ("table", "csv", "json"):
         raise WbcError(f"--format must be table, csv or json, not '{format}'")
@@ -114,6 +111,11 @@ def count(images: list[str] = typer.Argument(..., help="smear field images, fold
     found = collect_images(images)
     if not found.files:
         raise WbcError("; ".join(f"{p}: {why}" for p, why in found.problems) or "no images to count")
+    # torch and the models load only now: a mistake above is said in a second, not after seven
+    from wbc.count.count import field_summary
+    from wbc.count.detector import default_detector
+    from wbc.infer.predictor import fastest, flag_run, lab_check, load_model
+
     predictor = fastest(load_model(model))
     fields, failures = _count_fields(predictor, found.files, px_per_um, default_detector(detector), out)
     failures = list(found.problems) + failures
