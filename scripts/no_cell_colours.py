@@ -23,15 +23,14 @@ from wbc._util.io import atomic_write_text
 from wbc.data.locate import resolve_bccd
 from wbc.data.shifts import SHIFTS, shifted
 from wbc.image.decode import decode
+from wbc.image.framing import SMEAR_SCALES
 from wbc.infer.predictor import NO_WHITE_CELL, fastest, load_model
-
-SMEAR = ("measured", "corrected")
 
 
 def dropped(model, images: list) -> dict:
     """{index: answer} of the "no white cell" answers on a smear among `images`, each predicted alone."""
     answers = [model.predict([im])[0] for im in images]
-    return {i: a for i, a in enumerate(answers) if a.label == NO_WHITE_CELL and a.scale in SMEAR}
+    return {i: a for i, a in enumerate(answers) if a.label == NO_WHITE_CELL and a.scale in SMEAR_SCALES}
 
 
 def summary(answers: dict, names: list | None = None) -> dict:

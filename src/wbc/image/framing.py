@@ -56,6 +56,7 @@ from wbc.image.stain import (
 KAGGLE_WIDTH = 320  # the frame legacy (field_um 0) crop sizes are expressed in
 KAGGLE_PX_PER_UM = 6.81  # the Kaggle 320x240 crops (wbc data scale, median of 80 TRAIN images)
 ASSUMED_FIELD_UM = 40.0  # a single-cell image with no measurable red cells: assume it is this wide
+SMEAR_SCALES = ("measured", "corrected")  # `Framed.scale` kinds read from red cells: the image shows a smear, not a blank or text
 
 
 def crop_square(rgb: np.ndarray, cx: float, cy: float, side: int, height: int | None = None) -> np.ndarray:

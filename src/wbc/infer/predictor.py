@@ -16,7 +16,7 @@ from PIL import Image
 
 from wbc._util.device import pick_device
 from wbc.errors import WbcError
-from wbc.image.framing import Framed, frame_source
+from wbc.image.framing import SMEAR_SCALES, Framed, frame_source
 from wbc.image.stain import (
     MIN_NUCLEUS_UM2,
     MIN_STAINED_UM2,
@@ -314,7 +314,7 @@ def run_reasons_of(label: str | None, scale: str | None, reasons: dict[str, str]
         return {}
     if label != NO_WHITE_CELL:
         return reasons
-    if scale in ("measured", "corrected") and COLOUR_REASON in reasons and not flagged:
+    if scale in SMEAR_SCALES and COLOUR_REASON in reasons and not flagged:
         return {COLOUR_REASON: f"{reasons[COLOUR_REASON]}: a real cell may be missed here"}
     return {}
 
@@ -408,7 +408,7 @@ def lost_reasons(framed: Framed | None, colour: float | None = None) -> list[str
         return [OVEREXPOSED]
     if framed is not None and not framed.too_small and (framed.too_dark or framed.faint):
         return [TOO_DARK if framed.too_dark else FAINT]
-    smear = framed is not None and framed.scale in ("measured", "corrected")
+    smear = framed is not None and framed.scale in SMEAR_SCALES
     if smear and (framed.unlike_tones or (not framed.greyscale and colour is not None and colour > NO_CELL_COLOUR_LIMIT)):
         return [UNLIKE_TONES]
     grey_speck = framed is not None and framed.greyscale and not framed.too_small and framed.stained_um2 >= MIN_STAINED_UM2
