@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
+import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -63,11 +69,64 @@ def pbc_images(split: str, cls: str, n: int | None = None) -> list[Path]:
     return files[:n] if n else files
 
 
+class Zygote:
+    """One process that has imported torch, timm and wbc; each `wbc` command runs in a child forked from it
+    (tests/zygote.py: a fresh interpreter spends ~4.5 s on those imports, the suite runs over a hundred commands)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("zygote.py"))], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
+        self.ok = self._line(120) == "ready"
+        atexit.register(self.close)
+
+    def _line(self, timeout: float) -> str | None:
+        if not select.select([self.proc.stdout], [], [], timeout)[0]:
+            return None
+        return self.proc.stdout.readline().strip() or None
+
+    def run(self, args, cwd, env, timeout: float) -> subprocess.CompletedProcess:
+        with self.lock, tempfile.TemporaryDirectory() as tmp:
+            out, err = Path(tmp, "out"), Path(tmp, "err")
+            req = {"args": list(args), "cwd": os.path.abspath(cwd or os.getcwd()), "env": env, "stdout": str(out), "stderr": str(err)}
+            self.proc.stdin.write(json.dumps(req) + "\n")
+            self.proc.stdin.flush()
+            pid = int(self._line(60))
+            status = self._line(timeout)
+            if status is None:
+                os.killpg(pid, signal.SIGKILL)
+                self._line(60)
+                raise subprocess.TimeoutExpired(["wbc", *args], timeout)
+            return subprocess.CompletedProcess([sys.executable, "-m", "wbc.cli", *args], int(status),
+                                               out.read_text(errors="replace"), err.read_text(errors="replace"))
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(30)
+
+
+_zygote: Zygote | None = None
+
+
+def _forked(args, cwd, env, timeout) -> subprocess.CompletedProcess | None:
+    """The command run in a child of the zygote; None where there is none (WBC_TEST_FRESH=1, or it did not start)."""
+    global _zygote
+    if os.environ.get("WBC_TEST_FRESH") == "1":
+        return None
+    if _zygote is None:
+        _zygote = Zygote()
+    if not _zygote.ok or _zygote.lock.locked():  # a second thread's command runs fresh rather than wait
+        return None
+    return _zygote.run(args, cwd, env, timeout)
+
+
 def run_cli(*args: str, cwd: Path | None = None, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run the real `wbc` command in a subprocess, as a user would."""
-    cmd = [sys.executable, "-m", "wbc.cli", *args]
+    """Run the real `wbc` command in its own process, as a user would: forked from a process that has imported
+    torch, timm and wbc already (tests/zygote.py), or a fresh interpreter with WBC_TEST_FRESH=1."""
     e = {**os.environ, "COLUMNS": "200", **(env or {})}
-    p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=e, timeout=1800)
+    p = _forked(args, cwd, e, 1800) or subprocess.run([sys.executable, "-m", "wbc.cli", *args], cwd=cwd, capture_output=True,
+                                                       text=True, env=e, timeout=1800)
     if check and p.returncode != 0:
         raise AssertionError(f"wbc {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
     return p

@@ -70,7 +70,7 @@ def test_bad_onnx_inputs_are_one_line_errors(fp32, tmp_path):
     junk.write_bytes(b"\x08\x01garbage")
     p = run_cli("predict", str(kaggle_images("TEST_SIMPLE", "MONOCYTE", 1)[0]), "--model", str(junk), check=False)
     assert p.returncode == 2 and "not a readable ONNX model" in p.stderr and "Traceback" not in p.stderr
-    p = run_cli("predict", "x.jpeg", "--model", str(tmp_path / "missing.onnx"), check=False)
+    p = run_cli("predict", str(kaggle_images("TEST_SIMPLE", "MONOCYTE", 1)[0]), "--model", str(tmp_path / "missing.onnx"), check=False)
     assert p.returncode == 2 and "not found" in p.stderr
     p = run_cli("export", "--out", str(tmp_path / "model.txt"), "--data", str(BLOOD), check=False)
     assert p.returncode == 2 and "must end in .onnx" in p.stderr

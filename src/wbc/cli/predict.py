@@ -70,10 +70,10 @@ def predict(inputs: list[str] = typer.Argument(..., help="single-cell images, fo
         from wbc.infer.ray import ray_stream
 
         stream = ray_stream(address)
-    native = load_model(model)  # a bad model file is said before any image is looked at
-    found = collect_images(inputs)
+    found = collect_images(inputs)  # names only: nothing is read yet, so inputs that are not there are said in a second
     if not found.files:
         raise WbcError("; ".join(f"{p}: {why}" for p, why in found.problems) or "no images to classify")
+    native = load_model(model)  # a bad model file is said before any image is looked at
     if scale == "auto":
         scale = _measured_once(found.files)
     predictor = _engine_for(native, engine, len(found.files))
