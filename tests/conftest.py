@@ -69,6 +69,9 @@ def pbc_images(split: str, cls: str, n: int | None = None) -> list[Path]:
     return files[:n] if n else files
 
 
+ZYGOTE_COLUMNS = "200"  # the width run_cli gives every command; wbc's console reads it once, on import
+
+
 class Zygote:
     """One process that has imported torch, timm and wbc; each `wbc` command runs in a child forked from it
     (tests/zygote.py: a fresh interpreter spends ~4.5 s on those imports, the suite runs over a hundred commands)."""
@@ -76,7 +79,8 @@ class Zygote:
     def __init__(self):
         self.lock = threading.Lock()
         self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("zygote.py"))], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1,
+                                     env={**os.environ, "COLUMNS": ZYGOTE_COLUMNS})
         self.ok = self._line(120) == "ready"
         atexit.register(self.close)
 
@@ -85,13 +89,20 @@ class Zygote:
             return None
         return self.proc.stdout.readline().strip() or None
 
-    def run(self, args, cwd, env, timeout: float) -> subprocess.CompletedProcess:
+    def run(self, args, cwd, env, timeout: float) -> subprocess.CompletedProcess | None:
         with self.lock, tempfile.TemporaryDirectory() as tmp:
             out, err = Path(tmp, "out"), Path(tmp, "err")
             req = {"args": list(args), "cwd": os.path.abspath(cwd or os.getcwd()), "env": env, "stdout": str(out), "stderr": str(err)}
-            self.proc.stdin.write(json.dumps(req) + "\n")
-            self.proc.stdin.flush()
-            pid = int(self._line(60))
+            try:
+                self.proc.stdin.write(json.dumps(req) + "\n")
+                self.proc.stdin.flush()
+                pid = self._line(60)
+            except OSError:
+                pid = None
+            if pid is None:  # the zygote is gone: this and every later command run fresh
+                self.ok = False
+                return None
+            pid = int(pid)
             status = self._line(timeout)
             if status is None:
                 os.killpg(pid, signal.SIGKILL)
@@ -112,8 +123,8 @@ _zygote: Zygote | None = None
 def _forked(args, cwd, env, timeout) -> subprocess.CompletedProcess | None:
     """The command run in a child of the zygote; None where there is none (WBC_TEST_FRESH=1, or it did not start)."""
     global _zygote
-    if os.environ.get("WBC_TEST_FRESH") == "1":
-        return None
+    if os.environ.get("WBC_TEST_FRESH") == "1" or "ray" in args or env.get("COLUMNS") != ZYGOTE_COLUMNS:
+        return None  # a Ray driver's gRPC threads crash at exit in a forked child; the console's width is fixed on import
     if _zygote is None:
         _zygote = Zygote()
     if not _zygote.ok or _zygote.lock.locked():  # a second thread's command runs fresh rather than wait
@@ -124,7 +135,7 @@ def _forked(args, cwd, env, timeout) -> subprocess.CompletedProcess | None:
 def run_cli(*args: str, cwd: Path | None = None, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the real `wbc` command in its own process, as a user would: forked from a process that has imported
     torch, timm and wbc already (tests/zygote.py), or a fresh interpreter with WBC_TEST_FRESH=1."""
-    e = {**os.environ, "COLUMNS": "200", **(env or {})}
+    e = {**os.environ, "COLUMNS": ZYGOTE_COLUMNS, **(env or {})}
     p = _forked(args, cwd, e, 1800) or subprocess.run([sys.executable, "-m", "wbc.cli", *args], cwd=cwd, capture_output=True,
                                                        text=True, env=e, timeout=1800)
     if check and p.returncode != 0:

@@ -59,6 +59,10 @@ def predict(inputs: list[str] = typer.Argument(..., help="single-cell images, fo
     """Class, probabilities and a review flag for every image ("no white cell found" when there is none).
     Unreadable files are reported and skipped; the exit status is 1 when any file failed."""
     from wbc.data.collect import collect_images
+
+    found = collect_images(inputs)  # names only, before torch loads: inputs that are not there are said in a second
+    if not found.files:
+        raise WbcError("; ".join(f"{p}: {why}" for p, why in found.problems) or "no images to classify")
     from wbc.infer.batch import default_workers, format_of, run_to_file
     from wbc.infer.predictor import flag_run, load_model
 
@@ -70,9 +74,6 @@ def predict(inputs: list[str] = typer.Argument(..., help="single-cell images, fo
         from wbc.infer.ray import ray_stream
 
         stream = ray_stream(address)
-    found = collect_images(inputs)  # names only: nothing is read yet, so inputs that are not there are said in a second
-    if not found.files:
-        raise WbcError("; ".join(f"{p}: {why}" for p, why in found.problems) or "no images to classify")
     native = load_model(model)  # a bad model file is said before any image is looked at
     if scale == "auto":
         scale = _measured_once(found.files)
