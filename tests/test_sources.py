@@ -139,6 +139,8 @@ def test_adapt_refuses_bad_inputs(two_source_run, tmp_path):
     assert p.returncode == 2 and "no images in" in p.stderr and "Traceback" not in p.stderr
     p = run_cli("adapt", str(empty), "--model", model, "--out", str(tmp_path / "a.onnx"), check=False)
     assert p.returncode == 2 and "must end in .safetensors" in p.stderr
+    p = run_cli("adapt", str(empty), "--labelled", str(tmp_path / "nope"), "--out", str(tmp_path / "a.safetensors"), check=False)
+    assert p.returncode == 2 and f"no such folder: {tmp_path / 'nope'} (--labelled)" in p.stderr.replace("\n", "")
 
 
 def test_sources_parse_and_balance():

@@ -93,12 +93,15 @@ def adapt(images: str = typer.Argument(..., help="folder of your microscope's si
           bn_stats: str = typer.Option("auto", help="normalisation statistics: target (re-estimate on your images), keep, or auto "
                                                     "(target unless the model was fine-tuned with frozen statistics)")):
     """Adapt a model to a new microscope: its scale and normalisation statistics from unlabelled images, optionally a few labels."""
+    if px_per_um < 0:
+        raise WbcError(f"--px-per-um must be positive, not {px_per_um}")
+    missing = [f"{f} ({what})" for what, f in (("images", images), ("--labelled", labelled), ("--heldout", heldout)) if f and not Path(f).is_dir()]
+    if missing:  # said before torch and the model load (seconds)
+        raise WbcError(f"no such folder: {', '.join(missing)}: check the path")
     from wbc.infer.predictor import shipped_model_path
     from wbc.training.adapt import AdaptConfig
     from wbc.training.adapt import adapt as run_adapt
 
-    if px_per_um < 0:
-        raise WbcError(f"--px-per-um must be positive, not {px_per_um}")
     with console.status("adapting"):
         r = run_adapt(model or shipped_model_path(), images, out, AdaptConfig(px_per_um=px_per_um, labelled_epochs=epochs, bn_stats=bn_stats),
                       labelled, heldout)
