@@ -29,10 +29,10 @@ import torch  # noqa: E402,F401
 import wbc.cli  # noqa: E402  (registers every command; loads no OpenCV or ONNX Runtime, whose imports start threads)
 
 
-def _child(req: dict, protocol: int) -> None:
+def _child(req: dict, reply) -> None:
     """Become the command: never returns (main() ends in SystemExit, which ends the interpreter)."""
-    os.close(protocol)
-    os.setpgid(0, 0)  # its own group, as a command started by the tests' subprocess is killed with its children
+    reply.close()  # the zygote's replies are not the command's to write (closed as an object: nothing closes its number later)
+    os.setpgid(0, 0)  # a group of its own, so that a test's timeout kills it with the worker processes it started
     os.chdir(req["cwd"])
     os.environ.clear()
     os.environ.update(req["env"])
@@ -63,7 +63,7 @@ def serve() -> None:
         req = json.loads(line)
         pid = os.fork()
         if pid == 0:
-            _child(req, protocol)
+            _child(req, reply)
         reply.write(f"{pid}\n")
         _, status = os.waitpid(pid, 0)
         reply.write(f"{os.waitstatus_to_exitcode(status)}\n")
