@@ -108,9 +108,7 @@ def count(images: list[str] = typer.Argument(..., help="smear field images, fold
         raise WbcError(f"--format must be table, csv or json, not '{format}'")
     if px_per_um is not None and px_per_um <= 0:
         raise WbcError(f"--px-per-um must be positive, not {px_per_um}")
-    found = collect_images(images)
-    if not found.files:
-        raise WbcError("; ".join(f"{p}: {why}" for p, why in found.problems) or "no images to count")
+    found = collect_images(images).require("count")
     # torch and the models load only now: a mistake above is said in a second, not after seven
     from wbc.count.count import field_summary
     from wbc.count.detector import default_detector

@@ -60,9 +60,7 @@ def predict(inputs: list[str] = typer.Argument(..., help="single-cell images, fo
     Unreadable files are reported and skipped; the exit status is 1 when any file failed."""
     from wbc.data.collect import collect_images
 
-    found = collect_images(inputs)  # names only, before torch loads: inputs that are not there are said in a second
-    if not found.files:
-        raise WbcError("; ".join(f"{p}: {why}" for p, why in found.problems) or "no images to classify")
+    found = collect_images(inputs).require("classify")  # names only, before torch loads: missing inputs said in a second
     from wbc.infer.batch import default_workers, format_of, run_to_file
     from wbc.infer.predictor import flag_run, load_model
 

@@ -75,12 +75,11 @@ def review_import(case: str = typer.Argument(..., help="a case id, or a new samp
                   data_dir: Optional[str] = DataDirOpt, db: Optional[str] = DbOpt):
     """Pre-classify images into a case (bad files are listed and skipped)."""
     from wbc.data.collect import collect_images
+
+    found = collect_images(images).require("import")  # before torch and the model load
     from wbc.infer.predictor import fastest, load_model
     from wbc.review.cases import create_case, get_case, import_cells, import_fields
 
-    found = collect_images(images)
-    if not found.files:
-        raise WbcError("; ".join(f"{p}: {why}" for p, why in found.problems) or "no images to import")
     predictor = fastest(load_model(model))
     Session = _open(data_dir, db)
     root = data_dir or "."

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wbc.data.scan import IMAGE_EXTENSIONS
+from wbc.errors import WbcError
 
 GLOB_CHARS = set("*?[")
 
@@ -22,6 +23,12 @@ GLOB_CHARS = set("*?[")
 class Collection:
     files: list[str] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+    def require(self, what: str) -> Collection:
+        """Itself when it holds a file; else one error naming every input and why it gave none (`what`: "classify")."""
+        if not self.files:
+            raise WbcError("; ".join(f"{p}: {why}" for p, why in self.problems) or f"no images to {what}")
+        return self
 
 
 def is_image_name(path: str) -> bool:
