@@ -75,12 +75,12 @@ def test_kill_minus_nine_then_resume_loses_nothing(folder, tmp_path, wbc_cache):
 
 
 def test_a_csv_an_older_wbc_wrote_resumes_under_todays_columns(folder, tmp_path, wbc_cache):
-    """A run begun before an upgrade: its csv lacks the columns added since (review_reason, distance, colour_distance).
+    """A run begun before an upgrade: its csv lacks the columns added since (review_reason, distance, colour_distance, note).
     --resume keeps its rows, gives them today's header and classifies the rest; a csv of other classes is refused."""
     out = tmp_path / "old.csv"
     run_cli("predict", str(folder / "slide1"), "--out", str(out), check=False)
     today = _rows(out)
-    old_cols = [c for c in today[0] if c not in ("review_reason", "distance", "colour_distance")]
+    old_cols = [c for c in today[0] if c not in ("review_reason", "distance", "colour_distance", "note")]
     kept = today[:30]
     with open(out, "w", newline="") as f:
         w = csv.DictWriter(f, old_cols, extrasaction="ignore")
@@ -95,7 +95,7 @@ def test_a_csv_an_older_wbc_wrote_resumes_under_todays_columns(folder, tmp_path,
     assert list(rows[0]) == list(today[0])  # today's header
     assert len(rows) == 121 and len({r["path"] for r in rows}) == 121
     for r, k in zip(rows[:30], kept):  # the older rows as they were written, the new columns blank
-        assert [r[c] for c in old_cols] == [k[c] for c in old_cols] and r["distance"] == r["colour_distance"] == ""
+        assert [r[c] for c in old_cols] == [k[c] for c in old_cols] and r["distance"] == r["colour_distance"] == r["note"] == ""
     assert all(r["distance"] for r in rows[30:] if not r["error"] and r["class"] != "NO_WHITE_CELL")
     other = tmp_path / "other.csv"
     other.write_text("path,class,probability,p_A,p_B,review\nx.png,A,0.9,0.9,0.1,0\n")

@@ -1,5 +1,6 @@
 """Images with no white cell come back as "no white cell found" (CLI, Python, HTTP), real cells never do."""
 
+import csv
 import io
 import json
 
@@ -94,10 +95,17 @@ def test_python_api_says_no_white_cell(images, wbc_cache):
 
 
 def test_cli_says_no_white_cell(images, wbc_cache):
+    """Every output says it, and why: json, the csv's note column, the table's last column."""
     p = run_cli("predict", *map(str, images.values()), "--format", "json")
-    assert [r["class"] for r in json.loads(p.stdout)] == [NO_WHITE_CELL] * len(images)
+    answers = json.loads(p.stdout)
+    assert [r["class"] for r in answers] == [NO_WHITE_CELL] * len(images)
+    rows = list(csv.DictReader(io.StringIO(run_cli("predict", *map(str, images.values()), "--format", "csv").stdout)))
+    assert [r["note"] for r in rows] == [r["note"] for r in answers] and all(r["note"].startswith("no white cell found: ") for r in rows)
+    assert rows[2]["note"] == "no white cell found: the image is too small to hold a cell"  # one pixel
     table = run_cli("predict", str(images["text"]))
-    assert "no white cell found" in table.stdout + table.stderr
+    lines = [line.split("│") for line in (table.stdout + table.stderr).splitlines() if line.count("│") > 2]
+    why = " ".join(" ".join(cell[-2].strip() for cell in lines).split())  # the last column, its folded lines joined
+    assert "no white cell found" in lines[0][2] and why == "nothing in the image is stained like a nucleus", why
 
 
 def test_the_predict_table_says_why_a_cell_is_flagged(wbc_cache):

@@ -121,16 +121,22 @@ def _table(rows: list, classes: list[str]) -> Table:
     t.add_column("image", overflow="fold")  # a path folds onto a second line rather than losing its file name
     for col in ("class", "p", *[c[:5] for c in classes], "px/um"):
         t.add_column(col)
-    t.add_column("review: why", overflow="fold", min_width=12, max_width=48)  # the reason, as in the csv's review_reason
+    t.add_column("review: why", overflow="fold", min_width=12, max_width=48)  # the reason, as in the csv's review_reason and note
     for o in rows:
         q = o.prediction
         if q is None:
             t.add_row(o.path, "[red]unreadable[/red]", "", *[""] * len(classes), "", "")
             continue
         t.add_row(q.source, _label(q), f"{q.probability:.3f}", *[f"{q.probabilities[c]:.3f}" for c in classes],
-                  f"{q.px_per_um:.1f}" + ("?" if q.scale in ("assumed", "cell", "run") else ""),
-                  f"[bold]REVIEW[/bold]: {escape(q.review_reason)}" if q.review and q.review_reason else ("REVIEW" if q.review else ""))
+                  f"{q.px_per_um:.1f}" + ("?" if q.scale in ("assumed", "cell", "run") else ""), _why(q))
     return t
+
+
+def _why(q) -> str:
+    """The review flag's reason, and for "no white cell found" why none was (the csv's review_reason and note)."""
+    flag = f"[bold]REVIEW[/bold]: {escape(q.review_reason)}" if q.review and q.review_reason else ("REVIEW" if q.review else "")
+    none = escape(q.note.removeprefix("no white cell found: ")) if q.note else ""
+    return "; ".join(x for x in (flag, none) if x)
 
 
 def _report(failures: list[tuple[str, str]], summary, out: Path | None) -> None:

@@ -151,7 +151,8 @@ def classify_stream(predictor, files: list[str], batch_size: int = 32, workers: 
 
 
 def columns(classes: list[str]) -> list[str]:
-    return ["path", "class", "probability", *[f"p_{c}" for c in classes], "review", "white_cell", "px_per_um", "scale", "error", "review_reason", "distance", "colour_distance"]
+    return ["path", "class", "probability", *[f"p_{c}" for c in classes], "review", "white_cell", "px_per_um", "scale", "error", "review_reason", "distance", "colour_distance",
+            "note"]  # why no white cell was found (blank where one was)
 
 
 def row_of(o: Outcome, classes: list[str]) -> dict:
@@ -159,12 +160,12 @@ def row_of(o: Outcome, classes: list[str]) -> dict:
     if p is None:
         return {"path": o.path, "class": "", "probability": "", **{f"p_{c}": "" for c in classes}, "review": "", "white_cell": "",
                 "px_per_um": "", "scale": "", "error": o.error, "review_reason": "", "distance": "",
-                "colour_distance": ""}
+                "colour_distance": "", "note": ""}
     return {"path": o.path, "class": p.label, "probability": round(p.probability, 6),
             **{f"p_{c}": round(p.probabilities[c], 6) for c in classes}, "review": int(p.review),
             "white_cell": int(p.to_dict()["white_cell"]), "px_per_um": round(p.px_per_um, 3) if p.px_per_um else "",
             "scale": p.scale or "", "error": "", "review_reason": p.review_reason or "",
-            "distance": "" if p.distance is None else p.distance, "colour_distance": "" if p.colour_distance is None else p.colour_distance}
+            "distance": "" if p.distance is None else p.distance, "colour_distance": "" if p.colour_distance is None else p.colour_distance, "note": p.note or ""}
 
 
 def format_of(path: Path | None, fmt: str | None) -> str:
@@ -208,8 +209,8 @@ def number(v) -> float | None:
 
 
 def older_header(header: list[str], classes: list[str]) -> bool:
-    """An older wbc's csv header: the same classes, in order, and no column today's lacks (review_reason, distance and
-    colour_distance came later; their cells are read as not measured)."""
+    """An older wbc's csv header: the same classes, in order, and no column today's lacks (review_reason, distance,
+    colour_distance and note came later; their cells are read as not measured)."""
     new = columns(classes)
     return header != new and "path" in header and set(header) <= set(new) and \
         [h for h in header if h.startswith("p_")] == [f"p_{c}" for c in classes]
@@ -284,7 +285,7 @@ class ParquetWriter:
                                  *[(f"p_{c}", pa.float32()) for c in classes], ("review", pa.int8()), ("white_cell", pa.int8()),
                                  ("px_per_um", pa.float32()), ("scale", pa.string()), ("error", pa.string()),
                                  ("review_reason", pa.string()), ("distance", pa.float32()),
-                                 ("colour_distance", pa.float32())])
+                                 ("colour_distance", pa.float32()), ("note", pa.string())])
         self.tmp = path.with_name(f".{path.name}.partial")
         self.writer = None
 
