@@ -4,9 +4,11 @@ an answer, or one clear line naming the file; never a traceback, never a 5xx, ne
 import json
 import os
 import socket
+import subprocess
+import sys
 
 import pytest
-from conftest import kaggle_images, run_cli
+from conftest import BCCD, BLOOD, DATA, kaggle_images, run_cli
 from corpus import make_corpus
 from fastapi.testclient import TestClient
 
@@ -155,3 +157,37 @@ def test_a_scientific_cameras_deep_files_read_like_their_8_bit_originals(tmp_pat
     for d in deep:
         assert (d.label, d.to_dict()["scale"]) == (first.label, first.to_dict()["scale"]), d.source
         assert abs(d.probabilities[first.label] - first.probabilities[first.label]) < 0.01, d.source
+
+
+WHY_NOT = """import sys
+from wbc.cli import main
+sys.argv = ["wbc", *sys.argv[1:]]
+try:
+    main()
+finally:
+    print("torch imported" if "torch" in sys.modules else "torch not imported", file=sys.stderr)
+"""
+
+
+def test_wrong_paths_are_said_before_torch_loads(tmp_path):
+    """A missing or wrong file or folder is one line from every command that reads one, said before PyTorch is imported
+    (seconds: a train --init typo was found only after the data had been scanned and grouped)."""
+    pbc, cell = str(DATA / "pbc"), str(kaggle_images("TEST_SIMPLE", "MONOCYTE", 1)[0])
+    missing, onnx = str(tmp_path / "missing.safetensors"), str(tmp_path / "missing.onnx")
+    cases = [(["evaluate", "--data", str(tmp_path / "nope")], "data folder not found"),
+             (["evaluate", "--model", missing, "--data", str(BLOOD)], f"model file not found: {missing}"),
+             (["export", "--out", str(tmp_path / "m.txt"), "--data", str(BLOOD)], "must end in .onnx"),
+             (["bench", "--model", onnx], "make one with `wbc export`"),
+             (["serve", "--model", str(tmp_path)], f"{tmp_path} is a folder: pass the model file inside it"),
+             (["predict", cell, "--model", missing], "model file not found"),
+             (["count", cell, "--model", onnx], "model file not found"),
+             (["train", "--data", f"pbc={pbc}", "--init", missing, "--out", str(tmp_path / "run")], "--init takes a wbc model file"),
+             (["train", "--data", f"pbc={pbc}", "--manifest", f"pbc={tmp_path / 'm.csv'}", "--out", str(tmp_path / "run")], "split manifest not found"),
+             (["evaluate-count", "--data", str(tmp_path)], "Pascal VOC"),
+             (["evaluate-count", "--data", str(BCCD), "--split", "nope"], "pass --split as one of the lists there (test, train")]
+    for args, words in cases:
+        p = subprocess.run([sys.executable, "-c", WHY_NOT, *args], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        said = p.stderr.replace("\n", "")
+        assert p.returncode == 2 and words in said and "Traceback" not in said, (args, p.stderr)
+        assert said.endswith("torch not imported") and said.count("error:") == 1, (args, p.stderr)
+    assert not (tmp_path / "run").exists()  # no run folder begun

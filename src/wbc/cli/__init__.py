@@ -16,8 +16,27 @@ app = typer.Typer(help="White blood cell classification from blood-smear images.
 data_app = typer.Typer(help="Check, explore, split and download image sets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-DataOpt = typer.Option(None, "--data", help="dataset folder (default: $WBC_DATA or ../shared/data/blood-cells)")
-ModelOpt = typer.Option(None, "--model", "-m", help="model file (default: the shipped model)")
+
+
+def _data_folder(value: str | None) -> str | None:
+    """--data checked as it is parsed, before PyTorch loads (a wrong folder said in a second, not in six)."""
+    if value is not None:
+        from wbc.data.scan import find_layout
+
+        find_layout(value)
+    return value
+
+
+def _model_file(value: str | None) -> str | None:
+    """--model checked as it is parsed, before PyTorch loads."""
+    from wbc.models.files import require_model
+
+    require_model(value)
+    return value
+
+
+DataOpt = typer.Option(None, "--data", help="dataset folder (default: $WBC_DATA or ../shared/data/blood-cells)", callback=_data_folder)
+ModelOpt = typer.Option(None, "--model", "-m", help="model file (default: the shipped model)", callback=_model_file)
 
 
 

@@ -192,12 +192,15 @@ def evaluate_count(data: Optional[str] = typer.Option(None, "--data", help="BCCD
                    detector: Optional[str] = typer.Option(None, help="learned (default when installed), classic, or a detector file"),
                    px_per_um: Optional[float] = typer.Option(None, help="the fields' pixels a micrometre (BCCD: 14); default: measured per field, as `wbc count`")):
     """Detection AP@0.5 and AP@[.5:.95] per type, precision/recall and count error, WBC class accuracy on a BCCD list."""
-    from wbc._util.io import atomic_write_text
-    from wbc.count.evaluate import evaluate_count as run
+    from wbc.count.voc import read_ids
     from wbc.data.locate import resolve_bccd, resolve_data
-    from wbc.infer.predictor import fastest, load_model
 
     root = resolve_bccd(data)
+    read_ids(root, split)  # a wrong folder or list said before PyTorch loads
+    from wbc._util.io import atomic_write_text
+    from wbc.count.evaluate import evaluate_count as run
+    from wbc.infer.predictor import fastest, load_model
+
     test_simple = None
     if labels is None:
         try:

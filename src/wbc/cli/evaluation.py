@@ -57,8 +57,8 @@ def evaluate(model: Optional[str] = ModelOpt, data: Optional[str] = DataOpt, spl
     from wbc.evaluation.evaluate import evaluate as run_eval
     from wbc.infer.predictor import default_manifest, load_model
 
-    predictor = load_model(model)
     data = resolve_data(data)
+    predictor = load_model(model)
     manifest = manifest or default_manifest(predictor)
     results = {}
     for s in split:
@@ -82,12 +82,15 @@ def export(out: Path = typer.Option(..., "--out", "-o", help="ONNX file to write
            calibration: int = typer.Option(64, help="TRAIN images a class to calibrate int8 on")):
     """Export the model to ONNX (uint8 pixels in, probabilities out) and check it against PyTorch on real images."""
     from wbc.data.locate import resolve_data
+    from wbc.models.files import require_onnx_out
+
+    require_onnx_out(out)  # before PyTorch loads
+    data_root = resolve_data(data)
     from wbc.evaluation.evaluate import match_classes
     from wbc.infer.predictor import load_model
     from wbc.models.export import calibration_images, compare, export_onnx
 
     native = load_model(model)
-    data_root = resolve_data(data)
     calib = calibration_images(data_root, calibration) if int8 else None
     with console.status("exporting" + (f" and calibrating int8 on {len(calib)} TRAIN images" if int8 else "")):
         export_onnx(native, out, int8=int8, calibration=calib)

@@ -80,6 +80,8 @@ def parse_sources(data: list[str], manifests: list[str] | None = None) -> list[S
             name = sources[0].name
         if name not in by_name:
             raise WbcError(f"--manifest {name or path}: no source named '{name}' (sources: {', '.join(by_name)}); write NAME=FILE")
+        if not Path(path).is_file():
+            raise WbcError(f"split manifest not found: {path} (make one with `wbc data split`)")
         by_name[name].manifest = path
     return sources
 
@@ -89,9 +91,7 @@ def source_manifest(src: Source, run: Path, val_fraction: float, seed: int, prog
     dest = run / "manifests" / f"{src.name}.csv"
     if dest.is_file():
         return dest  # a resumed run keeps its split
-    if src.manifest:
-        if not Path(src.manifest).is_file():
-            raise WbcError(f"split manifest not found: {src.manifest} (make one with `wbc data split`)")
+    if src.manifest:  # there: parse_sources checked
         atomic_save(dest, lambda tmp: shutil.copyfile(src.manifest, tmp))
     else:
         rows = make_manifest(scan(src.root, progress=progress), val_fraction, seed, progress=progress)

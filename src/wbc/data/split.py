@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold
 
 from wbc._util.io import atomic_write_text
 from wbc.data.groups import group_images
@@ -43,6 +42,9 @@ def make_manifest(scan: Scan, val_fraction: float = 0.2, seed: int = 0, progress
     g = [groups[i] for i in train_idx]
     if len(set(g)) < n_folds:
         raise WbcError(f"only {len(set(g))} source groups in TRAIN: too few to hold out a validation split")
+    # imported here: at the top its 2.4 s would delay every command's first answer (wbc train's checks read this module)
+    from sklearn.model_selection import StratifiedGroupKFold
+
     sgkf = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     _, val_pos = next(sgkf.split(np.zeros(len(y)), y, g))
     val = {train_idx[p] for p in val_pos}

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from wbc.errors import WbcError
+from wbc.models.files import EXPORT_ONE, require_file
 from wbc.models.io import ONNX_FORMAT as FORMAT
 
 
@@ -43,9 +43,7 @@ class OnnxEngine:
             import onnxruntime as ort
         except ImportError:
             raise WbcError("ONNX models need onnxruntime: pip install onnxruntime") from None
-        path = Path(path)
-        if not path.is_file():
-            raise WbcError(f"model file not found: {path} (make one with `wbc export`)")
+        path = require_file(path, "model", EXPORT_ONE, ".onnx")
         self.path, options = path, session_options(threads, spinning)
         self.threads, self.spinning = options.intra_op_num_threads, spinning
         try:

@@ -21,6 +21,7 @@ from torch import nn
 
 from wbc._util.io import atomic_save
 from wbc.errors import WbcError
+from wbc.models.files import require_onnx_out
 from wbc.models.io import ONNX_FORMAT, add_onnx_metadata, cached_export
 
 
@@ -123,9 +124,7 @@ def _quantize_int8(predictor, fp32_path: str, out: str, calibration: list) -> No
 
 def export_onnx(predictor, out: str | os.PathLike, int8: bool = False, calibration: list | None = None, opset: int = 17) -> Path:
     """Write `out` atomically: fp32, or int8 calibrated on `calibration` (training images)."""
-    out = Path(out)
-    if out.suffix.lower() != ".onnx":
-        raise WbcError(f"--out must end in .onnx, not '{out.name}'")
+    out = require_onnx_out(out)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = os.path.join(tmp, "fp32.onnx")
         _export_fp32(predictor, fp32, opset)

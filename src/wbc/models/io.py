@@ -23,6 +23,7 @@ from wbc._util.io import atomic_save
 from wbc._version import __version__
 from wbc.errors import WbcError
 from wbc.models.classifier import CellClassifier, ModelSpec
+from wbc.models.files import TRAIN_ONE, require_file
 
 FORMAT = "wbc-model/1"
 ONNX_FORMAT = "wbc-onnx/1"
@@ -44,11 +45,7 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Mo
 def file_metadata(path: str | os.PathLike, fmt: str, what: str, make: str) -> dict:
     """{"spec", "info", "wbc_version"} of a wbc file of format `fmt`; every damage a one-line WbcError.
     `what` names the kind of file ("model", "detector"), `make` the command that makes one."""
-    path = Path(path)
-    if not path.exists():
-        raise WbcError(f"{what} file not found: {path} ({make})")
-    if path.is_dir():
-        raise WbcError(f"{path} is a folder: pass the {what} file inside it (e.g. {path}/{what}.safetensors)")
+    path = require_file(path, what, make)
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
@@ -100,7 +97,7 @@ def wbc_version() -> str:
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
-    return file_metadata(path, FORMAT, "model", "train one with `wbc train`, or omit --model for the shipped one")
+    return file_metadata(path, FORMAT, "model", TRAIN_ONE)
 
 
 def load_model_file(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[CellClassifier, dict]:

@@ -80,6 +80,18 @@ class TrainConfig:
             raise WbcError(f"--tight-crop must be a share from 0 to 1, not {self.augment.tight}")
         if not 0 <= self.augment.transfer <= 1:
             raise WbcError(f"--transfer must be a share from 0 to 1, not {self.augment.transfer}")
+        if not resume:  # a resumed run reads its own
+            self.check_paths()
+
+    def check_paths(self) -> None:
+        """Every data folder, manifest and --init file is there (names and folders only: minutes of scanning,
+        grouping and framing come before the run would read them)."""
+        from wbc.data.sources import parse_sources
+        from wbc.models.files import require_file
+
+        parse_sources(self.data, self.manifest)
+        if self.init:
+            require_file(self.init, "model", "--init takes a wbc model file: the shipped one or a run's model.safetensors")
 
     def save(self, path: str | os.PathLike) -> None:
         atomic_write_text(path, json.dumps(asdict(self), indent=2))
