@@ -123,7 +123,8 @@ _zygote: Zygote | None = None
 def _forked(args, cwd, env, timeout) -> subprocess.CompletedProcess | None:
     """The command run in a child of the zygote; None where there is none (WBC_TEST_FRESH=1, or it did not start)."""
     global _zygote
-    if os.environ.get("WBC_TEST_FRESH") == "1" or "ray" in args or env.get("COLUMNS") != ZYGOTE_COLUMNS:
+    on_ray = "--engine=ray" in args or any(a == "--engine" and b == "ray" for a, b in zip(args, args[1:]))
+    if os.environ.get("WBC_TEST_FRESH") == "1" or on_ray or env.get("COLUMNS") != ZYGOTE_COLUMNS:
         return None  # a Ray driver's gRPC threads crash at exit in a forked child; the console's width is fixed on import
     if _zygote is None:
         _zygote = Zygote()
