@@ -14,6 +14,7 @@ from PIL import Image
 import wbc
 from wbc.data.transforms import drawn_lab
 from wbc.image.decode import decode
+from wbc.image.framing import SMEAR_SCALES
 from wbc.image.stain import reinhard
 from wbc.infer.predictor import COLOUR_REASON, NO_WHITE_CELL, OVEREXPOSED
 
@@ -264,7 +265,7 @@ def test_no_white_cell_in_a_review_case_in_unlike_colours_is_flagged(model, swap
         C.import_cells(s, tmp_path / "station", case, sorted(str(f) for f in folder.iterdir()), model, "ana")
         # framed at the case's scale, the window of red cells only has no reason of its own: it takes the colours'
         dropped = [c for c in case.cells if c.model_class == NO_WHITE_CELL]
-        assert all(c.scale in ("measured", "corrected") for c in dropped)
+        assert all(c.scale in SMEAR_SCALES for c in dropped)
         assert all(c.flagged and "a real cell may be missed" in c.review_reason for c in dropped)
         assert sum(COLOUR_REASON in c.review_reason for c in dropped) >= 1
         assert not any(COLOUR_REASON in c.review_reason and OVEREXPOSED in c.review_reason for c in dropped)

@@ -10,7 +10,7 @@ from PIL import Image
 
 from wbc.count.voc import read_boxes, read_ids
 from wbc.image.decode import decode
-from wbc.image.framing import frame
+from wbc.image.framing import SMEAR_SCALES, frame
 from wbc.image.scale import estimate_scale, source_scale
 from wbc.models.classifier import ModelSpec
 
@@ -133,7 +133,7 @@ def test_a_cell_without_red_cells_takes_the_runs_scale_not_its_own_size(tmp_path
     rows = {Path(r["path"]).name: r for r in csv.DictReader(open(tmp_path / "out.csv"))}
     for f in lonely[:2]:
         assert rows[f.name]["scale"] == "run" and "the run's median" in rows[f.name]["review_reason"], rows[f.name]
-    measured_rows = [r for r in rows.values() if r["scale"] in ("measured", "corrected")]
+    measured_rows = [r for r in rows.values() if r["scale"] in SMEAR_SCALES]
     assert len(measured_rows) == 14 and not any("scale" in r["review_reason"] for r in measured_rows)  # not flagged for it
     # from Python, as from the command line
     from wbc import classify

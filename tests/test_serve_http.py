@@ -9,6 +9,8 @@ import pytest
 from conftest import CLASSES, DATA, KAGGLE, kaggle_images, start_server
 from PIL import Image
 
+from wbc.image.framing import SMEAR_SCALES
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
@@ -44,7 +46,7 @@ def test_a_request_of_many_cells_gives_its_scale_to_a_cell_without_red_cells(ser
     assert together[0]["scale"] == "run" and "the run's median" in together[0]["review_reason"]
     assert together[0]["px_per_um"] == pytest.approx(run_scale(batch).px_per_um, abs=1e-3)  # the run's, as predict takes it
     assert 10 < together[0]["px_per_um"] < 16  # Munich: about 14 px/um
-    assert all(r["scale"] in ("measured", "corrected") for r in together[1:])
+    assert all(r["scale"] in SMEAR_SCALES for r in together[1:])
     alone = post([lonely])[0]
     assert alone["scale"] == "cell" and abs(alone["px_per_um"] / together[0]["px_per_um"] - 1) > 0.1
 
