@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import DATA, KAGGLE, PBC, kaggle_images, pbc_images, run_cli
+from PIL import Image
 
 import wbc
 from wbc.count.differential import alerts, differential
@@ -113,8 +114,10 @@ def test_evaluate_reports_risk_coverage_and_the_blasts_missed(model, tmp_path):
     (UNIDENTIFIED, flagged) or missed (an unflagged known type, dropped). BLAST is a class of the shipped
     model now, so the Munich test blasts are shown under a name it lacks (the accounting, on real cells)."""
     root = tmp_path / "munich"
-    (root / "test").mkdir(parents=True)
-    (root / "test" / "NEUTROPHIL").symlink_to(MUNICH / "test" / "NEUTROPHIL")
+    (root / "test" / "NEUTROPHIL").mkdir(parents=True)
+    for f in sorted((MUNICH / "test" / "NEUTROPHIL").iterdir()):
+        (root / "test" / "NEUTROPHIL" / f.name).symlink_to(f)
+    Image.new("RGB", (400, 400), (236, 226, 230)).save(root / "test" / "NEUTROPHIL" / "empty_plasma.png")  # a cell mislaid
     (root / "test" / "UNSEEN_TYPE").symlink_to(MUNICH / "test" / "BLAST")
     p = run_cli("evaluate", "--data", str(root), "--split", "TEST", "--abnormal", "--out", str(tmp_path / "r"), "--json", str(tmp_path / "m.json"))
     said = p.stdout + p.stderr
@@ -133,6 +136,11 @@ def test_evaluate_reports_risk_coverage_and_the_blasts_missed(model, tmp_path):
     assert "as one run every answer would be flagged" in (tmp_path / "r" / "TEST" / "report.md").read_text()
     assert (tmp_path / "r" / "TEST" / "risk_coverage.png").stat().st_size > 5000
     assert "risk_coverage.png" in (tmp_path / "r" / "TEST" / "report.md").read_text()
+    gone = [c for c in r["no_white_cell_cells"] if c["path"].endswith("empty_plasma.png")]  # each dropped cell named, and why
+    assert r["no_white_cell"] == len(r["no_white_cell_cells"]) >= 1 and len(gone) == 1, r["no_white_cell_cells"]
+    assert round(rv["accuracy_as_answered"] * r["images"]) <= r["images"] - r["no_white_cell"] and "as answered" in said
+    assert gone[0]["class"] == "NEUTROPHIL" and gone[0]["why"] == "no white cell found: nothing in the image is stained like a nucleus"
+    assert f"empty_plasma.png` (NEUTROPHIL): {gone[0]['why']}" in (tmp_path / "r" / "TEST" / "report.md").read_text()
 
 
 def test_a_run_far_from_the_training_cells_gets_one_warning(model, tmp_path):

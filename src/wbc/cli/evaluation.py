@@ -33,7 +33,8 @@ def _print_eval(r: dict) -> None:
                       f"[95% CI {ps['ci95'][0]:.3f}-{ps['ci95'][1]:.3f}], majority vote {ps['majority_vote_accuracy']:.4f}")
     rv = r["review"]
     rest = f"; the {rv['unflagged_share']:.1%} left unflagged are {rv['accuracy_unflagged']:.1%} right" if rv["accuracy_unflagged"] is not None else ""
-    console.print(f"ECE {r['ece']:.4f}; {rv['flagged']} images ({rv['flagged_share']:.1%}) flagged for review ({why_flagged(rv)}){rest}; "
+    console.print(f"as answered {rv['accuracy_as_answered']:.4f} (a cell answered \"no white cell found\" or UNIDENTIFIED counted wrong); "
+                  f"ECE {r['ece']:.4f}; {rv['flagged']} images ({rv['flagged_share']:.1%}) flagged for review ({why_flagged(rv)}){rest}; "
                   f"UNIDENTIFIED {rv['unidentified']}; AURC {rv['risk_coverage']['aurc']:.4f}; "
                   f"no white cell found in {r['no_white_cell']}; scale {r['scale']['px_per_um_median']:.2f} px/um "
                   f"(measured on {r['scale']['measured']}, the run's on {r['scale'].get('run', 0) + r['scale'].get('corrected', 0)}, "

@@ -156,6 +156,11 @@ def run_check(predictor: Predictor, preds: list, odd: dict[str, list]) -> dict:
             "every_answer_flagged": run.fired or run.colour_fired or run.blast_fired, "warning": run.warning()}
 
 
+def dropped(paths, y: np.ndarray, preds: list, classes) -> list[dict]:
+    """The set's real cells answered "no white cell found": each with its class and why (what to look at first)."""
+    return [{"path": str(path), "class": classes[k], "why": p.note} for path, k, p in zip(paths, y, preds) if p.label == NO_WHITE_CELL]
+
+
 def review_figures(predictor: Predictor, preds: list, y: np.ndarray, classes) -> dict:
     """The flag as the user sees it: every reason, UNIDENTIFIED, and the accuracy of what is left unflagged."""
     right = np.array([p.label == classes[k] for p, k in zip(preds, y)])
@@ -165,7 +170,7 @@ def review_figures(predictor: Predictor, preds: list, y: np.ndarray, classes) ->
     spec = predictor.spec
     return {"threshold": spec.review_threshold, "always_reviewed": spec.always_review, "near_distance": spec.near_distance or None, "far_distance": spec.far_distance or None,
             "flagged": int(sum(p.review for p in preds)), "flagged_share": float(np.mean([p.review for p in preds])),
-            "unflagged_share": float(unflagged.mean()),
+            "unflagged_share": float(unflagged.mean()), "accuracy_as_answered": float(right.mean()),
             "accuracy_unflagged": float(right[unflagged].mean()) if unflagged.any() else None,
             "unidentified": int(sum(p.label == UNIDENTIFIED for p in preds)), "reasons": dict(reasons),
             "distance_measured": any(p.distance is not None for p in preds),
@@ -214,7 +219,7 @@ def evaluate(predictor: Predictor, data: str, split: str, out: Path | None = Non
         "ece": ece,
         "calibration_bins": calib,
         "review": review_figures(predictor, preds, y, classes),
-        "no_white_cell": int(sum(p.label == NO_WHITE_CELL for p in preds)),
+        "no_white_cell": int(sum(p.label == NO_WHITE_CELL for p in preds)), "no_white_cell_cells": dropped(lab.paths, y, preds, classes),
         "lab": run,
         "scale": {"px_per_um_median": float(np.median(scales)), "p5": float(np.percentile(scales, 5)), "p95": float(np.percentile(scales, 95)),
                   **{how: kinds[how] for how in ("measured", "given", "corrected", "run", "cell", "assumed")}},
@@ -257,13 +262,14 @@ def report_markdown(r: dict) -> str:
              f"{r['images']} images ({r['skipped_bad_files']} bad files skipped)",
              f"- accuracy **{r['accuracy']:.4f}** over the model's {len(r['confusion_matrix']['columns'])} classes, "
              f"{r['accuracy_in_set_classes']:.4f} restricted to the set's {len(r['classes_in_set'])}; balanced accuracy "
-             f"{r['balanced_accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f}, ECE {r['ece']:.4f}",
+             f"{r['balanced_accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f}, ECE {r['ece']:.4f}; as answered {r['review']['accuracy_as_answered']:.4f} "
+             "(the figures above take each image's most probable class; here a cell answered \"no white cell found\" or UNIDENTIFIED is wrong)",
              f"- review flag (top probability < {r['review']['threshold']:.3f}"
              + (f", or distance to the known types > {r['review']['near_distance']:.2f}" if r['review']['near_distance'] else "")
              + f"; why: {why_flagged(r['review'])}): {r['review']['flagged']} images ({r['review']['flagged_share']:.1%}); the {r['review']['unflagged_share']:.1%} "
              f"left unflagged {_pct(r['review']['accuracy_unflagged'])} right; UNIDENTIFIED {r['review']['unidentified']}; "
              f"AURC {_num(r['review']['risk_coverage']['aurc'])}",
-             f"- no white cell found: {r['no_white_cell']} images", *_abnormal_lines(r), *_lab_lines(r), "",
+             f"- no white cell found: {r['no_white_cell']} images", *_dropped_lines(r), *_abnormal_lines(r), *_lab_lines(r), "",
              "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
     for c, m in r["per_class"].items():
         lines.append(f"| {c} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |")
@@ -287,6 +293,12 @@ def _lab_lines(r: dict) -> list[str]:
     return [f"- cells unlike every training source: {lab['unlike_share']:.1%} of {lab['cells']} ({lab['expected']:.1%} on the model's "
             f"validation){colours}" + (f"; **as one run every answer would be flagged: {' and '.join(why)}** (the figures above are "
                                        f"the cells' own flags)" if why else "")]
+
+
+def _dropped_lines(r: dict, most: int = 20) -> list[str]:
+    cells = r.get("no_white_cell_cells", [])
+    lines = [f"  - `{c['path']}` ({c['class']}): {c['why']}" for c in cells[:most]]
+    return lines + ([f"  - ... and {len(cells) - most} more (metrics.json, no_white_cell_cells)"] if len(cells) > most else [])
 
 
 def _pct(v) -> str:
