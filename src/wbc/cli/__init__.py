@@ -17,7 +17,6 @@ data_app = typer.Typer(help="Check, explore, split and download image sets.", no
 app.add_typer(data_app, name="data")
 
 
-
 def _data_folder(value: str | None) -> str | None:
     """--data checked as it is parsed, before PyTorch loads (a wrong folder said in a second, not in six)."""
     if value is not None:
@@ -37,7 +36,6 @@ def _model_file(value: str | None) -> str | None:
 
 DataOpt = typer.Option(None, "--data", help="dataset folder (default: $WBC_DATA or ../shared/data/blood-cells)", callback=_data_folder)
 ModelOpt = typer.Option(None, "--model", "-m", help="model file (default: the shipped model)", callback=_model_file)
-
 
 
 def main() -> None:
