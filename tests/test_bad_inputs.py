@@ -184,9 +184,13 @@ def test_wrong_paths_are_said_before_torch_loads(tmp_path):
              (["train", "--data", f"pbc={pbc}", "--init", missing, "--out", str(tmp_path / "run")], "--init takes a wbc model file"),
              (["train", "--data", f"pbc={pbc}", "--manifest", f"pbc={tmp_path / 'm.csv'}", "--out", str(tmp_path / "run")], "split manifest not found"),
              (["evaluate-count", "--data", str(tmp_path)], "Pascal VOC"),
-             (["evaluate-count", "--data", str(BCCD), "--split", "nope"], "pass --split as one of the lists there (test, train")]
+             (["evaluate-count", "--data", str(BCCD), "--split", "nope"], "pass --split as one of the lists there (test, train"),
+             (["evaluate", "WBC_DATA=/nope"], "WBC_DATA is '/nope', not a folder"),
+             (["evaluate-count", "WBC_BCCD=/nope"], "WBC_BCCD is '/nope', not a folder")]
     for args, words in cases:
-        p = subprocess.run([sys.executable, "-c", WHY_NOT, *args], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        env = dict(os.environ, **dict(a.split("=", 1) for a in args if a.startswith("WBC_")))
+        args = [a for a in args if not a.startswith("WBC_")]
+        p = subprocess.run([sys.executable, "-c", WHY_NOT, *args], capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
         said = p.stderr.replace("\n", "")
         assert p.returncode == 2 and words in said and "Traceback" not in said, (args, p.stderr)
         assert said.endswith("torch not imported") and said.count("error:") == 1, (args, p.stderr)

@@ -53,12 +53,13 @@ def evaluate(model: Optional[str] = ModelOpt, data: Optional[str] = DataOpt, spl
              ignore_unknown: bool = typer.Option(False, help="skip class folders the model does not know"),
              abnormal: bool = typer.Option(False, help="class folders the model does not know hold cells it must catch (e.g. BLAST): report how many it flags, calls UNIDENTIFIED or misses")):
     """Accuracy, per-class P/R/F1, confusion matrix, misclassified gallery, calibration, per-source-cell accuracy."""
-    from wbc._util.io import atomic_write_text
     from wbc.data.locate import resolve_data
+
+    data = resolve_data(data)  # before PyTorch loads
+    from wbc._util.io import atomic_write_text
     from wbc.evaluation.evaluate import evaluate as run_eval
     from wbc.infer.predictor import default_manifest, load_model
 
-    data = resolve_data(data)
     predictor = load_model(model)
     manifest = manifest or default_manifest(predictor)
     results = {}

@@ -16,6 +16,8 @@ def resolve_data(arg: str | None) -> str:
     env = os.environ.get("WBC_DATA")
     if env:
         p = Path(env)
+        if not p.is_dir():  # said now: else only once the model has loaded
+            raise WbcError(f"WBC_DATA is '{env}', not a folder: point it at the dataset (or unset it) or pass --data DIR")
         return str(p / "blood-cells") if (p / "blood-cells").is_dir() else env
     for p in DEFAULTS:
         if p.is_dir():
@@ -31,6 +33,8 @@ def resolve_bccd(arg: str | None) -> str:
     if arg:
         return arg
     if os.environ.get("WBC_BCCD"):
+        if not Path(os.environ["WBC_BCCD"]).is_dir():
+            raise WbcError(f"WBC_BCCD is '{os.environ['WBC_BCCD']}', not a folder: point it at BCCD (or unset it) or pass --data DIR")
         return os.environ["WBC_BCCD"]
     for p in (d.parent / "bccd" for d in DEFAULTS):
         if p.is_dir():
