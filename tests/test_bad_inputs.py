@@ -187,11 +187,41 @@ def test_wrong_paths_are_said_before_torch_loads(tmp_path):
              (["evaluate-count", "--data", str(BCCD), "--split", "nope"], "pass --split as one of the lists there (test, train"),
              (["evaluate", "WBC_DATA=/nope"], "WBC_DATA is '/nope', not a folder"),
              (["evaluate-count", "WBC_BCCD=/nope"], "WBC_BCCD is '/nope', not a folder")]
+    _said_before_torch(cases, tmp_path)
+    assert not (tmp_path / "run").exists()  # no run folder begun
+
+
+def _said_before_torch(cases: list, cwd) -> None:
+    """Each command (WBC_X=... items: its environment) answers one error line naming what the words say, exit status 2,
+    with PyTorch never imported."""
     for args, words in cases:
         env = dict(os.environ, **dict(a.split("=", 1) for a in args if a.startswith("WBC_")))
         args = [a for a in args if not a.startswith("WBC_")]
-        p = subprocess.run([sys.executable, "-c", WHY_NOT, *args], capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+        p = subprocess.run([sys.executable, "-c", WHY_NOT, *args], capture_output=True, text=True, timeout=120, cwd=cwd, env=env)
         said = p.stderr.replace("\n", "")
         assert p.returncode == 2 and words in said and "Traceback" not in said, (args, p.stderr)
         assert said.endswith("torch not imported") and said.count("error:") == 1, (args, p.stderr)
-    assert not (tmp_path / "run").exists()  # no run folder begun
+
+
+def test_options_out_of_range_are_said_before_torch_loads(tmp_path):
+    """A count, share or port out of its range is one line before anything loads: `serve --port 99999` ended in an
+    OverflowError traceback, `train --batch-size 0` and `--epoch-size -5` started training, `data split --val-fraction 2`
+    grouped the images and would have held out half of them."""
+    cell, pbc = str(kaggle_images("TEST_SIMPLE", "MONOCYTE", 1)[0]), str(DATA / "pbc")
+    train = ["train", "--data", f"pbc={pbc}", "--out", str(tmp_path / "run")]
+    cases = [(["serve", "--port", "99999"], "--port must be from 1 to 65535, not 99999"),
+             (["predict", cell, "--batch-size", "0"], "--batch-size must be at least 1, not 0"),
+             (["predict", cell, "--workers", "-1"], "--workers must be at least 0"),
+             ([*train, "--batch-size", "0"], "--batch-size must be at least 1, not 0"),
+             ([*train, "--epoch-size", "-5"], "--epoch-size must be at least 0"),
+             ([*train, "--size", "0"], "--size must be at least 32"),
+             ([*train, "--val-fraction", "2"], "--val-fraction must be above 0 and below 1"),
+             ([*train, "--device", "gpu"], "--device must be auto, cpu, cuda, cuda:N or mps, not gpu"),
+             (["data", "split", "--data", pbc, "--val-fraction", "2", "--out", str(tmp_path / "m.csv")], "--val-fraction must be above 0"),
+             (["bench", "--seconds", "0"], "--seconds must be positive"),
+             (["export", "--out", str(tmp_path / "m.onnx"), "--check-max", "-1"], "--check-max must be at least 0"),
+             (["adapt", str(tmp_path), "--epochs", "-1", "--out", str(tmp_path / "a.safetensors")], "--epochs must be at least 0"),
+             (["train-detector", "--crop", "10", "--out", str(tmp_path / "run")], "--crop must be at least 64"),
+             (["review", "adapt", "--holdout", "1.5", "--data-dir", str(tmp_path)], "--holdout must be at least 0 and below 1")]
+    _said_before_torch(cases, tmp_path)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "m.csv").exists()

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from wbc.cli import ModelOpt, app
 from wbc.cli.render import bar, console
-from wbc.errors import WbcError
+from wbc.errors import WbcError, check_ranges
 
 
 def _diff_table(title: str, rows: list[dict]) -> Table:
@@ -158,12 +158,15 @@ def train_detector(data: Optional[str] = typer.Option(None, "--data", help="BCCD
                    cast: float = typer.Option(0.25, help="colour casts: each channel's gain in 1 +- cast"),
                    seed: int = typer.Option(0), resume: bool = typer.Option(False, help="continue the run in --out")):
     """Train the CenterNet cell detector (RBC, WBC, platelets) on BCCD train, early stopping on val mAP@0.5."""
+    check_ranges(("--photometric", photometric, photometric in ("classifier", "stain"), "classifier or stain"),
+                 ("--epochs", epochs, epochs >= 1, "at least 1"), ("--batch-size", batch_size, batch_size >= 1, "at least 1"),
+                 ("--crop", crop, crop >= 64, "at least 64 (pixels)"), ("--lr", lr, lr > 0, "positive"), ("--patience", patience, patience >= 1, "at least 1"),
+                 ("--max-images", max_images, max_images >= 0, "at least 0 (0: all)"), ("--workers", workers, workers >= 0, "at least 0"),
+                 ("--cast", cast, 0 <= cast < 1, "at least 0 and below 1"))
     from wbc.count.train_detector import DetectorConfig
     from wbc.count.train_detector import train_detector as run
     from wbc.data.locate import resolve_bccd
 
-    if photometric not in ("classifier", "stain"):
-        raise WbcError(f"--photometric must be classifier or stain, not '{photometric}'")
     cfg = DetectorConfig(data="" if resume else resolve_bccd(data), out=str(out), epochs=epochs, photometric=photometric, cast=cast, batch_size=batch_size, crop=crop, lr=lr,
                          patience=patience, ignore_unlabelled=ignore_unlabelled, max_images=max_images, pretrained=pretrained,
                          workers=workers, seed=seed)

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from wbc.cli import DataOpt, data_app
 from wbc.cli.render import bar, console
-from wbc.errors import WbcError
+from wbc.errors import WbcError, check_ranges
 
 
 @data_app.command("check")
@@ -60,6 +60,7 @@ def data_split(data: Optional[str] = DataOpt, out: Path = typer.Option(Path("run
     from wbc.data.scan import scan
     from wbc.data.split import make_manifest, summary, write_manifest
 
+    check_ranges(("--val-fraction", val_fraction, 0 < val_fraction < 1, "above 0 and below 1 (such as 0.2)"))
     with bar() as p:
         rows = make_manifest(scan(resolve_data(data), progress=p), val_fraction, seed, progress=p)
     write_manifest(rows, out)

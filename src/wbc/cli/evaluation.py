@@ -12,7 +12,7 @@ from rich.table import Table
 
 from wbc.cli import DataOpt, ModelOpt, app
 from wbc.cli.render import bar, console
-from wbc.errors import WbcError
+from wbc.errors import WbcError, check_ranges
 
 
 def _print_eval(r: dict) -> None:
@@ -87,6 +87,7 @@ def export(out: Path = typer.Option(..., "--out", "-o", help="ONNX file to write
     from wbc.models.files import require_onnx_out
 
     require_onnx_out(out)  # before PyTorch loads
+    check_ranges(("--check-max", check_max, check_max >= 0, "at least 0 (0: the whole split)"), ("--calibration", calibration, calibration >= 1, "at least 1"))
     data_root = resolve_data(data)
     from wbc.evaluation.evaluate import match_classes
     from wbc.infer.predictor import load_model
@@ -121,6 +122,8 @@ def bench(model: Optional[str] = ModelOpt, images: Optional[Path] = typer.Option
     from wbc.data.scan import IMAGE_EXTENSIONS, scan
     from wbc.evaluation.bench import bench as run_bench
 
+    check_ranges(("--seconds", seconds, seconds > 0, "positive"), ("--threads", threads, threads >= 0, "at least 0 (0: all cores)"),
+                 ("--max-images", max_images, max_images >= 1, "at least 1"), ("--folder-files", folder_files, folder_files >= 1, "at least 1"))
     try:
         data_root = resolve_data(data)
     except WbcError:

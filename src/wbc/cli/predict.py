@@ -13,7 +13,7 @@ from rich.table import Table
 
 from wbc.cli import ModelOpt, app
 from wbc.cli.render import bar, console
-from wbc.errors import WbcError
+from wbc.errors import WbcError, check_ranges
 from wbc.infer.answers import fault_warning
 
 
@@ -61,6 +61,8 @@ def predict(inputs: list[str] = typer.Argument(..., help="single-cell images, fo
     from wbc.data.collect import collect_images
 
     found = collect_images(inputs).require("classify")  # names only, before torch loads: missing inputs said in a second
+    check_ranges(("--batch-size", batch_size, batch_size >= 1, "at least 1"),
+                 ("--workers", workers, workers is None or workers >= 0, "at least 0 (0: one framing thread)"))
     from wbc.infer.batch import default_workers, format_of, run_to_file
     from wbc.infer.predictor import flag_run, load_model
 

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from wbc.cli import ModelOpt, app
 from wbc.cli.render import bar, console
-from wbc.errors import WbcError
+from wbc.errors import WbcError, check_ranges
 
 review_app = typer.Typer(help="The lab's review station: cases in a database, review, sign-off, export.", no_args_is_help=True)
 users_app = typer.Typer(help="Users of the review station.", no_args_is_help=True)
@@ -191,6 +191,7 @@ def review_adapt(model: Optional[str] = ModelOpt, work: Path = typer.Option(Path
                  data_dir: Optional[str] = DataDirOpt, db: Optional[str] = DbOpt):
     """Adapt the model to the lab's verified cells (signed cases); it becomes the lab's model only if it is
     more accurate on verified cells it never saw."""
+    check_ranges(("--holdout", holdout, 0 <= holdout < 1, "at least 0 and below 1 (such as 0.3)"))
     from wbc.infer.predictor import shipped_model_path
     from wbc.review.feedback import adapt_from_reviews
 

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from wbc.cli import ModelOpt, app
-from wbc.errors import WbcError
+from wbc.errors import WbcError, check_ranges
 from wbc.serve.limits import Limits
 
 S = Limits()  # the server's limits; the options' defaults are theirs
@@ -25,8 +25,9 @@ def serve(model: Optional[str] = ModelOpt, host: str = typer.Option("127.0.0.1",
     """Web page and HTTP API (POST /api/v1/classify, GET /api/v1/model, /healthz, /readyz; docs at /docs)."""
     from wbc.serve.server import serve as run_serve
 
-    if queue < 1 or timeout <= 0:
-        raise WbcError("--queue must be at least 1 and --timeout positive")
+    check_ranges(("--port", port, 0 < port < 65536, "from 1 to 65535"), ("--queue", queue, queue >= 1, "at least 1"),
+                 ("--timeout", timeout, timeout > 0, "positive (seconds)"), ("--threads", threads, threads >= 0, "at least 0 (0: all cores)"),
+                 ("--max-files", max_files, max_files >= 1, "at least 1"), ("--max-mb", max_mb, max_mb > 0, "positive"))
     if review_db and not review_data:
         raise WbcError("--review-db needs --review-data too: the folder the cell images are stored in")
     run_serve(model, host, port, engine, Limits(max_files=max_files, max_mb=max_mb, queue=queue, timeout_s=timeout), threads or None,

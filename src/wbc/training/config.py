@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -80,8 +81,33 @@ class TrainConfig:
             raise WbcError(f"--tight-crop must be a share from 0 to 1, not {self.augment.tight}")
         if not 0 <= self.augment.transfer <= 1:
             raise WbcError(f"--transfer must be a share from 0 to 1, not {self.augment.transfer}")
+        self.check_sizes()
         if not resume:  # a resumed run reads its own
             self.check_paths()
+
+    def check_sizes(self) -> None:
+        """Counts, sizes and rates: a zero batch or input size failed deep in training, a negative epoch size or a
+        validation share of 2 ran on as something else."""
+        from wbc.errors import check_ranges
+
+        check_ranges(("--batch-size", self.batch_size, self.batch_size >= 1, "at least 1"),
+                     ("--size", self.size, self.size >= 32, "at least 32 (pixels)"),
+                     ("--field-um", self.field_um, self.field_um > 0, "positive (micrometres)"),
+                     ("--head", ",".join(map(str, self.head)), bool(self.head) and min(self.head) >= 1, "layer sizes of 1 or more"),
+                     ("--dropout", self.dropout, 0 <= self.dropout < 1, "at least 0 and below 1"),
+                     ("--round1-epochs", self.round1_epochs, self.round1_epochs >= 0, "at least 0"),
+                     ("--round2-epochs", self.round2_epochs, self.round2_epochs >= 0, "at least 0"),
+                     ("--round1-lr", self.round1_lr, self.round1_lr > 0, "positive"),
+                     ("--round2-lr", self.round2_lr, self.round2_lr > 0, "positive"),
+                     ("--train-stages", self.train_stages, self.train_stages >= -1, "-1 (all) or more"),
+                     ("--epoch-size", self.epoch_size, self.epoch_size >= 0, "at least 0 (0: the train split's size)"),
+                     ("--patience", self.patience, self.patience >= 1, "at least 1"),
+                     ("--max-per-class", self.max_per_class, self.max_per_class >= 0, "at least 0 (0: all)"),
+                     ("--val-fraction", self.val_fraction, 0 < self.val_fraction < 1, "above 0 and below 1 (such as 0.2)"),
+                     ("--review-accuracy", self.review_accuracy, 0 < self.review_accuracy <= 1, "above 0 and at most 1 (such as 0.98)"),
+                     ("--workers", self.workers, self.workers >= 0, "at least 0"),
+                     ("--balance", self.balance, self.balance in ("source", "pair"), "source or pair"),
+                     ("--device", self.device, re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device) is not None, "auto, cpu, cuda, cuda:N or mps"))
 
     def check_paths(self) -> None:
         """Every data folder, manifest and --init file is there (names and folders only: minutes of scanning,
