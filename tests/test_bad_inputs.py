@@ -185,6 +185,10 @@ def test_wrong_paths_are_said_before_torch_loads(tmp_path):
              (["train", "--data", f"pbc={pbc}", "--manifest", f"pbc={tmp_path / 'm.csv'}", "--out", str(tmp_path / "run")], "split manifest not found"),
              (["evaluate-count", "--data", str(tmp_path)], "Pascal VOC"),
              (["evaluate-count", "--data", str(BCCD), "--split", "nope"], "pass --split as one of the lists there (test, train"),
+             (["evaluate", "--split", "TEST_SIMPLE", "--split", "nope"], "split 'nope' not found under"),
+             (["count", cell, "--detector", str(tmp_path / "d.onnx")], "detector file not found"),
+             (["count", cell, "--out", cell], "is a file: pass a folder for the annotated fields"),
+             (["export-detector", "--out", str(tmp_path / "d.txt")], "--out must end in .onnx"),
              (["evaluate", "WBC_DATA=/nope"], "WBC_DATA is '/nope', not a folder"),
              (["evaluate-count", "WBC_BCCD=/nope"], "WBC_BCCD is '/nope', not a folder")]
     _said_before_torch(cases, tmp_path)

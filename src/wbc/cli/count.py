@@ -13,6 +13,7 @@ from rich.table import Table
 from wbc.cli import ModelOpt, app
 from wbc.cli.render import bar, console
 from wbc.errors import WbcError, check_ranges
+from wbc.models.files import require_detector
 
 
 def _diff_table(title: str, rows: list[dict]) -> Table:
@@ -108,6 +109,9 @@ def count(images: list[str] = typer.Argument(..., help="smear field images, fold
         raise WbcError(f"--format must be table, csv or json, not '{format}'")
     if px_per_um is not None and px_per_um <= 0:
         raise WbcError(f"--px-per-um must be positive, not {px_per_um}")
+    if out and out.exists() and not out.is_dir():
+        raise WbcError(f"--out {out} is a file: pass a folder for the annotated fields")
+    require_detector(detector)
     found = collect_images(images).require("count")
     # torch and the models load only now: a mistake above is said in a second, not after seven
     from wbc.count.count import field_summary
@@ -178,6 +182,10 @@ def train_detector(data: Optional[str] = typer.Option(None, "--data", help="BCCD
 def export_detector_cmd(out: Path = typer.Option(..., "--out", "-o", help="ONNX file to write (.onnx)"),
                         detector: Optional[str] = typer.Option(None, help="detector file (default: the shipped one)")):
     """Export the cell detector to ONNX (uint8 pixels in, peaks/sizes/offsets out, any field size); `wbc count --detector FILE.onnx` runs it."""
+    from wbc.models.files import require_onnx_out
+
+    require_onnx_out(out)  # before PyTorch loads
+    require_detector(detector)
     from wbc.count.detector import Detector, export_detector, shipped_detector_path
 
     src = Path(detector) if detector else shipped_detector_path()
@@ -199,7 +207,8 @@ def evaluate_count(data: Optional[str] = typer.Option(None, "--data", help="BCCD
     from wbc.data.locate import resolve_bccd, resolve_data
 
     root = resolve_bccd(data)
-    read_ids(root, split)  # a wrong folder or list said before PyTorch loads
+    read_ids(root, split)  # a wrong folder, list or detector file said before PyTorch loads
+    require_detector(detector)
     from wbc._util.io import atomic_write_text
     from wbc.count.evaluate import evaluate_count as run
     from wbc.infer.predictor import fastest, load_model

@@ -54,8 +54,10 @@ def evaluate(model: Optional[str] = ModelOpt, data: Optional[str] = DataOpt, spl
              abnormal: bool = typer.Option(False, help="class folders the model does not know hold cells it must catch (e.g. BLAST): report how many it flags, calls UNIDENTIFIED or misses")):
     """Accuracy, per-class P/R/F1, confusion matrix, misclassified gallery, calibration, per-source-cell accuracy."""
     from wbc.data.locate import resolve_data
+    from wbc.data.scan import require_splits
 
     data = resolve_data(data)  # before PyTorch loads
+    require_splits(data, split)
     from wbc._util.io import atomic_write_text
     from wbc.evaluation.evaluate import evaluate as run_eval
     from wbc.infer.predictor import default_manifest, load_model

@@ -21,6 +21,7 @@ from wbc.count.centernet import CellDetector, DetectorSpec, PeakDetector, decode
 from wbc.count.detect import ClassicDetector
 from wbc.count.voc import Box
 from wbc.errors import WbcError
+from wbc.models.files import TRAIN_DETECTOR, require_file, require_onnx_out
 from wbc.models.io import (
     add_onnx_metadata,
     cached_export,
@@ -46,7 +47,7 @@ def save_detector(model: CellDetector, path, info: dict | None = None) -> None:
 
 
 def load_detector_file(path) -> tuple[CellDetector, dict]:
-    meta = file_metadata(path, FORMAT, "detector", "train one with `wbc train-detector`, or use --detector classic")
+    meta = file_metadata(path, FORMAT, "detector", TRAIN_DETECTOR)
     try:
         spec = DetectorSpec.from_dict(meta["spec"])
         model = load_weights(CellDetector(spec, pretrained=False), path)
@@ -161,10 +162,8 @@ def export_detector(path, out, size: tuple[int, int] = (480, 640), opset: int = 
     """The detector (uint8 pixels in; peaks, sizes, offsets out; any tile size) as ONNX, metadata inside."""
     import warnings
 
+    out = require_onnx_out(out)
     model, meta = load_detector_file(path)
-    out = Path(out)
-    if out.suffix.lower() != ".onnx":
-        raise WbcError(f"--out must end in .onnx, not '{out.name}'")
     example = torch.zeros(1, 3, *size, dtype=torch.uint8)
 
     def write(tmp):
@@ -187,7 +186,7 @@ def cached_detector_onnx(path: Path) -> Path:
 
 def load_detector(path=None, engine: str = "auto", threads: int | None = None) -> Detector:
     """The shipped detector (or `path`); auto: on ONNX Runtime when it is installed."""
-    p = Path(path) if path else shipped_detector_path()
+    p = require_file(path, "detector", TRAIN_DETECTOR, Path(path).suffix or ".safetensors") if path else shipped_detector_path()
     if engine == "pytorch" or p.suffix.lower() == ".onnx":
         return Detector(p, threads)
     try:

@@ -60,10 +60,20 @@ class Scan:
     def split(self, name: str) -> list[ImageRecord]:
         rows = [r for r in self.records if r.split == name.upper()]
         if not rows:
-            raise WbcError(
-                f"split '{name}' not found under {self.root}: it has {', '.join(self.splits) or 'no images'}"
-            )
+            raise no_split(name, self.root, self.splits)
         return rows
+
+
+def no_split(name: str, root: Path, have: list[str]) -> WbcError:
+    return WbcError(f"split '{name}' not found under {root}: it has {', '.join(have) or 'no images'}")
+
+
+def require_splits(root: str | os.PathLike, names: list[str]) -> None:
+    """Each of `names` is a split of the dataset at `root`: said from its folders, before its images are checked."""
+    base, splits = find_layout(root)
+    for name in names:
+        if name.upper() not in splits:
+            raise no_split(name, base, sorted(splits))
 
 
 def _is_image_name(p: Path) -> bool:

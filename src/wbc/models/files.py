@@ -9,6 +9,7 @@ from wbc.errors import WbcError
 
 TRAIN_ONE = "train one with `wbc train`, or omit --model for the shipped one"
 EXPORT_ONE = "make one with `wbc export`"
+TRAIN_DETECTOR = "train one with `wbc train-detector`, or use --detector classic"
 
 
 def require_file(path: str | os.PathLike, what: str, make: str, suffix: str = ".safetensors") -> Path:
@@ -29,6 +30,12 @@ def require_model(path: str | os.PathLike | None) -> None:
         require_file(path, "model", EXPORT_ONE, ".onnx")
     else:
         require_file(path, "model", TRAIN_ONE)
+
+
+def require_detector(choice: str | None) -> None:
+    """A --detector that names a file (not "learned" or "classic") names one that is there."""
+    if choice not in (None, "", "learned", "classic"):
+        require_file(choice, "detector", TRAIN_DETECTOR, Path(choice).suffix or ".safetensors")
 
 
 def require_onnx_out(out: str | os.PathLike) -> Path:
