@@ -229,3 +229,21 @@ def test_options_out_of_range_are_said_before_torch_loads(tmp_path):
              (["review", "adapt", "--holdout", "1.5", "--data-dir", str(tmp_path)], "--holdout must be at least 0 and below 1")]
     _said_before_torch(cases, tmp_path)
     assert not (tmp_path / "run").exists() and not (tmp_path / "m.csv").exists()
+
+
+def test_python_arrays_of_any_depth_read_as_the_file_does(model):
+    """An array from scikit-image (floats 0..1), a 16-bit camera or an RGBA image gives the file's answer: floats were
+    cast to uint8 (all 0: a black image, "no white cell found" in silence) and 16-bit values wrapped around. A negative
+    scale framed every cell at a nonsense size and answered in silence; it is refused."""
+    import numpy as np
+    from PIL import Image
+
+    cell = kaggle_images("TEST_SIMPLE", "LYMPHOCYTE", 1)[0]
+    rgb = np.asarray(Image.open(cell).convert("RGB"))
+    ref = model.predict([cell])[0]
+    alpha = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
+    for name, a in (("float 0..1", rgb / 255.0), ("16-bit", rgb.astype(np.uint16) * 257), ("int64", rgb.astype(np.int64)), ("RGBA", alpha)):
+        p = model.predict([a])[0]
+        assert p.label == ref.label and abs(p.probability - ref.probability) < 1e-3, (name, p.label, p.probability, ref)
+    with pytest.raises(WbcError, match="px_per_um must be positive"):
+        model.predict([cell], px_per_um=-2)

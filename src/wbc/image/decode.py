@@ -190,11 +190,14 @@ def decode(source, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     if isinstance(source, (bytes, bytearray)):
         return decode_bytes(bytes(source), max_pixels=max_pixels)
     if isinstance(source, Image.Image):
-        return np.asarray(source.convert("RGB"))
+        deep = source.mode.startswith("I") or source.mode == "F"  # Pillow's RGB conversion would clip them
+        return _to_uint8(np.repeat(np.asarray(source)[..., None], 3, axis=2)) if deep else np.asarray(source.convert("RGB"))
     if isinstance(source, np.ndarray):
-        if source.ndim != 3 or source.shape[2] != 3:
-            raise WbcError(f"expected an HxWx3 RGB array, got shape {source.shape}")
-        return np.ascontiguousarray(source, dtype=np.uint8)
+        rgb = source[..., None].repeat(3, axis=2) if source.ndim == 2 else source[..., :3] if source.ndim == 3 and source.shape[2] == 4 else source
+        if rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise WbcError(f"expected an HxWx3 RGB array (or HxW grey, HxWx4 RGBA), got shape {source.shape}")
+        # floats (0..1, as scikit-image gives) and deeper integers as files of their depth are: cast, 0..1 read as black
+        return np.ascontiguousarray(rgb) if rgb.dtype == np.uint8 else _to_uint8(rgb)
     raise WbcError(f"cannot read a {type(source).__name__} as an image: pass a file path, bytes, a PIL image or an RGB array")
 
 
