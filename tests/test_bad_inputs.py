@@ -247,3 +247,5 @@ def test_python_arrays_of_any_depth_read_as_the_file_does(model):
         assert p.label == ref.label and abs(p.probability - ref.probability) < 1e-3, (name, p.label, p.probability, ref)
     with pytest.raises(WbcError, match="px_per_um must be positive"):
         model.predict([cell], px_per_um=-2)
+    with pytest.raises(WbcError, match="px_per_um must be positive"):
+        wbc.classify([cell], model=model, px_per_um=-2)

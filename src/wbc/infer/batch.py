@@ -35,6 +35,7 @@ from wbc.infer.predictor import (
     BLAST_RUN_REASON,
     COLOUR_REASON,
     LAB_REASON,
+    check_scale,
     flag_run,
     lab_check,
     run_reasons_of,
@@ -411,6 +412,7 @@ def run_to_file(predictor, files: list[str], out: Path | None, fmt: str | None, 
     with `resume`, the files already in `out` are skipped. `run`: run_collection's other arguments. A run judged
     as a whole once rows were out (a longer run, or one judged only with the rows of a resume) has those rows of
     `out` flagged at its end (`mend_file`), so no row of the file stands unflagged in a judged run."""
+    check_scale(run.get("px_per_um"))
     writer = ResultWriter(Path(out), format_of(Path(out), fmt), predictor.classes, resume) if out else None
 
     def both(batch: list[Outcome]) -> None:

@@ -529,8 +529,7 @@ class Predictor:
                        distances: list | None = None) -> tuple[torch.Tensor, list[Framed]]:
         """(class probabilities N x classes, each image's Framed) in batches; on_batch(n) is told after each batch;
         `distances`, when given, is extended with each image's distance to the known types (None: not measured)."""
-        if isinstance(px_per_um, (int, float)) and px_per_um < 0:  # else every cell framed at a nonsense size, answered in silence
-            raise WbcError(f"px_per_um must be positive (pixels a micrometre; None: measured), not {px_per_um}")
+        check_scale(px_per_um)
         out, framed = [], []
         for i in range(0, len(images), batch_size):
             chunk = [self.frame(im, px_per_um) for im in images[i : i + batch_size]]
@@ -599,6 +598,12 @@ class Predictor:
         names = [str(im) if isinstance(im, (str, os.PathLike)) else f"<{type(im).__name__}>" for im in images]
         answers = self.to_predictions(probs, names, framed, dist)
         return flag_run(answers, lab_check(self, answers))
+
+
+def check_scale(px_per_um) -> None:
+    """A given scale is positive: a negative one framed every cell at a nonsense size, answered in silence."""
+    if isinstance(px_per_um, (int, float)) and px_per_um < 0:
+        raise WbcError(f"px_per_um must be positive (pixels a micrometre; None: measured), not {px_per_um}")
 
 
 def load_model(path: str | os.PathLike | None = None, device: str | None = None, threads: int | None = None) -> Predictor:
