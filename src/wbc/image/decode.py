@@ -196,7 +196,8 @@ def decode(source, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         rgb = source[..., None].repeat(3, axis=2) if source.ndim == 2 else source[..., :3] if source.ndim == 3 and source.shape[2] == 4 else source
         if rgb.ndim != 3 or rgb.shape[2] != 3:
             raise WbcError(f"expected an HxWx3 RGB array (or HxW grey, HxWx4 RGBA), got shape {source.shape}")
-        # floats (0..1, as scikit-image gives) and deeper integers as files of their depth are: cast, 0..1 read as black
+        # floats (0..1, as scikit-image gives) and deeper integers are read as files of their depth are (cast to uint8,
+        # a 0..1 image came out black)
         return np.ascontiguousarray(rgb) if rgb.dtype == np.uint8 else _to_uint8(rgb)
     raise WbcError(f"cannot read a {type(source).__name__} as an image: pass a file path, bytes, a PIL image or an RGB array")
 
