@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import BCCD, BLOOD, DATA, kaggle_images, run_cli
@@ -197,14 +198,18 @@ def test_wrong_paths_are_said_before_torch_loads(tmp_path):
 
 def _said_before_torch(cases: list, cwd) -> None:
     """Each command (WBC_X=... items: its environment) answers one error line naming what the words say, exit status 2,
-    with PyTorch never imported."""
-    for args, words in cases:
+    with PyTorch never imported. Fresh interpreters (the zygote's children have torch), four at a time."""
+
+    def run(args: list[str]) -> subprocess.CompletedProcess:
         env = dict(os.environ, **dict(a.split("=", 1) for a in args if a.startswith("WBC_")))
         args = [a for a in args if not a.startswith("WBC_")]
-        p = subprocess.run([sys.executable, "-c", WHY_NOT, *args], capture_output=True, text=True, timeout=120, cwd=cwd, env=env)
-        said = p.stderr.replace("\n", "")
-        assert p.returncode == 2 and words in said and "Traceback" not in said, (args, p.stderr)
-        assert said.endswith("torch not imported") and said.count("error:") == 1, (args, p.stderr)
+        return subprocess.run([sys.executable, "-c", WHY_NOT, *args], capture_output=True, text=True, timeout=120, cwd=cwd, env=env)
+
+    with ThreadPoolExecutor(4) as pool:
+        for (args, words), p in zip(cases, pool.map(run, [args for args, _ in cases])):
+            said = p.stderr.replace("\n", "")
+            assert p.returncode == 2 and words in said and "Traceback" not in said, (args, p.stderr)
+            assert said.endswith("torch not imported") and said.count("error:") == 1, (args, p.stderr)
 
 
 def test_options_out_of_range_are_said_before_torch_loads(tmp_path):
