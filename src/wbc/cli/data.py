@@ -10,7 +10,7 @@ from rich.table import Table
 
 from wbc.cli import DataOpt, data_app
 from wbc.cli.render import bar, console
-from wbc.errors import WbcError, check_ranges
+from wbc.errors import WbcError
 
 
 @data_app.command("check")
@@ -58,9 +58,14 @@ def data_split(data: Optional[str] = DataOpt, out: Path = typer.Option(Path("run
     """Group augmented copies by source cell (from the pixels) and split TRAIN into train/val by group."""
     from wbc.data.locate import resolve_data
     from wbc.data.scan import scan
-    from wbc.data.split import make_manifest, summary, write_manifest
+    from wbc.data.split import (
+        check_val_fraction,
+        make_manifest,
+        summary,
+        write_manifest,
+    )
 
-    check_ranges(("--val-fraction", val_fraction, 0 < val_fraction < 1, "above 0 and below 1 (such as 0.2)"))
+    check_val_fraction(val_fraction)
     with bar() as p:
         rows = make_manifest(scan(resolve_data(data), progress=p), val_fraction, seed, progress=p)
     write_manifest(rows, out)

@@ -93,7 +93,7 @@ def adapt(images: str = typer.Argument(..., help="folder of your microscope's si
           bn_stats: str = typer.Option("auto", help="normalisation statistics: target (re-estimate on your images), keep, or auto "
                                                     "(target unless the model was fine-tuned with frozen statistics)")):
     """Adapt a model to a new microscope: its scale and normalisation statistics from unlabelled images, optionally a few labels."""
-    check_ranges(("--px-per-um", px_per_um, px_per_um >= 0, "positive (0: measured from the red cells)"), ("--epochs", epochs, epochs >= 0, "at least 0"))
+    check_ranges(("--px-per-um", px_per_um, px_per_um >= 0, "at least 0 (0: measured from the red cells)"), ("--epochs", epochs, epochs >= 0, "at least 0"))
     missing = [f"{f} ({what})" for what, f in (("images", images), ("--labelled", labelled), ("--heldout", heldout)) if f and not Path(f).is_dir()]
     if missing:  # said before torch and the model load (seconds)
         raise WbcError(f"no such folder: {', '.join(missing)}: check the path")

@@ -21,7 +21,7 @@ from wbc.count.centernet import CellDetector, DetectorSpec, PeakDetector, decode
 from wbc.count.detect import ClassicDetector
 from wbc.count.voc import Box
 from wbc.errors import WbcError
-from wbc.models.files import TRAIN_DETECTOR, require_file, require_onnx_out
+from wbc.models.files import TRAIN_DETECTOR, require_detector, require_onnx_out
 from wbc.models.io import (
     add_onnx_metadata,
     cached_export,
@@ -186,7 +186,8 @@ def cached_detector_onnx(path: Path) -> Path:
 
 def load_detector(path=None, engine: str = "auto", threads: int | None = None) -> Detector:
     """The shipped detector (or `path`); auto: on ONNX Runtime when it is installed."""
-    p = require_file(path, "detector", TRAIN_DETECTOR, Path(path).suffix or ".safetensors") if path else shipped_detector_path()
+    require_detector(path)
+    p = Path(path) if path else shipped_detector_path()
     if engine == "pytorch" or p.suffix.lower() == ".onnx":
         return Detector(p, threads)
     try:

@@ -40,10 +40,10 @@ def read_boxes(xml_path: str | Path) -> list[Box]:
 
 def read_ids(root: str | Path, split: str) -> list[str]:
     f = Path(root) / "ImageSets" / "Main" / f"{split}.txt"
-    lists = sorted(p.stem for p in f.parent.glob("*.txt")) if f.parent.is_dir() else []
-    if not f.is_file() and lists:
-        raise WbcError(f"{f} not found: pass --split as one of the lists there ({', '.join(lists)})")
     if not f.is_file():
+        lists = sorted(p.stem for p in f.parent.glob("*.txt")) if f.parent.is_dir() else []
+        if lists:
+            raise WbcError(f"{f} not found: pass --split as one of the lists there ({', '.join(lists)})")
         raise WbcError(f"{f} not found: --data must be a Pascal VOC folder (Annotations/, JPEGImages/, ImageSets/Main/{split}.txt)")
     return f.read_text().split()
 

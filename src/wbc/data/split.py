@@ -14,7 +14,7 @@ import numpy as np
 from wbc._util.io import atomic_write_text
 from wbc.data.groups import group_images
 from wbc.data.scan import Scan, find_layout
-from wbc.errors import WbcError
+from wbc.errors import WbcError, check_ranges
 
 FIELDS = ["path", "class", "group", "split", "source_split"]
 TRAIN_SPLITS = ("TRAIN", "ALL")
@@ -29,8 +29,14 @@ class ManifestRow:
     source_split: str
 
 
+def check_val_fraction(val_fraction: float) -> None:
+    """A share of the TRAIN groups: 2 would have held out half of them (two folds), 0 none."""
+    check_ranges(("--val-fraction", val_fraction, 0 < val_fraction < 1, "above 0 and below 1 (such as 0.2)"))
+
+
 def make_manifest(scan: Scan, val_fraction: float = 0.2, seed: int = 0, progress=None) -> list[ManifestRow]:
     """Group every image (all splits together, so cross-split copies show) and split TRAIN by group."""
+    check_val_fraction(val_fraction)  # before the grouping's minutes
     recs = scan.records
     groups = group_images([r.path for r in recs], [r.label for r in recs], progress=progress)
     rows = []

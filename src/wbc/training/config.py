@@ -88,8 +88,10 @@ class TrainConfig:
     def check_sizes(self) -> None:
         """Counts, sizes and rates: a zero batch or input size failed deep in training, a negative epoch size or a
         validation share of 2 ran on as something else."""
+        from wbc.data.split import check_val_fraction
         from wbc.errors import check_ranges
 
+        check_val_fraction(self.val_fraction)
         check_ranges(("--batch-size", self.batch_size, self.batch_size >= 1, "at least 1"),
                      ("--size", self.size, self.size >= 32, "at least 32 (pixels)"),
                      ("--field-um", self.field_um, self.field_um > 0, "positive (micrometres)"),
@@ -103,7 +105,6 @@ class TrainConfig:
                      ("--epoch-size", self.epoch_size, self.epoch_size >= 0, "at least 0 (0: the train split's size)"),
                      ("--patience", self.patience, self.patience >= 1, "at least 1"),
                      ("--max-per-class", self.max_per_class, self.max_per_class >= 0, "at least 0 (0: all)"),
-                     ("--val-fraction", self.val_fraction, 0 < self.val_fraction < 1, "above 0 and below 1 (such as 0.2)"),
                      ("--review-accuracy", self.review_accuracy, 0 < self.review_accuracy <= 1, "above 0 and at most 1 (such as 0.98)"),
                      ("--workers", self.workers, self.workers >= 0, "at least 0"),
                      ("--balance", self.balance, self.balance in ("source", "pair"), "source or pair"),
