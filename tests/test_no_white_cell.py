@@ -11,6 +11,7 @@ from conftest import (
     BCCD,
     CLASSES,
     DATA,
+    KAGGLE,
     PBC_CLASSES,
     kaggle_images,
     pbc_images,
@@ -24,7 +25,7 @@ from wbc.count.voc import read_boxes
 from wbc.data.shifts import shifted
 from wbc.image.decode import decode
 from wbc.image.stain import largest_stained_um2
-from wbc.infer.predictor import NO_WHITE_CELL
+from wbc.infer.predictor import NO_WHITE_CELL, SMALL_STAIN
 from wbc.serve.app import create_app
 
 
@@ -168,3 +169,20 @@ def test_no_white_cell_on_an_image_too_dark_or_too_faint_to_read_is_flagged(wbc_
         assert dropped, shifts  # the rule drops some of these: each drop must say why it may be wrong
         assert all(a.review and a.review_reason == reason for a in dropped), (shifts, [a.review_reason for a in dropped])
     assert not model.predict([red_cells_only()])[0].review
+
+
+def test_a_stain_too_small_for_a_nucleus_is_dropped_but_flagged(wbc_cache):
+    """Kaggle TEST images labelled eosinophil whose view holds at most 2.9 um2 stained like a nucleus (red cells
+    with purple inclusions; one with red cells alone) were answered "no white cell" without a flag, so a real cell,
+    cut off or faint, would leave the count in silence. They stay "no white cell", flagged with the reason; so is a
+    purple speck on a real smear's red cells, while those red cells alone stay unflagged."""
+    model = wbc.load_model()
+    for name in ("_8_963", "_10_2029"):
+        r = model.predict([KAGGLE / "TEST" / "EOSINOPHIL" / f"{name}.jpeg"])[0]
+        assert r.label == NO_WHITE_CELL and "is too small for a nucleus" in r.note, (name, r.label, r.note)
+        assert r.review and r.review_reason == SMALL_STAIN, (name, r.review_reason)
+    red = red_cells_only()
+    speck = cv2.circle(red.copy(), (160, 160), 8, (110, 40, 150), -1)  # about 1 um2 of purple at BCCD's 14 px/um
+    plain, specked = model.predict([red, speck], px_per_um=14.0)
+    assert plain.label == specked.label == NO_WHITE_CELL and not plain.review
+    assert specked.review and specked.review_reason == SMALL_STAIN

@@ -140,7 +140,8 @@ def test_evaluate_reports_risk_coverage_and_the_blasts_missed(model, tmp_path):
     assert r["no_white_cell"] == len(r["no_white_cell_cells"]) >= 1 and len(gone) == 1, r["no_white_cell_cells"]
     assert round(rv["accuracy_as_answered"] * r["images"]) <= r["images"] - r["no_white_cell"] and "as answered" in said
     assert gone[0]["class"] == "NEUTROPHIL" and gone[0]["why"] == "no white cell found: nothing in the image is stained like a nucleus"
-    assert f"empty_plasma.png` (NEUTROPHIL): {gone[0]['why']}" in (tmp_path / "r" / "TEST" / "report.md").read_text()
+    assert gone[0]["review_reason"] is None  # a blank image: nothing to look at, so no flag
+    assert f"empty_plasma.png` (NEUTROPHIL): {gone[0]['why']}; **not flagged**" in (tmp_path / "r" / "TEST" / "report.md").read_text()
 
 
 def test_a_run_far_from_the_training_cells_gets_one_warning(model, tmp_path):

@@ -157,8 +157,10 @@ def run_check(predictor: Predictor, preds: list, odd: dict[str, list]) -> dict:
 
 
 def dropped(paths, y: np.ndarray, preds: list, classes) -> list[dict]:
-    """The set's real cells answered "no white cell found": each with its class and why (what to look at first)."""
-    return [{"path": str(path), "class": classes[k], "why": p.note} for path, k, p in zip(paths, y, preds) if p.label == NO_WHITE_CELL]
+    """The set's real cells answered "no white cell found": each with its class, why, and the review flag's reason
+    (None: dropped in silence; what to look at first)."""
+    return [{"path": str(path), "class": classes[k], "why": p.note, "review_reason": p.review_reason}
+            for path, k, p in zip(paths, y, preds) if p.label == NO_WHITE_CELL]
 
 
 def review_figures(predictor: Predictor, preds: list, y: np.ndarray, classes) -> dict:
@@ -297,7 +299,8 @@ def _lab_lines(r: dict) -> list[str]:
 
 def _dropped_lines(r: dict, most: int = 20) -> list[str]:
     cells = r.get("no_white_cell_cells", [])
-    lines = [f"  - `{c['path']}` ({c['class']}): {c['why']}" for c in cells[:most]]
+    lines = [f"  - `{c['path']}` ({c['class']}): {c['why']}; " + (f"flagged: {c['review_reason']}" if c.get("review_reason") else "**not flagged**")
+             for c in cells[:most]]
     return lines + ([f"  - ... and {len(cells) - most} more (metrics.json, no_white_cell_cells)"] if len(cells) > most else [])
 
 

@@ -29,7 +29,7 @@ def risk_coverage(correct: np.ndarray, strangeness: np.ndarray, points: int = 50
 
 def abnormal_figures(predictions: list) -> dict:
     """Cells of a type the model lacks (blasts to a normal-type model, ...): each must come back UNIDENTIFIED or
-    flagged. Missed: an unflagged known type (a silent error) or NO_WHITE_CELL (silently dropped)."""
+    flagged. Missed: an unflagged known type (a silent error) or NO_WHITE_CELL (out of the differential, flagged or not)."""
     n = len(predictions)
     unflagged = sum(p.label not in (UNIDENTIFIED, NO_WHITE_CELL) and not p.review for p in predictions)
     dropped = sum(p.label == NO_WHITE_CELL for p in predictions)

@@ -383,6 +383,8 @@ GREY_SPECK = "greyscale image: without the stain's colours a white cell cannot b
 
 TOO_DARK = "too dark (the light is low or the surround black): a cell's stain cannot be read, so a real cell may be missed here"
 FAINT = "colours too faint (a faded stain, or haze): a cell's stain cannot be read, so a real cell may be missed here"
+SMALL_STAIN = ("something is stained, but less than a nucleus (cut off by the frame, or faint): a real cell may be missed "
+               "here")
 UNLIKE_TONES = ("colours unlike every training lab's: the stain rule reads a nucleus as their stains show one, so a real "
                 "cell may be missed here")
 
@@ -403,7 +405,9 @@ def lost_reasons(framed: Framed | None, colour: float | None = None) -> list[str
     the stain at all; so is a smear (red cells measured) in colours unlike every training lab's (`Framed.unlike_tones`:
     PBC validation platelets through one of eight drawn cameras, each image alone, 2 of 27 answered "no white cell"
     unflagged; docs/results.md, session 30), or whose view's `colour` distance lies beyond NO_CELL_COLOUR_LIMIT (red
-    and blue swapped, which the tone curves do not catch). A run judged for its colours flags the rest (run_reasons_of)."""
+    and blue swapped, which the tone curves do not catch); so, in any colours, is a stained region too small for a
+    nucleus (Kaggle TEST: nine labelled eosinophils, their nucleus at most 2.5 um2 in view, had been dropped unflagged;
+    docs/results.md, session 35). A run judged for its colours flags the rest (run_reasons_of)."""
     if framed is not None and framed.washed_out:
         return [OVEREXPOSED]
     if framed is not None and not framed.too_small and (framed.too_dark or framed.faint):
@@ -411,8 +415,10 @@ def lost_reasons(framed: Framed | None, colour: float | None = None) -> list[str
     smear = framed is not None and framed.scale in SMEAR_SCALES
     if smear and (framed.unlike_tones or (not framed.greyscale and colour is not None and colour > NO_CELL_COLOUR_LIMIT)):
         return [UNLIKE_TONES]
-    grey_speck = framed is not None and framed.greyscale and not framed.too_small and framed.stained_um2 >= MIN_STAINED_UM2
-    return [GREY_SPECK] if grey_speck or (framed is not None and framed.grey_unsure) else []
+    speck = framed is not None and not framed.too_small and framed.stained_um2 >= MIN_STAINED_UM2
+    if framed is not None and (framed.grey_unsure or (framed.greyscale and speck)):
+        return [GREY_SPECK]
+    return [SMALL_STAIN] if speck else []
 
 
 def no_white_cell(framed: Framed, label: str) -> str | None:
