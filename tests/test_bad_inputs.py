@@ -254,3 +254,17 @@ def test_python_arrays_of_any_depth_read_as_the_file_does(model):
         model.predict([cell], px_per_um=-2)
     with pytest.raises(WbcError, match="px_per_um must be positive"):
         wbc.classify([cell], model=model, px_per_um=-2)
+
+
+def test_a_results_file_of_another_kind_is_refused(tmp_path):
+    """`wbc predict --out results.xlsx` (or .json, or no suffix) wrote csv text under that name: a file a spreadsheet or
+    a JSON reader cannot open. Refused in one line before anything loads, and from Python; `--format csv` keeps a name."""
+    cell = str(kaggle_images("TEST_SIMPLE", "MONOCYTE", 1)[0])
+    cases = [(["predict", cell, "--out", str(tmp_path / name)], f"--out {name}: results are written to a .csv, .jsonl or .parquet file")
+             for name in ("r.xlsx", "r.json", "results")]
+    _said_before_torch(cases, tmp_path)
+    assert not any((tmp_path / name).exists() for name in ("r.xlsx", "r.json", "results"))
+    with pytest.raises(WbcError, match="a spreadsheet opens the .csv"):
+        wbc.classify([cell], out=tmp_path / "r.xls")
+    run_cli("predict", cell, "--out", str(tmp_path / "r.txt"), "--format", "csv")
+    assert (tmp_path / "r.txt").read_text().startswith("path,class,probability,")

@@ -14,7 +14,7 @@ from rich.table import Table
 from wbc.cli import ModelOpt, app
 from wbc.cli.render import bar, console
 from wbc.errors import WbcError, check_ranges
-from wbc.infer.answers import fault_warning
+from wbc.infer.answers import fault_warning, format_of
 
 
 def _label(p) -> str:
@@ -63,11 +63,11 @@ def predict(inputs: list[str] = typer.Argument(..., help="single-cell images, fo
     found = collect_images(inputs).require("classify")  # names only, before torch loads: missing inputs said in a second
     check_ranges(("--batch-size", batch_size, batch_size >= 1, "at least 1"),
                  ("--workers", workers, workers is None or workers >= 0, "at least 0 (0: one framing thread)"))
-    from wbc.infer.batch import default_workers, format_of, run_to_file
-    from wbc.infer.predictor import flag_run, load_model
-
     fmt = format or (format_of(out, None) if out else "table")
     _check_options(fmt, out, resume, engine)
+    from wbc.infer.batch import default_workers, run_to_file
+    from wbc.infer.predictor import flag_run, load_model
+
     scale = _parse_scale(px_per_um)
     stream = None
     if engine == "ray":  # the cluster is checked first: a wrong address or token is said in seconds, before any file is written

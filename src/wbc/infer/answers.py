@@ -1,6 +1,10 @@
-"""The labels a classifier's answer can carry besides its classes, and the kinds of its review reasons: plain
-constants and string functions, so the review station, the differential and a run's summary read them without
-loading a network."""
+"""The labels a classifier's answer can carry besides its classes, the kinds of its review reasons, and the files
+answers are written to: plain constants and string functions, so the review station, the differential, a run's
+summary and the command line's checks read them without loading a network."""
+
+from pathlib import Path
+
+from wbc.errors import WbcError
 
 NO_WHITE_CELL = "NO_WHITE_CELL"  # the label of an image the no-white-cell rule turns away
 UNIDENTIFIED = "UNIDENTIFIED"  # a cell far from every known type: counted apart, never folded into a type
@@ -28,3 +32,25 @@ def fault_warning(kinds: dict, images: int) -> str | None:
     said = [f"{k} on {n} of {images} images: {fix}" for k, fix in IMAGE_FAULTS.items()
             for n in [kinds.get(k, 0)] if n >= 3 and n >= 0.5 * images]
     return ("; ".join(said) + ", then run again (their answers are all flagged for review)") if said else None
+
+
+FORMATS = ("csv", "jsonl", "parquet")  # a results file's formats, streamed a row at a time
+SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+
+
+def format_of(path: Path | None, fmt: str | None) -> str:
+    """The format of a results file: `fmt` if given, else the file's suffix. Another suffix is refused, not written
+    as csv under it (`results.xlsx` or `results.json` holding csv text would open as a broken file)."""
+    if fmt:
+        if fmt not in FORMATS:
+            raise WbcError(f"--format for a results file must be csv, jsonl or parquet, not '{fmt}'")
+        return fmt
+    if path is None:
+        return "csv"
+    kind = SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        hint = {".xlsx": " (a spreadsheet opens the .csv)", ".xls": " (a spreadsheet opens the .csv)",
+                ".json": " (.jsonl: one JSON object a line, streamed)"}.get(path.suffix.lower(), "")
+        raise WbcError(f"--out {path.name}: results are written to a .csv, .jsonl or .parquet file{hint}; "
+                       f"or give --format csv to keep the name")
+    return kind

@@ -30,7 +30,7 @@ from typing import Callable, Iterable, Iterator
 import torch
 
 from wbc.errors import WbcError
-from wbc.infer.answers import reason_kinds
+from wbc.infer.answers import format_of, reason_kinds
 from wbc.infer.predictor import (
     BLAST_RUN_REASON,
     COLOUR_REASON,
@@ -44,7 +44,6 @@ from wbc.infer.predictor import (
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("csv", "jsonl", "parquet")
 
 
 @dataclass
@@ -167,18 +166,6 @@ def row_of(o: Outcome, classes: list[str]) -> dict:
             "white_cell": int(p.to_dict()["white_cell"]), "px_per_um": round(p.px_per_um, 3) if p.px_per_um else "",
             "scale": p.scale or "", "error": "", "review_reason": p.review_reason or "",
             "distance": "" if p.distance is None else p.distance, "colour_distance": "" if p.colour_distance is None else p.colour_distance, "note": p.note or ""}
-
-
-def format_of(path: Path | None, fmt: str | None) -> str:
-    if fmt:
-        if fmt not in FORMATS:
-            raise WbcError(f"--format for a results file must be csv or jsonl, not '{fmt}'")
-        return fmt
-    if path is not None and path.suffix.lower() in (".jsonl", ".ndjson"):
-        return "jsonl"
-    if path is not None and path.suffix.lower() == ".parquet":
-        return "parquet"
-    return "csv"
 
 
 def _complete_prefix(data: bytes) -> bytes:
