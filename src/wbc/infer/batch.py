@@ -45,7 +45,6 @@ from wbc.infer.predictor import (
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class Outcome:
     """One file's result: a Prediction, or the reason it could not be classified."""

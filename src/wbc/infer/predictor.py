@@ -406,7 +406,7 @@ def lost_reasons(framed: Framed | None, colour: float | None = None) -> list[str
     PBC validation platelets through one of eight drawn cameras, each image alone, 2 of 27 answered "no white cell"
     unflagged; docs/results.md, session 30), or whose view's `colour` distance lies beyond NO_CELL_COLOUR_LIMIT (red
     and blue swapped, which the tone curves do not catch); so, in any colours, is a stained region too small for a
-    nucleus (Kaggle TEST: nine labelled eosinophils, their nucleus at most 2.5 um2 in view, had been dropped unflagged;
+    nucleus (Kaggle TEST: nine labelled eosinophils, under 3 um2 stained in view, had been dropped unflagged;
     docs/results.md, session 35). A run judged for its colours flags the rest (run_reasons_of)."""
     if framed is not None and framed.washed_out:
         return [OVEREXPOSED]
