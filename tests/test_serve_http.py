@@ -99,6 +99,14 @@ def test_web_page_in_chromium(server, tmp_path):
         expect(labels).to_have_count(3, timeout=60_000)
         expect(labels.first).to_have_text("no white cell found")
         expect(page.locator('#tally tr[data-class="NO_WHITE_CELL"] td').nth(1)).to_have_text("1")
+        expect(page.locator(".card").first.get_by_test_id("review")).to_have_count(0)  # a blank image: nothing to look at
+        speck = KAGGLE / "TEST" / "EOSINOPHIL" / "_8_963.jpeg"  # red cells and a speck of stain: dropped, so flagged
+        page.get_by_test_id("file-input").set_input_files([str(speck)])
+        expect(labels).to_have_count(4, timeout=60_000)
+        first = page.locator(".card").first
+        expect(first.get_by_test_id("label")).to_contain_text("no white cell found")
+        expect(first.get_by_test_id("review")).to_have_count(1)
+        expect(first.get_by_test_id("review-reason")).to_contain_text("something is stained, but less than a nucleus")
         page.get_by_test_id("file-input").set_input_files([str(bad)])
         expect(page.get_by_test_id("error")).to_contain_text("not an image file", timeout=60_000)
         smear = KAGGLE.parents[2] / "bccd" / "JPEGImages" / "BloodImage_00000.jpg"
@@ -117,14 +125,14 @@ def test_web_page_in_chromium(server, tmp_path):
         with page.expect_download() as dl:
             page.get_by_test_id("download").click()
         lines = Path(dl.value.path()).read_text().splitlines()
-        assert lines[0].startswith("filename,class,probability") and len(lines) == 4
+        assert lines[0].startswith("filename,class,probability") and len(lines) == 5
         # ten files go as one run; a bad one among them spoils the request, so each is sent again alone
         good = [*kaggle_images("TEST_SIMPLE", "MONOCYTE", 5), *kaggle_images("TEST_SIMPLE", "EOSINOPHIL", 5)][:9]
         assert len(good) == 9
         page.get_by_test_id("file-input").set_input_files([str(p) for p in [*good, bad]])
-        expect(labels).to_have_count(3 + 9, timeout=120_000)
+        expect(labels).to_have_count(4 + 9, timeout=120_000)
         expect(page.get_by_test_id("error")).to_have_count(2)
-        expect(page.get_by_test_id("summary-count")).to_have_text("(12 cells)")
+        expect(page.get_by_test_id("summary-count")).to_have_text("(13 cells)")
         page.screenshot(path=str(tmp_path / "wbc-page.png"), full_page=True)
         browser.close()
     assert (tmp_path / "wbc-page.png").stat().st_size > 10_000

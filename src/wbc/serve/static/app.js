@@ -44,18 +44,17 @@ function showResult(c, file, r) {
   const img = el("img", { alt: file.name, src: URL.createObjectURL(file) });
   const original = img.src;
   c.append(img, el("div", { class: "name", text: file.name }));
-  if (r.white_cell === false) {
-    c.classList.add("empty");
-    c.append(el("div", { class: "label", "data-testid": "label", text: "no white cell found" }), el("div", { class: "note", text: r.note || "" }));
-    return;
-  }
-  const alarm = ALARM.includes(r.class);
+  const empty = r.white_cell === false;  // "no white cell found": its flag, when it may have missed one, shown as a cell's
+  if (empty) c.classList.add("empty");
+  const alarm = !empty && ALARM.includes(r.class);
   if (alarm) c.classList.add("alarm");
-  const text = r.class === "UNIDENTIFIED" ? "UNIDENTIFIED: unlike every known cell type" : `${r.class} ${(100 * r.probability).toFixed(1)}%`;
+  const text = empty ? "no white cell found" : r.class === "UNIDENTIFIED" ? "UNIDENTIFIED: unlike every known cell type" : `${r.class} ${(100 * r.probability).toFixed(1)}%`;
   const label = el("div", { class: "label", "data-testid": "label", text });
   if (r.review) label.append(el("span", { class: "review", "data-testid": "review", text: "review", title: r.review_reason || "" }));
   c.append(label);
+  if (empty) c.append(el("div", { class: "note", text: r.note || "" }));
   if (r.review_reason) c.append(el("div", { class: "note", "data-testid": "review-reason", text: `review: ${r.review_reason}` }));
+  if (empty) return;
   if (r.px_per_um) c.append(el("div", { class: "note", text: `scale ${r.px_per_um.toFixed(1)} px/um (${r.scale})` }));
   for (const k of state.classes) {
     const p = r.probabilities[k];
