@@ -105,10 +105,8 @@ def count(images: list[str] = typer.Argument(..., help="smear field images, fold
     """Find and count RBCs, WBCs and platelets in smear fields of any size; classify each WBC; report the differential."""
     from wbc.data.collect import collect_images
 
-    if format not in ("table", "csv", "json"):
-        raise WbcError(f"--format must be table, csv or json, not '{format}'")
-    if px_per_um is not None and px_per_um <= 0:
-        raise WbcError(f"--px-per-um must be positive, not {px_per_um}")
+    check_ranges(("--format", f"'{format}'", format in ("table", "csv", "json"), "table, csv or json"),
+                 ("--px-per-um", px_per_um, px_per_um is None or px_per_um > 0, "positive"))
     if out and out.exists() and not out.is_dir():
         raise WbcError(f"--out {out} is a file: pass a folder for the annotated fields")
     require_detector(detector)
