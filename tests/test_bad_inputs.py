@@ -181,6 +181,7 @@ def test_wrong_paths_are_said_before_torch_loads(tmp_path):
              (["bench", "--model", onnx], "make one with `wbc export`"),
              (["serve", "--model", str(tmp_path)], f"{tmp_path} is a folder: pass the model file inside it"),
              (["predict", cell, "--model", missing], "model file not found"),
+             (["predict", str(tmp_path / "cell[red].jpeg")], "cell[red].jpeg: no file matches"),  # not read as a colour
              (["count", cell, "--model", onnx], "model file not found"),
              (["train", "--data", f"pbc={pbc}", "--init", missing, "--out", str(tmp_path / "run")], "--init takes a wbc model file"),
              (["train", "--data", f"pbc={pbc}", "--manifest", f"pbc={tmp_path / 'm.csv'}", "--out", str(tmp_path / "run")], "split manifest not found"),
@@ -234,6 +235,26 @@ def test_options_out_of_range_are_said_before_torch_loads(tmp_path):
              (["review", "adapt", "--holdout", "1.5", "--data-dir", str(tmp_path)], "--holdout must be at least 0 and below 1")]
     _said_before_torch(cases, tmp_path)
     assert not (tmp_path / "run").exists() and not (tmp_path / "m.csv").exists()
+
+
+def test_a_mistyped_command_line_is_one_line_naming_the_command(tmp_path):
+    """Typer's own parse errors (a word where a number goes, an unknown option or command, a missing argument) were
+    a usage line, a hint and a boxed message; now one line like every other mistake, naming the command and its
+    --help. A prompt that reads the end of its input says so in one line too (status 1, as before)."""
+    cell = str(kaggle_images("TEST_SIMPLE", "MONOCYTE", 1)[0])
+    cases = [(["bench", "--seconds", "abc"], "wbc bench: invalid value for '--seconds'"),
+             (["serve", "--port", "http"], "wbc serve: invalid value for '--port'"),
+             (["predict", cell, "--batchsize", "8"], "wbc predict: no such option: --batchsize"),
+             (["predic", cell], "wbc: no such command 'predic'. Did you mean 'predict'? (see `wbc --help`)"),
+             (["predict"], "wbc predict: missing argument 'inputs' (see `wbc predict --help`)"),
+             (["review", "case"], "wbc review: no such command 'case'"),
+             (["data", "check", "a", "b"], "wbc data check: got unexpected extra argument(s) (b) (see `wbc data check --help`)")]
+    _said_before_torch(cases, tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "WBC_PASSWORD"}
+    p = subprocess.run([sys.executable, "-c", WHY_NOT, "review", "users", "add", "bob", "--data-dir", str(tmp_path / "st")],
+                       capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL)
+    assert p.returncode == 1 and "error: aborted: a prompt read the end of its input" in p.stderr and "$WBC_PASSWORD" in p.stderr
+    assert "Traceback" not in p.stderr
 
 
 def test_python_arrays_of_any_depth_read_as_the_file_does(model):

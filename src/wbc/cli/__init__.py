@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 
 from wbc.cli.render import console, log_to_console
 from wbc.errors import WbcError
@@ -38,16 +39,52 @@ DataOpt = typer.Option(None, "--data", help="dataset folder (default: $WBC_DATA 
 ModelOpt = typer.Option(None, "--model", "-m", help="model file (default: the shipped model)", callback=_model_file)
 
 
+def _click_kinds() -> tuple[tuple, tuple]:
+    """(usage errors, aborts) as this Typer raises them: its own click (Typer >= 0.29) or the click package."""
+    errors, aborts = [getattr(typer, "TyperException", None)], [typer.Abort]
+    try:
+        import click
+
+        errors.append(click.ClickException)
+        aborts.append(click.exceptions.Abort)
+    except ImportError:
+        pass
+    return tuple(e for e in errors if e), tuple(aborts)
+
+
 def main() -> None:
     log_to_console()
+    usage, aborts = _click_kinds()
     try:
-        app()
+        code = app(standalone_mode=False)  # Typer's own errors come back here, to be said in one line
     except WbcError as e:
-        console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        _error(str(e))
     except KeyboardInterrupt:
         console.print("interrupted")
         sys.exit(130)
+    except aborts:
+        _error("aborted: a prompt read the end of its input (a script gives the password in $WBC_PASSWORD)", 1)
+    except usage as e:
+        if type(e).__name__ == "NoArgsIsHelpError":
+            sys.exit(2)  # the help is already printed
+        _error(usage_error(e), getattr(e, "exit_code", 2))
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _error(message: str, code: int = 2) -> None:
+    console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def usage_error(e: Exception) -> str:
+    """A mistyped command line in one line that names the command and where its options are listed (Typer's own
+    is a usage line, a hint and a boxed message)."""
+    words = e.format_message() if hasattr(e, "format_message") else str(e)
+    message = " ".join(words.split()).removesuffix(".")
+    ctx = getattr(e, "ctx", None)
+    if ctx is None:
+        return message
+    return f"{ctx.command_path}: {message[:1].lower()}{message[1:]} (see `{ctx.command_path} --help`)"
 
 
 # the commands register themselves on `app` (and `data_app`) when imported; the order is `wbc --help`'s
