@@ -257,6 +257,20 @@ def test_a_mistyped_command_line_is_one_line_naming_the_command(tmp_path):
     assert "Traceback" not in p.stderr
 
 
+def test_file_names_in_brackets_are_shown_as_named(tmp_path):
+    """The terminal reads [red] or [bold] as colours: a file "cell[red].jpeg" was listed as "cell.jpeg" in predict's
+    table, its skipped line and count's tables, so a lab could not tell which file a row was."""
+    folder = tmp_path / "slide[b]"
+    folder.mkdir()
+    (folder / "cell[red].jpeg").write_bytes(kaggle_images("TEST_SIMPLE", "MONOCYTE", 1)[0].read_bytes())
+    (folder / "bad[bold].jpeg").write_text("not an image")
+    p = run_cli("predict", "slide[b]", cwd=tmp_path, check=False)  # short paths: a table row is not folded
+    assert p.returncode == 1 and "│ slide[b]/cell[red].jpeg │" in p.stderr, p.stderr
+    assert "skipped cannot read image slide[b]/bad[bold].jpeg" in p.stderr, p.stderr
+    p = run_cli("count", "slide[b]/cell[red].jpeg", "--out", "fields[i]", cwd=tmp_path)
+    assert "│ cell[red].jpeg │" in p.stderr and "annotated images in fields[i]" in p.stderr, p.stderr
+
+
 def test_python_arrays_of_any_depth_read_as_the_file_does(model):
     """An array from scikit-image (floats 0..1), a 16-bit camera or an RGBA image gives the file's answer: floats were
     cast to uint8 (all 0: a black image, "no white cell found" in silence) and 16-bit values wrapped around. A negative

@@ -9,9 +9,10 @@ from typing import Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from wbc.cli import ModelOpt, app
-from wbc.cli.render import bar, console
+from wbc.cli.render import bar, console, escape
 from wbc.errors import WbcError, check_ranges
 from wbc.models.files import require_detector
 
@@ -40,10 +41,10 @@ def _count_fields(predictor, files: list[str], px_per_um: float | None, detector
             fc = count_field(predictor, img, px_per_um, name=img, detector=detector)
         except WbcError as e:
             failures.append((img, str(e)))
-            console.print(f"[red]skipped[/red] {e}", highlight=False, soft_wrap=True)
+            console.print(f"[red]skipped[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
             continue
         if not fc.boxes:
-            console.print(f"[yellow]no cells found in {img}[/yellow]: is it a blood smear field at about {fc.px_per_um:.1f} px/um "
+            console.print(f"[yellow]no cells found in {escape(str(img))}[/yellow]: is it a blood smear field at about {fc.px_per_um:.1f} px/um "
                           f"({fc.scale})? (see --px-per-um)", highlight=False)
         if out:
             fc.annotated = str(save_annotated(decode(img, max_pixels=COUNT_MAX_PIXELS), fc, out))
@@ -79,7 +80,7 @@ def _print_field_warnings(fields: list) -> None:
     more white than red cells): said once per field."""
     for fc in fields:
         for line in fc.warnings:
-            console.print(f"[bold yellow]warning:[/bold yellow] {Path(fc.source).name}: {line}", highlight=False, soft_wrap=True)
+            console.print(f"[bold yellow]warning:[/bold yellow] {escape(Path(fc.source).name)}: {escape(line)}", highlight=False, soft_wrap=True)
 
 
 def _fields_table(fields: list, totals: dict) -> Table:
@@ -88,7 +89,7 @@ def _fields_table(fields: list, totals: dict) -> Table:
         t.add_column(col)
     for fc in fields:
         c = fc.counts
-        t.add_row(Path(fc.source).name, f"{fc.px_per_um:.1f} {fc.scale}" + (", tones mapped" if fc.tones == "mapped" else ""), str(c["RBC"]), str(c["WBC"]), str(c["Platelets"]),
+        t.add_row(Text(Path(fc.source).name), f"{fc.px_per_um:.1f} {fc.scale}" + (", tones mapped" if fc.tones == "mapped" else ""), str(c["RBC"]), str(c["WBC"]), str(c["Platelets"]),
                   ", ".join(f"{w['class']} {w['probability']:.2f}" + (" (review)" if w["review"] else "") for w in fc.wbc) or "-")
     if len(fields) > 1:
         t.add_row("total", "", str(totals["RBC"]), str(totals["WBC"]), str(totals["Platelets"]), "")
@@ -139,9 +140,9 @@ def count(images: list[str] = typer.Argument(..., help="smear field images, fold
             console.print(f"[bold red]{line}[/bold red]", highlight=False)
         warning = lab.warning()
         if warning:
-            console.print(f"[bold yellow]warning:[/bold yellow] {warning}", highlight=False, soft_wrap=True)
+            console.print(f"[bold yellow]warning:[/bold yellow] {escape(warning)}", highlight=False, soft_wrap=True)
         if out:
-            console.print(f"annotated images in {out}")
+            console.print(f"annotated images in {out}", markup=False)
     if failures:
         console.print(f"{len(fields)} fields counted, {len(failures)} failed", highlight=False)
         raise typer.Exit(1)
@@ -190,7 +191,7 @@ def export_detector_cmd(out: Path = typer.Option(..., "--out", "-o", help="ONNX 
     with console.status("exporting"):
         export_detector(src, out)
     d = Detector(out)
-    console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {d.engine}, classes {', '.join(d.spec.classes)})")
+    console.print(f"wrote {escape(str(out))} ({out.stat().st_size / 1e6:.1f} MB, {d.engine}, classes {', '.join(d.spec.classes)})")
 
 
 @app.command("evaluate-count")
@@ -244,6 +245,6 @@ def evaluate_count(data: Optional[str] = typer.Option(None, "--data", help="BCCD
             console.print(f"WBC class accuracy vs labels.csv, {text}: {acc} on {a['images']} images ({a['no_wbc_found']} with no WBC found)")
     if json_out:
         atomic_write_text(json_out, json.dumps(r, indent=2))
-        console.print(f"figures written to {json_out}")
+        console.print(f"figures written to {json_out}", markup=False)
 
 

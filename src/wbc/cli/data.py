@@ -7,9 +7,10 @@ from typing import Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from wbc.cli import DataOpt, data_app
-from wbc.cli.render import bar, console
+from wbc.cli.render import bar, console, escape
 from wbc.errors import WbcError
 
 
@@ -33,7 +34,7 @@ def data_check(path: Optional[str] = typer.Argument(None, help="dataset folder")
         if items:
             console.print(f"[bold]{len(items)} {title}:[/bold]")
             for b in items[:max_list]:
-                console.print(f"  {b.path}: {b.reason}", highlight=False)
+                console.print(f"  {b.path}: {b.reason}", highlight=False, markup=False)
             if len(items) > max_list:
                 console.print(f"  ... and {len(items) - max_list} more")
     console.print(f"{len(s.records)} good images, {len(s.bad)} bad, {len(s.odd_size)} odd-sized")
@@ -48,7 +49,7 @@ def data_explore(path: Optional[str] = typer.Argument(None, help="dataset folder
 
     with bar() as p:
         report = explore(resolve_data(path), out, split=split, per_class=per_class, progress=p)
-    console.print(f"report written to {report}")
+    console.print(f"report written to {report}", markup=False)
 
 
 @data_app.command("split")
@@ -79,10 +80,10 @@ def data_split(data: Optional[str] = DataOpt, out: Path = typer.Option(Path("run
         t.add_row(s, *[f"{table[s].get(c, (0, 0))[0]} / {table[s].get(c, (0, 0))[1]}" for c in classes])
     console.print(t)
     if crossing:
-        console.print(f"[yellow]{len(crossing)} source group(s) appear in TRAIN and in another split:[/yellow] {', '.join(crossing)}")
+        console.print(f"[yellow]{len(crossing)} source group(s) appear in TRAIN and in another split:[/yellow] {escape(', '.join(crossing))}")
     else:
         console.print("no source group appears in both TRAIN and another split")
-    console.print(f"manifest written to {out}")
+    console.print(f"manifest written to {out}", markup=False)
 
 
 @data_app.command("scale")
@@ -100,7 +101,7 @@ def data_scale(paths: list[str] = typer.Argument(..., help="dataset folders, ima
         if not files:
             raise WbcError(f"no images in {p}")
         s = source_scale(files, sample)
-        t.add_row(p, f"{s['found']}/{s['images']}", f"{s['px_per_um']:.2f}" if s["px_per_um"] else "-",
+        t.add_row(Text(str(p)), f"{s['found']}/{s['images']}", f"{s['px_per_um']:.2f}" if s["px_per_um"] else "-",
                   f"{s['p5']:.2f}-{s['p95']:.2f}" if s["px_per_um"] else "no red cells found")
     console.print(t)
 
@@ -110,6 +111,6 @@ def data_download(dest: Path = typer.Option(Path("data"), help="folder to put th
     """Fetch the public mirror of the Kaggle blood-cells data (checksum-verified) when online."""
     from wbc.data.download import download
 
-    console.print(f"dataset ready at {download(dest)}")
+    console.print(f"dataset ready at {download(dest)}", markup=False)
 
 

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from wbc.cli import DataOpt, ModelOpt, app
-from wbc.cli.render import bar, console
+from wbc.cli.render import bar, console, escape
 from wbc.errors import WbcError, check_ranges
 
 
@@ -40,7 +40,7 @@ def _print_eval(r: dict) -> None:
                   f"(measured on {r['scale']['measured']}, the run's on {r['scale'].get('run', 0) + r['scale'].get('corrected', 0)}, "
                   f"from the cell on {r['scale'].get('cell', 0)}, assumed on {r['scale']['assumed']})", highlight=False)
     for name, a in r.get("abnormal", {}).items():
-        console.print(f"[bold]{name}[/bold] (not a class of this model): {a['images']} cells, {a['unidentified']} UNIDENTIFIED, {a['flagged']} flagged, "
+        console.print(f"[bold]{escape(name)}[/bold] (not a class of this model): {a['images']} cells, {a['unidentified']} UNIDENTIFIED, {a['flagged']} flagged, "
                       f"[bold red]{a['missed_unflagged']} passed as an unflagged known type[/bold red], {a['dropped_no_white_cell']} dropped as no white cell "
                       f"(missed {a['missed_share']:.1%})", highlight=False)
 
@@ -71,10 +71,10 @@ def evaluate(model: Optional[str] = ModelOpt, data: Optional[str] = DataOpt, spl
         _print_eval(r)
         results[s.upper()] = r
         if out:
-            console.print(f"report: {out / s.upper() / 'report.md'}")
+            console.print(f"report: {out / s.upper() / 'report.md'}", markup=False)
     if json_out:
         atomic_write_text(json_out, json.dumps(results, indent=2))
-        console.print(f"metrics written to {json_out}")
+        console.print(f"metrics written to {json_out}", markup=False)
 
 
 
@@ -105,7 +105,7 @@ def export(out: Path = typer.Option(..., "--out", "-o", help="ONNX file to write
     with bar() as p:
         task = p.add_task(f"checking on {check_split}", total=len(idx))
         a = compare(native, exported, [lab.paths[i] for i in idx], [int(lab.y[i]) for i in idx], lambda n: p.advance(task, n))
-    console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {exported.engine.name})")
+    console.print(f"wrote {escape(str(out))} ({out.stat().st_size / 1e6:.1f} MB, {exported.engine.name})")
     console.print(f"checked on {a.images} {check_split} images: max |p_onnx - p_torch| = {a.max_abs_diff:.2e}, "
                   f"same top class {a.same_top_class:.2%}, accuracy PyTorch {a.accuracy_native:.4f} vs ONNX {a.accuracy_exported:.4f}", highlight=False)
 
@@ -166,6 +166,6 @@ def bench(model: Optional[str] = ModelOpt, images: Optional[Path] = typer.Option
         console.print(f"{row['path']}: {row['seconds_per_batch32']:.2f} s per batch of 32, ~{row['minutes_per_epoch']:.1f} min per "
                       f"7,889-image epoch, peak RSS {row['peak_rss_mb']:.0f} MB", highlight=False)
     atomic_write_text(json_out, json.dumps(r, indent=2))
-    console.print(f"figures written to {json_out}")
+    console.print(f"figures written to {json_out}", markup=False)
 
 

@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from wbc.cli import ModelOpt, app
 from wbc.cli.render import bar, console
@@ -127,9 +128,9 @@ def _table(rows: list, classes: list[str]) -> Table:
     for o in rows:
         q = o.prediction
         if q is None:
-            t.add_row(o.path, "[red]unreadable[/red]", "", *[""] * len(classes), "", "")
+            t.add_row(Text(o.path), "[red]unreadable[/red]", "", *[""] * len(classes), "", "")
             continue
-        t.add_row(q.source, _label(q), f"{q.probability:.3f}", *[f"{q.probabilities[c]:.3f}" for c in classes],
+        t.add_row(Text(str(q.source)), _label(q), f"{q.probability:.3f}", *[f"{q.probabilities[c]:.3f}" for c in classes],
                   f"{q.px_per_um:.1f}" + ("?" if q.scale in ("assumed", "cell", "run") else ""), _why(q))
     return t
 
@@ -144,21 +145,21 @@ def _why(q) -> str:
 def _report(failures: list[tuple[str, str]], summary, out: Path | None) -> None:
     """Skipped files (the first 20), one closing line; exit status 1 when any file failed."""
     for path, why in failures[:20]:
-        console.print(f"[red]skipped[/red] {why if path in why else f'{path}: {why}'}", highlight=False, soft_wrap=True)
+        console.print(f"[red]skipped[/red] {escape(why if path in why else f'{path}: {why}')}", highlight=False, soft_wrap=True)
     if len(failures) > 20:
-        console.print(f"... and {len(failures) - 20} more (see the error column{' of ' + str(out) if out else ''})")
+        console.print(f"... and {len(failures) - 20} more (see the error column{' of ' + str(out) if out else ''})", markup=False)
     if out or summary.done + len(failures) > 1:
         counts = ", ".join(f"{('no white cell' if k == 'NO_WHITE_CELL' else k)} {v}" for k, v in summary.labels.most_common())
         console.print(f"{summary.done} classified, {len(failures)} failed" + (f", {summary.skipped} already in {out}" if summary.skipped else "")
-                      + (f"; {counts}" if counts else "") + (f"; results in {out}" if out else ""), highlight=False)
+                      + (f"; {counts}" if counts else "") + (f"; results in {out}" if out else ""), highlight=False, markup=False)
     faults = fault_warning(summary.reasons, summary.done)
     if faults:
-        console.print(f"[bold yellow]warning:[/bold yellow] {faults}", highlight=False, soft_wrap=True)
+        console.print(f"[bold yellow]warning:[/bold yellow] {escape(faults)}", highlight=False, soft_wrap=True)
     warning = summary.lab.warning() if summary.lab else None
     if warning:
         late = (f" ({summary.mended} rows written before it was clear were flagged at the end of the run)" if summary.mended else
                 f" ({summary.before_judged} rows written before it was clear keep only their own flags)" if summary.before_judged else "")
-        console.print(f"[bold yellow]warning:[/bold yellow] {warning}{late}", highlight=False, soft_wrap=True)
+        console.print(f"[bold yellow]warning:[/bold yellow] {escape(warning + late)}", highlight=False, soft_wrap=True)
     if failures:
         raise typer.Exit(1)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 from rich.console import Console
+from rich.markup import escape  # noqa: F401  (user text inside our markup: a file named "cell[red].jpeg")
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,

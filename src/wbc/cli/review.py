@@ -9,9 +9,10 @@ from typing import Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from wbc.cli import ModelOpt, app
-from wbc.cli.render import bar, console
+from wbc.cli.render import bar, console, escape
 from wbc.errors import WbcError, check_ranges
 
 review_app = typer.Typer(help="The lab's review station: cases in a database, review, sign-off, export.", no_args_is_help=True)
@@ -60,7 +61,7 @@ def users_add(name: str = typer.Argument(...), role: str = typer.Option("technol
     Session = _open(data_dir, db)
     with Session.begin() as s:
         add_user(s, name, role, _password(name, confirm=True))
-    console.print(f"user {name} ({role}) added")
+    console.print(f"user {name} ({role}) added", markup=False)
 
 
 IMPORT_CHUNK_CELLS, IMPORT_CHUNK_FIELDS = 64, 8  # files a transaction
@@ -105,8 +106,8 @@ def review_import(case: str = typer.Argument(..., help="a case id, or a new samp
             cells, problems = cells + r.cells, problems + r.problems
             progress.advance(task, len(part))
     for path, why in [*found.problems, *problems]:
-        console.print(f"[red]skipped[/red] {path}: {why}", highlight=False, soft_wrap=True)
-    console.print(f"case {case_id} ({ref}): {cells} cells imported" + (f", {len(problems) + len(found.problems)} files skipped" if problems or found.problems else ""))
+        console.print(f"[red]skipped[/red] {escape(f'{path}: {why}')}", highlight=False, soft_wrap=True)
+    console.print(f"case {case_id} ({escape(ref)}): {cells} cells imported" + (f", {len(problems) + len(found.problems)} files skipped" if problems or found.problems else ""))
 
 
 @review_app.command("cases")
@@ -120,7 +121,7 @@ def review_cases(data_dir: Optional[str] = DataDirOpt, db: Optional[str] = DbOpt
     for col in ("id", "reference", "version", "specimen", "status", "cells", "created by", "created"):
         t.add_column(col)
     for r in rows:
-        t.add_row(str(r["id"]), r["reference"], str(r["version"]), r["specimen"], r["status"], str(r["cells"]), r["created_by"], r["created_at"][:19])
+        t.add_row(str(r["id"]), Text(r["reference"]), str(r["version"]), Text(r["specimen"] or ""), r["status"], str(r["cells"]), Text(r["created_by"]), r["created_at"][:19])
     console.print(t)
 
 
@@ -147,7 +148,7 @@ def review_show(case: int = typer.Argument(...), data_dir: Optional[str] = DataD
         t.add_row(r["class"], str(r["count"]), "-", f"{r['per_100_white']:.1f} per 100 white cells" if r["per_100_white"] is not None else "-")
     console.print(t)
     for line in why:
-        console.print(f"[yellow]cannot sign yet:[/yellow] {line}", highlight=False)
+        console.print(f"[yellow]cannot sign yet:[/yellow] {escape(line)}", highlight=False)
 
 
 @review_app.command("sign")
@@ -161,7 +162,7 @@ def review_sign(case: int = typer.Argument(...), user: str = UserOpt, meaning: s
     with Session.begin() as s:
         sig = sign(s, case, _user(s, user), _password(user), meaning, "second" if second else "primary")
         at = sig.at
-    console.print(f"case {case} signed by {user} ({'second' if second else 'primary'}, {meaning}) at {at:%Y-%m-%d %H:%M:%S}")
+    console.print(f"case {case} signed by {user} ({'second' if second else 'primary'}, {meaning}) at {at:%Y-%m-%d %H:%M:%S}", markup=False)
 
 
 @review_app.command("export")
@@ -180,7 +181,7 @@ def review_export(case: int = typer.Argument(...), out: Optional[Path] = typer.O
         text = writers[format](s, get_case(s, case))
     if out:
         atomic_write_text(out, text)
-        console.print(f"written {out}")
+        console.print(f"written {out}", markup=False)
     else:
         print(text.replace("\r", "\n") if format == "hl7" else text, end="" if format == "csv" else "\n")
 
@@ -204,7 +205,7 @@ def review_adapt(model: Optional[str] = ModelOpt, work: Path = typer.Option(Path
     console.print(f"{sum(r['counts']['train'].values())} verified cells adapted on, {held} held out: accuracy {r['before']:.1%} before, "
                   f"{r['after']:.1%} after")
     console.print(f"installed as the lab's model: {r['lab_model']} (wbc serve --model {r['lab_model']})" if r["installed"]
-                  else "not better on the held-out cells: the model stays as it was")
+                  else "not better on the held-out cells: the model stays as it was", markup=False)
 
 
 @review_app.command("agreement")

@@ -115,6 +115,6 @@ def adapt(images: str = typer.Argument(..., help="folder of your microscope's si
             f = r[key]
             t.add_row(name, f"{f['accuracy']:.4f}", f"{f['accuracy_in_set_classes']:.4f}", f"{f['balanced_accuracy']:.4f}")
         console.print(t)
-    console.print(f"adapted model written to {out}")
+    console.print(f"adapted model written to {out}", markup=False)
 
 
