@@ -112,17 +112,20 @@ def test_risk_coverage_is_the_accuracy_of_the_least_strange_cells():
 def test_evaluate_reports_risk_coverage_and_the_blasts_missed(model, tmp_path):
     """`wbc evaluate --abnormal`: every cell of a class folder the model lacks is counted as caught
     (UNIDENTIFIED, flagged) or missed (an unflagged known type, dropped). BLAST is a class of the shipped
-    model now, so the Munich test blasts are shown under a name it lacks (the accounting, on real cells)."""
+    model now, so the Munich test blasts are shown under a name it lacks (the accounting, on real cells). The
+    neutrophils sit in "NGS", the folder the full Munich download gives them: read as NEUTROPHIL, and said so."""
     root = tmp_path / "munich"
-    (root / "test" / "NEUTROPHIL").mkdir(parents=True)
+    (root / "test" / "NGS").mkdir(parents=True)
     for f in sorted((MUNICH / "test" / "NEUTROPHIL").iterdir()):
-        (root / "test" / "NEUTROPHIL" / f.name).symlink_to(f)
-    Image.new("RGB", (400, 400), (236, 226, 230)).save(root / "test" / "NEUTROPHIL" / "empty_plasma.png")  # a cell mislaid
+        (root / "test" / "NGS" / f.name).symlink_to(f)
+    Image.new("RGB", (400, 400), (236, 226, 230)).save(root / "test" / "NGS" / "empty_plasma.png")  # a cell mislaid
     (root / "test" / "UNSEEN_TYPE").symlink_to(MUNICH / "test" / "BLAST")
     p = run_cli("evaluate", "--data", str(root), "--split", "TEST", "--abnormal", "--out", str(tmp_path / "r"), "--json", str(tmp_path / "m.json"))
     said = p.stdout + p.stderr
     assert "passed as an unflagged known type" in said and "AURC" in said
     r = json.loads((tmp_path / "m.json").read_text())["TEST"]
+    assert r["class_folders_read_as"] == {"NGS": "NEUTROPHIL"} and "NGS as NEUTROPHIL" in said
+    assert r["per_class"]["NEUTROPHIL"]["support"] == 101 and "folder NGS read as NEUTROPHIL" in (tmp_path / "r" / "TEST" / "report.md").read_text()
     a = r["abnormal"]["UNSEEN_TYPE"]
     assert a["images"] == 100
     assert a["unidentified"] + a["flagged"] + a["missed_unflagged"] + a["dropped_no_white_cell"] == 100

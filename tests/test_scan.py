@@ -6,6 +6,7 @@ import pytest
 from conftest import CLASSES, kaggle_images, run_cli
 from PIL import Image
 
+from wbc.data.labels import class_of
 from wbc.data.scan import find_layout, scan
 from wbc.errors import WbcError
 
@@ -71,3 +72,16 @@ def test_wrong_path_or_layout_is_one_clear_line(tmp_path, make):
     assert p.returncode == 2
     assert "Traceback" not in p.stderr
     assert p.stderr.strip().startswith("error:") and str(target) in p.stderr
+
+
+def test_class_folders_named_as_other_sets_and_labs_name_them():
+    """A lab's "neutrophils", LISC's "eos", PBC's "SNE" and the Munich download's "MYO" are the model's classes; an
+    abnormal or variant cell's folder is not (it must stay a class the model lacks, to be counted as such)."""
+    nine = ["BASOPHIL", "BLAST", "EOSINOPHIL", "ERYTHROBLAST", "IG", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL", "PLATELET"]
+    read = {"neutrophils": "NEUTROPHIL", "Lymphocyte": "LYMPHOCYTE", "eos": "EOSINOPHIL", "IGs": "IG", "MYO": "BLAST",
+            "NGS": "NEUTROPHIL", "band_neutrophils": "NEUTROPHIL", "nrbc": "ERYTHROBLAST", "Platelets": "PLATELET",
+            "BAS": "BASOPHIL", "Myeloblasts": "BLAST", "metamyelocyte": "IG"}
+    assert {f: class_of(f, nine) for f in read} == read
+    for abnormal in ("LYA", "KSC", "PMB", "atypical lymphocyte", "variant_lymphocytes", "PROMONOCYTE", "smudge", "plasma cell"):
+        assert class_of(abnormal, nine) is None, abnormal
+    assert class_of("MYO", CLASSES) is None and class_of("eosinophils", CLASSES) == "EOSINOPHIL"  # only the model's own classes

@@ -207,6 +207,7 @@ def evaluate(predictor: Predictor, data: str, split: str, out: Path | None = Non
         "split": split.upper(),
         "images": int(len(y)),
         "classes_in_set": [classes[k] for k in in_set],
+        "class_folders_read_as": lab.read_as or {},
         "skipped_bad_files": lab.skipped_bad,
         "ignored_unknown_class_images": 0 if abnormal else lab.ignored_unknown,
         "accuracy": float(accuracy_score(y, pred)),
@@ -261,7 +262,8 @@ def why_flagged(review: dict) -> str:
 
 def report_markdown(r: dict) -> str:
     lines = [f"# Evaluation: {r['split']}", "", f"- model: `{r['model']}`", f"- data: `{r['data']}` split {r['split']}, "
-             f"{r['images']} images ({r['skipped_bad_files']} bad files skipped)",
+             f"{r['images']} images ({r['skipped_bad_files']} bad files skipped)"
+             + "".join(f"; folder {f} read as {c}" for f, c in r.get("class_folders_read_as", {}).items()),
              f"- accuracy **{r['accuracy']:.4f}** over the model's {len(r['confusion_matrix']['columns'])} classes, "
              f"{r['accuracy_in_set_classes']:.4f} restricted to the set's {len(r['classes_in_set'])}; balanced accuracy "
              f"{r['balanced_accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f}, ECE {r['ece']:.4f}; as answered {r['review']['accuracy_as_answered']:.4f} "
