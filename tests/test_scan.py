@@ -6,7 +6,7 @@ import pytest
 from conftest import CLASSES, kaggle_images, run_cli
 from PIL import Image
 
-from wbc.data.labels import class_of
+from wbc.data.labels import class_of, named_twice
 from wbc.data.scan import find_layout, scan
 from wbc.errors import WbcError
 
@@ -85,3 +85,7 @@ def test_class_folders_named_as_other_sets_and_labs_name_them():
     for abnormal in ("LYA", "KSC", "PMB", "atypical lymphocyte", "variant_lymphocytes", "PROMONOCYTE", "smudge", "plasma cell"):
         assert class_of(abnormal, nine) is None, abnormal
     assert class_of("MYO", CLASSES) is None and class_of("eosinophils", CLASSES) == "EOSINOPHIL"  # only the model's own classes
+    # training sources that name one type two ways would train it as two classes: `wbc train` warns of each pair
+    assert named_twice(["EOSINOPHIL", "NEUTROPHIL", "NEUTROPHILS", "BLAST", "MYO", "SMUDGE", "SMUDGES", "LYA"]) == \
+        [["NEUTROPHIL", "NEUTROPHILS"], ["BLAST", "MYO"], ["SMUDGE", "SMUDGES"]]
+    assert named_twice(nine) == []

@@ -33,6 +33,15 @@ ALIASES = {
 }
 
 
+def named_twice(names: list[str]) -> list[list[str]]:
+    """Groups of class names that class_of reads as one type ("NEUTROPHIL" of one source, "NEUTROPHILS" or "NGS" of
+    another): trained apart, they would be two classes of one cell type."""
+    house, groups = sorted(set(ALIASES.values())), {}
+    for n in names:
+        groups.setdefault(class_of(n, house) or class_of(n, [m for m in names if m != n]) or n, []).append(n)
+    return [sorted(g) for g in groups.values() if len(g) > 1]
+
+
 def class_of(folder: str, classes: list[str]) -> str | None:
     """The model class a class folder's name means (its own name, a plural, or a name in ALIASES); None: none."""
     known = {c.upper(): c for c in classes}

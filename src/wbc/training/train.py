@@ -28,6 +28,7 @@ from wbc._util.device import pick_device
 from wbc._util.io import atomic_save, atomic_write_text
 from wbc._util.progress import or_null
 from wbc._util.runs import epoch_number, keep_logged, open_run
+from wbc.data.labels import named_twice
 from wbc.data.sources import (
     Row,
     SourceInfo,
@@ -74,7 +75,11 @@ def prepare_data(cfg: TrainConfig, run: Path, progress) -> tuple[list[Row], list
     val = [r for r in rows if r.split == "val"]
     if cfg.max_per_class:
         train, val = subsample(train, cfg.max_per_class, cfg.seed), subsample(val, cfg.max_per_class, cfg.seed)
-    return train, val, sorted({r.label for r in train}), infos
+    classes = sorted({r.label for r in train})
+    for names in named_twice(classes):
+        log.warning("classes %s may be one cell type named two ways: each is trained as a class of its own "
+                    "(rename the folders alike to merge them)", " and ".join(names))
+    return train, val, classes, infos
 
 
 def selection_score(v: dict) -> float:
