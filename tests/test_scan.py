@@ -1,9 +1,10 @@
 """`wbc data check`: counts, and every bad file reported with its reason, never a crash."""
 
 import shutil
+import xml.etree.ElementTree as ET
 
 import pytest
-from conftest import CLASSES, kaggle_images, run_cli
+from conftest import BCCD, CLASSES, kaggle_images, run_cli
 from PIL import Image
 
 from wbc.data.labels import class_of, named_twice
@@ -89,3 +90,47 @@ def test_class_folders_named_as_other_sets_and_labs_name_them():
     assert named_twice(["EOSINOPHIL", "NEUTROPHIL", "NEUTROPHILS", "BLAST", "MYO", "SMUDGE", "SMUDGES", "LYA"]) == \
         [["NEUTROPHIL", "NEUTROPHILS"], ["BLAST", "MYO"], ["SMUDGE", "SMUDGES"]]
     assert named_twice(nine) == []
+
+
+def test_check_a_voc_set_of_smear_fields():
+    """`wbc data check` on BCCD read it as a class folder "JPEGIMAGES" and its 364 annotations as bad images. Now:
+    fields and boxes per split list, every box without area (found here by ElementTree, apart), no list overlap."""
+    p = run_cli("data", "check", str(BCCD))
+    lists = {f.stem: f.read_text().split() for f in (BCCD / "ImageSets" / "Main").glob("*.txt")}
+    assert f"│ test     │     {len(lists['test'])} │" in p.stderr and "│ all      │    364 │" in p.stderr, p.stderr
+    flat = []
+    for xml in sorted((BCCD / "Annotations").glob("*.xml")):
+        for o in ET.parse(xml).getroot().iter("object"):
+            b = [float(o.find("bndbox").findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")]
+            if b[2] <= b[0] or b[3] <= b[1]:
+                flat.append(xml.name)
+    assert flat and all(f"{name}: RBC box" in p.stderr or f"{name}: WBC box" in p.stderr or f"{name}: Platelets box" in p.stderr for name in flat)
+    assert f"364 readable fields, 0 bad files, {len(flat)} boxes to look at, no overlapping split lists" in p.stderr
+
+
+def test_check_a_damaged_voc_set(tmp_path):
+    """Each fault of a VOC copy named: a truncated field, a field without annotation, an annotation without field, a
+    box beyond its image, a test field also listed for training. Other commands say what the folder is, in one line."""
+    root = tmp_path / "voc"
+    ids = (BCCD / "ImageSets" / "Main" / "train.txt").read_text().split()[:4]
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (root / sub).mkdir(parents=True)
+    for i in ids:
+        shutil.copy(BCCD / "JPEGImages" / f"{i}.jpg", root / "JPEGImages")
+        shutil.copy(BCCD / "Annotations" / f"{i}.xml", root / "Annotations")
+    jpg = root / "JPEGImages" / f"{ids[0]}.jpg"
+    jpg.write_bytes(jpg.read_bytes()[:4000])  # truncated
+    (root / "Annotations" / f"{ids[1]}.xml").unlink()
+    shutil.copy(BCCD / "Annotations" / "BloodImage_00001.xml", root / "Annotations" / "stray.xml")
+    note = root / "Annotations" / f"{ids[2]}.xml"
+    note.write_text(note.read_text().replace("<xmax>", "<xmax>9", 1))  # the first box now ends 900+ px right
+    (root / "ImageSets/Main/train.txt").write_text("\n".join(ids[:3]))
+    (root / "ImageSets/Main/test.txt").write_text("\n".join(ids[2:]))
+    p = run_cli("data", "check", str(root))
+    said = p.stderr.replace("\n", " ")
+    assert f"{ids[0]}.jpg: truncated image" in said and f"{ids[1]}.jpg: no annotation" in said, said
+    assert "stray.xml: no image for this annotation" in said and "beyond the 640x480 image" in said
+    assert "train.txt: 2 listed field(s) without a readable image and annotation" in said
+    assert f"split lists overlap: test and train share 1 field(s), e.g. {ids[2]}" in said
+    p = run_cli("evaluate", "--data", str(root), check=False)
+    assert p.returncode == 2 and "is a Pascal VOC set of smear fields" in p.stderr and "wbc evaluate-count" in p.stderr

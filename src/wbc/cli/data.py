@@ -16,12 +16,17 @@ from wbc.errors import WbcError
 
 @data_app.command("check")
 def data_check(path: Optional[str] = typer.Argument(None, help="dataset folder"), max_list: int = typer.Option(50, help="list at most this many bad files")):
-    """Count images per split and class; list every unreadable, truncated, empty, non-image or odd-sized file."""
+    """Count images per split and class; list every unreadable, truncated, empty, non-image or odd-sized file.
+    A Pascal VOC folder of smear fields (BCCD) is checked as one: fields, annotations, boxes, split lists."""
     from wbc.data.locate import resolve_data
     from wbc.data.scan import scan
+    from wbc.data.voc import is_voc
 
+    root = resolve_data(path)
+    if is_voc(root):
+        return _check_voc(root, max_list)
     with bar(transient=True) as p:
-        s = scan(resolve_data(path), progress=p)
+        s = scan(root, progress=p)
     t = Table(title=f"{s.root}")
     t.add_column("split")
     for c in s.classes:
@@ -30,14 +35,36 @@ def data_check(path: Optional[str] = typer.Argument(None, help="dataset folder")
     for split, counts in sorted(s.counts().items()):
         t.add_row(split, *[str(counts.get(c, 0)) for c in s.classes], str(sum(counts.values())))
     console.print(t)
-    for title, items in (("bad files (skipped everywhere)", s.bad), ("odd-sized files (used)", s.odd_size)):
+    _listed((("bad files (skipped everywhere)", s.bad), ("odd-sized files (used)", s.odd_size)), max_list)
+    console.print(f"{len(s.records)} good images, {len(s.bad)} bad, {len(s.odd_size)} odd-sized")
+
+
+def _listed(groups, max_list: int) -> None:
+    for title, items in groups:
         if items:
             console.print(f"[bold]{len(items)} {title}:[/bold]")
             for b in items[:max_list]:
                 console.print(f"  {b.path}: {b.reason}", highlight=False, markup=False)
             if len(items) > max_list:
                 console.print(f"  ... and {len(items) - max_list} more")
-    console.print(f"{len(s.records)} good images, {len(s.bad)} bad, {len(s.odd_size)} odd-sized")
+
+
+def _check_voc(root: str, max_list: int) -> None:
+    from wbc.data.voc import TYPES, check_voc
+
+    with bar(transient=True) as p:
+        v = check_voc(root, progress=p)
+    t = Table(title=f"{v.root} (Pascal VOC smear fields)")
+    for col in ("list", "fields", *TYPES):
+        t.add_column(col, justify="left" if col == "list" else "right")
+    for name, counts in v.boxes.items():
+        t.add_row(Text(name), str(v.images if name == "all" else len(v.lists[name])), *[str(counts.get(k, 0)) for k in TYPES])
+    console.print(t)
+    _listed((("bad files (fields left out)", v.bad), ("boxes to look at", v.odd)), max_list)
+    for line in v.overlaps:
+        console.print(f"[bold red]split lists overlap:[/bold red] {escape(line)}: a field scored on must not be trained on")
+    console.print(f"{v.images} readable fields, {len(v.bad)} bad files, {len(v.odd)} boxes to look at, "
+                  f"{'no' if not v.overlaps else len(v.overlaps)} overlapping split lists", markup=False)
 
 
 @data_app.command("explore")

@@ -1,51 +1,8 @@
-"""Pascal VOC boxes (BCCD) and the detection metrics computed against them (COCO-style AP from torchmetrics)."""
+"""Detection metrics against Pascal VOC boxes (BCCD): matching, COCO-style AP from torchmetrics."""
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
-from dataclasses import dataclass
-from pathlib import Path
-
-from wbc.errors import WbcError
-
-TYPES = ("RBC", "WBC", "Platelets")
-
-
-@dataclass
-class Box:
-    kind: str  # RBC | WBC | Platelets
-    x0: float
-    y0: float
-    x1: float
-    y1: float
-    score: float = 1.0
-    nucleus: tuple[float, float] | None = None  # WBC: centre of the stained nucleus, where the classifier's view is cut
-
-    @property
-    def centre(self) -> tuple[float, float]:
-        return (self.x0 + self.x1) / 2, (self.y0 + self.y1) / 2
-
-
-def read_boxes(xml_path: str | Path) -> list[Box]:
-    try:
-        root = ET.parse(xml_path).getroot()
-    except (ET.ParseError, OSError) as e:
-        raise WbcError(f"cannot read annotation {xml_path}: {e}") from None
-    out = []
-    for o in root.findall("object"):
-        b = o.find("bndbox")
-        out.append(Box(o.findtext("name", "").strip(), *(float(b.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))))
-    return out
-
-
-def read_ids(root: str | Path, split: str) -> list[str]:
-    f = Path(root) / "ImageSets" / "Main" / f"{split}.txt"
-    if not f.is_file():
-        lists = sorted(p.stem for p in f.parent.glob("*.txt")) if f.parent.is_dir() else []
-        if lists:
-            raise WbcError(f"{f} not found: pass --split as one of the lists there ({', '.join(lists)})")
-        raise WbcError(f"{f} not found: --data must be a Pascal VOC folder (Annotations/, JPEGImages/, ImageSets/Main/{split}.txt)")
-    return f.read_text().split()
+from wbc.data.voc import TYPES, Box, read_boxes, read_ids  # noqa: F401  (the files are read in wbc.data)
 
 
 def iou(a: Box, b: Box) -> float:

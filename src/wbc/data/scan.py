@@ -88,6 +88,11 @@ def _subdirs(d: Path) -> list[Path]:
     return sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def is_voc(root: str | os.PathLike) -> bool:
+    """A Pascal VOC folder of smear fields (BCCD): Annotations/ and JPEGImages/."""
+    return (Path(root) / "Annotations").is_dir() and (Path(root) / "JPEGImages").is_dir()
+
+
 def find_layout(root: str | os.PathLike) -> tuple[Path, dict[str, Path]]:
     """Return (dataset root, {SPLIT: folder holding class folders}) or raise a WbcError."""
     root = Path(root).expanduser()
@@ -95,6 +100,9 @@ def find_layout(root: str | os.PathLike) -> tuple[Path, dict[str, Path]]:
         raise WbcError(f"data folder not found: {root} (pass --data DIR or set WBC_DATA)")
     if not root.is_dir():
         raise WbcError(f"{root} is a file, not a folder of images (pass the dataset folder)")
+    if is_voc(root):
+        raise WbcError(f"{root} is a Pascal VOC set of smear fields (Annotations/, JPEGImages/), not cell images in class "
+                       f"folders: `wbc data check {root}` checks it, `wbc evaluate-count --data {root}` scores counting on it")
     for base in (root / KAGGLE_SUBDIR, root / "images", root):
         if not base.is_dir():
             continue
