@@ -1,6 +1,7 @@
 """The HTTP API through FastAPI's TestClient: real images, the shipped model, every bad input."""
 
 import base64
+import hashlib
 import io
 
 import numpy as np
@@ -9,6 +10,7 @@ from conftest import CLASSES, PBC_CLASSES, kaggle_images
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from wbc.infer.predictor import shipped_model_path
 from wbc.serve.app import Limits, create_app
 from wbc.serve.server import load_for_serving
 
@@ -33,6 +35,7 @@ def test_serves_with_onnx_runtime_and_reports_the_model(client, served):
     assert m["engine"] == "onnx-fp32" and m["classes"] == sorted([*PBC_CLASSES, "BLAST"]) and m["explain"] is True
     assert m["file"] == "wbc_lite0.safetensors" and "kaggle_test" in m["metrics"] and m["sources"] == ["kaggle", "munich", "pbc"]
     assert m["always_reviewed"] == {"NEUTROPHIL": [2, 6]}  # the ONNX session's file carries the rule with its evidence
+    assert m["sha256"] == hashlib.sha256(shipped_model_path().read_bytes()).hexdigest()  # the file it was exported from
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json()["ready"] is True
     assert "/api/v1/classify" in client.get("/openapi.json").json()["paths"]

@@ -1,5 +1,6 @@
 """The model shipped in the package: loads, predicts real cells, and its CLI and Python API agree."""
 
+import hashlib
 import json
 
 import numpy as np
@@ -90,6 +91,8 @@ def test_demo_evaluation_on_test_simple(tmp_path):
     m = json.loads((tmp_path / "m.json").read_text())["TEST_SIMPLE"]
     assert m["images"] == 71 and m["accuracy"] >= 0.6
     assert m["per_source_cell"] is not None  # the shipped manifest knows the TEST_SIMPLE groups
+    digest = hashlib.sha256(shipped_model_path().read_bytes()).hexdigest()  # which model gave these figures
+    assert m["model_sha256"] == digest and f"(sha256 `{digest[:16]}`)" in (tmp_path / "TEST_SIMPLE" / "report.md").read_text()
     assert (tmp_path / "TEST_SIMPLE" / "misclassified.png").is_file() or m["accuracy"] == 1.0
     assert "TEST_SIMPLE" in p.stderr
     rv = m["review"]  # each reason said with the answers it flagged, in the terminal and the report
@@ -97,3 +100,19 @@ def test_demo_evaluation_on_test_simple(tmp_path):
     said = " ".join(p.stderr.split())
     report = (tmp_path / "TEST_SIMPLE" / "report.md").read_text()
     assert all(f"{k} {n:,}" in said and f"{k} {n:,}" in report for k, n in rv["reasons"].items()), said
+
+
+def test_version_names_the_shipped_files_by_their_digest():
+    """`wbc --version`: what a lab's validation records, in half a second (no PyTorch)."""
+    import subprocess
+    import sys
+
+    from wbc.count.detector import shipped_detector_path
+
+    code = "import sys; from wbc.cli import main; sys.argv = ['wbc', '--version']\ntry: main()\nfinally: print('torch' in sys.modules)"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    lines = p.stdout.splitlines()
+    assert p.returncode == 0 and lines[0] == f"wbc {wbc.__version__}" and lines[-1] == "False", p.stdout + p.stderr
+    for path in (shipped_model_path(), shipped_detector_path()):
+        assert f"{path.name} sha256 {hashlib.sha256(path.read_bytes()).hexdigest()}" in p.stdout
+    assert "torch " in p.stdout and "onnxruntime " in p.stdout

@@ -39,6 +39,34 @@ DataOpt = typer.Option(None, "--data", help="dataset folder (default: $WBC_DATA 
 ModelOpt = typer.Option(None, "--model", "-m", help="model file (default: the shipped model)", callback=_model_file)
 
 
+def _version(value: bool) -> None:
+    """What a lab's validation records: wbc's version, each shipped model file's SHA-256, the libraries doing the work."""
+    if not value:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    from wbc._version import __version__
+    from wbc.models.files import SHIPPED_DETECTOR, SHIPPED_MODEL, asset_path, sha256
+
+    print(f"wbc {__version__}")
+    for what, name in (("classifier", SHIPPED_MODEL), ("detector", SHIPPED_DETECTOR)):
+        path = asset_path(name)
+        print(f"{what}: {name} sha256 {sha256(path)}" if path.is_file() else f"{what}: {name} missing from the package")
+    libs = []
+    for lib in ("torch", "timm", "onnxruntime", "numpy", "opencv-python-headless"):
+        try:
+            libs.append(f"{lib} {version(lib)}")
+        except PackageNotFoundError:
+            pass
+    print(f"python {sys.version.split()[0]}, " + ", ".join(libs))
+    raise typer.Exit()
+
+
+@app.callback()
+def _options(show_version: bool = typer.Option(False, "--version", help="wbc's version, the shipped models' SHA-256 and the libraries", callback=_version, is_eager=True)) -> None:
+    """White blood cell classification from blood-smear images."""
+
+
 def _click_kinds() -> tuple[tuple, tuple]:
     """(usage errors, aborts) as this Typer raises them: its own click (Typer >= 0.29) or the click package."""
     errors, aborts = [getattr(typer, "TyperException", None)], [typer.Abort]

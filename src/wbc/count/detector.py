@@ -10,7 +10,6 @@ as the classifier's; `.onnx` exports run on ONNX Runtime with the same decoding.
 from __future__ import annotations
 
 import json
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,13 @@ from wbc.count.centernet import CellDetector, DetectorSpec, PeakDetector, decode
 from wbc.count.detect import ClassicDetector
 from wbc.count.voc import Box
 from wbc.errors import WbcError
-from wbc.models.files import TRAIN_DETECTOR, require_detector, require_onnx_out
+from wbc.models.files import (
+    SHIPPED_DETECTOR,
+    TRAIN_DETECTOR,
+    asset_path,
+    require_detector,
+    require_onnx_out,
+)
 from wbc.models.io import (
     add_onnx_metadata,
     cached_export,
@@ -32,14 +37,13 @@ from wbc.models.io import (
 
 FORMAT = "wbc-detector/1"
 ONNX_FORMAT = "wbc-detector-onnx/1"
-SHIPPED_DETECTOR = "wbc_detector.safetensors"
 COUNT_MAX_PIXELS = 200_000_000  # the learned detector tiles; this bounds the decoded image (600 MB of RGB)
 TILE = 768  # work-scale pixels (110 um); a multiple of 32
 OVERLAP = 160  # more than the largest cell (a WBC is ~130 px at 7 px/um)
 
 
 def shipped_detector_path() -> Path:
-    return Path(str(resources.files("wbc") / "assets" / SHIPPED_DETECTOR))
+    return asset_path(SHIPPED_DETECTOR)
 
 
 def save_detector(model: CellDetector, path, info: dict | None = None) -> None:

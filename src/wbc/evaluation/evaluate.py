@@ -34,6 +34,7 @@ from wbc.infer.predictor import (
     lab_check,
     strangeness,
 )
+from wbc.models.files import sha256
 from wbc.training.metrics import balanced
 
 
@@ -203,6 +204,7 @@ def evaluate(predictor: Predictor, data: str, split: str, out: Path | None = Non
     scales, kinds = np.array([f.px_per_um for f in framed]), Counter(f.scale for f in framed)
     result = {
         "model": str(predictor.path),
+        "model_sha256": sha256(predictor.path) if Path(predictor.path).is_file() else None,
         "data": str(data),
         "split": split.upper(),
         "images": int(len(y)),
@@ -261,7 +263,7 @@ def why_flagged(review: dict) -> str:
 
 
 def report_markdown(r: dict) -> str:
-    lines = [f"# Evaluation: {r['split']}", "", f"- model: `{r['model']}`", f"- data: `{r['data']}` split {r['split']}, "
+    lines = [f"# Evaluation: {r['split']}", "", f"- model: `{r['model']}`" + (f" (sha256 `{r['model_sha256'][:16]}`)" if r.get("model_sha256") else ""), f"- data: `{r['data']}` split {r['split']}, "
              f"{r['images']} images ({r['skipped_bad_files']} bad files skipped)"
              + "".join(f"; folder {f} read as {c}" for f, c in r.get("class_folders_read_as", {}).items()),
              f"- accuracy **{r['accuracy']:.4f}** over the model's {len(r['confusion_matrix']['columns'])} classes, "

@@ -7,7 +7,6 @@ import os
 import threading
 from collections import deque
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -28,15 +27,14 @@ from wbc.image.stain import (
 from wbc.infer.answers import NO_WHITE_CELL, UNIDENTIFIED
 from wbc.infer.engines import OnnxEngine, TorchEngine
 from wbc.models.colours import ColourCheck
+from wbc.models.files import SHIPPED_MODEL, asset_path
 from wbc.models.io import load_model_file
-
-SHIPPED_MODEL = "wbc_lite0.safetensors"
 
 log = logging.getLogger(__name__)
 
 
 def shipped_model_path() -> Path:
-    return Path(str(resources.files("wbc") / "assets" / SHIPPED_MODEL))
+    return asset_path(SHIPPED_MODEL)
 
 
 NON_NUCLEATED = ("PLATELET",)  # classes whose cells have no nucleus: a small stained region is right for them
