@@ -25,8 +25,12 @@ demo: $(STAMP)
 	@if [ -d $(PBC)/test ]; then $(BIN)/wbc evaluate --data $(PBC) --split TEST --out reports/demo/pbc --json reports/demo/pbc.json; \
 	else echo "no PBC data at $(PBC): its evaluation skipped (make demo PBC=DIR)"; fi
 
+# Test files run two at a time (pytest-xdist, a file to a process); the fuzzers after, alone (their request counts).
+WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile -m "not serial"
+	$(BIN)/python -m pytest -q -m serial
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache

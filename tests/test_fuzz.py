@@ -5,6 +5,7 @@ import io
 import resource
 
 import numpy as np
+import pytest
 import schemathesis
 from conftest import kaggle_images
 from hypothesis import HealthCheck, given, settings
@@ -16,6 +17,8 @@ import wbc
 from wbc.errors import BadImage
 from wbc.image.decode import decode_bytes
 from wbc.serve.app import Limits, create_app
+
+pytestmark = pytest.mark.serial  # schemathesis' per-operation runs are lost under pytest-xdist: `make test` runs these alone
 
 APP = create_app(wbc.load_model(), limits=Limits(max_files=4, max_mb=1.0))
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)

@@ -2,6 +2,7 @@
 request the schema allows (or breaks) makes the server answer 5xx; and the same run without a token reaches
 nothing but the login."""
 
+import pytest
 import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
@@ -12,6 +13,8 @@ from wbc.review.cases import create_case
 from wbc.review.db import open_database
 from wbc.review.users import add_user
 from wbc.serve.app import Limits, create_app
+
+pytestmark = pytest.mark.serial  # schemathesis' per-operation runs are lost under pytest-xdist: `make test` runs these alone
 
 
 def _station(tmp):
