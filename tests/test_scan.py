@@ -124,6 +124,8 @@ def test_check_a_damaged_voc_set(tmp_path):
     shutil.copy(BCCD / "Annotations" / "BloodImage_00001.xml", root / "Annotations" / "stray.xml")
     note = root / "Annotations" / f"{ids[2]}.xml"
     note.write_text(note.read_text().replace("<xmax>", "<xmax>9", 1))  # the first box now ends 900+ px right
+    broken = root / "Annotations" / f"{ids[3]}.xml"
+    broken.write_text(broken.read_text().replace("<ymin>", "<ymin>about ", 1))  # a coordinate that is not a number
     (root / "ImageSets/Main/train.txt").write_text("\n".join(ids[:3]))
     (root / "ImageSets/Main/test.txt").write_text("\n".join(ids[2:]))
     p = run_cli("data", "check", str(root))
@@ -131,6 +133,7 @@ def test_check_a_damaged_voc_set(tmp_path):
     assert f"{ids[0]}.jpg: truncated image" in said and f"{ids[1]}.jpg: no annotation" in said, said
     assert "stray.xml: no image for this annotation" in said and "beyond the 640x480 image" in said
     assert "train.txt: 2 listed field(s) without a readable image and annotation" in said
+    assert f"{ids[3]}.xml: an object without a complete <bndbox>" in said and "test.txt: 1 listed field(s)" in said
     assert f"split lists overlap: test and train share 1 field(s), e.g. {ids[2]}" in said
     p = run_cli("evaluate", "--data", str(root), check=False)
     assert p.returncode == 2 and "is a Pascal VOC set of smear fields" in p.stderr and "wbc evaluate-count" in p.stderr

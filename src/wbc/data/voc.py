@@ -38,8 +38,10 @@ def read_boxes(xml_path: str | Path) -> list[Box]:
         raise WbcError(f"cannot read annotation {xml_path}: {e}") from None
     out = []
     for o in root.findall("object"):
-        b = o.find("bndbox")
-        out.append(Box(o.findtext("name", "").strip(), *(float(b.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))))
+        try:
+            out.append(Box(o.findtext("name", "").strip(), *(float(o.find("bndbox").findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))))
+        except (AttributeError, TypeError, ValueError):
+            raise WbcError(f"cannot read annotation {xml_path}: an object without a complete <bndbox> (xmin, ymin, xmax, ymax)") from None
     return out
 
 
@@ -74,7 +76,7 @@ def check_voc(root: str | Path, progress=None) -> VocCheck:
     task = progress.add_task("checking fields", total=len(images)) if progress else None
     sizes: dict[str, tuple[int, int]] = {}
     with ThreadPoolExecutor(max_workers=4) as pool:
-        for (stem, path), (reason, size) in zip(images.items(), pool.map(lambda p: check_image(p), images.values())):
+        for (stem, path), (reason, size) in zip(images.items(), pool.map(check_image, images.values())):
             if reason:
                 out.bad.append(BadFile(path, reason))
             else:
@@ -88,9 +90,7 @@ def check_voc(root: str | Path, progress=None) -> VocCheck:
             boxes[stem] = read_boxes(path)
         except WbcError as e:
             out.bad.append(BadFile(path, str(e).removeprefix(f"cannot read annotation {path}: ")))
-        except (TypeError, ValueError, AttributeError):
-            out.bad.append(BadFile(path, "an object without a complete <bndbox> (xmin, ymin, xmax, ymax)"))
-    out.bad += [BadFile(images[s], "no annotation (Annotations/{s}.xml): the field cannot be trained or scored".format(s=s)) for s in images if s not in notes]
+    out.bad += [BadFile(images[s], f"no annotation (Annotations/{s}.xml): the field cannot be trained or scored") for s in images if s not in notes]
     out.bad += [BadFile(notes[s], "no image for this annotation in JPEGImages/") for s in notes if s not in images]
     for stem in sorted(set(boxes) & set(sizes)):
         out.odd += _odd_boxes(notes[stem], boxes[stem], sizes[stem])
@@ -129,7 +129,7 @@ def _overlaps(lists: dict[str, list[str]]) -> list[str]:
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             shared = set(lists[a]) & set(lists[b])
-            union = {a, b} & {"trainval"} and ({a, b} - {"trainval"}) <= {"train", "val"}
-            if shared and not union:
+            union_and_part = "trainval" in (a, b) and {a, b} - {"trainval"} <= {"train", "val"}
+            if shared and not union_and_part:
                 found.append(f"{a} and {b} share {len(shared)} field(s), e.g. {sorted(shared)[0]}")
     return found

@@ -263,7 +263,8 @@ def why_flagged(review: dict) -> str:
 
 
 def report_markdown(r: dict) -> str:
-    lines = [f"# Evaluation: {r['split']}", "", f"- model: `{r['model']}`" + (f" (sha256 `{r['model_sha256'][:16]}`)" if r.get("model_sha256") else ""), f"- data: `{r['data']}` split {r['split']}, "
+    digest = f" (sha256 `{r['model_sha256'][:16]}`)" if r.get("model_sha256") else ""
+    lines = [f"# Evaluation: {r['split']}", "", f"- model: `{r['model']}`{digest}", f"- data: `{r['data']}` split {r['split']}, "
              f"{r['images']} images ({r['skipped_bad_files']} bad files skipped)"
              + "".join(f"; folder {f} read as {c}" for f, c in r.get("class_folders_read_as", {}).items()),
              f"- accuracy **{r['accuracy']:.4f}** over the model's {len(r['confusion_matrix']['columns'])} classes, "

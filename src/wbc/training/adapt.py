@@ -22,7 +22,6 @@ The adapted file records where it came from (original model, images, scale, step
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from wbc.errors import WbcError
 from wbc.image.scale import source_scale
 from wbc.models.classifier import frozen_bn_eval, set_trainable
 from wbc.models.colours import ColourCheck, with_lab
+from wbc.models.files import sha256
 from wbc.models.io import load_model_file, save_model
 from wbc.training.metrics import balanced
 from wbc.training.openset import colour_table, refit_adapted
@@ -169,7 +169,7 @@ def adapt(model_path: str | Path, images: str, out: str | Path, cfg: AdaptConfig
         raise WbcError(f"{images} holds {len(files)} images: adaptation needs at least {MIN_IMAGES} (50 or more is better)")
     if len(files) < 50:
         log.warning(f"only {len(files)} images: statistics from 50 or more are steadier")
-    report: dict = {"from_model": model_path.name, "from_sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
+    report: dict = {"from_model": model_path.name, "from_sha256": sha256(model_path),
                     "images_folder": str(images), "images": len(files), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
     if cfg.px_per_um:
