@@ -19,8 +19,7 @@ def data_check(path: Optional[str] = typer.Argument(None, help="dataset folder")
     """Count images per split and class; list every unreadable, truncated, empty, non-image or odd-sized file.
     A Pascal VOC folder of smear fields (BCCD) is checked as one: fields, annotations, boxes, split lists."""
     from wbc.data.locate import resolve_data
-    from wbc.data.scan import scan
-    from wbc.data.voc import is_voc
+    from wbc.data.scan import is_voc, scan
 
     root = resolve_data(path)
     if is_voc(root):

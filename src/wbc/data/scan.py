@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,6 +145,16 @@ def check_image(path: Path) -> tuple[str | None, tuple[int, int] | None]:
         return f"unreadable image ({msg})", None
 
 
+def check_images(paths: list[Path], progress=None, what: str = "checking images") -> Iterator[tuple[str | None, tuple[int, int] | None]]:
+    """check_image of each file, in order, decoded on a few threads (a progress task advanced as each is done)."""
+    task = progress.add_task(what, total=len(paths)) if progress else None
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
+        for checked in pool.map(check_image, paths):
+            yield checked
+            if progress:
+                progress.advance(task)
+
+
 def scan(root: str | os.PathLike, check: bool = True, progress=None) -> Scan:
     """Walk the dataset and (optionally) decode every image, sorting good from bad."""
     base, splits = find_layout(root)
@@ -163,17 +174,13 @@ def scan(root: str | os.PathLike, check: bool = True, progress=None) -> Scan:
         result.records = candidates
         return result
 
-    task = progress.add_task("checking images", total=len(candidates)) if progress else None
     sizes: dict[Path, tuple[int, int]] = {}
-    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
-        for rec, (reason, size) in zip(candidates, pool.map(lambda r: check_image(r.path), candidates)):
-            if reason:
-                result.bad.append(BadFile(rec.path, reason))
-            else:
-                result.records.append(rec)
-                sizes[rec.path] = size
-            if progress:
-                progress.advance(task)
+    for rec, (reason, size) in zip(candidates, check_images([r.path for r in candidates], progress)):
+        if reason:
+            result.bad.append(BadFile(rec.path, reason))
+        else:
+            result.records.append(rec)
+            sizes[rec.path] = size
     if sizes:
         usual, _ = Counter(sizes.values()).most_common(1)[0]
         result.odd_size = [

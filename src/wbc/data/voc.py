@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wbc.data.scan import IMAGE_EXTENSIONS, BadFile, check_image, is_voc  # noqa: F401  (is_voc: part of this module's surface)
+from wbc.data.scan import IMAGE_EXTENSIONS, BadFile, check_images
 from wbc.errors import WbcError
 
 TYPES = ("RBC", "WBC", "Platelets")
@@ -73,16 +72,12 @@ def check_voc(root: str | Path, progress=None) -> VocCheck:
     out = VocCheck(root)
     images = {p.stem: p for p in sorted((root / "JPEGImages").iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS}
     notes = {p.stem: p for p in sorted((root / "Annotations").iterdir()) if p.suffix.lower() == ".xml"}
-    task = progress.add_task("checking fields", total=len(images)) if progress else None
     sizes: dict[str, tuple[int, int]] = {}
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        for (stem, path), (reason, size) in zip(images.items(), pool.map(check_image, images.values())):
-            if reason:
-                out.bad.append(BadFile(path, reason))
-            else:
-                sizes[stem] = size
-            if progress:
-                progress.advance(task)
+    for (stem, path), (reason, size) in zip(images.items(), check_images(list(images.values()), progress, "checking fields")):
+        if reason:
+            out.bad.append(BadFile(path, reason))
+        else:
+            sizes[stem] = size
     out.images = len(sizes)
     boxes: dict[str, list[Box]] = {}
     for stem, path in notes.items():
