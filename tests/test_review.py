@@ -191,6 +191,20 @@ def test_a_case_from_import_to_signature(db, model):
     assert actions[:2] == ["create", "import"] and "undo" in actions and actions[-3:] == ["sign", "second_sign", "amend"]
 
 
+def test_typed_text_in_a_csv_export_stays_text_in_a_spreadsheet(tmp_path, model):
+    """A case reference typed as a formula (=HYPERLINK, +, -, @) is exported with a leading quote, as OWASP advises
+    against CSV injection, so a spreadsheet shows it instead of running it; a plain reference is left as typed."""
+    Session = open_database(tmp_path / "station")
+    _users(Session)
+    for ref, shown in (('=HYPERLINK("http://evil.example","open")', '\'=HYPERLINK("http://evil.example","open")'),
+                       ("+1-555", "'+1-555"), ("@SUM(A1)", "'@SUM(A1)"), ("S-2026-17", "S-2026-17")):
+        with Session.begin() as s:
+            case = C.create_case(s, ref, "blood", "ana")
+            C.import_cells(s, tmp_path / "station", case, _cells()[:2], model, "ana")
+            rows = list(csv.DictReader(io.StringIO(case_csv(s, case))))
+        assert rows and {r["reference"] for r in rows} == {shown}
+
+
 def test_a_case_with_blasts_has_every_cell_flagged_before_sign_off(tmp_path, model):
     """A case is judged as one run: 20 Munich neutrophils and 6 blasts make a case with blasts, so every cell is
     flagged with the reason and must be opened before sign-off, said once in the audit trail; 24 normal PBC cells

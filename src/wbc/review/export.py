@@ -21,13 +21,20 @@ def case_csv(session, case: Case) -> str:
     w = csv.writer(out)
     w.writerow(["case", "reference", "version", "specimen", "status", "class", "count", "percent_of_white_cells",
                 "ci95_low", "ci95_high", "per_100_white_cells", "white_cells", "signatures"])
-    head = [case.id, case.reference, case.version, case.specimen, case.status]
+    head = [case.id, _cell(case.reference), case.version, _cell(case.specimen), case.status]
+    signed = _cell(signed)
     for r in d["differential"]:
         ci = r["ci95"] or [None, None]
         w.writerow([*head, r["class"], r["count"], _f(r["percent"]), _f(ci[0]), _f(ci[1]), "", d["white_cells"], signed])
     for r in d["not_white"]:
         w.writerow([*head, r["class"], r["count"], "", "", "", _f(r["per_100_white"]), d["white_cells"], signed])
     return out.getvalue()
+
+
+def _cell(text: str) -> str:
+    """Typed text as a spreadsheet shows it, not as a formula it runs: a leading = + - @ tab or CR gets a quote
+    (OWASP's advice for CSV injection; a case reference "=HYPERLINK(...)" opened in Excel stays text)."""
+    return "'" + text if text and text[0] in "=+-@\t\r" else text
 
 
 def _f(v) -> str:
