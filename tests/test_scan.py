@@ -43,11 +43,16 @@ def test_scan_reports_each_bad_file_with_reason(planted):
 
 
 def test_check_cli_lists_bad_files_and_counts(planted):
-    p = run_cli("data", "check", str(planted))
+    p = run_cli("data", "check", str(planted), check=False)
+    assert p.returncode == 1, "a check that finds bad files fails, so a script can stop on it"
     out = p.stdout + p.stderr
     for name in ("empty.jpeg", "truncated.jpeg", "notes.txt", "fake.jpeg", "tiny.png", "big.png"):
         assert name in out
-    assert "11 good images, 5 bad, 1 odd-sized" in out
+    assert "11 good images, 5 bad, 1 odd-sized" in out and "check failed: 5 bad file(s)" in out
+    for name in ("empty.jpeg", "truncated.jpeg", "notes.txt", "fake.jpeg", "tiny.png"):  # an odd size alone passes
+        (planted / "EOSINOPHIL" / name).unlink()
+    p = run_cli("data", "check", str(planted))
+    assert "1 odd-sized" in p.stdout + p.stderr and "check failed" not in p.stdout + p.stderr
 
 
 def test_kaggle_layout_counts(tiny_kaggle):
@@ -128,8 +133,9 @@ def test_check_a_damaged_voc_set(tmp_path):
     broken.write_text(broken.read_text().replace("<ymin>", "<ymin>about ", 1))  # a coordinate that is not a number
     (root / "ImageSets/Main/train.txt").write_text("\n".join(ids[:3]))
     (root / "ImageSets/Main/test.txt").write_text("\n".join(ids[2:]))
-    p = run_cli("data", "check", str(root))
+    p = run_cli("data", "check", str(root), check=False)
     said = p.stderr.replace("\n", " ")
+    assert p.returncode == 1 and "check failed: 7 problem(s)" in said, said  # 6 bad files or lists, 1 overlap
     assert f"{ids[0]}.jpg: truncated image" in said and f"{ids[1]}.jpg: no annotation" in said, said
     assert "stray.xml: no image for this annotation" in said and "beyond the 640x480 image" in said
     assert "train.txt: 2 listed field(s) without a readable image and annotation" in said

@@ -17,7 +17,9 @@ from wbc.errors import WbcError
 @data_app.command("check")
 def data_check(path: Optional[str] = typer.Argument(None, help="dataset folder"), max_list: int = typer.Option(50, help="list at most this many bad files")):
     """Count images per split and class; list every unreadable, truncated, empty, non-image or odd-sized file.
-    A Pascal VOC folder of smear fields (BCCD) is checked as one: fields, annotations, boxes, split lists."""
+    A Pascal VOC folder of smear fields (BCCD) is checked as one: fields, annotations, boxes, split lists.
+    Exits 1 when a file would be left out or split lists overlap (a script can stop on it), 0 otherwise:
+    odd sizes and odd boxes are listed, not failed."""
     from wbc.data.locate import resolve_data
     from wbc.data.scan import is_voc, scan
 
@@ -36,6 +38,7 @@ def data_check(path: Optional[str] = typer.Argument(None, help="dataset folder")
     console.print(t)
     _listed((("bad files (skipped everywhere)", s.bad), ("odd-sized files (used)", s.odd_size)), max_list)
     console.print(f"{len(s.records)} good images, {len(s.bad)} bad, {len(s.odd_size)} odd-sized")
+    _fail_if(len(s.bad), "bad file(s): wbc leaves them out everywhere; replace or remove them for a clean check")
 
 
 def _listed(groups, max_list: int) -> None:
@@ -64,6 +67,14 @@ def _check_voc(root: str, max_list: int) -> None:
         console.print(f"[bold red]split lists overlap:[/bold red] {escape(line)}: a field scored on must not be trained on")
     console.print(f"{v.images} readable fields, {len(v.bad)} bad files, {len(v.odd)} boxes to look at, "
                   f"{'no' if not v.overlaps else len(v.overlaps)} overlapping split lists", markup=False)
+    _fail_if(len(v.bad) + len(v.overlaps), "problem(s) above: bad fields are left out; overlapping split lists leak test fields into training")
+
+
+def _fail_if(n: int, what: str) -> None:
+    """The check's verdict as its exit status, said in one last line."""
+    if n:
+        console.print(f"[bold red]check failed:[/bold red] {n} {what}")
+        raise typer.Exit(1)
 
 
 @data_app.command("explore")
