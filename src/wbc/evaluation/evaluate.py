@@ -34,7 +34,6 @@ from wbc.infer.predictor import (
     lab_check,
     strangeness,
 )
-from wbc.models.files import sha256
 from wbc.training.metrics import balanced
 
 
@@ -204,7 +203,7 @@ def evaluate(predictor: Predictor, data: str, split: str, out: Path | None = Non
     scales, kinds = np.array([f.px_per_um for f in framed]), Counter(f.scale for f in framed)
     result = {
         "model": str(predictor.path),
-        "model_sha256": sha256(predictor.path) if Path(predictor.path).is_file() else None,
+        "model_sha256": predictor.sha256,
         "data": str(data),
         "split": split.upper(),
         "images": int(len(y)),

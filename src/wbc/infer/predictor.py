@@ -27,7 +27,7 @@ from wbc.image.stain import (
 from wbc.infer.answers import NO_WHITE_CELL, UNIDENTIFIED
 from wbc.infer.engines import OnnxEngine, TorchEngine
 from wbc.models.colours import ColourCheck
-from wbc.models.files import SHIPPED_MODEL, asset_path
+from wbc.models.files import SHIPPED_MODEL, asset_path, sha256
 from wbc.models.io import load_model_file
 
 log = logging.getLogger(__name__)
@@ -490,6 +490,13 @@ class Predictor:
         self.colour_check = ColourCheck.from_spec(self.spec.colours)
         self._beside: dict[bool, Predictor] = {}  # this model's session beside a framing thread (beside_framing)
         self.classes = list(self.spec.classes)
+
+    @property
+    def sha256(self) -> str | None:
+        """The model file's SHA-256 (what a lab's validation records), read once; None for a model not from a file."""
+        if not hasattr(self, "_sha256"):
+            self._sha256 = sha256(self.path) if self.path and Path(self.path).is_file() else None
+        return self._sha256
 
     @property
     def model(self):

@@ -17,7 +17,6 @@ from fastapi.staticfiles import StaticFiles
 
 from wbc._version import __version__
 from wbc.infer.predictor import RecentCells
-from wbc.models.files import sha256
 from wbc.serve import cells, fields
 from wbc.serve.gate import Gate
 from wbc.serve.limits import Limits
@@ -33,7 +32,7 @@ def model_info(predictor, explain: bool) -> dict:
             "field_um": spec.field_um, "px_per_um": spec.px_per_um or None, "sources": sorted(info.get("sources", {})),
             "adapted": (info.get("adapted") or {}).get("images_folder"),
             "engine": predictor.engine.name, "file": predictor.path.name, "wbc_version": predictor.meta.get("wbc_version"),
-            "sha256": sha256(predictor.path) if Path(predictor.path).is_file() else None,
+            "sha256": predictor.sha256,
             "temperature": spec.temperature, "review_threshold": spec.review_threshold, "always_reviewed": spec.always_review, "metrics": info.get("metrics", {}),
             "near_distance": spec.near_distance or None, "far_distance": spec.far_distance or None,
             "explain": explain}
