@@ -58,6 +58,8 @@ def test_review_a_case_with_the_keyboard_and_sign_it(server):
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.on("dialog", lambda d: d.accept())
+        refused = []  # what the page's Content-Security-Policy blocked: nothing it needs
+        page.on("console", lambda m: m.type == "error" and "Content Security Policy" in m.text and refused.append(m.text))
         page.goto(server + "/review")
         _login(page, "ana")
         expect(page.get_by_test_id("who")).to_contain_text("ana (technologist)")
@@ -121,6 +123,7 @@ def test_review_a_case_with_the_keyboard_and_sign_it(server):
         expect(other.get_by_test_id("sign-result")).to_contain_text("signed by ben (second)")
         browser.close()
     assert httpx.get(server + "/api/v1/review/cases").status_code == 401
+    assert not refused, refused
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed (.ci/run installs it)")

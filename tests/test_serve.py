@@ -41,6 +41,18 @@ def test_serves_with_onnx_runtime_and_reports_the_model(client, served):
     assert "/api/v1/classify" in client.get("/openapi.json").json()["paths"]
 
 
+def test_every_response_carries_the_security_headers(client):
+    """The pages run only their own script and styles and cannot be framed (a hidden sign-off click); nothing is
+    sniffed as another type. FastAPI's /docs builds itself from inline script: it keeps all but the page policy."""
+    for path in ("/", "/static/app.js", "/api/v1/model", "/healthz", "/no-such-page"):
+        h = client.get(path).headers
+        assert h["x-content-type-options"] == "nosniff" and h["x-frame-options"] == "DENY", path
+        csp = h["content-security-policy"]
+        assert "script-src 'self';" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp, path
+    docs = client.get("/docs").headers
+    assert docs["x-frame-options"] == "DENY" and "content-security-policy" not in docs
+
+
 def test_classify_real_cells_agrees_with_the_python_api(client, served):
     import wbc
 

@@ -78,6 +78,8 @@ def test_web_page_in_chromium(server, tmp_path):
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1200, "height": 900}, accept_downloads=True)
+        refused = []  # what the page's Content-Security-Policy blocked: nothing it needs
+        page.on("console", lambda m: m.type == "error" and "Content Security Policy" in m.text and refused.append(m.text))
         page.goto(server)
         expect(page.get_by_test_id("model-info")).to_contain_text("tf_efficientnet_lite0")
         page.get_by_test_id("file-input").set_input_files([str(p) for p in cells])
@@ -134,8 +136,10 @@ def test_web_page_in_chromium(server, tmp_path):
         expect(page.get_by_test_id("error")).to_have_count(2)
         expect(page.get_by_test_id("summary-count")).to_have_text("(13 cells)")
         page.screenshot(path=str(tmp_path / "wbc-page.png"), full_page=True)
+        assert page.evaluate("getComputedStyle(document.getElementById('px-per-um')).width") == "64px"  # its style from the sheet
         browser.close()
     assert (tmp_path / "wbc-page.png").stat().st_size > 10_000
+    assert not refused, refused
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed (.ci/run installs it)")

@@ -19,6 +19,7 @@ from wbc._version import __version__
 from wbc.infer.predictor import RecentCells
 from wbc.serve import cells, fields
 from wbc.serve.gate import Gate
+from wbc.serve.headers import SecurityHeaders
 from wbc.serve.limits import Limits
 
 
@@ -49,6 +50,7 @@ def create_app(predictor, explainer=None, limits: Limits | None = None, detector
     limits = limits or Limits()
     app = FastAPI(title="wbc", version=__version__,
                   description="White blood cell classification: class probabilities, a review flag and Grad-CAM heat-maps.")
+    app.add_middleware(SecurityHeaders)
     info = model_info(predictor, explain=explainer is not None) | {"detector": detector.name}
 
     @app.get("/healthz")
