@@ -59,7 +59,7 @@ def db(request, tmp_path):
     Session = open_database(tmp_path / "station", url)
     if url:  # each test its own empty schema
         with Session.begin() as s:
-            for t in ("signatures", "audit", "cells", "cases", "users"):
+            for t in ("signatures", "audit", "cells", "cases", "users", "login_failures"):
                 s.execute(sa.text(f"ALTER TABLE {t} DISABLE TRIGGER USER")) if t in ("audit", "signatures") else None
                 s.execute(sa.text(f"DELETE FROM {t}"))
                 s.execute(sa.text(f"ALTER TABLE {t} ENABLE TRIGGER USER")) if t in ("audit", "signatures") else None
@@ -106,6 +106,35 @@ def test_migrations_users_and_the_audit_trail_is_append_only(db):
         assert [(r.user, r.action) for r in rows] == [("ana", "create")]
 
 
+def test_a_name_guessed_at_is_refused_for_a_while(db):
+    """Ten wrong passwords for a name within 15 minutes: the next try is refused, the right password too, saying when
+    to try again; each wrong one stays on record even when its caller's transaction rolls back (a refused signature)
+    or had written first; tries older than the window no longer count; another name is not affected."""
+    from datetime import timedelta
+
+    from wbc.review.db import LoginFailure, now
+    from wbc.review.users import MAX_FAILURES, WINDOW, Locked
+
+    Session, _ = db
+    _users(Session)
+    for i in range(MAX_FAILURES - 1):
+        with pytest.raises(RuntimeError):
+            with Session.begin() as s:
+                assert authenticate(s, "ana", f"guess-{i}") is None
+                raise RuntimeError("the caller gives up: its transaction rolls back")
+    with Session.begin() as s:
+        C.create_case(s, "S-9", "blood", "ben")  # written first: on SQLite the record joins this transaction
+        assert authenticate(s, "ana", "guess-last") is None
+    with Session.begin() as s:
+        with pytest.raises(Locked, match=r"10 wrong passwords for ana within 15 minutes: try again in 15 minute"):
+            authenticate(s, "ana", "ana-password")
+        assert authenticate(s, "ben", "ben-password").name == "ben"
+        assert s.scalar(sa.select(sa.func.count()).select_from(LoginFailure).where(LoginFailure.name == "ana")) == MAX_FAILURES
+        s.execute(sa.update(LoginFailure).values(at=now() - WINDOW - timedelta(seconds=1)))  # a quarter of an hour on
+    with Session.begin() as s:
+        assert authenticate(s, "ana", "ana-password").name == "ana"
+
+
 def test_a_database_of_the_first_schema_is_migrated_and_keeps_its_rows(tmp_path):
     """A station made by an older wbc (schema 0001) opens with the newest one: its cells are kept, the scale, colour and
     scale-kind columns added empty (its heat-maps measure the scale as before; its old cells are not judged by their colours)."""
@@ -121,7 +150,7 @@ def test_a_database_of_the_first_schema_is_migrated_and_keeps_its_rows(tmp_path)
     engine.dispose()
     Session = open_database(tmp_path / "old")
     with Session() as s:
-        assert s.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0004"
+        assert s.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0005"
         assert s.execute(sa.text("SELECT current_class, px_per_um, colour_distance, scale FROM cells WHERE id = 1")).one() == (
             "NEUTROPHIL", None, None, None)
 

@@ -67,6 +67,10 @@ def test_nothing_is_reachable_without_a_login(server):
         assert anon.get("/api/v1/review" + path).status_code == 401, path
     assert anon.post(f"/api/v1/review/cases/{case_id}/undo").status_code == 401
     assert anon.post("/api/v1/review/login", json={"name": "ana", "password": "nope"}).status_code == 401
+    # a name guessed at is refused for a while, said with when to try again (a name not on the station too: no probing)
+    tries = [anon.post("/api/v1/review/login", json={"name": "mallory", "password": f"guess-{i}"}) for i in range(11)]
+    assert [r.status_code for r in tries] == [401] * 10 + [429]
+    assert "10 wrong passwords for mallory within 15 minutes: try again in 15 minute(s)" in tries[-1].json()["detail"]
     forged = "1.9999999999.00.deadbeef"
     assert anon.get("/api/v1/review/cases", headers={"Authorization": f"Bearer {forged}"}).status_code == 401
     # a cookie session without its CSRF header may read but not change anything

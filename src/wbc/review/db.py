@@ -117,6 +117,15 @@ class Audit(Base):
     why: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
+class LoginFailure(Base):
+    """A wrong password given for a user name (at login or at signing): the record of attempts, and the throttle."""
+
+    __tablename__ = "login_failures"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(80), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
 class Signature(Base):
     __tablename__ = "signatures"
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import logging
+import math
+from datetime import timedelta
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from wbc.errors import WbcError
-from wbc.review.db import User
+from wbc.review.db import LoginFailure, User, aware, now
+
+log = logging.getLogger(__name__)
 
 ROLES = ("technologist", "reviewer", "admin")
 MIN_PASSWORD = 8
+# A name given this many wrong passwords within the window is refused until the oldest of them leaves it: a password
+# cannot be guessed at speed, and a user who mistypes a few times is never stopped.
+MAX_FAILURES, WINDOW = 10, timedelta(minutes=15)
 _hasher = PasswordHasher()
+
+
+class Locked(WbcError):
+    """Too many wrong passwords for a name lately (HTTP 429)."""
 
 
 def add_user(session, name: str, role: str, password: str) -> User:
@@ -31,15 +45,45 @@ def add_user(session, name: str, role: str, password: str) -> User:
 
 
 def authenticate(session, name: str, password: str) -> User | None:
-    """The active user with this name and password, else None (same answer for a wrong name or password)."""
+    """The active user with this name and password, else None (same answer for a wrong name or password); Locked
+    while the name has had MAX_FAILURES wrong passwords within WINDOW. Each wrong one is recorded at once, in its own
+    transaction, so it counts even when the caller's transaction is rolled back."""
+    _refuse_if_locked(session, name)
     user = session.scalar(select(User).where(User.name == name, User.active.is_(True)))
     if user is None:
         _hasher.hash(password)  # spend the same time, so a name cannot be probed by timing
-        return None
+        return _failed(session, name)
     try:
         _hasher.verify(user.password_hash, password)
     except (VerificationError, InvalidHashError):
-        return None
+        return _failed(session, name)
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = _hasher.hash(password)
     return user
+
+
+def _refuse_if_locked(session, name: str) -> None:
+    last = session.scalars(select(LoginFailure.at).where(LoginFailure.name == name[:80])
+                           .order_by(LoginFailure.id.desc()).limit(MAX_FAILURES)).all()
+    if len(last) == MAX_FAILURES and now() - aware(last[-1]) < WINDOW:
+        wait = math.ceil((aware(last[-1]) + WINDOW - now()).total_seconds() / 60)
+        raise Locked(f"{MAX_FAILURES} wrong passwords for {name} within {WINDOW.seconds // 60} minutes: "
+                     f"try again in {wait} minute(s), or ask an admin if this was not you")
+
+
+def _failed(session, name: str) -> None:
+    row = LoginFailure(name=name[:80])
+    if _writing_sqlite(session):  # a second writer would wait on this one: the caller's transaction keeps it
+        session.add(row)
+    else:
+        with Session(bind=session.get_bind()) as own, own.begin():
+            own.add(row)
+    log.warning("wrong password for user name %r", name)
+    return None
+
+
+def _writing_sqlite(session) -> bool:
+    """Has the caller written in an open SQLite transaction (which holds the one write lock)? pysqlite begins one
+    only before its first write."""
+    conn = session.connection()
+    return conn.dialect.name == "sqlite" and conn.connection.dbapi_connection.in_transaction

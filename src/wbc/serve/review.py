@@ -33,7 +33,7 @@ from wbc.review import tokens
 from wbc.review.db import Audit, User
 from wbc.review.export import case_csv, case_fhir, case_hl7
 from wbc.review.images import resolve
-from wbc.review.users import authenticate
+from wbc.review.users import Locked, authenticate
 
 COOKIE = "wbc_session"
 DB_ID = 2**63 - 1  # the largest id a database integer holds: a bigger one is a 422, not a driver overflow
@@ -73,6 +73,8 @@ class Amend(BaseModel):
 
 
 def _http(e: WbcError) -> HTTPException:
+    if isinstance(e, Locked):
+        return HTTPException(429, str(e))
     if isinstance(e, C.WrongPassword):
         return HTTPException(403, str(e))
     if isinstance(e, (C.Conflict, C.Refused)):
@@ -139,7 +141,10 @@ def _auth_routes(api: APIRouter, Session, key: bytes, user) -> None:
     @api.post("/login")
     def login(body: Login, response: Response):
         with Session.begin() as s:
-            u = authenticate(s, body.name, body.password)
+            try:
+                u = authenticate(s, body.name, body.password)
+            except Locked as e:
+                raise _http(e) from None
             if u is None:
                 raise HTTPException(401, "wrong user name or password")
             token = tokens.issue(key, u.id)
