@@ -71,6 +71,7 @@ def test_nothing_is_reachable_without_a_login(server):
     tries = [anon.post("/api/v1/review/login", json={"name": "mallory", "password": f"guess-{i}"}) for i in range(11)]
     assert [r.status_code for r in tries] == [401] * 10 + [429]
     assert "10 wrong passwords for mallory within 15 minutes: try again in 15 minute(s)" in tries[-1].json()["detail"]
+    assert 800 < int(tries[-1].headers["retry-after"]) <= 900
     forged = "1.9999999999.00.deadbeef"
     assert anon.get("/api/v1/review/cases", headers={"Authorization": f"Bearer {forged}"}).status_code == 401
     # a cookie session without its CSRF header may read but not change anything

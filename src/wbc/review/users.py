@@ -25,7 +25,11 @@ _hasher = PasswordHasher()
 
 
 class Locked(WbcError):
-    """Too many wrong passwords for a name lately (HTTP 429)."""
+    """Too many wrong passwords for a name lately (HTTP 429); `seconds` until it may try again."""
+
+    def __init__(self, message: str, seconds: int):
+        super().__init__(message)
+        self.seconds = seconds
 
 
 def add_user(session, name: str, role: str, password: str) -> User:
@@ -46,17 +50,20 @@ def add_user(session, name: str, role: str, password: str) -> User:
 
 def authenticate(session, name: str, password: str) -> User | None:
     """The active user with this name and password, else None (same answer for a wrong name or password); Locked
-    while the name has had MAX_FAILURES wrong passwords within WINDOW. Each wrong one is recorded at once, in its own
-    transaction, so it counts even when the caller's transaction is rolled back."""
+    while the name has had MAX_FAILURES wrong passwords within WINDOW. Each wrong one is recorded at once in its own
+    transaction, so it counts even when the caller's is rolled back (in the caller's where that already writes to
+    SQLite, whose one write lock it holds)."""
     _refuse_if_locked(session, name)
     user = session.scalar(select(User).where(User.name == name, User.active.is_(True)))
     if user is None:
         _hasher.hash(password)  # spend the same time, so a name cannot be probed by timing
-        return _failed(session, name)
+        _failed(session, name)
+        return None
     try:
         _hasher.verify(user.password_hash, password)
     except (VerificationError, InvalidHashError):
-        return _failed(session, name)
+        _failed(session, name)
+        return None
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = _hasher.hash(password)
     return user
@@ -66,9 +73,9 @@ def _refuse_if_locked(session, name: str) -> None:
     last = session.scalars(select(LoginFailure.at).where(LoginFailure.name == name[:80])
                            .order_by(LoginFailure.id.desc()).limit(MAX_FAILURES)).all()
     if len(last) == MAX_FAILURES and now() - aware(last[-1]) < WINDOW:
-        wait = math.ceil((aware(last[-1]) + WINDOW - now()).total_seconds() / 60)
+        seconds = math.ceil((aware(last[-1]) + WINDOW - now()).total_seconds())
         raise Locked(f"{MAX_FAILURES} wrong passwords for {name} within {WINDOW.seconds // 60} minutes: "
-                     f"try again in {wait} minute(s), or ask an admin if this was not you")
+                     f"try again in {math.ceil(seconds / 60)} minute(s), or ask an admin if this was not you", seconds)
 
 
 def _failed(session, name: str) -> None:
@@ -79,7 +86,6 @@ def _failed(session, name: str) -> None:
         with Session(bind=session.get_bind()) as own, own.begin():
             own.add(row)
     log.warning("wrong password for user name %r", name)
-    return None
 
 
 def _writing_sqlite(session) -> bool:

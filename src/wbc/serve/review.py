@@ -74,7 +74,7 @@ class Amend(BaseModel):
 
 def _http(e: WbcError) -> HTTPException:
     if isinstance(e, Locked):
-        return HTTPException(429, str(e))
+        return HTTPException(429, str(e), headers={"Retry-After": str(e.seconds)})
     if isinstance(e, C.WrongPassword):
         return HTTPException(403, str(e))
     if isinstance(e, (C.Conflict, C.Refused)):
