@@ -72,6 +72,13 @@ def test_nothing_is_reachable_without_a_login(server):
     assert [r.status_code for r in tries] == [401] * 10 + [429]
     assert "10 wrong passwords for mallory within 15 minutes: try again in 15 minute(s)" in tries[-1].json()["detail"]
     assert 800 < int(tries[-1].headers["retry-after"]) <= 900
+    # the session cookie: HttpOnly and SameSite=Strict always, Secure when a proxy on this machine says it was HTTPS
+    ana = {"name": "ana", "password": "ana-password"}
+    plain = anon.post("/api/v1/review/login", json=ana).headers["set-cookie"].lower()
+    proxied = anon.post("/api/v1/review/login", json=ana, headers={"X-Forwarded-Proto": "https"}).headers["set-cookie"].lower()
+    assert "httponly" in plain and "samesite=strict" in plain and "secure" not in plain
+    assert "httponly" in proxied and "; secure" in proxied
+    anon.cookies.clear()
     forged = "1.9999999999.00.deadbeef"
     assert anon.get("/api/v1/review/cases", headers={"Authorization": f"Bearer {forged}"}).status_code == 401
     # a cookie session without its CSRF header may read but not change anything

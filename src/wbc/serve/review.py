@@ -138,8 +138,9 @@ def router(Session, data_dir: str | Path, predictor, detector, gate, explainer=N
 
 
 def _auth_routes(api: APIRouter, Session, key: bytes, user) -> None:
-    @api.post("/login")
-    def login(body: Login, response: Response):
+    @api.post("/login", responses={401: {"description": "wrong user name or password"},
+                                   429: {"description": "too many wrong passwords for this name lately (Retry-After)"}})
+    def login(body: Login, request: Request, response: Response):
         with Session.begin() as s:
             try:
                 u = authenticate(s, body.name, body.password)
@@ -149,7 +150,9 @@ def _auth_routes(api: APIRouter, Session, key: bytes, user) -> None:
                 raise HTTPException(401, "wrong user name or password")
             token = tokens.issue(key, u.id)
             role = u.role
-        response.set_cookie(COOKIE, token, httponly=True, samesite="strict", max_age=tokens.HOURS * 3600)
+        # Secure when the page came over HTTPS (uvicorn reads X-Forwarded-Proto from a proxy on this machine)
+        response.set_cookie(COOKIE, token, httponly=True, samesite="strict", secure=request.url.scheme == "https",
+                            max_age=tokens.HOURS * 3600)
         return {"user": body.name, "role": role, "token": token, "csrf": tokens.csrf(key, token)}
 
     @api.post("/logout")
