@@ -298,6 +298,36 @@ def test_smear_fields_are_cut_into_cells_with_their_box(db, model):
         assert C.differential(case)["target"] == 200
 
 
+def test_accounts_are_managed_from_the_command_line(tmp_path):
+    """An admin lists the accounts (with their recent wrong passwords), sets a forgotten password, changes a role and
+    closes the account of someone who left: it can no longer log in or sign; it is opened again by name."""
+    d = str(tmp_path / "station")
+    run_cli("review", "users", "add", "ana", "--data-dir", d, env={"WBC_PASSWORD": "ana-password"})
+    run_cli("review", "users", "add", "ben", "--role", "reviewer", "--data-dir", d, env={"WBC_PASSWORD": "ben-password"})
+    Session = open_database(d)
+    with Session.begin() as s:
+        assert authenticate(s, "ana", "a-guess-1") is None and authenticate(s, "ana", "a-guess-2") is None
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in run_cli("review", "users", "list", "--data-dir", d).stderr.splitlines()]
+    rows = {r[0]: r for r in cells if r and r[0] in ("ana", "ben")}
+    assert rows["ana"][1:3] == ["technologist", "open"] and rows["ana"][-1] == "2" and rows["ben"][-1] == "0", rows
+    run_cli("review", "users", "password", "ana", "--data-dir", d, env={"WBC_PASSWORD": "a-new-password"})
+    run_cli("review", "users", "role", "ana", "reviewer", "--data-dir", d)
+    run_cli("review", "users", "close", "ben", "--data-dir", d)
+    with Session() as s:
+        assert authenticate(s, "ana", "ana-password") is None and authenticate(s, "ana", "a-new-password").role == "reviewer"
+        assert authenticate(s, "ben", "ben-password") is None
+    p = run_cli("review", "sign", "1", "--user", "ben", "--data-dir", d, env={"WBC_PASSWORD": "ben-password"}, check=False)
+    assert p.returncode != 0 and "no active user ben" in p.stderr and "Traceback" not in p.stderr
+    assert "closed" in run_cli("review", "users", "list", "--data-dir", d).stderr
+    run_cli("review", "users", "reopen", "ben", "--data-dir", d)
+    with Session() as s:
+        assert authenticate(s, "ben", "ben-password").name == "ben"
+    for args, said in ((["close", "nobody"], "no user nobody on this station"), (["role", "ana", "boss"], "--role must be one of"),
+                       (["password", "ana"], "too short")):
+        p = run_cli("review", "users", *args, "--data-dir", d, env={"WBC_PASSWORD": "short"}, check=False)
+        assert p.returncode == 2 and said in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+
 def test_review_commands(tmp_path):
     d = str(tmp_path / "station")
     env = {"WBC_PASSWORD": "ana-password"}

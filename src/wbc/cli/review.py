@@ -64,6 +64,62 @@ def users_add(name: str = typer.Argument(...), role: str = typer.Option("technol
     console.print(f"user {name} ({role}) added", markup=False)
 
 
+@users_app.command("list")
+def users_list(data_dir: Optional[str] = DataDirOpt, db: Optional[str] = DbOpt):
+    """Every account: role, open or closed, wrong passwords in the last 15 minutes (10 lock the name until they age)."""
+    from wbc.review.users import list_users
+
+    with _open(data_dir, db)() as s:
+        rows = list_users(s)
+    t = Table()
+    for col in ("user", "role", "account", "since", "wrong passwords lately"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(Text(r["name"]), r["role"], "open" if r["active"] else "closed", r["created_at"][:10], str(r["wrong_passwords_lately"]))
+    console.print(t)
+
+
+@users_app.command("password")
+def users_password(name: str = typer.Argument(...), data_dir: Optional[str] = DataDirOpt, db: Optional[str] = DbOpt):
+    """Set a new password (asked twice, or read from $WBC_PASSWORD): the old one stops working at once."""
+    from wbc.review.users import set_password
+
+    with _open(data_dir, db).begin() as s:
+        set_password(s, name, _password(name, confirm=True))
+    console.print(Text(f"password of {name} changed"))
+
+
+@users_app.command("close")
+def users_close(name: str = typer.Argument(...), data_dir: Optional[str] = DataDirOpt, db: Optional[str] = DbOpt):
+    """Close an account (someone left the lab): it can no longer log in, sign or act; its signatures stay."""
+    from wbc.review.users import set_active
+
+    with _open(data_dir, db).begin() as s:
+        set_active(s, name, False)
+    console.print(Text(f"account {name} closed"))
+
+
+@users_app.command("reopen")
+def users_reopen(name: str = typer.Argument(...), data_dir: Optional[str] = DataDirOpt, db: Optional[str] = DbOpt):
+    """Open a closed account again."""
+    from wbc.review.users import set_active
+
+    with _open(data_dir, db).begin() as s:
+        set_active(s, name, True)
+    console.print(Text(f"account {name} open"))
+
+
+@users_app.command("role")
+def users_role(name: str = typer.Argument(...), role: str = typer.Argument(..., help="technologist, reviewer or admin"),
+               data_dir: Optional[str] = DataDirOpt, db: Optional[str] = DbOpt):
+    """Change what a user may do (a reviewer signs second; an admin adapts the lab's model)."""
+    from wbc.review.users import set_role
+
+    with _open(data_dir, db).begin() as s:
+        set_role(s, name, role)
+    console.print(Text(f"{name} is now a {role}"))
+
+
 IMPORT_CHUNK_CELLS, IMPORT_CHUNK_FIELDS = 64, 8  # files a transaction
 
 

@@ -38,14 +38,63 @@ def add_user(session, name: str, role: str, password: str) -> User:
         raise WbcError(f"--role must be one of {', '.join(ROLES)}, not '{role}'")
     if not name or len(name) > 80 or not name.replace(".", "").replace("-", "").replace("_", "").isalnum():
         raise WbcError(f"user name '{name}': use letters, digits, '.', '-' or '_' (at most 80)")
-    if len(password) < MIN_PASSWORD:
-        raise WbcError(f"the password of {name} is too short: at least {MIN_PASSWORD} characters")
+    _check_password(name, password)
     if session.scalar(select(User).where(User.name == name)):
         raise WbcError(f"user {name} exists already")
     user = User(name=name, role=role, password_hash=_hasher.hash(password), active=True)
     session.add(user)
     session.flush()
     return user
+
+
+def _named(session, name: str) -> User:
+    user = session.scalar(select(User).where(User.name == name))
+    if user is None:
+        raise WbcError(f"no user {name} on this station (`wbc review users list` shows them)")
+    return user
+
+
+def _check_password(name: str, password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise WbcError(f"the password of {name} is too short: at least {MIN_PASSWORD} characters")
+
+
+def set_password(session, name: str, password: str) -> User:
+    """A new password (a forgotten one, or one that may be known): the old one stops working at once."""
+    user = _named(session, name)
+    _check_password(name, password)
+    user.password_hash = _hasher.hash(password)
+    log.info("password of %s changed", name)
+    return user
+
+
+def set_active(session, name: str, active: bool) -> User:
+    """Close an account (someone left) or open it again. Never deleted: signatures and the audit trail name it."""
+    user = _named(session, name)
+    user.active = active
+    log.info("account %s %s", name, "opened" if active else "closed")
+    return user
+
+
+def set_role(session, name: str, role: str) -> User:
+    if role not in ROLES:
+        raise WbcError(f"--role must be one of {', '.join(ROLES)}, not '{role}'")
+    user = _named(session, name)
+    user.role = role
+    log.info("role of %s set to %s", name, role)
+    return user
+
+
+def list_users(session) -> list[dict]:
+    """Every account with its role, whether it is open, and its wrong passwords within the throttle's window."""
+    since = now() - WINDOW
+    out = []
+    for u in session.scalars(select(User).order_by(User.name)):
+        recent = session.scalars(select(LoginFailure.at).where(LoginFailure.name == u.name)
+                                 .order_by(LoginFailure.id.desc()).limit(MAX_FAILURES)).all()
+        out.append({"name": u.name, "role": u.role, "active": u.active, "created_at": aware(u.created_at).isoformat(),
+                    "wrong_passwords_lately": sum(aware(t) > since for t in recent)})
+    return out
 
 
 def authenticate(session, name: str, password: str) -> User | None:
