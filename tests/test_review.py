@@ -59,7 +59,7 @@ def db(request, tmp_path):
     Session = open_database(tmp_path / "station", url)
     if url:  # each test its own empty schema
         with Session.begin() as s:
-            for t in ("signatures", "audit", "cells", "cases", "users", "login_failures"):
+            for t in ("signatures", "audit", "cells", "cases", "users", "account_events"):
                 s.execute(sa.text(f"ALTER TABLE {t} DISABLE TRIGGER USER")) if t in ("audit", "signatures") else None
                 s.execute(sa.text(f"DELETE FROM {t}"))
                 s.execute(sa.text(f"ALTER TABLE {t} ENABLE TRIGGER USER")) if t in ("audit", "signatures") else None
@@ -112,7 +112,7 @@ def test_a_name_guessed_at_is_refused_for_a_while(db):
     or had written first; tries older than the window no longer count; another name is not affected."""
     from datetime import timedelta
 
-    from wbc.review.db import LoginFailure, now
+    from wbc.review.db import AccountEvent, now
     from wbc.review.users import MAX_FAILURES, WINDOW, Locked
 
     Session, _ = db
@@ -129,8 +129,8 @@ def test_a_name_guessed_at_is_refused_for_a_while(db):
         with pytest.raises(Locked, match=r"10 wrong passwords for ana within 15 minutes: try again in 15 minute"):
             authenticate(s, "ana", "ana-password")
         assert authenticate(s, "ben", "ben-password").name == "ben"
-        assert s.scalar(sa.select(sa.func.count()).select_from(LoginFailure).where(LoginFailure.name == "ana")) == MAX_FAILURES
-        s.execute(sa.update(LoginFailure).values(at=now() - WINDOW - timedelta(seconds=1)))  # a quarter of an hour on
+        assert s.scalar(sa.select(sa.func.count()).select_from(AccountEvent).where(AccountEvent.name == "ana")) == MAX_FAILURES
+        s.execute(sa.update(AccountEvent).values(at=now() - WINDOW - timedelta(seconds=1)))  # a quarter of an hour on
     with Session.begin() as s:
         assert authenticate(s, "ana", "ana-password").name == "ana"
 
@@ -300,7 +300,10 @@ def test_smear_fields_are_cut_into_cells_with_their_box(db, model):
 
 def test_accounts_are_managed_from_the_command_line(tmp_path):
     """An admin lists the accounts (with their recent wrong passwords), sets a forgotten password, changes a role and
-    closes the account of someone who left: it can no longer log in or sign; it is opened again by name."""
+    closes the account of someone who left: it can no longer log in or sign; it is opened again by name. Each change
+    is on record with who made it."""
+    from wbc.review.db import AccountEvent
+
     d = str(tmp_path / "station")
     run_cli("review", "users", "add", "ana", "--data-dir", d, env={"WBC_PASSWORD": "ana-password"})
     run_cli("review", "users", "add", "ben", "--role", "reviewer", "--data-dir", d, env={"WBC_PASSWORD": "ben-password"})
@@ -322,6 +325,11 @@ def test_accounts_are_managed_from_the_command_line(tmp_path):
     run_cli("review", "users", "reopen", "ben", "--data-dir", d)
     with Session() as s:
         assert authenticate(s, "ben", "ben-password").name == "ben"
+        events = [(e.name, e.event, e.by) for e in s.scalars(sa.select(AccountEvent).order_by(AccountEvent.id))]
+    assert [e[:2] for e in events] == [("ana", "wrong password")] * 2 + [("ana", "password changed"), ("ana", "role reviewer"),
+                                                                        ("ben", "closed"), ("ana", "wrong password"),  # the old one
+                                                                        ("ben", "wrong password"), ("ben", "reopened")]  # closed
+    assert all(by.endswith("(command line)") for _, what, by in events if what != "wrong password")
     for args, said in ((["close", "nobody"], "no user nobody on this station"), (["role", "ana", "boss"], "--role must be one of"),
                        (["password", "ana"], "too short")):
         p = run_cli("review", "users", *args, "--data-dir", d, env={"WBC_PASSWORD": "short"}, check=False)

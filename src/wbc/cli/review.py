@@ -64,6 +64,16 @@ def users_add(name: str = typer.Argument(...), role: str = typer.Option("technol
     console.print(f"user {name} ({role}) added", markup=False)
 
 
+def _admin() -> str:
+    """Who changes an account from the command line: the operating system's user (the station has no login here)."""
+    import getpass
+
+    try:
+        return f"{getpass.getuser()} (command line)"
+    except (KeyError, OSError):
+        return "unknown (command line)"
+
+
 @users_app.command("list")
 def users_list(data_dir: Optional[str] = DataDirOpt, db: Optional[str] = DbOpt):
     """Every account: role, open or closed, wrong passwords in the last 15 minutes (10 lock the name until they age)."""
@@ -85,7 +95,7 @@ def users_password(name: str = typer.Argument(...), data_dir: Optional[str] = Da
     from wbc.review.users import set_password
 
     with _open(data_dir, db).begin() as s:
-        set_password(s, name, _password(name, confirm=True))
+        set_password(s, name, _password(name, confirm=True), _admin())
     console.print(Text(f"password of {name} changed"))
 
 
@@ -95,7 +105,7 @@ def users_close(name: str = typer.Argument(...), data_dir: Optional[str] = DataD
     from wbc.review.users import set_active
 
     with _open(data_dir, db).begin() as s:
-        set_active(s, name, False)
+        set_active(s, name, False, _admin())
     console.print(Text(f"account {name} closed"))
 
 
@@ -105,7 +115,7 @@ def users_reopen(name: str = typer.Argument(...), data_dir: Optional[str] = Data
     from wbc.review.users import set_active
 
     with _open(data_dir, db).begin() as s:
-        set_active(s, name, True)
+        set_active(s, name, True, _admin())
     console.print(Text(f"account {name} open"))
 
 
@@ -116,7 +126,7 @@ def users_role(name: str = typer.Argument(...), role: str = typer.Argument(..., 
     from wbc.review.users import set_role
 
     with _open(data_dir, db).begin() as s:
-        set_role(s, name, role)
+        set_role(s, name, role, _admin())
     console.print(Text(f"{name} is now a {role}"))
 
 

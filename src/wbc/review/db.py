@@ -117,13 +117,16 @@ class Audit(Base):
     why: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
-class LoginFailure(Base):
-    """A wrong password given for a user name (at login or at signing): the record of attempts, and the throttle."""
+class AccountEvent(Base):
+    """What happened to an account: a wrong password given for the name (at login or signing; the throttle counts
+    them), a new password, closed, reopened, a new role; `by` whom (an OS user at the command line)."""
 
-    __tablename__ = "login_failures"
+    __tablename__ = "account_events"
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(80), index=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    event: Mapped[str] = mapped_column(String(40))  # wrong password | password changed | closed | reopened | role <role>
+    by: Mapped[str | None] = mapped_column(String(120), nullable=True)
 
 
 class Signature(Base):

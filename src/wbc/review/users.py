@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from wbc.errors import WbcError
-from wbc.review.db import LoginFailure, User, aware, now
+from wbc.review.db import AccountEvent, User, aware, now
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +21,7 @@ MIN_PASSWORD = 8
 # A name given this many wrong passwords within the window is refused until the oldest of them leaves it: a password
 # cannot be guessed at speed, and a user who mistypes a few times is never stopped.
 MAX_FAILURES, WINDOW = 10, timedelta(minutes=15)
+WRONG = "wrong password"
 _hasher = PasswordHasher()
 
 
@@ -59,29 +60,32 @@ def _check_password(name: str, password: str) -> None:
         raise WbcError(f"the password of {name} is too short: at least {MIN_PASSWORD} characters")
 
 
-def set_password(session, name: str, password: str) -> User:
+def set_password(session, name: str, password: str, by: str) -> User:
     """A new password (a forgotten one, or one that may be known): the old one stops working at once."""
     user = _named(session, name)
     _check_password(name, password)
     user.password_hash = _hasher.hash(password)
-    log.info("password of %s changed", name)
-    return user
+    return _changed(session, user, "password changed", by)
 
 
-def set_active(session, name: str, active: bool) -> User:
+def set_active(session, name: str, active: bool, by: str) -> User:
     """Close an account (someone left) or open it again. Never deleted: signatures and the audit trail name it."""
     user = _named(session, name)
     user.active = active
-    log.info("account %s %s", name, "opened" if active else "closed")
-    return user
+    return _changed(session, user, "reopened" if active else "closed", by)
 
 
-def set_role(session, name: str, role: str) -> User:
+def set_role(session, name: str, role: str, by: str) -> User:
     if role not in ROLES:
         raise WbcError(f"--role must be one of {', '.join(ROLES)}, not '{role}'")
     user = _named(session, name)
     user.role = role
-    log.info("role of %s set to %s", name, role)
+    return _changed(session, user, f"role {role}", by)
+
+
+def _changed(session, user: User, event: str, by: str) -> User:
+    session.add(AccountEvent(name=user.name, event=event, by=by[:120]))
+    log.info("account %s: %s (by %s)", user.name, event, by)
     return user
 
 
@@ -90,8 +94,7 @@ def list_users(session) -> list[dict]:
     since = now() - WINDOW
     out = []
     for u in session.scalars(select(User).order_by(User.name)):
-        recent = session.scalars(select(LoginFailure.at).where(LoginFailure.name == u.name)
-                                 .order_by(LoginFailure.id.desc()).limit(MAX_FAILURES)).all()
+        recent = _wrong_passwords(session, u.name)
         out.append({"name": u.name, "role": u.role, "active": u.active, "created_at": aware(u.created_at).isoformat(),
                     "wrong_passwords_lately": sum(aware(t) > since for t in recent)})
     return out
@@ -119,16 +122,21 @@ def authenticate(session, name: str, password: str) -> User | None:
 
 
 def _refuse_if_locked(session, name: str) -> None:
-    last = session.scalars(select(LoginFailure.at).where(LoginFailure.name == name[:80])
-                           .order_by(LoginFailure.id.desc()).limit(MAX_FAILURES)).all()
+    last = _wrong_passwords(session, name)
     if len(last) == MAX_FAILURES and now() - aware(last[-1]) < WINDOW:
         seconds = math.ceil((aware(last[-1]) + WINDOW - now()).total_seconds())
         raise Locked(f"{MAX_FAILURES} wrong passwords for {name} within {WINDOW.seconds // 60} minutes: "
                      f"try again in {math.ceil(seconds / 60)} minute(s), or ask an admin if this was not you", seconds)
 
 
+def _wrong_passwords(session, name: str) -> list:
+    """When the name's last MAX_FAILURES wrong passwords were given, newest first."""
+    return session.scalars(select(AccountEvent.at).where(AccountEvent.name == name[:80], AccountEvent.event == WRONG)
+                           .order_by(AccountEvent.id.desc()).limit(MAX_FAILURES)).all()
+
+
 def _failed(session, name: str) -> None:
-    row = LoginFailure(name=name[:80])
+    row = AccountEvent(name=name[:80], event=WRONG)
     if _writing_sqlite(session):  # a second writer would wait on this one: the caller's transaction keeps it
         session.add(row)
     else:
