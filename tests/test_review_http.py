@@ -10,7 +10,7 @@ import threading
 
 import httpx
 import pytest
-from conftest import KAGGLE, start_server
+from conftest import KAGGLE, run_cli, start_server
 from PIL import Image
 
 from wbc.infer.predictor import shipped_model_path
@@ -158,6 +158,23 @@ def test_only_an_admin_adapts_the_lab_model_from_the_page_api(server, station):
         threading.Event().wait(0.5)
     assert j["state"] == "failed" and re.search(r"train holds \d images: adaptation needs at least 20", j["error"]), j
     assert not (Path(station) / "lab_model.safetensors").exists()
+
+
+def test_a_new_password_ends_the_sessions_of_the_old_one(server, station):
+    """A password that may be known is changed: every session logged in with the old one (the page's cookie, a
+    script's bearer token) is refused at once, on a server that kept running, and the new password logs in."""
+    url, _ = server
+    with open_database(station).begin() as s:
+        add_user(s, "dora", "technologist", "dora-password")
+    page, who = _login(url, "dora")
+    script = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {who['token']}"}, timeout=60)
+    assert page.get("/api/v1/review/cases").status_code == 200 and script.get("/api/v1/review/cases").status_code == 200
+    run_cli("review", "users", "password", "dora", "--data-dir", str(station), env={"WBC_PASSWORD": "dora-new-password"})
+    for c in (page, script):
+        r = c.get("/api/v1/review/cases")
+        assert r.status_code == 401 and "its password was changed" in r.json()["detail"]
+    r = httpx.post(url + "/api/v1/review/login", json={"name": "dora", "password": "dora-new-password"}, timeout=60)
+    assert r.status_code == 200 and httpx.get(url + "/api/v1/review/cases", headers={"Authorization": f"Bearer {r.json()['token']}"}).status_code == 200
 
 
 def test_kill_9_during_a_burst_loses_nothing_committed(server, station, wbc_cache, tmp_path):

@@ -1,6 +1,8 @@
 """Login sessions without server memory: a token is `user id . expiry . nonce . HMAC-SHA256` under a secret kept
 in the data folder (made once, mode 0600), so every server process sharing that folder accepts it, and a
-restart logs nobody out. The CSRF token of a cookie session is an HMAC of its session token (double submit)."""
+restart logs nobody out. The HMAC also covers a stamp of the user's password hash, so a new password ends every
+session of the old one (a password that may be known is changed to lock its holder out). The CSRF token of a
+cookie session is an HMAC of its session token (double submit)."""
 
 from __future__ import annotations
 
@@ -32,22 +34,30 @@ def _mac(key: bytes, text: str) -> str:
     return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
 
 
-def issue(key: bytes, user_id: int, hours: float = HOURS) -> str:
+def stamp(password_hash: str) -> str:
+    """What a token binds to: changes with every new password (argon2 salts each hash)."""
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
+
+
+def issue(key: bytes, user_id: int, user_stamp: str, hours: float = HOURS) -> str:
     body = f"{user_id}.{int(time.time() + hours * 3600)}.{secrets.token_hex(8)}"
-    return f"{body}.{_mac(key, body)}"
+    return f"{body}.{_mac(key, f'{body}:{user_stamp}')}"
 
 
-def verify(key: bytes, token: str | None) -> int | None:
-    """The user id of a valid, unexpired token, else None."""
+def claimed_user(token: str | None) -> int | None:
+    """The user id a well-formed, unexpired token names (not yet trusted: `verify` it with that user's stamp)."""
     if not token or token.count(".") != 3:
         return None
-    body, mac = token.rsplit(".", 1)
-    if not hmac.compare_digest(mac, _mac(key, body)):
-        return None
-    uid, expiry, _ = body.split(".")
+    uid, expiry, _, _ = token.split(".")
     if not (uid.isdigit() and expiry.isdigit()) or int(expiry) < time.time():
         return None
     return int(uid)
+
+
+def verify(key: bytes, token: str, user_stamp: str) -> bool:
+    """Was this token issued here, for the password the user has now?"""
+    body, mac = token.rsplit(".", 1)
+    return hmac.compare_digest(mac, _mac(key, f"{body}:{user_stamp}"))
 
 
 def csrf(key: bytes, token: str) -> str:

@@ -108,17 +108,19 @@ def router(Session, data_dir: str | Path, predictor, detector, gate, explainer=N
         """The logged-in user: a bearer token, or the session cookie plus its CSRF header on every change."""
         auth = request.headers.get("authorization", "")
         token = auth[7:].strip() if auth.lower().startswith("bearer ") else request.cookies.get(COOKIE)
-        uid = tokens.verify(key, token)
+        uid = tokens.claimed_user(token)
         if uid is None:
             raise HTTPException(401, "log in first (POST /api/v1/review/login)")
-        if not auth and request.method not in ("GET", "HEAD") and request.headers.get("x-csrf-token") != tokens.csrf(key, token):
-            raise HTTPException(403, "missing or wrong X-CSRF-Token header: reload the page and log in again")
         with Session() as s:
             u = s.get(User, uid)
-            if u is None or not u.active:
+            if u is None or not tokens.verify(key, token, tokens.stamp(u.password_hash)):
+                raise HTTPException(401, "log in first (POST /api/v1/review/login): no session, or its password was changed")
+            if not u.active:
                 raise HTTPException(401, "this account is closed: log in as another user")
             s.expunge(u)
-            return u
+        if not auth and request.method not in ("GET", "HEAD") and request.headers.get("x-csrf-token") != tokens.csrf(key, token):
+            raise HTTPException(403, "missing or wrong X-CSRF-Token header: reload the page and log in again")
+        return u
 
     def run(fn, *args):
         """One transaction: commit on success, nothing written on any error."""
@@ -148,7 +150,7 @@ def _auth_routes(api: APIRouter, Session, key: bytes, user) -> None:
                 raise _http(e) from None
             if u is None:
                 raise HTTPException(401, "wrong user name or password")
-            token = tokens.issue(key, u.id)
+            token = tokens.issue(key, u.id, tokens.stamp(u.password_hash))
             role = u.role
         # Secure when the page came over HTTPS (uvicorn reads X-Forwarded-Proto from a proxy on this machine)
         response.set_cookie(COOKIE, token, httponly=True, samesite="strict", secure=request.url.scheme == "https",
