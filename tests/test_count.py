@@ -109,6 +109,27 @@ def test_magnification_flag_rescales(predictor, tmp_path):
     assert all(0 <= v <= 320 for c in b.to_dict()["cells"] for v in c["box"][::2])  # boxes in the small image's pixels
 
 
+@pytest.mark.parametrize("turn", [6, 3])
+def test_a_field_a_camera_stored_turned_is_counted_as_shown(predictor, tmp_path, turn):
+    """A phone or camera on the eyepiece stores its pixels turned and an EXIF tag saying how to show them, which every
+    viewer and browser follows. The field is read as shown: its boxes are where the user sees the cells (the same
+    as the upright field's), its white cell the same answer."""
+    path, _ = field(read_ids(BCCD, "val")[0])
+    upright = np.asarray(Image.open(path).convert("RGB"))
+    stored = np.rot90(upright, k=1 if turn == 6 else 2)  # turned back by the tag: 6 = a quarter clockwise, 3 = a half
+    im = Image.fromarray(np.ascontiguousarray(stored))
+    exif = im.getexif()
+    exif[0x0112] = turn
+    turned = tmp_path / "turned.png"  # lossless, so only the turn differs
+    im.save(turned, exif=exif.tobytes())
+    flat = tmp_path / "upright.png"
+    Image.fromarray(upright).save(flat)
+    a, b = count_field(predictor, flat), count_field(predictor, turned)
+    assert a.size == b.size == (640, 480)
+    assert a.counts == b.counts and [w["class"] for w in a.wbc] == [w["class"] for w in b.wbc]
+    assert [w["box"] for w in a.wbc] == [w["box"] for w in b.wbc]
+
+
 def test_scale_is_measured_in_each_field(predictor, tmp_path):
     # another lab's magnification: the same BCCD field at half and 1.5x size, no --px-per-um given
     from wbc.count.detector import default_detector

@@ -87,7 +87,8 @@ def plots(out: Path, classes, y, pred, probs, paths, calib_table, rows: list[int
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from PIL import Image
+
+    from wbc.image.decode import decode
 
     files = {}
 
@@ -127,8 +128,7 @@ def plots(out: Path, classes, y, pred, probs, paths, calib_table, rows: list[int
         for ax in axes.flat:
             ax.axis("off")
         for ax, i in zip(axes.flat, pick):
-            with Image.open(paths[i]) as im:
-                ax.imshow(im.convert("RGB"))
+            ax.imshow(decode(paths[i]))  # as the model read it: turned upright, any depth
             ax.set_title(f"pred {classes[pred[i]][:4]} {probs[i].max():.2f}\ntrue {classes[y[i]][:4]}", fontsize=8, color="crimson")
         fig.suptitle(f"Misclassified cells ({len(wrong)} in all; most confident first)")
         save(fig, "misclassified.png")

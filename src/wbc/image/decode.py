@@ -30,13 +30,15 @@ def _pil_decode(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.ndar
         with Image.open(io.BytesIO(data)) as im:
             if im.width * im.height > max_pixels:
                 raise ImageTooLarge(f"{name} is {im.width}x{im.height} pixels, over the {max_pixels:,}-pixel limit: downscale it first")
+            sixteen = _sixteen_bit_colour(im)  # before the EXIF read, which may load a PNG and drop what this reads
+            turn = _orientation(im)
             if im.mode.startswith("I") or im.mode == "F":  # 16/32-bit or float greyscale: Pillow's RGB conversion would clip
-                return _to_uint8(np.repeat(np.asarray(im)[..., None], 3, axis=2))
-            if _sixteen_bit_colour(im):
+                return upright(_to_uint8(np.repeat(np.asarray(im)[..., None], 3, axis=2)), turn)
+            if sixteen:
                 deep = _cv2_colour(data)
                 if deep is not None:
-                    return _to_uint8(deep)
-            return np.asarray(im.convert("RGB"))
+                    return upright(_to_uint8(deep), turn)
+            return upright(np.asarray(im.convert("RGB")), turn)
     except ImageTooLarge:
         raise
     except Image.DecompressionBombError:
@@ -48,6 +50,39 @@ def _pil_decode(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.ndar
         raise BadImage(f"cannot read image {name}: {msg} (is it a complete image file?)") from None
     except Exception as e:  # a decoder tripping over a hostile file is still the file's fault
         raise BadImage(f"cannot read image {name}: the decoder failed ({type(e).__name__}); is it a damaged image file?") from None
+
+
+EXIF_ORIENTATION = 0x0112
+
+
+def _orientation(im: Image.Image) -> int:
+    """The EXIF orientation (1-8; 1 upright) a camera or phone wrote instead of turning the pixels."""
+    try:
+        turn = im.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # a damaged EXIF block: the pixels as stored
+        return 1
+    return turn if turn in range(1, 9) else 1
+
+
+def _jpeg_turn(data: bytes) -> int:
+    """The orientation of a JPEG libjpeg-turbo decodes (Pillow reads the header alone)."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return _orientation(im)
+    except Exception:
+        return 1
+
+
+def upright(a: np.ndarray, turn: int) -> np.ndarray:
+    """The pixels as every viewer and browser shows them (EXIF orientation applied, as Pillow's exif_transpose
+    does), so boxes, heat-maps and pictures line up with what the user sees."""
+    if turn in (5, 6, 7, 8):
+        a = np.rot90(a, k=-1 if turn in (5, 6) else 1)
+    if turn in (2, 5, 7):
+        a = a[:, ::-1]
+    elif turn in (3, 4):
+        a = a[::-1] if turn == 4 else a[::-1, ::-1]
+    return np.ascontiguousarray(a)
 
 
 def _to_uint8(a: np.ndarray) -> np.ndarray:
@@ -87,7 +122,7 @@ def decode_bytes(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXEL
         import simplejpeg
 
         try:
-            return simplejpeg.decode_jpeg(data, colorspace="RGB")
+            return upright(simplejpeg.decode_jpeg(data, colorspace="RGB"), _jpeg_turn(data))
         except ValueError:
             pass  # truncated or odd JPEG: Pillow decides, and words the error
     return _pil_decode(data, name, max_pixels)
@@ -128,7 +163,9 @@ def decode_shrunk(source, factor: float, max_pixels: int = MAX_PIXELS) -> tuple[
         h, w = dims
         try:
             small = simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=int(np.ceil(h * factor)), min_width=int(np.ceil(w * factor)))
-            return _resized(small, max(1, round(w * factor)), max(1, round(h * factor))), (w, h)
+            turn = _jpeg_turn(data)
+            small = upright(_resized(small, max(1, round(w * factor)), max(1, round(h * factor))), turn)
+            return small, ((h, w) if turn >= 5 else (w, h))
         except ValueError:
             pass  # an odd JPEG: the full decoder decides
     data = None
