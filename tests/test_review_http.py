@@ -79,8 +79,8 @@ def test_nothing_is_reachable_without_a_login(server):
     assert "httponly" in plain and "samesite=strict" in plain and "secure" not in plain
     assert "httponly" in proxied and "; secure" in proxied
     anon.cookies.clear()
-    forged = "1.9999999999.00.deadbeef"
-    assert anon.get("/api/v1/review/cases", headers={"Authorization": f"Bearer {forged}"}).status_code == 401
+    for forged in ("1.9999999999.00.deadbeef", f"{10**30}.9999999999.00.deadbeef", f"{2**31}.9999999999.00.deadbeef"):
+        assert anon.get("/api/v1/review/cases", headers={"Authorization": f"Bearer {forged}"}).status_code == 401, forged
     # a cookie session without its CSRF header may read but not change anything
     c, _ = _login(url, "ana")
     assert c.get(f"/api/v1/review/cases/{case_id}").status_code == 200

@@ -15,6 +15,7 @@ from pathlib import Path
 
 SECRET_FILE = "session.key"
 HOURS = 12
+MAX_ID = 2**31 - 1  # the users table's integer: a larger id in a forged token is refused before it reaches the database
 
 
 def secret(data_dir: str | os.PathLike) -> bytes:
@@ -49,7 +50,7 @@ def claimed_user(token: str | None) -> int | None:
     if not token or token.count(".") != 3:
         return None
     uid, expiry, _, _ = token.split(".")
-    if not (uid.isdigit() and expiry.isdigit()) or int(expiry) < time.time():
+    if not (uid.isdigit() and expiry.isdigit()) or int(expiry) < time.time() or int(uid) > MAX_ID:
         return None
     return int(uid)
 
