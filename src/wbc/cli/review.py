@@ -54,10 +54,9 @@ def _user(session, name: str):
 def users_add(name: str = typer.Argument(...), role: str = typer.Option("technologist", help="technologist, reviewer or admin"),
               data_dir: Optional[str] = DataDirOpt, db: Optional[str] = DbOpt):
     """Add a user (the password is asked twice, or read from $WBC_PASSWORD)."""
-    from wbc.review.users import ROLES, add_user
+    from wbc.review.users import add_user, check_role
 
-    if role not in ROLES:
-        raise WbcError(f"--role must be one of {', '.join(ROLES)}, not '{role}'")
+    check_role(role)  # before the database is opened or made
     Session = _open(data_dir, db)
     with Session.begin() as s:
         add_user(s, name, role, _password(name, confirm=True))

@@ -35,8 +35,7 @@ class Locked(WbcError):
 
 def add_user(session, name: str, role: str, password: str) -> User:
     """A new active user; a clear error for a taken name, an unknown role or a short password."""
-    if role not in ROLES:
-        raise WbcError(f"--role must be one of {', '.join(ROLES)}, not '{role}'")
+    check_role(role)
     if not name or len(name) > 80 or not name.replace(".", "").replace("-", "").replace("_", "").isalnum():
         raise WbcError(f"user name '{name}': use letters, digits, '.', '-' or '_' (at most 80)")
     _check_password(name, password)
@@ -53,6 +52,11 @@ def _named(session, name: str) -> User:
     if user is None:
         raise WbcError(f"no user {name} on this station (`wbc review users list` shows them)")
     return user
+
+
+def check_role(role: str) -> None:
+    if role not in ROLES:
+        raise WbcError(f"--role must be one of {', '.join(ROLES)}, not '{role}'")
 
 
 def _check_password(name: str, password: str) -> None:
@@ -76,8 +80,7 @@ def set_active(session, name: str, active: bool, by: str) -> User:
 
 
 def set_role(session, name: str, role: str, by: str) -> User:
-    if role not in ROLES:
-        raise WbcError(f"--role must be one of {', '.join(ROLES)}, not '{role}'")
+    check_role(role)
     user = _named(session, name)
     user.role = role
     return _changed(session, user, f"role {role}", by)
