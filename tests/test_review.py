@@ -59,7 +59,7 @@ def db(request, tmp_path):
     Session = open_database(tmp_path / "station", url)
     if url:  # each test its own empty schema
         with Session.begin() as s:
-            for t in ("signatures", "audit", "cells", "cases", "users", "account_events"):
+            for t in ("signatures", "audit", "cells", "cases", "logins", "users", "account_events"):
                 s.execute(sa.text(f"ALTER TABLE {t} DISABLE TRIGGER USER")) if t in ("audit", "signatures") else None
                 s.execute(sa.text(f"DELETE FROM {t}"))
                 s.execute(sa.text(f"ALTER TABLE {t} ENABLE TRIGGER USER")) if t in ("audit", "signatures") else None
@@ -83,7 +83,14 @@ def _users(Session):
 
 
 def test_migrations_users_and_the_audit_trail_is_append_only(db):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from wbc.review.db import Base
+
     Session, _ = db
+    with Session() as s:  # the migrations make the schema the code maps, on both engines
+        assert compare_metadata(MigrationContext.configure(s.connection()), Base.metadata) == []
     _users(Session)
     with Session.begin() as s:
         assert authenticate(s, "ana", "ana-password").role == "technologist"
@@ -150,7 +157,7 @@ def test_a_database_of_the_first_schema_is_migrated_and_keeps_its_rows(tmp_path)
     engine.dispose()
     Session = open_database(tmp_path / "old")
     with Session() as s:
-        assert s.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0005"
+        assert s.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0006"
         assert s.execute(sa.text("SELECT current_class, px_per_um, colour_distance, scale FROM cells WHERE id = 1")).one() == (
             "NEUTROPHIL", None, None, None)
 

@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import threading
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -175,6 +176,45 @@ def test_a_new_password_ends_the_sessions_of_the_old_one(server, station):
         assert r.status_code == 401 and "its password was changed" in r.json()["detail"]
     r = httpx.post(url + "/api/v1/review/login", json={"name": "dora", "password": "dora-new-password"}, timeout=60)
     assert r.status_code == 200 and httpx.get(url + "/api/v1/review/cases", headers={"Authorization": f"Bearer {r.json()['token']}"}).status_code == 200
+
+
+def test_a_logout_or_an_idle_spell_ends_the_session_on_the_server(server, station):
+    """Logging out ends the session itself, not only the page's cookie: a copy of its token (a script, a stolen
+    cookie) is refused after. A session without a request for 30 minutes (wbc serve --idle-minutes) is over; one
+    in use stays open and its activity is recorded; the account list shows the last login."""
+    import sqlalchemy as sa
+
+    from wbc.review import tokens
+    from wbc.review.db import Login, aware, now
+    from wbc.review.users import list_users
+
+    url, _ = server
+    with open_database(station).begin() as s:
+        add_user(s, "eve", "technologist", "eve-password")
+        assert [u["last_login"] for u in list_users(s) if u["name"] == "eve"] == [None]
+    page, who = _login(url, "eve")
+    assert who["idle_minutes"] == 30
+    copy = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {who['token']}"}, timeout=60)
+    assert copy.get("/api/v1/review/cases").status_code == 200
+    assert page.post("/api/v1/review/logout", headers={"X-CSRF-Token": who["csrf"]}).status_code == 200
+    r = copy.get("/api/v1/review/cases")
+    assert r.status_code == 401 and "this session has ended (logged out)" in r.json()["detail"]
+
+    def seen(token: str, minutes_ago: float):  # the session's last request, moved back in time
+        with open_database(station).begin() as s:
+            s.execute(sa.update(Login).where(Login.id == tokens.login_id(token)).values(last_seen=now() - timedelta(minutes=minutes_ago)))
+
+    used, idle = (httpx.Client(base_url=url, headers={"Authorization": f"Bearer {_login(url, 'eve')[1]['token']}"}, timeout=60) for _ in range(2))
+    seen(used.headers["authorization"][7:], 29)
+    seen(idle.headers["authorization"][7:], 31)
+    assert used.get("/api/v1/review/cases").status_code == 200
+    r = idle.get("/api/v1/review/cases")
+    assert r.status_code == 401 and "logged out after 30 minutes without activity: log in again" in r.json()["detail"]
+    assert idle.get("/api/v1/review/cases").json()["detail"].startswith("this session has ended (idle)")
+    with open_database(station)() as s:
+        row = s.get(Login, tokens.login_id(used.headers["authorization"][7:]))
+        assert row.ended_at is None and now() - aware(row.last_seen) < timedelta(minutes=1)  # the request kept it open
+        assert [u["last_login"] for u in list_users(s) if u["name"] == "eve"][0] is not None
 
 
 def test_kill_9_during_a_burst_loses_nothing_committed(server, station, wbc_cache, tmp_path):

@@ -146,6 +146,39 @@ def test_a_large_import_goes_in_chunks_with_progress(server, tmp_path):
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed (.ci/run installs it)")
+def test_a_page_left_alone_logs_itself_out_and_its_cookie_dies(server):
+    """A bench left logged in: after 30 minutes without a key or a click (the page's clock moved on) the page logs
+    out, on the server too, and says why; no case stays on screen; the cookie it had is refused after. The Log out
+    button does the same at once."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.clock.install()
+        page.goto(server + "/review")
+        _login(page, "ana")
+        page.locator("#new-ref").fill("IDLE-1")
+        page.locator("#new-ref").press("Enter")
+        expect(page.get_by_test_id("case-title")).to_contain_text("IDLE-1")
+        cookie = next(c["value"] for c in page.context.cookies() if c["name"] == "wbc_session")
+        page.clock.fast_forward("29:00")
+        expect(page.get_by_test_id("who")).to_contain_text("ana")  # not yet
+        page.clock.fast_forward("01:30")
+        expect(page.get_by_test_id("login-error")).to_contain_text("logged out after 30 minutes without activity")
+        expect(page.get_by_test_id("who")).to_have_text("")
+        expect(page.locator("#case-view")).to_be_hidden()
+        r = httpx.get(server + "/api/v1/review/cases", cookies={"wbc_session": cookie}, timeout=60)
+        assert r.status_code == 401 and "this session has ended (logged out)" in r.json()["detail"]
+        _login(page, "ana")
+        expect(page.get_by_test_id("logout")).to_be_visible()
+        page.get_by_test_id("logout").click()
+        expect(page.get_by_test_id("login")).to_be_visible()
+        expect(page.get_by_test_id("logout")).to_be_hidden()
+        browser.close()
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed (.ci/run installs it)")
 def test_a_case_list_arriving_late_leaves_the_new_case_field_focused(server):
     """The case list gives the newest case the focus (Enter opens it), but not from a new case's reference being
     typed: a slow list had the typed reference's Enter open the newest case instead (CI, session 28)."""

@@ -75,16 +75,17 @@ def _admin() -> str:
 
 @users_app.command("list")
 def users_list(data_dir: Optional[str] = DataDirOpt, db: Optional[str] = DbOpt):
-    """Every account: role, open or closed, wrong passwords in the last 15 minutes (10 lock the name until they age)."""
+    """Every account: role, open or closed, last login, wrong passwords in the last 15 minutes (10 lock the name until they age)."""
     from wbc.review.users import list_users
 
     with _open(data_dir, db)() as s:
         rows = list_users(s)
     t = Table()
-    for col in ("user", "role", "account", "since", "wrong passwords lately"):
+    for col in ("user", "role", "account", "since", "last login (UTC)", "wrong passwords lately"):
         t.add_column(col)
     for r in rows:
-        t.add_row(Text(r["name"]), r["role"], "open" if r["active"] else "closed", r["created_at"][:10], str(r["wrong_passwords_lately"]))
+        t.add_row(Text(r["name"]), r["role"], "open" if r["active"] else "closed", r["created_at"][:10],
+                  r["last_login"][:16].replace("T", " ") if r["last_login"] else "never", str(r["wrong_passwords_lately"]))
     console.print(t)
 
 

@@ -21,14 +21,16 @@ def serve(model: Optional[str] = ModelOpt, host: str = typer.Option("127.0.0.1",
           queue: int = typer.Option(S.queue, help="requests classifying or waiting; beyond it the server answers 503 with Retry-After"),
           timeout: float = typer.Option(S.timeout_s, help="seconds a request may run before it gets 504"),
           review_data: Optional[str] = typer.Option(None, "--review-data", envvar="WBC_REVIEW_DATA", help="serve the review station on this data folder (SQLite there unless --review-db)"),
-          review_db: Optional[str] = typer.Option(None, "--review-db", envvar="WBC_REVIEW_DB", help="review database URL (PostgreSQL, for several server processes)")):
+          review_db: Optional[str] = typer.Option(None, "--review-db", envvar="WBC_REVIEW_DB", help="review database URL (PostgreSQL, for several server processes)"),
+          idle_minutes: float = typer.Option(S.idle_minutes, help="a review station login without activity for this long is logged out")):
     """Web page and HTTP API (POST /api/v1/classify, GET /api/v1/model, /healthz, /readyz; docs at /docs)."""
     from wbc.serve.server import serve as run_serve
 
     check_ranges(("--port", port, 0 < port < 65536, "from 1 to 65535"), ("--queue", queue, queue >= 1, "at least 1"),
                  ("--timeout", timeout, timeout > 0, "positive (seconds)"), ("--threads", threads, threads >= 0, "at least 0 (0: all cores)"),
-                 ("--max-files", max_files, max_files >= 1, "at least 1"), ("--max-mb", max_mb, max_mb > 0, "positive"))
+                 ("--max-files", max_files, max_files >= 1, "at least 1"), ("--max-mb", max_mb, max_mb > 0, "positive"),
+                 ("--idle-minutes", idle_minutes, 0 < idle_minutes <= 24 * 60, "from above 0 to 1440 (a day)"))
     if review_db and not review_data:
         raise WbcError("--review-db needs --review-data too: the folder the cell images are stored in")
-    run_serve(model, host, port, engine, Limits(max_files=max_files, max_mb=max_mb, queue=queue, timeout_s=timeout), threads or None,
+    run_serve(model, host, port, engine, Limits(max_files=max_files, max_mb=max_mb, queue=queue, timeout_s=timeout, idle_minutes=idle_minutes), threads or None,
               review_data, review_db)

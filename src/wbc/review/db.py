@@ -129,6 +129,19 @@ class AccountEvent(Base):
     by: Mapped[str | None] = mapped_column(String(120), nullable=True)
 
 
+class Login(Base):
+    """One login session (its id is the token's nonce): the server ends it on logout, and after a spell without a
+    request (a station left logged in), so a copied cookie or token stops working with it."""
+
+    __tablename__ = "logins"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    ended: Mapped[str | None] = mapped_column(String(40), nullable=True)  # logged out | idle
+
+
 class Signature(Base):
     __tablename__ = "signatures"
     id: Mapped[int] = mapped_column(primary_key=True)

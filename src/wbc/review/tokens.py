@@ -1,8 +1,9 @@
-"""Login sessions without server memory: a token is `user id . expiry . nonce . HMAC-SHA256` under a secret kept
-in the data folder (made once, mode 0600), so every server process sharing that folder accepts it, and a
-restart logs nobody out. The HMAC also covers a stamp of the user's password hash, so a new password ends every
-session of the old one (a password that may be known is changed to lock its holder out). The CSRF token of a
-cookie session is an HMAC of its session token (double submit)."""
+"""Login tokens: `user id . expiry . login id . HMAC-SHA256` under a secret kept in the data folder (made once,
+mode 0600), so every server process sharing that folder accepts it, and a restart logs nobody out. The HMAC also
+covers a stamp of the user's password hash, so a new password ends every session of the old one (a password that
+may be known is changed to lock its holder out). The login id names the server's record of the session
+(wbc.review.logins), which a logout or a spell without activity ends. The CSRF token of a cookie session is an
+HMAC of its session token (double submit)."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def stamp(password_hash: str) -> str:
 
 
 def issue(key: bytes, user_id: int, user_stamp: str, hours: float = HOURS) -> str:
-    body = f"{user_id}.{int(time.time() + hours * 3600)}.{secrets.token_hex(8)}"
+    body = f"{user_id}.{int(time.time() + hours * 3600)}.{secrets.token_hex(16)}"
     return f"{body}.{_mac(key, f'{body}:{user_stamp}')}"
 
 
@@ -53,6 +54,11 @@ def claimed_user(token: str | None) -> int | None:
     if not (uid.isdigit() and expiry.isdigit()) or int(expiry) < time.time() or int(uid) > MAX_ID:
         return None
     return int(uid)
+
+
+def login_id(token: str) -> str:
+    """The id of the server's record of this login (the token's random part)."""
+    return token.split(".")[2]
 
 
 def verify(key: bytes, token: str, user_stamp: str) -> bool:

@@ -8,11 +8,11 @@ from datetime import timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from wbc.errors import WbcError
-from wbc.review.db import AccountEvent, User, aware, now
+from wbc.review.db import AccountEvent, Login, User, aware, now
 
 log = logging.getLogger(__name__)
 
@@ -93,14 +93,14 @@ def _changed(session, user: User, event: str, by: str) -> User:
 
 
 def list_users(session) -> list[dict]:
-    """Every account with its role, whether it is open, and its wrong passwords within the throttle's window."""
-    since = now() - WINDOW
-    out = []
-    for u in session.scalars(select(User).order_by(User.name)):
-        recent = _wrong_passwords(session, u.name)
-        out.append({"name": u.name, "role": u.role, "active": u.active, "created_at": aware(u.created_at).isoformat(),
-                    "wrong_passwords_lately": sum(aware(t) > since for t in recent)})
-    return out
+    """Every account with its role, whether it is open, its last login, and its wrong passwords within the
+    throttle's window (MAX_FAILURES lock the name)."""
+    wrong = dict(session.execute(select(AccountEvent.name, func.count()).where(AccountEvent.event == WRONG, AccountEvent.at > now() - WINDOW)
+                                 .group_by(AccountEvent.name)).all())
+    last = dict(session.execute(select(Login.user_id, func.max(Login.started_at)).group_by(Login.user_id)).all())
+    return [{"name": u.name, "role": u.role, "active": u.active, "created_at": aware(u.created_at).isoformat(),
+             "last_login": aware(last[u.id]).isoformat() if u.id in last else None, "wrong_passwords_lately": wrong.get(u.name, 0)}
+            for u in session.scalars(select(User).order_by(User.name))]
 
 
 def authenticate(session, name: str, password: str) -> User | None:

@@ -72,7 +72,7 @@ def create_app(predictor, explainer=None, limits: Limits | None = None, detector
     if review is not None:
         from wbc.serve import review as review_api
 
-        app.include_router(review_api.router(review[0], review[1], predictor, detector, gate, explainer))
+        app.include_router(review_api.router(review[0], review[1], predictor, detector, gate, explainer, limits.idle_minutes))
 
         @app.get("/review", include_in_schema=False)
         def review_page():

@@ -29,7 +29,7 @@ from sqlalchemy import select
 
 from wbc.errors import WbcError
 from wbc.review import cases as C
-from wbc.review import tokens
+from wbc.review import logins, tokens
 from wbc.review.db import Audit, User
 from wbc.review.export import case_csv, case_fhir, case_hl7
 from wbc.review.images import resolve
@@ -84,6 +84,12 @@ def _http(e: WbcError) -> HTTPException:
     return HTTPException(400, str(e))
 
 
+def _token(request: Request) -> str | None:
+    """A script's bearer token, else the page's session cookie."""
+    auth = request.headers.get("authorization", "")
+    return auth[7:].strip() if auth.lower().startswith("bearer ") else request.cookies.get(COOKIE)
+
+
 def cell_json(c) -> dict:
     return {"id": c.id, "image": f"/api/v1/review/images/{c.image}", "source": Path(c.source).name, "box": c.field_box,
             "model_class": c.model_class, "class": c.current_class, "set_by": c.set_by, "probabilities": c.probabilities,
@@ -99,7 +105,7 @@ def case_json(case) -> dict:
             **C.differential(case), "blockers": C.blockers(case)}
 
 
-def router(Session, data_dir: str | Path, predictor, detector, gate, explainer=None) -> APIRouter:
+def router(Session, data_dir: str | Path, predictor, detector, gate, explainer, idle_minutes: float) -> APIRouter:
     api = APIRouter(prefix="/api/v1/review", tags=["review"])
     key = tokens.secret(data_dir)
     C.differential_warm_up()  # scipy's import (the Wilson intervals) costs ~1.5 s: at start, not in the first case opened
@@ -107,7 +113,7 @@ def router(Session, data_dir: str | Path, predictor, detector, gate, explainer=N
     def user(request: Request) -> User:
         """The logged-in user: a bearer token, or the session cookie plus its CSRF header on every change."""
         auth = request.headers.get("authorization", "")
-        token = auth[7:].strip() if auth.lower().startswith("bearer ") else request.cookies.get(COOKIE)
+        token = _token(request)
         uid = tokens.claimed_user(token)
         if uid is None:
             raise HTTPException(401, "log in first (POST /api/v1/review/login)")
@@ -117,6 +123,9 @@ def router(Session, data_dir: str | Path, predictor, detector, gate, explainer=N
                 raise HTTPException(401, "log in first (POST /api/v1/review/login): no session, or its password was changed")
             if not u.active:
                 raise HTTPException(401, "this account is closed: log in as another user")
+            why = logins.refusal(s, token, uid, idle_minutes)
+            if why:
+                raise HTTPException(401, f"{why}: log in again")
             s.expunge(u)
         if not auth and request.method not in ("GET", "HEAD") and request.headers.get("x-csrf-token") != tokens.csrf(key, token):
             raise HTTPException(403, "missing or wrong X-CSRF-Token header: reload the page and log in again")
@@ -130,7 +139,7 @@ def router(Session, data_dir: str | Path, predictor, detector, gate, explainer=N
         except WbcError as e:
             raise _http(e) from None
 
-    _auth_routes(api, Session, key, user)
+    _auth_routes(api, Session, key, user, idle_minutes)
     _case_routes(api, run, user)
     _edit_routes(api, run, user, data_dir, predictor, detector, gate)
     _export_routes(api, run, user, data_dir)
@@ -139,7 +148,7 @@ def router(Session, data_dir: str | Path, predictor, detector, gate, explainer=N
     return api
 
 
-def _auth_routes(api: APIRouter, Session, key: bytes, user) -> None:
+def _auth_routes(api: APIRouter, Session, key: bytes, user, idle_minutes: float) -> None:
     @api.post("/login", responses={401: {"description": "wrong user name or password"},
                                    429: {"description": "too many wrong passwords for this name lately (Retry-After)"}})
     def login(body: Login, request: Request, response: Response):
@@ -150,22 +159,25 @@ def _auth_routes(api: APIRouter, Session, key: bytes, user) -> None:
                 raise _http(e) from None
             if u is None:
                 raise HTTPException(401, "wrong user name or password")
-            token = tokens.issue(key, u.id, tokens.stamp(u.password_hash))
+            token = logins.start(s, key, u)
             role = u.role
         # Secure when the page came over HTTPS (uvicorn reads X-Forwarded-Proto from a proxy on this machine)
         response.set_cookie(COOKIE, token, httponly=True, samesite="strict", secure=request.url.scheme == "https",
                             max_age=tokens.HOURS * 3600)
-        return {"user": body.name, "role": role, "token": token, "csrf": tokens.csrf(key, token)}
+        return {"user": body.name, "role": role, "token": token, "csrf": tokens.csrf(key, token), "idle_minutes": idle_minutes}
 
     @api.post("/logout")
-    def logout(response: Response, u: User = Depends(user)):
+    def logout(request: Request, response: Response, u: User = Depends(user)):
+        """Ends the session on the server too: its cookie or token, wherever a copy is, stops working."""
+        with Session.begin() as s:
+            logins.end(s, _token(request))
         response.delete_cookie(COOKIE)
         return {"user": u.name}
 
     @api.get("/me")
     def me(request: Request, u: User = Depends(user)):
         token = request.cookies.get(COOKIE)
-        return {"user": u.name, "role": u.role, "csrf": tokens.csrf(key, token) if token else None}
+        return {"user": u.name, "role": u.role, "csrf": tokens.csrf(key, token) if token else None, "idle_minutes": idle_minutes}
 
 
 def _case_routes(api: APIRouter, run, user) -> None:

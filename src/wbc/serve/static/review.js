@@ -23,19 +23,43 @@ async function call(path, method = "GET", body = null) {
   if (body) { opts.headers["Content-Type"] = "application/json"; opts.body = JSON.stringify(body); }
   const r = await fetch(API + path, opts);
   const out = await r.json().catch(() => ({}));
-  if (r.status === 401) { showLogin(); throw new Error(out.detail || "log in first"); }
+  if (r.status === 401) { showLogin(out.detail); throw new Error(out.detail || "log in first"); }
   if (!r.ok) throw Object.assign(new Error(out.detail || `server answered ${r.status}`), { status: r.status });
   return out;
 }
 
 function show(id) { for (const s of ["login", "cases-view", "case-view"]) $(s).hidden = s !== id; }
-function showLogin() { show("login"); $("who").textContent = ""; $("login-name").focus(); }
+function showLogin(why = "") {
+  st.user = null; st.csrf = null; st.caseId = null; st.data = null;  // no patient's cells left on the page
+  if ($("zoom").open) $("zoom").close();
+  $("galleries").innerHTML = ""; $("zoom-img").removeAttribute("src"); $("sign-password").value = "";
+  show("login"); $("who").textContent = ""; $("logout").hidden = true;
+  $("login-error").textContent = why; $("login-name").focus();
+}
+function loggedIn(who) {
+  st.user = who.user; st.csrf = who.csrf; st.role = who.role; st.idleMinutes = who.idle_minutes;
+  $("who").textContent = `${who.user} (${who.role})`; $("logout").hidden = false;
+}
+
+async function logOut(why = "") {
+  await fetch(API + "/logout", { method: "POST", headers: { "X-CSRF-Token": st.csrf || "" } }).catch(() => {});
+  showLogin(why);
+}
+$("logout").addEventListener("click", () => logOut());
+
+// A bench left logged in logs itself out (the server ends a session idle as long too): no patient's cells stay on
+// an unattended screen, and nobody acts under the name of whoever walked away.
+let lastInput = Date.now();
+for (const ev of ["keydown", "pointerdown", "wheel"]) document.addEventListener(ev, () => { lastInput = Date.now(); }, true);
+setInterval(() => {
+  if (st.user && st.idleMinutes && Date.now() - lastInput >= st.idleMinutes * 60000) {
+    logOut(`logged out after ${st.idleMinutes} minutes without activity: log in again`);
+  }
+}, 15000);
 
 async function start() {
   try {
-    const me = await call("/me");
-    st.user = me.user; st.csrf = me.csrf; st.role = me.role;
-    $("who").textContent = `${me.user} (${me.role})`;
+    loggedIn(await call("/me"));
     await listCases();
   } catch (e) { showLogin(); }
 }
@@ -47,8 +71,8 @@ $("login").addEventListener("submit", async (ev) => {
   const out = await r.json().catch(() => ({}));
   if (!r.ok) { $("login-error").textContent = out.detail || "login failed"; return; }
   $("login-password").value = ""; $("login-error").textContent = "";
-  st.user = out.user; st.csrf = out.csrf; st.role = out.role;
-  $("who").textContent = `${out.user} (${out.role})`;
+  lastInput = Date.now();
+  loggedIn(out);
   await listCases();
 });
 
@@ -264,7 +288,7 @@ async function importFiles(fileList) {
     const out = await r.json().catch(() => ({}));
     if (!r.ok) { failed = out.detail || `server answered ${r.status}`; break; }
     imported += out.imported; refused = refused.concat(out.refused); sent = Math.min(files.length, i + chunk);
-    bar.value = sent;
+    bar.value = sent; lastInput = Date.now();  // an import the user started is activity: a long one is not cut off
     await refresh();
   }
   const said = `${sent} of ${files.length} file(s) sent, ${imported} cells imported` +
