@@ -5,12 +5,13 @@ import json
 import numpy as np
 import pytest
 from conftest import DATA, run_cli
-from PIL import Image
+from PIL import Image, ImageOps
 
 import wbc
 from wbc.count.count import count_field
 from wbc.count.differential import differential
 from wbc.count.voc import Box, read_boxes, read_ids
+from wbc.image.decode import decode
 
 BCCD = DATA / "bccd"
 pytestmark = pytest.mark.skipif(not BCCD.is_dir(), reason="no BCCD data")
@@ -128,6 +129,8 @@ def test_a_field_a_camera_stored_turned_is_counted_as_shown(predictor, tmp_path,
     assert a.size == b.size == (640, 480)
     assert a.counts == b.counts and [w["class"] for w in a.wbc] == [w["class"] for w in b.wbc]
     assert [w["box"] for w in a.wbc] == [w["box"] for w in b.wbc]
+    # the file opened with Pillow and passed from Python reads as shown too
+    assert np.array_equal(decode(Image.open(turned)), upright) and np.array_equal(decode(ImageOps.exif_transpose(Image.open(turned))), upright)
 
 
 def test_scale_is_measured_in_each_field(predictor, tmp_path):

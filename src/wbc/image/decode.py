@@ -226,9 +226,10 @@ def decode(source, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         return decode_bytes(_read(source), str(source), max_pixels)
     if isinstance(source, (bytes, bytearray)):
         return decode_bytes(bytes(source), max_pixels=max_pixels)
-    if isinstance(source, Image.Image):
+    if isinstance(source, Image.Image):  # turned as shown, as a file is (exif_transpose drops the tag it applied)
         deep = source.mode.startswith("I") or source.mode == "F"  # Pillow's RGB conversion would clip them
-        return _to_uint8(np.repeat(np.asarray(source)[..., None], 3, axis=2)) if deep else np.asarray(source.convert("RGB"))
+        rgb = _to_uint8(np.repeat(np.asarray(source)[..., None], 3, axis=2)) if deep else np.asarray(source.convert("RGB"))
+        return upright(rgb, _orientation(source))
     if isinstance(source, np.ndarray):
         rgb = source[..., None].repeat(3, axis=2) if source.ndim == 2 else source[..., :3] if source.ndim == 3 and source.shape[2] == 4 else source
         if rgb.ndim != 3 or rgb.shape[2] != 3:
