@@ -89,14 +89,20 @@ def users_list(data_dir: Optional[str] = DataDirOpt, db: Optional[str] = DbOpt):
     console.print(t)
 
 
+def _account(data_dir: Optional[str], db: Optional[str], change, said: str) -> None:
+    """One account change in its own transaction, recorded with who made it (wbc.review.users), then said."""
+    with _open(data_dir, db).begin() as s:
+        change(s, _admin())
+    console.print(Text(said))
+
+
 @users_app.command("password")
 def users_password(name: str = typer.Argument(...), data_dir: Optional[str] = DataDirOpt, db: Optional[str] = DbOpt):
     """Set a new password (asked twice, or read from $WBC_PASSWORD): the old one stops working at once."""
     from wbc.review.users import set_password
 
-    with _open(data_dir, db).begin() as s:
-        set_password(s, name, _password(name, confirm=True), _admin())
-    console.print(Text(f"password of {name} changed"))
+    password = _password(name, confirm=True)
+    _account(data_dir, db, lambda s, by: set_password(s, name, password, by), f"password of {name} changed")
 
 
 @users_app.command("close")
@@ -104,9 +110,7 @@ def users_close(name: str = typer.Argument(...), data_dir: Optional[str] = DataD
     """Close an account (someone left the lab): it can no longer log in, sign or act; its signatures stay."""
     from wbc.review.users import set_active
 
-    with _open(data_dir, db).begin() as s:
-        set_active(s, name, False, _admin())
-    console.print(Text(f"account {name} closed"))
+    _account(data_dir, db, lambda s, by: set_active(s, name, False, by), f"account {name} closed")
 
 
 @users_app.command("reopen")
@@ -114,9 +118,7 @@ def users_reopen(name: str = typer.Argument(...), data_dir: Optional[str] = Data
     """Open a closed account again."""
     from wbc.review.users import set_active
 
-    with _open(data_dir, db).begin() as s:
-        set_active(s, name, True, _admin())
-    console.print(Text(f"account {name} open"))
+    _account(data_dir, db, lambda s, by: set_active(s, name, True, by), f"account {name} open")
 
 
 @users_app.command("role")
@@ -125,9 +127,7 @@ def users_role(name: str = typer.Argument(...), role: str = typer.Argument(..., 
     """Change what a user may do (a reviewer signs second; an admin adapts the lab's model)."""
     from wbc.review.users import set_role
 
-    with _open(data_dir, db).begin() as s:
-        set_role(s, name, role, _admin())
-    console.print(Text(f"{name} is now a {role}"))
+    _account(data_dir, db, lambda s, by: set_role(s, name, role, by), f"{name} is now a {role}")
 
 
 IMPORT_CHUNK_CELLS, IMPORT_CHUNK_FIELDS = 64, 8  # files a transaction
