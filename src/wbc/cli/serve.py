@@ -29,7 +29,7 @@ def serve(model: Optional[str] = ModelOpt, host: str = typer.Option("127.0.0.1",
     check_ranges(("--port", port, 0 < port < 65536, "from 1 to 65535"), ("--queue", queue, queue >= 1, "at least 1"),
                  ("--timeout", timeout, timeout > 0, "positive (seconds)"), ("--threads", threads, threads >= 0, "at least 0 (0: all cores)"),
                  ("--max-files", max_files, max_files >= 1, "at least 1"), ("--max-mb", max_mb, max_mb > 0, "positive"),
-                 ("--idle-minutes", idle_minutes, 0 < idle_minutes <= 24 * 60, "from above 0 to 1440 (a day)"))
+                 ("--idle-minutes", idle_minutes, 0 < idle_minutes <= 24 * 60, "above 0 and at most 1440 (a day)"))
     if review_db and not review_data:
         raise WbcError("--review-db needs --review-data too: the folder the cell images are stored in")
     run_serve(model, host, port, engine, Limits(max_files=max_files, max_mb=max_mb, queue=queue, timeout_s=timeout, idle_minutes=idle_minutes), threads or None,
