@@ -42,3 +42,27 @@ def test_an_image_of_one_cell_is_centred_as_before(shipped_model):
             rgb = decode(path)
             read, px, _, _ = stain_reading(source_image(rgb, shipped_model.spec), None)
             assert cell_centre(read, px) == cell_centre(read), path.name
+
+
+def test_an_image_of_several_white_cells_says_so(shipped_model, tmp_path):
+    """A whole smear field given to `predict` is answered for one cell, the one nearest its middle: the answer's
+    cells_seen, the csv's column, the table and the run's closing note say the others are there, and point to `wbc
+    count` (BCCD train fields with two WBC boxes; one-cell images count one)."""
+    import csv
+
+    from conftest import BCCD, run_cli
+
+    fields = [BCCD / "JPEGImages" / f"BloodImage_{i:05d}.jpg" for i in (10, 34, 43)]  # train list, two WBC boxes each
+    single = pbc_images("test", "NEUTROPHIL", 2)
+    answers = shipped_model.predict([*fields, *single, PBC / "train" / "EOSINOPHIL/EO_521034.jpg"])
+    assert [a.cells_seen for a in answers] == [2, 2, 2, 1, 1, 2]  # the last: a PBC eosinophil with a lymphocyte in a corner
+    assert answers[0].to_dict()["cells_seen"] == 2
+    out = tmp_path / "answers.csv"
+    r = run_cli("predict", *map(str, [*fields, *single]), "--out", str(out))
+    said = r.stdout + r.stderr
+    assert "note: 3 of 5 images show more than one white cell; each is answered for the cell nearest its middle" in said
+    assert "`wbc count` classifies every cell of a field" in said
+    table = run_cli("predict", str(fields[0])).stderr  # the table says it by the answer
+    assert "2 white cells: the middle" in table and "one's answer" in table
+    with open(out) as f:
+        assert [row["cells_seen"] for row in csv.DictReader(f)] == ["2", "2", "2", "1", "1"]

@@ -18,7 +18,7 @@ import wbc
 from wbc.errors import WbcError
 from wbc.infer.predictor import UNIDENTIFIED
 from wbc.review import cases as C
-from wbc.review.db import Audit, open_database
+from wbc.review.db import Audit, Cell, open_database
 from wbc.review.export import LOINC, case_csv, case_fhir, case_hl7
 from wbc.review.users import add_user, authenticate
 
@@ -303,6 +303,11 @@ def test_smear_fields_are_cut_into_cells_with_their_box(db, model):
         assert all(c.field_box and len(c.field_box) == 4 and c.source in fields for c in case.cells)
         assert all(10 < c.px_per_um < 18 for c in case.cells)  # the field's scale (BCCD: about 14 px/um), kept with each cut cell
         assert C.differential(case)["target"] == 200
+        # a whole field imported as one cell (two white cells in it): flagged so, the case's count would miss one
+        whole = str(DATA / "bccd" / "JPEGImages" / "BloodImage_00010.jpg")  # train list
+        assert C.import_cells(s, data_dir, case, [whole], model, "ana").cells == 1
+        cell = s.scalar(sa.select(Cell).where(Cell.source == whole))
+        assert cell.flagged and "2 white cells in the image: only the one nearest its middle is classified" in cell.review_reason
 
 
 def test_accounts_are_managed_from_the_command_line(tmp_path):

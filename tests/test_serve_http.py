@@ -135,6 +135,13 @@ def test_web_page_in_chromium(server, tmp_path):
         expect(labels).to_have_count(4 + 9, timeout=120_000)
         expect(page.get_by_test_id("error")).to_have_count(2)
         expect(page.get_by_test_id("summary-count")).to_have_text("(13 cells)")
+        expect(page.get_by_test_id("cells-seen")).to_have_count(0)  # single cells
+        field = KAGGLE.parents[2] / "bccd" / "JPEGImages" / "BloodImage_00010.jpg"  # a train field with two white cells
+        if field.is_file():  # the API and the card say the answer is one of two
+            api = httpx.post(server + "/api/v1/classify", files=[("files", (field.name, field.read_bytes(), "image/jpeg"))], timeout=120).json()
+            assert api["results"][0]["cells_seen"] == 2
+            page.get_by_test_id("file-input").set_input_files([str(field)])
+            expect(page.get_by_test_id("cells-seen")).to_contain_text("2 white cells in this image", timeout=60_000)
         page.screenshot(path=str(tmp_path / "wbc-page.png"), full_page=True)
         assert page.evaluate("getComputedStyle(document.getElementById('px-per-um')).width") == "64px"  # its style from the sheet
         browser.close()

@@ -139,7 +139,8 @@ def _why(q) -> str:
     """The review flag's reason, and for "no white cell found" why none was (the csv's review_reason and note)."""
     flag = f"[bold]REVIEW[/bold]: {escape(q.review_reason)}" if q.review and q.review_reason else ("REVIEW" if q.review else "")
     none = escape(q.note.removeprefix("no white cell found: ")) if q.note else ""
-    return "; ".join(x for x in (flag, none) if x)
+    several = f"{q.cells_seen} white cells: the middle one's answer" if not q.note and (q.cells_seen or 0) > 1 else ""
+    return "; ".join(x for x in (flag, none, several) if x)
 
 
 def _report(failures: list[tuple[str, str]], summary, out: Path | None) -> None:
@@ -152,6 +153,10 @@ def _report(failures: list[tuple[str, str]], summary, out: Path | None) -> None:
         counts = ", ".join(f"{('no white cell' if k == 'NO_WHITE_CELL' else k)} {v}" for k, v in summary.labels.most_common())
         console.print(f"{summary.done} classified, {len(failures)} failed" + (f", {summary.skipped} already in {out}" if summary.skipped else "")
                       + (f"; {counts}" if counts else "") + (f"; results in {out}" if out else ""), highlight=False, markup=False)
+    if summary.several:
+        console.print(f"note: {summary.several} of {summary.done} images show more than one white cell; each is answered for "
+                      "the cell nearest its middle (the cells_seen column): `wbc count` classifies every cell of a field",
+                      highlight=False, markup=False, soft_wrap=True)
     faults = fault_warning(summary.reasons, summary.done)
     if faults:
         console.print(f"[bold yellow]warning:[/bold yellow] {escape(faults)}", highlight=False, soft_wrap=True)

@@ -40,6 +40,7 @@ from wbc.image.stain import (
     cell_centre,
     colour_strength,
     darkened,
+    find_cell,
     largest_stained_um2,
     neutral_background,
     noise_sigma,
@@ -92,6 +93,8 @@ class Framed:
     faint: bool = False  # colours too faint (FAINT_CHROMA) to read "nothing stained" as "no cell"
     unlike_tones: bool = False  # its colours outside every training lab's tones (wbc.image.tone.curves_for_ruler); not
     # asked when the scale is given
+    cells_seen: int | None = None  # stained cells the image shows (wbc.image.stain.find_cell): the view is of the one
+    # nearest its middle; None: not counted (a centre given, an old model's framing)
 
 
 @dataclass(frozen=True)
@@ -301,8 +304,11 @@ def frame(rgb: np.ndarray, spec, px_per_um: float | RunScale | None = None, cent
     if not spec.field_um and not px_per_um:
         return Framed(legacy_view(rgb, spec.input_size, spec.crop, None, centre), w / ASSUMED_FIELD_UM, "assumed", largest_stained_um2(rgb, w / ASSUMED_FIELD_UM))
     read, px, how, stained = stain_reading(rgb, given, run, ruler)
+    seen = None
     if spec.field_um:
-        pixels = model_view(view(rgb, spec.input_size, spec.field_um, px, centre or cell_centre(read, px)), spec)
+        if centre is None:
+            centre, seen = find_cell(read, px)
+        pixels = model_view(view(rgb, spec.input_size, spec.field_um, px, centre), spec)
     else:
         pixels = legacy_view(rgb, spec.input_size, spec.crop, px_per_um, centre)
     lost = stained < MIN_NUCLEUS_UM2 and washed_out(read) and (stained >= MIN_STAINED_UM2 or tinted_share(read) >= 0.01)
@@ -310,7 +316,7 @@ def frame(rgb: np.ndarray, spec, px_per_um: float | RunScale | None = None, cent
     purple = not grey and not lost and stained < MIN_NUCLEUS_UM2 and purple_um2(read, px) >= MIN_NUCLEUS_UM2
     return Framed(pixels, px, how, stained, washed_out=lost, noise=noise_sigma(rgb), overexposed=clipped, greyscale=grey, grey_unsure=unsure,
                   stain_colour=None if grey else stain_colour(read), purple_only=purple, too_dark=dim,
-                  faint=not grey and strength < FAINT_CHROMA, unlike_tones=ruler is not None)
+                  faint=not grey and strength < FAINT_CHROMA, unlike_tones=ruler is not None, cells_seen=seen)
 
 
 def frame_source(source, spec, px_per_um: float | RunScale | None = None, name: str | None = None) -> Framed:

@@ -52,14 +52,21 @@ SPECK_PX = 20  # a region smaller than this (pixels of the 160-wide copy cell_ce
 
 
 def cell_centre(rgb: np.ndarray, px_per_um: float | None = None) -> tuple[float, float]:
-    """(x, y) of the largest stained region, found at low resolution. With the scale known and more than one stained
+    """(x, y) of the white cell a single-cell image is cut around (`find_cell`)."""
+    return find_cell(rgb, px_per_um)[0]
+
+
+def find_cell(rgb: np.ndarray, px_per_um: float | None = None) -> tuple[tuple[float, float], int]:
+    """((x, y), cells seen): the largest stained region, found at low resolution. With the scale known and more than one stained
     cell in the image (`stained_cells`), of the largest stained region of the cell nearest the image's middle: a
     single-cell image is cut around its cell, and a bigger neighbour in a corner is not the cell asked about
     (validation images whose centre moves: Kaggle 15 of 1,915, 6 -> 8 answered right; PBC 10 of 638, 5 -> 10, its
     unflagged answers 4 of 5 -> 8 of 8 right; Munich none; scratch check, docs/results.md). With nothing stained
     beyond specks, of the largest purple region (`purple_mask`: a nucleus in another lab's colours), else of the largest
     nucleus-dark blob (`dark_centre`: a greyscale image), and only without either the image's middle: Kaggle's cells
-    lie a median 11 um from it, so a view centred there showed half the cell."""
+    lie a median 11 um from it, so a view centred there showed half the cell. Also how many stained cells the image
+    shows (0: none beyond specks; more than 1 counted only with the scale known): a whole field given as one image
+    is answered for one cell, and the user is told of the others."""
     h, w = rgb.shape[:2]
     step = max(1, w // 160)
     small = rgb[::step, ::step]
@@ -67,14 +74,14 @@ def cell_centre(rgb: np.ndarray, px_per_um: float | None = None) -> tuple[float,
     n, labels, stats, centroids = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if n <= 1 or stats[1:, cv2.CC_STAT_AREA].max() < SPECK_PX:  # specks: no cell to centre on by the stain
         found = largest_centre(purple_mask(small), SPECK_PX) or dark_centre(small, px_per_um / step if px_per_um else None)
-        return (w / 2, h / 2) if found is None else (found[0] * step + step / 2, found[1] * step + step / 2)
-    k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+        return ((w / 2, h / 2) if found is None else (found[0] * step + step / 2, found[1] * step + step / 2)), 0
+    k, cells = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA])), [None]
     if px_per_um and n > 2:
         cells = stained_cells(mask, labels, stats, centroids, px_per_um / step)
         if len(cells) > 1:
             k = min(cells, key=lambda r: (centroids[r][0] * step - w / 2) ** 2 + (centroids[r][1] * step - h / 2) ** 2)
     cx, cy = centroids[k]
-    return float(cx * step + step / 2), float(cy * step + step / 2)
+    return (float(cx * step + step / 2), float(cy * step + step / 2)), max(1, len(cells))
 
 
 OTHER_CELL_SHARE = 0.25  # a stained cluster with at least this share of the largest one's stain is a cell (a small

@@ -65,6 +65,7 @@ class Summary:
     lab: object = None  # wbc.infer.predictor.LabCheck: the run's cells against the training sources
     before_judged: int = 0  # rows written while the run was not (yet) judged as a whole: their own flags only
     mended: int = 0  # rows of the output flagged at the run's end: written before the run was judged (`mend_file`)
+    several: int = 0  # images showing more than one white cell: each answered for the one nearest its middle
 
 
 # ---- framing in worker processes ---------------------------------------------------------------
@@ -151,7 +152,8 @@ def classify_stream(predictor, files: list[str], batch_size: int = 32, workers: 
 
 def columns(classes: list[str]) -> list[str]:
     return ["path", "class", "probability", *[f"p_{c}" for c in classes], "review", "white_cell", "px_per_um", "scale", "error", "review_reason", "distance", "colour_distance",
-            "note"]  # why no white cell was found (blank where one was)
+            "note",  # why no white cell was found (blank where one was)
+            "cells_seen"]  # stained cells in the image: more than 1, and the answer is the one nearest its middle's
 
 
 def row_of(o: Outcome, classes: list[str]) -> dict:
@@ -159,12 +161,13 @@ def row_of(o: Outcome, classes: list[str]) -> dict:
     if p is None:
         return {"path": o.path, "class": "", "probability": "", **{f"p_{c}": "" for c in classes}, "review": "", "white_cell": "",
                 "px_per_um": "", "scale": "", "error": o.error, "review_reason": "", "distance": "",
-                "colour_distance": "", "note": ""}
+                "colour_distance": "", "note": "", "cells_seen": ""}
     return {"path": o.path, "class": p.label, "probability": round(p.probability, 6),
             **{f"p_{c}": round(p.probabilities[c], 6) for c in classes}, "review": int(p.review),
             "white_cell": int(p.to_dict()["white_cell"]), "px_per_um": round(p.px_per_um, 3) if p.px_per_um else "",
             "scale": p.scale or "", "error": "", "review_reason": p.review_reason or "",
-            "distance": "" if p.distance is None else p.distance, "colour_distance": "" if p.colour_distance is None else p.colour_distance, "note": p.note or ""}
+            "distance": "" if p.distance is None else p.distance, "colour_distance": "" if p.colour_distance is None else p.colour_distance, "note": p.note or "",
+            "cells_seen": "" if p.cells_seen is None else p.cells_seen}
 
 
 def _complete_prefix(data: bytes) -> bytes:
@@ -197,7 +200,7 @@ def number(v) -> float | None:
 
 def older_header(header: list[str], classes: list[str]) -> bool:
     """An older wbc's csv header: the same classes, in order, and no column today's lacks (review_reason, distance,
-    colour_distance and note came later; their cells are read as not measured)."""
+    colour_distance, note and cells_seen came later; their cells are read as not measured)."""
     new = columns(classes)
     return header != new and "path" in header and set(header) <= set(new) and \
         [h for h in header if h.startswith("p_")] == [f"p_{c}" for c in classes]
@@ -272,7 +275,7 @@ class ParquetWriter:
                                  *[(f"p_{c}", pa.float32()) for c in classes], ("review", pa.int8()), ("white_cell", pa.int8()),
                                  ("px_per_um", pa.float32()), ("scale", pa.string()), ("error", pa.string()),
                                  ("review_reason", pa.string()), ("distance", pa.float32()),
-                                 ("colour_distance", pa.float32()), ("note", pa.string())])
+                                 ("colour_distance", pa.float32()), ("note", pa.string()), ("cells_seen", pa.int16())])
         self.tmp = path.with_name(f".{path.name}.partial")
         self.writer = None
 
@@ -372,6 +375,7 @@ def run_collection(predictor, files: list[str], sink: Callable[[list[Outcome]], 
                 summary.done += 1
                 summary.labels[o.prediction.label] += 1
                 summary.reasons.update(reason_kinds(o.prediction.review_reason))
+                summary.several += (o.prediction.cells_seen or 0) > 1
                 summary.lab.add(o.prediction.distance, o.prediction.label, predictor.spec, o.prediction.colour_distance)
         if summary.done + summary.failed >= LAB_HOLD:
             sink(_judged(held, summary.lab))

@@ -53,12 +53,13 @@ class Prediction:
     review_reason: str | None = None  # why `review` is set ("low confidence ...; scale not measured ...")
     distance: float | None = None  # to the nearest known type's training cells (about 1: typical); None: not measured
     colour_distance: float | None = None  # of the view's colours to the nearest training source's (about 1: typical); None: not measured
+    cells_seen: int | None = None  # stained cells in the image; the answer is the one nearest its middle's (None: not counted)
 
     def to_dict(self) -> dict:
         return {"source": self.source, "class": self.label, "probability": self.probability,
                 "probabilities": self.probabilities, "review": self.review, "review_reason": self.review_reason,
                 "white_cell": self.label != NO_WHITE_CELL, "px_per_um": self.px_per_um, "scale": self.scale, "note": self.note,
-                "distance": self.distance, "colour_distance": self.colour_distance}
+                "distance": self.distance, "colour_distance": self.colour_distance, "cells_seen": self.cells_seen}
 
 
 def beyond(distance: float | None, limit: float) -> bool:
@@ -579,7 +580,7 @@ class Predictor:
         answer = Prediction(source=source, label=shown, probability=float(p[k]), probabilities=probabilities, review=bool(reasons),
                             px_per_um=round(framed.px_per_um, 3) if framed else None, scale=framed.scale if framed else None, note=note,
                             review_reason="; ".join(reasons) or None, distance=distance,
-                            colour_distance=colour)
+                            colour_distance=colour, cells_seen=framed.cells_seen if framed is not None else None)
         return self.recheck([answer], [pixels])[0] if recheck else answer
 
     def to_predictions(self, probs, sources: list[str], framed: list, distances=None, recheck: bool = True) -> list[Prediction]:

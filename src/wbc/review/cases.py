@@ -99,6 +99,17 @@ class Imported:
     problems: list[tuple[str, str]]  # (file, why)
 
 
+SEVERAL = "{n} white cells in the image: only the one nearest its middle is classified; import it as a smear field to count each"
+
+
+def _one_of_several(answer: dict) -> dict:
+    """An image holding several white cells, imported as one cell, is flagged so: the case's count would miss the others."""
+    n = answer.get("cells_seen") or 0
+    if n < 2 or answer["class"] == NO_WHITE_CELL:
+        return answer
+    return {**answer, "review": True, "review_reason": "; ".join(filter(None, [answer.get("review_reason"), SEVERAL.format(n=n)]))}
+
+
 def import_cells(session, data_dir, case: Case, files: list[str], predictor, user: str) -> Imported:
     """Single-cell images: each pre-classified by the model (one at a time, so a bad file is refused alone)
     and stored beside the database."""
@@ -115,7 +126,7 @@ def import_cells(session, data_dir, case: Case, files: list[str], predictor, use
         except (WbcError, OSError) as e:
             problems.append((path, str(e)))
             continue
-        add_cell(session, case, store(data_dir, data, Path(path).suffix or ".png"), str(path), answer)
+        add_cell(session, case, store(data_dir, data, Path(path).suffix or ".png"), str(path), _one_of_several(answer))
         added += 1
     audit(session, case, user, "import", why=f"{added} cell images ({len(problems)} refused)")
     judge_case(session, case, predictor, user)

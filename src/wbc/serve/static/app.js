@@ -55,6 +55,8 @@ function showResult(c, file, r) {
   if (empty) c.append(el("div", { class: "note", text: r.note || "" }));
   if (r.review_reason) c.append(el("div", { class: "note", "data-testid": "review-reason", text: `review: ${r.review_reason}` }));
   if (empty) return;
+  if (r.cells_seen > 1) c.append(el("div", { class: "note", "data-testid": "cells-seen",
+    text: `${r.cells_seen} white cells in this image: this is the answer for the one nearest its middle (drop it under Whole smear fields for each)` }));
   if (r.px_per_um) c.append(el("div", { class: "note", text: `scale ${r.px_per_um.toFixed(1)} px/um (${r.scale})` }));
   for (const k of state.classes) {
     const p = r.probabilities[k];
