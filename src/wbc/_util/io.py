@@ -1,10 +1,21 @@
-"""Atomic file writes: a crash mid-write never leaves a half-written file in place."""
+"""Atomic file writes (a crash mid-write never leaves a half-written file in place), and a file's digest."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
+
+
+def sha256(path: str | os.PathLike) -> str:
+    """The file's SHA-256, read in blocks: the identity a lab's validation records for a model file, a download's
+    check, a split manifest's and an ONNX export's key."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _umask() -> int:

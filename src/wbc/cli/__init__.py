@@ -45,8 +45,9 @@ def _version(value: bool) -> None:
         return
     from importlib.metadata import PackageNotFoundError, version
 
+    from wbc._util.io import sha256
     from wbc._version import __version__
-    from wbc.models.files import SHIPPED_DETECTOR, SHIPPED_MODEL, asset_path, sha256
+    from wbc.models.files import SHIPPED_DETECTOR, SHIPPED_MODEL, asset_path
 
     print(f"wbc {__version__}")
     for what, name in (("classifier", SHIPPED_MODEL), ("detector", SHIPPED_DETECTOR)):

@@ -7,7 +7,6 @@ of a pinned checksum we verify what matters: the unpacked layout and image count
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -15,6 +14,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+from wbc._util.io import sha256
 from wbc.data.scan import find_layout
 from wbc.errors import WbcError
 
@@ -25,14 +25,6 @@ DATASETS = {
         "page": "https://www.kaggle.com/datasets/paultimothymooney/blood-cells",
     },
 }
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def download(dest: str | os.PathLike, name: str = "blood-cells", url: str | None = None, timeout: float = 30) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wbc._util.io import atomic_write_text
+from wbc._util.io import atomic_write_text, sha256
 from wbc.data.groups import group_images
 from wbc.data.scan import Scan, find_layout
 from wbc.errors import WbcError, check_ranges
@@ -98,7 +97,7 @@ def read_manifest(path: str | os.PathLike, data: str | os.PathLike | None = None
 
 
 def manifest_hash(path: str | os.PathLike) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return sha256(path)
 
 
 def summary(rows: list[ManifestRow]) -> tuple[dict, list[str]]:

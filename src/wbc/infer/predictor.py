@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from wbc._util.device import pick_device
+from wbc._util.io import sha256
 from wbc.errors import WbcError
 from wbc.image.framing import SMEAR_SCALES, Framed, frame_source
 from wbc.image.stain import (
@@ -27,7 +28,7 @@ from wbc.image.stain import (
 from wbc.infer.answers import NO_WHITE_CELL, UNIDENTIFIED
 from wbc.infer.engines import OnnxEngine, TorchEngine
 from wbc.models.colours import ColourCheck
-from wbc.models.files import SHIPPED_MODEL, asset_path, sha256
+from wbc.models.files import SHIPPED_MODEL, asset_path
 from wbc.models.io import load_model_file
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from importlib import resources
 from pathlib import Path
@@ -19,15 +18,6 @@ SHIPPED_DETECTOR = "wbc_detector.safetensors"
 def asset_path(name: str) -> Path:
     """A file shipped inside the package (the classifier, the detector, the split manifests)."""
     return Path(str(resources.files("wbc") / "assets" / name))
-
-
-def sha256(path: str | os.PathLike) -> str:
-    """The file's SHA-256, read in blocks: the identity a lab's validation records for a model file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def require_file(path: str | os.PathLike, what: str, make: str, suffix: str = ".safetensors") -> Path:

@@ -9,7 +9,6 @@ metrics, wbc version), so a file is self-describing. Each kind names its format
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from wbc._util.io import atomic_save
+from wbc._util.io import atomic_save, sha256
 from wbc._version import __version__
 from wbc.errors import WbcError
 from wbc.models.classifier import CellClassifier, ModelSpec
@@ -81,7 +80,7 @@ def cached_export(path: str | os.PathLike, export: Callable[[Path], object]) -> 
     from wbc.models.weights import cache_dir
 
     path = Path(path)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    digest = sha256(path)[:16]
     out = cache_dir() / "onnx" / f"{path.stem}-{digest}.onnx"
     if not out.is_file():
         export(out)

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from wbc._util.io import sha256
 from wbc.data.augment import Augment
 from wbc.data.collect import collect_images
 from wbc.data.labels import match_classes
@@ -41,7 +42,6 @@ from wbc.errors import WbcError
 from wbc.image.scale import source_scale
 from wbc.models.classifier import frozen_bn_eval, set_trainable
 from wbc.models.colours import ColourCheck, with_lab
-from wbc.models.files import sha256
 from wbc.models.io import load_model_file, save_model
 from wbc.training.metrics import balanced
 from wbc.training.openset import colour_table, refit_adapted
