@@ -3,8 +3,8 @@
 SQLite (one file under the user's data folder, WAL so readers never block the writer) by default;
 PostgreSQL by URL for several server processes or machines. The schema is made and upgraded only by the
 Alembic migrations in `migrations/`, never by `create_all`, so both engines hold the same schema and a lab's
-database upgrades in place. The audit table is append-only in the database itself (triggers refuse UPDATE
-and DELETE), not only in this code.
+database upgrades in place. The audit, signature and account-event tables are append-only in the database
+itself (triggers refuse UPDATE and DELETE), not only in this code.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ class Audit(Base):
 
 class AccountEvent(Base):
     """What happened to an account: a wrong password given for the name (at login or signing; the throttle counts
-    them), a new password, closed, reopened, a new role; `by` whom (an OS user at the command line)."""
+    them), a new password, closed, reopened, a new role; `by` whom (an OS user at the command line). Append-only."""
 
     __tablename__ = "account_events"
     id: Mapped[int] = mapped_column(primary_key=True)
