@@ -312,7 +312,8 @@ def test_smear_fields_are_cut_into_cells_with_their_box(db, model):
         assert C.differential(case)["target"] == 200
         # a whole field imported as one cell (two white cells in it): flagged so, the case's count would miss one
         whole = str(DATA / "bccd" / "JPEGImages" / "BloodImage_00010.jpg")  # train list
-        assert C.import_cells(s, data_dir, case, [whole], model, "ana").cells == 1
+        r = C.import_cells(s, data_dir, case, [whole], model, "ana")
+        assert r.cells == 1 and r.several == 1
         cell = s.scalar(sa.select(Cell).where(Cell.source == whole))
         assert cell.flagged and "2 white cells in the image: only the one nearest its middle is classified" in cell.review_reason
 

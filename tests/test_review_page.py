@@ -263,9 +263,12 @@ def test_a_folder_of_cells_is_imported_from_the_page(server, tmp_path):
         d.mkdir(parents=True, exist_ok=True)
         (d / f.name).write_bytes(f.read_bytes())
     (folder / "README.txt").write_text("scanner notes")
+    field = KAGGLE.parents[2] / "bccd" / "JPEGImages" / "BloodImage_00010.jpg"  # a whole field (train list), two white cells
+    (folder / "b" / "field.jpg").write_bytes(field.read_bytes())
     with sync_playwright() as pw:
         browser, page = _new_case(pw, server, "ben", "FOLDER-9")
         page.get_by_test_id("import-folder").set_input_files(str(folder))
-        expect(page.get_by_test_id("import-status")).to_contain_text("5 of 5 file(s) sent, 5 cells imported", timeout=120_000)
-        expect(page.get_by_test_id("cell")).to_have_count(5)
+        expect(page.get_by_test_id("import-status")).to_contain_text("6 of 6 file(s) sent, 6 cells imported", timeout=120_000)
+        expect(page.get_by_test_id("import-status")).to_contain_text("1 image(s) show more than one white cell")
+        expect(page.get_by_test_id("cell")).to_have_count(6)
         browser.close()

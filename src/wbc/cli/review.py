@@ -161,7 +161,7 @@ def review_import(case: str = typer.Argument(..., help="a case id, or a new samp
         found_detector = default_detector(detector)
     # chunks, each its own transaction: the bar moves, and an interrupted import keeps the chunks done
     chunk = IMPORT_CHUNK_FIELDS if fields else IMPORT_CHUNK_CELLS
-    cells, problems = 0, []
+    cells, problems, several = 0, [], 0
     with bar() as progress:
         task = progress.add_task(f"{'counting' if fields else 'classifying'} into case {case_id}", total=len(found.files))
         for i in range(0, len(found.files), chunk):
@@ -169,11 +169,14 @@ def review_import(case: str = typer.Argument(..., help="a case id, or a new samp
             with Session.begin() as s:
                 c = get_case(s, case_id)
                 r = (import_fields(s, root, c, part, predictor, found_detector, who) if fields else import_cells(s, root, c, part, predictor, who))
-            cells, problems = cells + r.cells, problems + r.problems
+            cells, problems, several = cells + r.cells, problems + r.problems, several + r.several
             progress.advance(task, len(part))
     for path, why in [*found.problems, *problems]:
         console.print(f"[red]skipped[/red] {escape(f'{path}: {why}')}", highlight=False, soft_wrap=True)
     console.print(f"case {case_id} ({escape(ref)}): {cells} cells imported" + (f", {len(problems) + len(found.problems)} files skipped" if problems or found.problems else ""))
+    if several:
+        console.print(f"note: {several} image(s) show more than one white cell: each was imported as one cell, flagged for review; "
+                      "import whole smear fields with --fields to count every cell", markup=False, soft_wrap=True)
 
 
 @review_app.command("cases")

@@ -97,6 +97,7 @@ def add_cell(session, case: Case, image: str, source: str, answer: dict, box: li
 class Imported:
     cells: int
     problems: list[tuple[str, str]]  # (file, why)
+    several: int = 0  # images imported as one cell that show more than one white cell (each flagged)
 
 
 SEVERAL = "{n} white cells in the image: only the one nearest its middle is classified; import it as a smear field to count each"
@@ -117,7 +118,7 @@ def import_cells(session, data_dir, case: Case, files: list[str], predictor, use
     from wbc.image.framing import run_scale
 
     _writable(case)
-    added, problems = 0, []
+    added, problems, several = 0, [], 0
     run = run_scale(files)  # one smear, one microscope: the cells take the case's scale
     for path in files:
         try:
@@ -127,10 +128,10 @@ def import_cells(session, data_dir, case: Case, files: list[str], predictor, use
             problems.append((path, str(e)))
             continue
         add_cell(session, case, store(data_dir, data, Path(path).suffix or ".png"), str(path), _one_of_several(answer))
-        added += 1
+        added, several = added + 1, several + ((answer.get("cells_seen") or 0) > 1 and answer["class"] != NO_WHITE_CELL)
     audit(session, case, user, "import", why=f"{added} cell images ({len(problems)} refused)")
     judge_case(session, case, predictor, user)
-    return Imported(added, problems)
+    return Imported(added, problems, several)
 
 
 def judge_case(session, case: Case, predictor, user: str) -> str | None:

@@ -215,7 +215,8 @@ def _edit_routes(api: APIRouter, run, user, data_dir, predictor, detector, gate)
                 return C.import_cells(s, data_dir, case, paths, predictor, u.name)
 
             r = run(go)
-        return {"imported": r.cells, "refused": [{"file": Path(p).name.split("_", 1)[1], "error": e} for p, e in r.problems]}
+        return {"imported": r.cells, "refused": [{"file": Path(p).name.split("_", 1)[1], "error": e} for p, e in r.problems],
+                "several_cells": r.several}
 
     @api.post("/cases/{case_id}/reclassify")
     def reclassify(case_id: CaseId, body: Reclassify, u: User = Depends(user)):

@@ -277,7 +277,7 @@ async function importFiles(fileList) {
   const files = [...fileList], asFields = $("import-fields").checked;
   const chunk = asFields ? IMPORT_CHUNK.fields : IMPORT_CHUNK.cells;
   const bar = $("import-progress");
-  let imported = 0, sent = 0, refused = [], failed = null;
+  let imported = 0, sent = 0, refused = [], failed = null, several = 0;
   bar.max = files.length; bar.value = 0; bar.hidden = false;
   for (let i = 0; i < files.length && !failed; i += chunk) {
     const form = new FormData();
@@ -288,11 +288,13 @@ async function importFiles(fileList) {
     const out = await r.json().catch(() => ({}));
     if (!r.ok) { failed = out.detail || `server answered ${r.status}`; break; }
     imported += out.imported; refused = refused.concat(out.refused); sent = Math.min(files.length, i + chunk);
+    several += out.several_cells || 0;
     bar.value = sent; lastInput = Date.now();  // an import the user started is activity: a long one is not cut off
     await refresh();
   }
   const said = `${sent} of ${files.length} file(s) sent, ${imported} cells imported` +
-    (refused.length ? `, refused: ${refused.map((x) => `${x.file} (${x.error})`).join("; ")}` : "");
+    (refused.length ? `, refused: ${refused.map((x) => `${x.file} (${x.error})`).join("; ")}` : "") +
+    (several ? `; ${several} image(s) show more than one white cell: each imported as one cell, flagged (tick "whole smear fields" to count every cell)` : "");
   $("import-status").textContent = failed ? `${said}; stopped: ${failed}` : said;
   bar.hidden = true;
   await refresh();
