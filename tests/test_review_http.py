@@ -86,6 +86,7 @@ def test_nothing_is_reachable_without_a_login(server):
     c, _ = _login(url, "ana")
     assert c.get(f"/api/v1/review/cases/{case_id}").status_code == 200
     assert c.post(f"/api/v1/review/cases/{case_id}/undo").status_code == 403
+    assert c.post(f"/api/v1/review/cases/{case_id}/undo", headers={"Authorization": "Basic YW5hOng="}).status_code == 403  # not a bearer token
     # the image itself, logged in; a path out of the images folder is not served
     assert c.get(case["cells"][0]["image"]).headers["content-type"].startswith("image/")
     assert c.get("/api/v1/review/images/../wbc-review.sqlite").status_code == 404

@@ -112,7 +112,7 @@ def router(Session, data_dir: str | Path, predictor, detector, gate, explainer, 
 
     def user(request: Request) -> User:
         """The logged-in user: a bearer token, or the session cookie plus its CSRF header on every change."""
-        auth = request.headers.get("authorization", "")
+        bearer = request.headers.get("authorization", "").lower().startswith("bearer ")
         token = _token(request)
         uid = tokens.claimed_user(token)
         if uid is None:
@@ -127,7 +127,8 @@ def router(Session, data_dir: str | Path, predictor, detector, gate, explainer, 
             if why:
                 raise HTTPException(401, f"{why}: log in again")
             s.expunge(u)
-        if not auth and request.method not in ("GET", "HEAD") and request.headers.get("x-csrf-token") != tokens.csrf(key, token):
+        # a script's bearer token is sent by the script alone; a cookie, by the browser to any page's request: it needs the CSRF header
+        if not bearer and request.method not in ("GET", "HEAD") and request.headers.get("x-csrf-token") != tokens.csrf(key, token):
             raise HTTPException(403, "missing or wrong X-CSRF-Token header: reload the page and log in again")
         return u
 
