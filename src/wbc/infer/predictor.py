@@ -54,7 +54,8 @@ class Prediction:
     review_reason: str | None = None  # why `review` is set ("low confidence ...; scale not measured ...")
     distance: float | None = None  # to the nearest known type's training cells (about 1: typical); None: not measured
     colour_distance: float | None = None  # of the view's colours to the nearest training source's (about 1: typical); None: not measured
-    cells_seen: int | None = None  # stained cells in the image; the answer is the one nearest its middle's (None: not counted)
+    cells_seen: int | None = None  # stained cells in the image; the answer is the one nearest its middle's (None: not
+    # counted, or no white cell found)
 
     def to_dict(self) -> dict:
         return {"source": self.source, "class": self.label, "probability": self.probability,
@@ -581,7 +582,7 @@ class Predictor:
         answer = Prediction(source=source, label=shown, probability=float(p[k]), probabilities=probabilities, review=bool(reasons),
                             px_per_um=round(framed.px_per_um, 3) if framed else None, scale=framed.scale if framed else None, note=note,
                             review_reason="; ".join(reasons) or None, distance=distance,
-                            colour_distance=colour, cells_seen=framed.cells_seen if framed is not None else None)
+                            colour_distance=colour, cells_seen=None if note or framed is None else framed.cells_seen)
         return self.recheck([answer], [pixels])[0] if recheck else answer
 
     def to_predictions(self, probs, sources: list[str], framed: list, distances=None, recheck: bool = True) -> list[Prediction]:

@@ -105,8 +105,8 @@ SEVERAL = "{n} white cells in the image: only the one nearest its middle is clas
 
 def _one_of_several(answer: dict) -> dict:
     """An image holding several white cells, imported as one cell, is flagged so: the case's count would miss the others."""
-    n = answer.get("cells_seen") or 0
-    if n < 2 or answer["class"] == NO_WHITE_CELL:
+    n = answer.get("cells_seen") or 0  # None for a "no white cell" answer
+    if n < 2:
         return answer
     return {**answer, "review": True, "review_reason": "; ".join(filter(None, [answer.get("review_reason"), SEVERAL.format(n=n)]))}
 
@@ -128,7 +128,7 @@ def import_cells(session, data_dir, case: Case, files: list[str], predictor, use
             problems.append((path, str(e)))
             continue
         add_cell(session, case, store(data_dir, data, Path(path).suffix or ".png"), str(path), _one_of_several(answer))
-        added, several = added + 1, several + ((answer.get("cells_seen") or 0) > 1 and answer["class"] != NO_WHITE_CELL)
+        added, several = added + 1, several + ((answer.get("cells_seen") or 0) > 1)
     audit(session, case, user, "import", why=f"{added} cell images ({len(problems)} refused)")
     judge_case(session, case, predictor, user)
     return Imported(added, problems, several)
