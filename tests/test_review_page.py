@@ -168,6 +168,7 @@ def test_a_page_left_alone_logs_itself_out_and_its_cookie_dies(server):
         expect(page.get_by_test_id("login-error")).to_contain_text("logged out after 30 minutes without activity")
         expect(page.get_by_test_id("who")).to_have_text("")
         expect(page.locator("#case-view")).to_be_hidden()
+        assert page.locator("#cases tbody tr").count() == 0 and page.get_by_test_id("case-title").inner_text() == ""  # nothing of a case left
         r = httpx.get(server + "/api/v1/review/cases", cookies={"wbc_session": cookie}, timeout=60)
         assert r.status_code == 401 and "this session has ended (logged out)" in r.json()["detail"]
         _login(page, "ana")

@@ -32,7 +32,9 @@ function show(id) { for (const s of ["login", "cases-view", "case-view"]) $(s).h
 function showLogin(why = "") {
   st.user = null; st.csrf = null; st.caseId = null; st.data = null;  // no patient's cells left on the page
   if ($("zoom").open) $("zoom").close();
-  $("galleries").innerHTML = ""; $("zoom-img").removeAttribute("src"); $("sign-password").value = "";
+  for (const t of ["galleries", "case-title", "blockers"]) $(t).textContent = "";
+  for (const t of ["cases", "diff"]) $(t).querySelector("tbody").innerHTML = "";
+  $("zoom-img").removeAttribute("src"); $("sign-password").value = "";
   show("login"); $("who").textContent = ""; $("logout").hidden = true;
   $("login-error").textContent = why; $("login-name").focus();
 }
