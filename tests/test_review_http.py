@@ -175,6 +175,10 @@ def test_a_new_password_ends_the_sessions_of_the_old_one(server, station):
     for c in (page, script):
         r = c.get("/api/v1/review/cases")
         assert r.status_code == 401 and "its password was changed" in r.json()["detail"]
+    from wbc.review.db import Login
+
+    with open_database(station)() as s:  # the server's record says why the session ended
+        assert s.get(Login, who["token"].split(".")[2]).ended == "password changed"
     r = httpx.post(url + "/api/v1/review/login", json={"name": "dora", "password": "dora-new-password"}, timeout=60)
     assert r.status_code == 200 and httpx.get(url + "/api/v1/review/cases", headers={"Authorization": f"Bearer {r.json()['token']}"}).status_code == 200
 
@@ -216,6 +220,13 @@ def test_a_logout_or_an_idle_spell_ends_the_session_on_the_server(server, statio
         row = s.get(Login, tokens.login_id(used.headers["authorization"][7:]))
         assert row.ended_at is None and now() - aware(row.last_seen) < timedelta(minutes=1)  # the request kept it open
         assert [u["last_login"] for u in list_users(s) if u["name"] == "eve"][0] is not None
+    from wbc.review.users import set_active
+
+    with open_database(station).begin() as s:  # eve leaves: her open session is recorded as ended with the account
+        set_active(s, "eve", False, "admin (test)")
+    with open_database(station)() as s:
+        assert s.get(Login, tokens.login_id(used.headers["authorization"][7:])).ended == "account closed"
+    assert used.get("/api/v1/review/cases").status_code == 401
 
 
 def test_kill_9_during_a_burst_loses_nothing_committed(server, station, wbc_cache, tmp_path):

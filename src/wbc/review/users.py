@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from wbc.errors import WbcError
@@ -69,6 +69,7 @@ def set_password(session, name: str, password: str, by: str) -> User:
     user = _named(session, name)
     _check_password(name, password)
     user.password_hash = _hasher.hash(password)
+    _end_logins(session, user, "password changed")
     return _changed(session, user, "password changed", by)
 
 
@@ -76,6 +77,8 @@ def set_active(session, name: str, active: bool, by: str) -> User:
     """Close an account (someone left) or open it again. Never deleted: signatures and the audit trail name it."""
     user = _named(session, name)
     user.active = active
+    if not active:
+        _end_logins(session, user, "account closed")
     return _changed(session, user, "reopened" if active else "closed", by)
 
 
@@ -84,6 +87,11 @@ def set_role(session, name: str, role: str, by: str) -> User:
     user = _named(session, name)
     user.role = role
     return _changed(session, user, f"role {role}", by)
+
+
+def _end_logins(session, user: User, why: str) -> None:
+    """The user's open sessions recorded as ended (their tokens are refused already: the password stamp, the closed account)."""
+    session.execute(update(Login).where(Login.user_id == user.id, Login.ended_at.is_(None)).values(ended_at=now(), ended=why))
 
 
 def _changed(session, user: User, event: str, by: str) -> User:
