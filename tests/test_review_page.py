@@ -2,6 +2,7 @@
 review with the keyboard alone (select, reclassify by number key, undo, enlarge), drag a cell onto a class,
 signing refused while a cell is UNIDENTIFIED, sign, second signature by another user, export."""
 
+import time
 from pathlib import Path
 
 import httpx
@@ -147,25 +148,35 @@ def test_a_large_import_goes_in_chunks_with_progress(server, tmp_path):
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed (.ci/run installs it)")
 def test_a_page_left_alone_logs_itself_out_and_its_cookie_dies(server):
-    """A bench left logged in: after 30 minutes without a key or a click (the page's clock moved on) the page logs
-    out, on the server too, and says why; no case stays on screen; the cookie it had is refused after. The Log out
-    button does the same at once."""
+    """A bench left logged in: after 30 minutes without a key or a click (the pages' clocks moved on) the page logs
+    out, on the server too, and says why; no case stays on screen; the cookie it had is refused after. A second tab
+    of the same session, left alone while the first is in use, does not log the user out. The Log out button does
+    the same at once."""
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.clock.install()
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        context.clock.install()  # one clock for the browser's tabs
+        page = context.new_page()
         page.goto(server + "/review")
         _login(page, "ana")
         page.locator("#new-ref").fill("IDLE-1")
         page.locator("#new-ref").press("Enter")
         expect(page.get_by_test_id("case-title")).to_contain_text("IDLE-1")
-        cookie = next(c["value"] for c in page.context.cookies() if c["name"] == "wbc_session")
-        page.clock.fast_forward("29:00")
-        expect(page.get_by_test_id("who")).to_contain_text("ana")  # not yet
-        page.clock.fast_forward("01:30")
-        expect(page.get_by_test_id("login-error")).to_contain_text("logged out after 30 minutes without activity")
+        other = context.new_page()  # a second tab of the same session
+        other.goto(server + "/review")
+        expect(other.get_by_test_id("who")).to_contain_text("ana")
+        cookie = next(c["value"] for c in context.cookies() if c["name"] == "wbc_session")
+        context.clock.fast_forward("29:00")
+        page.keyboard.press("ArrowRight")  # in use in the first tab
+        context.clock.fast_forward("02:00")
+        time.sleep(2)  # real time for a logout to reach the server and the page, had either tab begun one
+        for tab in (page, other):  # 31 minutes since the second tab's last input, 2 since the first's
+            assert tab.get_by_test_id("who").inner_text().startswith("ana") and tab.get_by_test_id("login-error").inner_text() == ""
+        context.clock.fast_forward("30:30")
+        for tab in (page, other):
+            expect(tab.get_by_test_id("login-error")).to_contain_text("logged out after 30 minutes without activity")
         expect(page.get_by_test_id("who")).to_have_text("")
         expect(page.locator("#case-view")).to_be_hidden()
         assert page.locator("#cases tbody tr").count() == 0 and page.get_by_test_id("case-title").inner_text() == ""  # nothing of a case left

@@ -50,11 +50,22 @@ async function logOut(why = "") {
 $("logout").addEventListener("click", () => logOut());
 
 // A bench left logged in logs itself out (the server ends a session idle as long too): no patient's cells stay on
-// an unattended screen, and nobody acts under the name of whoever walked away.
-let lastInput = Date.now();
-for (const ev of ["keydown", "pointerdown", "wheel"]) document.addEventListener(ev, () => { lastInput = Date.now(); }, true);
+// an unattended screen, and nobody acts under the name of whoever walked away. The tabs of one browser share the
+// session, so they share the last input too: a tab left open beside the one in use does not log the user out.
+const LAST_INPUT = "wbc-review-last-input";
+let lastInput = Date.now(), lastShared = 0;
+function touched() {
+  lastInput = Date.now();
+  if (lastInput - lastShared > 5000) { lastShared = lastInput; try { localStorage.setItem(LAST_INPUT, String(lastInput)); } catch (e) { /* storage off */ } }
+}
+function lastActivity() {
+  let shared = 0;
+  try { shared = Number(localStorage.getItem(LAST_INPUT)) || 0; } catch (e) { /* storage off */ }
+  return Math.max(lastInput, shared);
+}
+for (const ev of ["keydown", "pointerdown", "wheel"]) document.addEventListener(ev, touched, true);
 setInterval(() => {
-  if (st.user && st.idleMinutes && Date.now() - lastInput >= st.idleMinutes * 60000) {
+  if (st.user && st.idleMinutes && Date.now() - lastActivity() >= st.idleMinutes * 60000) {
     logOut(`logged out after ${st.idleMinutes} minutes without activity: log in again`);
   }
 }, 15000);
@@ -73,7 +84,7 @@ $("login").addEventListener("submit", async (ev) => {
   const out = await r.json().catch(() => ({}));
   if (!r.ok) { $("login-error").textContent = out.detail || "login failed"; return; }
   $("login-password").value = ""; $("login-error").textContent = "";
-  lastInput = Date.now();
+  touched();
   loggedIn(out);
   await listCases();
 });
@@ -291,7 +302,7 @@ async function importFiles(fileList) {
     if (!r.ok) { failed = out.detail || `server answered ${r.status}`; break; }
     imported += out.imported; refused = refused.concat(out.refused); sent = Math.min(files.length, i + chunk);
     several += out.several_cells || 0;
-    bar.value = sent; lastInput = Date.now();  // an import the user started is activity: a long one is not cut off
+    bar.value = sent; touched();  // an import the user started is activity: a long one is not cut off
     await refresh();
   }
   const said = `${sent} of ${files.length} file(s) sent, ${imported} cells imported` +
