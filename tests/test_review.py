@@ -354,6 +354,8 @@ def test_accounts_are_managed_from_the_command_line(tmp_path):
     assert all(by.endswith("(command line)") for _, what, by in events if what != "wrong password")
     p = run_cli("review", "users", "close", "nobody", "--data-dir", d, check=False)
     assert p.returncode == 2 and "no user nobody on this station" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    p = run_cli("review", "users", "password", "nobody", "--data-dir", d, check=False)  # said before the password is asked
+    assert p.returncode == 2 and "no user nobody on this station" in p.stderr and "password for" not in p.stderr, p.stderr
     with Session() as s:
         with pytest.raises(WbcError, match="--role must be one of"):
             set_role(s, "ana", "boss", "test")

@@ -127,7 +127,8 @@ def test_web_page_in_chromium(server, tmp_path):
         with page.expect_download() as dl:
             page.get_by_test_id("download").click()
         lines = Path(dl.value.path()).read_text().splitlines()
-        assert lines[0].startswith("filename,class,probability") and len(lines) == 5
+        assert lines[0].startswith("filename,class,probability") and lines[0].endswith(",cells_seen") and len(lines) == 5
+        assert sorted(line.rsplit(",", 1)[1] for line in lines[1:]) == ["", "", "1", "1"]  # two cells; the blank and the speck: none answered
         # ten files go as one run; a bad one among them spoils the request, so each is sent again alone
         good = [*kaggle_images("TEST_SIMPLE", "MONOCYTE", 5), *kaggle_images("TEST_SIMPLE", "EOSINOPHIL", 5)][:9]
         assert len(good) == 9

@@ -99,8 +99,10 @@ def _account(data_dir: Optional[str], db: Optional[str], change, said: str) -> N
 @users_app.command("password")
 def users_password(name: str = typer.Argument(...), data_dir: Optional[str] = DataDirOpt, db: Optional[str] = DbOpt):
     """Set a new password (asked twice, or read from $WBC_PASSWORD): the old one stops working at once."""
-    from wbc.review.users import set_password
+    from wbc.review.users import named, set_password
 
+    with _open(data_dir, db)() as s:
+        named(s, name)  # a mistyped name is said before a password is typed twice
     password = _password(name, confirm=True)
     _account(data_dir, db, lambda s, by: set_password(s, name, password, by), f"password of {name} changed")
 

@@ -47,7 +47,8 @@ def add_user(session, name: str, role: str, password: str) -> User:
     return user
 
 
-def _named(session, name: str) -> User:
+def named(session, name: str) -> User:
+    """The account of this name, else a one-line error that says how to list them."""
     user = session.scalar(select(User).where(User.name == name))
     if user is None:
         raise WbcError(f"no user {name} on this station (`wbc review users list` shows them)")
@@ -66,7 +67,7 @@ def _check_password(name: str, password: str) -> None:
 
 def set_password(session, name: str, password: str, by: str) -> User:
     """A new password (a forgotten one, or one that may be known): the old one stops working at once."""
-    user = _named(session, name)
+    user = named(session, name)
     _check_password(name, password)
     user.password_hash = _hasher.hash(password)
     _end_logins(session, user, "password changed")
@@ -75,7 +76,7 @@ def set_password(session, name: str, password: str, by: str) -> User:
 
 def set_active(session, name: str, active: bool, by: str) -> User:
     """Close an account (someone left) or open it again. Never deleted: signatures and the audit trail name it."""
-    user = _named(session, name)
+    user = named(session, name)
     user.active = active
     if not active:
         _end_logins(session, user, "account closed")
@@ -84,7 +85,7 @@ def set_active(session, name: str, active: bool, by: str) -> User:
 
 def set_role(session, name: str, role: str, by: str) -> User:
     check_role(role)
-    user = _named(session, name)
+    user = named(session, name)
     user.role = role
     return _changed(session, user, f"role {role}", by)
 
