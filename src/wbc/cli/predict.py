@@ -139,7 +139,7 @@ def _why(q) -> str:
     """The review flag's reason, and for "no white cell found" why none was (the csv's review_reason and note)."""
     flag = f"[bold]REVIEW[/bold]: {escape(q.review_reason)}" if q.review and q.review_reason else ("REVIEW" if q.review else "")
     none = escape(q.note.removeprefix("no white cell found: ")) if q.note else ""
-    several = f"{q.cells_seen} white cells: the middle one's answer" if (q.cells_seen or 0) > 1 else ""
+    several = f"{q.cells_seen} white cells: the middle one's answer" if q.several else ""
     return "; ".join(x for x in (flag, none, several) if x)
 
 

@@ -89,9 +89,9 @@ def users_list(data_dir: Optional[str] = DataDirOpt, db: Optional[str] = DbOpt):
     console.print(t)
 
 
-def _account(data_dir: Optional[str], db: Optional[str], change, said: str) -> None:
+def _account(Session, change, said: str) -> None:
     """One account change in its own transaction, recorded with who made it (wbc.review.users), then said."""
-    with _open(data_dir, db).begin() as s:
+    with Session.begin() as s:
         change(s, _admin())
     console.print(Text(said))
 
@@ -101,10 +101,11 @@ def users_password(name: str = typer.Argument(...), data_dir: Optional[str] = Da
     """Set a new password (asked twice, or read from $WBC_PASSWORD): the old one stops working at once."""
     from wbc.review.users import named, set_password
 
-    with _open(data_dir, db)() as s:
+    Session = _open(data_dir, db)
+    with Session() as s:
         named(s, name)  # a mistyped name is said before a password is typed twice
     password = _password(name, confirm=True)
-    _account(data_dir, db, lambda s, by: set_password(s, name, password, by), f"password of {name} changed")
+    _account(Session, lambda s, by: set_password(s, name, password, by), f"password of {name} changed")
 
 
 @users_app.command("close")
@@ -112,7 +113,7 @@ def users_close(name: str = typer.Argument(...), data_dir: Optional[str] = DataD
     """Close an account (someone left the lab): it can no longer log in, sign or act; its signatures stay."""
     from wbc.review.users import set_active
 
-    _account(data_dir, db, lambda s, by: set_active(s, name, False, by), f"account {name} closed")
+    _account(_open(data_dir, db), lambda s, by: set_active(s, name, False, by), f"account {name} closed")
 
 
 @users_app.command("reopen")
@@ -120,7 +121,7 @@ def users_reopen(name: str = typer.Argument(...), data_dir: Optional[str] = Data
     """Open a closed account again."""
     from wbc.review.users import set_active
 
-    _account(data_dir, db, lambda s, by: set_active(s, name, True, by), f"account {name} open")
+    _account(_open(data_dir, db), lambda s, by: set_active(s, name, True, by), f"account {name} open")
 
 
 @users_app.command("role")
@@ -129,7 +130,7 @@ def users_role(name: str = typer.Argument(...), role: str = typer.Argument(..., 
     """Change what a user may do (a reviewer signs second; an admin adapts the lab's model)."""
     from wbc.review.users import set_role
 
-    _account(data_dir, db, lambda s, by: set_role(s, name, role, by), f"{name} is now a {role}")
+    _account(_open(data_dir, db), lambda s, by: set_role(s, name, role, by), f"{name} is now a {role}")
 
 
 IMPORT_CHUNK_CELLS, IMPORT_CHUNK_FIELDS = 64, 8  # files a transaction

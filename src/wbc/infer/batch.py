@@ -375,7 +375,7 @@ def run_collection(predictor, files: list[str], sink: Callable[[list[Outcome]], 
                 summary.done += 1
                 summary.labels[o.prediction.label] += 1
                 summary.reasons.update(reason_kinds(o.prediction.review_reason))
-                summary.several += (o.prediction.cells_seen or 0) > 1
+                summary.several += o.prediction.several
                 summary.lab.add(o.prediction.distance, o.prediction.label, predictor.spec, o.prediction.colour_distance)
         if summary.done + summary.failed >= LAB_HOLD:
             sink(_judged(held, summary.lab))

@@ -57,6 +57,11 @@ class Prediction:
     cells_seen: int | None = None  # stained cells in the image; the answer is the one nearest its middle's (None: not
     # counted, or no white cell found)
 
+    @property
+    def several(self) -> bool:
+        """More than one white cell in the image: this answer is for one of them."""
+        return (self.cells_seen or 0) > 1
+
     def to_dict(self) -> dict:
         return {"source": self.source, "class": self.label, "probability": self.probability,
                 "probabilities": self.probabilities, "review": self.review, "review_reason": self.review_reason,

@@ -105,9 +105,7 @@ SEVERAL = "{n} white cells in the image: only the one nearest its middle is clas
 
 def _one_of_several(answer: dict) -> dict:
     """An image holding several white cells, imported as one cell, is flagged so: the case's count would miss the others."""
-    n = answer.get("cells_seen") or 0  # None for a "no white cell" answer
-    if n < 2:
-        return answer
+    n = answer["cells_seen"]
     return {**answer, "review": True, "review_reason": "; ".join(filter(None, [answer.get("review_reason"), SEVERAL.format(n=n)]))}
 
 
@@ -122,13 +120,14 @@ def import_cells(session, data_dir, case: Case, files: list[str], predictor, use
     run = run_scale(files)  # one smear, one microscope: the cells take the case's scale
     for path in files:
         try:
-            answer = predictor.predict([path], px_per_um=run)[0].to_dict()
+            found = predictor.predict([path], px_per_um=run)[0]
+            answer = _one_of_several(found.to_dict()) if found.several else found.to_dict()
             data = Path(path).read_bytes()
         except (WbcError, OSError) as e:
             problems.append((path, str(e)))
             continue
-        add_cell(session, case, store(data_dir, data, Path(path).suffix or ".png"), str(path), _one_of_several(answer))
-        added, several = added + 1, several + ((answer.get("cells_seen") or 0) > 1)
+        add_cell(session, case, store(data_dir, data, Path(path).suffix or ".png"), str(path), answer)
+        added, several = added + 1, several + found.several
     audit(session, case, user, "import", why=f"{added} cell images ({len(problems)} refused)")
     judge_case(session, case, predictor, user)
     return Imported(added, problems, several)

@@ -84,10 +84,11 @@ def _http(e: WbcError) -> HTTPException:
     return HTTPException(400, str(e))
 
 
-def _token(request: Request) -> str | None:
-    """A script's bearer token, else the page's session cookie."""
+def _token(request: Request) -> tuple[str | None, bool]:
+    """(a script's bearer token, else the page's session cookie; whether it was a bearer token)."""
     auth = request.headers.get("authorization", "")
-    return auth[7:].strip() if auth.lower().startswith("bearer ") else request.cookies.get(COOKIE)
+    bearer = auth.lower().startswith("bearer ")
+    return (auth[7:].strip() if bearer else request.cookies.get(COOKIE)), bearer
 
 
 def cell_json(c) -> dict:
@@ -112,8 +113,7 @@ def router(Session, data_dir: str | Path, predictor, detector, gate, explainer, 
 
     def user(request: Request) -> User:
         """The logged-in user: a bearer token, or the session cookie plus its CSRF header on every change."""
-        bearer = request.headers.get("authorization", "").lower().startswith("bearer ")
-        token = _token(request)
+        token, bearer = _token(request)
         uid = tokens.claimed_user(token)
         if uid is None:
             raise HTTPException(401, "log in first (POST /api/v1/review/login)")
@@ -171,7 +171,7 @@ def _auth_routes(api: APIRouter, Session, key: bytes, user, idle_minutes: float)
     def logout(request: Request, response: Response, u: User = Depends(user)):
         """Ends the session on the server too: its cookie or token, wherever a copy is, stops working."""
         with Session.begin() as s:
-            logins.end(s, _token(request))
+            logins.end(s, _token(request)[0])
         response.delete_cookie(COOKIE)
         return {"user": u.name}
 
