@@ -75,13 +75,14 @@ def find_cell(rgb: np.ndarray, px_per_um: float | None = None) -> tuple[tuple[fl
     if n <= 1 or stats[1:, cv2.CC_STAT_AREA].max() < SPECK_PX:  # specks: no cell to centre on by the stain
         found = largest_centre(purple_mask(small), SPECK_PX) or dark_centre(small, px_per_um / step if px_per_um else None)
         return ((w / 2, h / 2) if found is None else (found[0] * step + step / 2, found[1] * step + step / 2)), 0
-    k, cells = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA])), [None]
+    k, seen = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA])), 1
     if px_per_um and n > 2:
         cells = stained_cells(mask, labels, stats, centroids, px_per_um / step)
+        seen = max(1, len(cells))
         if len(cells) > 1:
             k = min(cells, key=lambda r: (centroids[r][0] * step - w / 2) ** 2 + (centroids[r][1] * step - h / 2) ** 2)
     cx, cy = centroids[k]
-    return (float(cx * step + step / 2), float(cy * step + step / 2)), max(1, len(cells))
+    return (float(cx * step + step / 2), float(cy * step + step / 2)), seen
 
 
 OTHER_CELL_SHARE = 0.25  # a stained cluster with at least this share of the largest one's stain is a cell (a small
