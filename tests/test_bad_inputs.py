@@ -3,6 +3,7 @@ an answer, or one clear line naming the file; never a traceback, never a 5xx, ne
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -255,6 +256,19 @@ def test_a_mistyped_command_line_is_one_line_naming_the_command(tmp_path):
                        capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL)
     assert p.returncode == 1 and "error: aborted: a prompt read the end of its input" in p.stderr and "$WBC_PASSWORD" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_help_lists_the_commands_in_the_order_a_newcomer_needs_them():
+    """`wbc --help` listed `count`, `train-detector`, `export-detector` and `evaluate-count` before `predict` (the order
+    the modules happened to load): now four boxes, using a model first, each command in one, without PyTorch loading."""
+    p = subprocess.run([sys.executable, "-c", WHY_NOT, "--help"], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, COLUMNS="100"))
+    assert p.returncode == 0 and p.stderr.strip() == "torch not imported", p.stderr
+    listed = re.findall(r"^│ ([a-z][a-z-]*)\s{2,}", p.stdout, re.M)  # each command's first line in its box
+    heads = [p.stdout.index(h) for h in ("Use a model", "Check a model", "Make or fit a model", "Data and the lab's review")]
+    assert heads == sorted(heads) and "─ Commands ─" not in p.stdout, p.stdout
+    assert listed == ["predict", "count", "serve", "evaluate", "evaluate-count", "bench", "train", "adapt", "export",
+                      "train-detector", "export-detector", "data", "review"], p.stdout
 
 
 def test_file_names_in_brackets_are_shown_as_named(tmp_path):

@@ -15,7 +15,9 @@ from wbc.errors import WbcError
 app = typer.Typer(help="White blood cell classification from blood-smear images.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 data_app = typer.Typer(help="Check, explore, split and download image sets.", no_args_is_help=True)
-app.add_typer(data_app, name="data")
+# `wbc --help` in four boxes, in the order a newcomer needs them (a panel shows where its first command registers)
+USE, CHECK, MAKE, LAB = "Use a model", "Check a model", "Make or fit a model", "Data and the lab's review"
+app.add_typer(data_app, name="data", rich_help_panel=LAB)
 
 
 def _data_folder(value: str | None) -> str | None:
@@ -116,5 +118,8 @@ def usage_error(e: Exception) -> str:
     return f"{ctx.command_path}: {message[:1].lower()}{message[1:]} (see `{ctx.command_path} --help`)"
 
 
-# the commands register themselves on `app` (and `data_app`) when imported; the order is `wbc --help`'s
+# the commands register themselves on `app` (and `data_app`) when imported, then take the order a newcomer needs them in
 from wbc.cli import count, data, evaluation, predict, review, serve, training  # noqa: E402,F401
+
+ORDER = ("predict", "count", "serve", "evaluate", "evaluate-count", "bench", "train", "adapt", "export", "train-detector", "export-detector")
+app.registered_commands.sort(key=lambda c: ORDER.index(c.name or c.callback.__name__))

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from wbc.cli import ModelOpt, app
+from wbc.cli import CHECK, MAKE, USE, ModelOpt, app
 from wbc.cli.render import bar, console, escape
 from wbc.errors import WbcError, check_ranges
 from wbc.models.files import require_detector
@@ -96,7 +96,7 @@ def _fields_table(fields: list, totals: dict) -> Table:
     return t
 
 
-@app.command()
+@app.command(rich_help_panel=USE)
 def count(images: list[str] = typer.Argument(..., help="smear field images, folders or globs (e.g. BCCD 640x480 JPEGs)"), model: Optional[str] = ModelOpt,
           out: Optional[Path] = typer.Option(None, help="folder for annotated PNGs (one per image)"),
           format: str = typer.Option("table", "--format", "-f", help="table, csv or json"),
@@ -148,7 +148,7 @@ def count(images: list[str] = typer.Argument(..., help="smear field images, fold
         raise typer.Exit(1)
 
 
-@app.command("train-detector")
+@app.command("train-detector", rich_help_panel=MAKE)
 def train_detector(data: Optional[str] = typer.Option(None, "--data", help="BCCD in Pascal VOC form (default: $WBC_BCCD or ../shared/data/bccd)"),
                    out: Path = typer.Option(Path("runs/detector"), help="run folder"), epochs: int = typer.Option(60),
                    batch_size: int = typer.Option(16), crop: int = typer.Option(256, help="training crop side at the detector's 7 px/um"),
@@ -177,7 +177,7 @@ def train_detector(data: Optional[str] = typer.Option(None, "--data", help="BCCD
         run(cfg, resume=resume, progress=p)
 
 
-@app.command("export-detector")
+@app.command("export-detector", rich_help_panel=MAKE)
 def export_detector_cmd(out: Path = typer.Option(..., "--out", "-o", help="ONNX file to write (.onnx)"),
                         detector: Optional[str] = typer.Option(None, help="detector file (default: the shipped one)")):
     """Export the cell detector to ONNX (uint8 pixels in, peaks/sizes/offsets out, any field size); `wbc count --detector FILE.onnx` runs it."""
@@ -194,7 +194,7 @@ def export_detector_cmd(out: Path = typer.Option(..., "--out", "-o", help="ONNX 
     console.print(f"wrote {escape(str(out))} ({out.stat().st_size / 1e6:.1f} MB, {d.engine}, classes {', '.join(d.spec.classes)})")
 
 
-@app.command("evaluate-count")
+@app.command("evaluate-count", rich_help_panel=CHECK)
 def evaluate_count(data: Optional[str] = typer.Option(None, "--data", help="BCCD in Pascal VOC form (default: $WBC_BCCD or ../shared/data/bccd)"),
                    split: str = typer.Option("test", help="ImageSets/Main list to evaluate on"), model: Optional[str] = ModelOpt,
                    labels: Optional[str] = typer.Option(None, help="dataset-master/labels.csv (default: from the blood-cells data when found)"),

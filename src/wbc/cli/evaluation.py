@@ -10,7 +10,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from wbc.cli import DataOpt, ModelOpt, app
+from wbc.cli import CHECK, MAKE, DataOpt, ModelOpt, app
 from wbc.cli.render import bar, console, escape
 from wbc.errors import WbcError, check_ranges
 
@@ -45,7 +45,7 @@ def _print_eval(r: dict) -> None:
                       f"(missed {a['missed_share']:.1%})", highlight=False)
 
 
-@app.command()
+@app.command(rich_help_panel=CHECK)
 def evaluate(model: Optional[str] = ModelOpt, data: Optional[str] = DataOpt, split: list[str] = typer.Option(["TEST"], help="split(s) to evaluate, e.g. TEST_SIMPLE, TEST"),
              json_out: Optional[Path] = typer.Option(None, "--json", help="write all metrics to this JSON file"),
              out: Optional[Path] = typer.Option(Path("reports/evaluate"), help="folder for report.md and PNGs (one sub-folder a split)"),
@@ -78,7 +78,7 @@ def evaluate(model: Optional[str] = ModelOpt, data: Optional[str] = DataOpt, spl
 
 
 
-@app.command()
+@app.command(rich_help_panel=MAKE)
 def export(out: Path = typer.Option(..., "--out", "-o", help="ONNX file to write (.onnx)"), model: Optional[str] = ModelOpt,
            int8: bool = typer.Option(False, "--int8", help="static int8 quantisation, calibrated on TRAIN images"),
            data: Optional[str] = DataOpt, check_split: str = typer.Option("TEST", help="split whose images check the export against PyTorch"),
@@ -110,7 +110,7 @@ def export(out: Path = typer.Option(..., "--out", "-o", help="ONNX file to write
                   f"same top class {a.same_top_class:.2%}, accuracy PyTorch {a.accuracy_native:.4f} vs ONNX {a.accuracy_exported:.4f}", highlight=False)
 
 
-@app.command()
+@app.command(rich_help_panel=CHECK)
 def bench(model: Optional[str] = ModelOpt, images: Optional[Path] = typer.Option(None, help="folder of cell images (default: the TEST split of --data)"),
           data: Optional[str] = DataOpt, seconds: float = typer.Option(5.0, help="seconds per measurement"),
           threads: int = typer.Option(0, help="CPU threads for every row (0: all cores)"), max_images: int = typer.Option(256),

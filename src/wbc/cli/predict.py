@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from wbc.cli import ModelOpt, app
+from wbc.cli import USE, ModelOpt, app
 from wbc.cli.render import bar, console
 from wbc.errors import WbcError, check_ranges
 from wbc.infer.answers import fault_warning, format_of
@@ -44,7 +44,7 @@ def _engine_for(predictor, engine: str, n_files: int):
     return fastest(predictor) if engine in ("onnx", "ray") or (engine == "auto" and n_files >= 200) else predictor
 
 
-@app.command()
+@app.command(rich_help_panel=USE)
 def predict(inputs: list[str] = typer.Argument(..., help="single-cell images, folders (searched recursively) or globs ('cells/**/*.png')"),
             model: Optional[str] = ModelOpt,
             format: Optional[str] = typer.Option(None, "--format", "-f", help="table, csv, jsonl or json (default: table on a terminal, csv with --out)"),

@@ -11,14 +11,14 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from wbc.cli import ModelOpt, app
+from wbc.cli import LAB, ModelOpt, app
 from wbc.cli.render import bar, console, escape
 from wbc.errors import WbcError, check_ranges
 
 review_app = typer.Typer(help="The lab's review station: cases in a database, review, sign-off, export.", no_args_is_help=True)
 users_app = typer.Typer(help="Users of the review station.", no_args_is_help=True)
 review_app.add_typer(users_app, name="users")
-app.add_typer(review_app, name="review")
+app.add_typer(review_app, name="review", rich_help_panel=LAB)
 
 DataDirOpt = typer.Option(None, "--data-dir", envvar="WBC_REVIEW_DATA", help="folder of the SQLite database and the cell images")
 DbOpt = typer.Option(None, "--db", envvar="WBC_REVIEW_DB", help="database URL (e.g. postgresql+psycopg://user@host/wbc); default: SQLite in --data-dir")

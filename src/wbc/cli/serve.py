@@ -6,14 +6,14 @@ from typing import Optional
 
 import typer
 
-from wbc.cli import ModelOpt, app
+from wbc.cli import USE, ModelOpt, app
 from wbc.errors import WbcError, check_ranges
 from wbc.serve.limits import Limits
 
 S = Limits()  # the server's limits; the options' defaults are theirs
 
 
-@app.command()
+@app.command(rich_help_panel=USE)
 def serve(model: Optional[str] = ModelOpt, host: str = typer.Option("127.0.0.1", help="address to listen on"), port: int = typer.Option(8000),
           engine: str = typer.Option("auto", help="auto (ONNX Runtime when installed), onnx or pytorch"),
           max_files: int = typer.Option(S.max_files, help="images a request"), max_mb: float = typer.Option(S.max_mb, help="MB an uploaded image"),

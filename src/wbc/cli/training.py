@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from wbc.cli import ModelOpt, app
+from wbc.cli import MAKE, ModelOpt, app
 from wbc.cli.render import bar, console, table
 from wbc.errors import WbcError, check_ranges
 from wbc.training.config import TrainConfig
@@ -15,7 +15,7 @@ from wbc.training.config import TrainConfig
 T = TrainConfig()  # every option's default is the config's own
 
 
-@app.command()
+@app.command(rich_help_panel=MAKE)
 def train(data: Optional[list[str]] = typer.Option(None, "--data", help="training source, NAME=DIR (repeat for several: --data kaggle=DIR --data pbc=DIR); "
                                                    "default: $WBC_DATA or ../shared/data/blood-cells"),
           manifest: Optional[list[str]] = typer.Option(None, help="a source's split manifest, NAME=FILE (made in the run when absent)"),
@@ -83,7 +83,7 @@ def _range(text: str, option: str) -> tuple[float, float]:
     return low, high
 
 
-@app.command()
+@app.command(rich_help_panel=MAKE)
 def adapt(images: str = typer.Argument(..., help="folder of your microscope's single-cell images (unlabelled, 50 or more)"),
           out: Path = typer.Option(..., "--out", "-o", help="adapted model file to write (.safetensors)"), model: Optional[str] = ModelOpt,
           labelled: Optional[str] = typer.Option(None, help="folder per class of a few labelled cells (e.g. 10 a class): also fine-tune"),
