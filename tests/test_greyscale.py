@@ -17,6 +17,7 @@ def test_every_answer_on_a_grey_image_says_so_and_colour_ones_do_not(wbc_cache):
     grey = model.predict([np.repeat(decode(p).mean(2, keepdims=True), 3, 2).round().astype(np.uint8) for p in paths])
     cells = [a for a in grey if a.label != NO_WHITE_CELL]
     assert len(cells) >= 10 and all(a.review and GREYSCALE in a.review_reason for a in cells), [a.review_reason for a in cells]
+    assert all(a.cells_seen is None for a in cells)  # the stain cannot be seen, so its cells are not counted (was 0)
     # Kaggle's nuclei in grey are no darker than its red cells: "no white cell", but never in silence
     assert all(a.review and a.review_reason == GREY_SPECK for a in grey if a.label == NO_WHITE_CELL)
     colour = model.predict(paths)

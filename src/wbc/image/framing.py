@@ -94,7 +94,8 @@ class Framed:
     unlike_tones: bool = False  # its colours outside every training lab's tones (wbc.image.tone.curves_for_ruler); not
     # asked when the scale is given
     cells_seen: int | None = None  # stained cells the image shows (wbc.image.stain.find_cell): the view is of the one
-    # nearest its middle; None: not counted (a centre given, an old model's framing)
+    # nearest its middle; None: not counted (a centre given, an old model's framing, or nothing stained to count: a
+    # greyscale image, a nucleus found by its purple or darkness alone)
 
 
 @dataclass(frozen=True)
@@ -316,7 +317,7 @@ def frame(rgb: np.ndarray, spec, px_per_um: float | RunScale | None = None, cent
     purple = not grey and not lost and stained < MIN_NUCLEUS_UM2 and purple_um2(read, px) >= MIN_NUCLEUS_UM2
     return Framed(pixels, px, how, stained, washed_out=lost, noise=noise_sigma(rgb), overexposed=clipped, greyscale=grey, grey_unsure=unsure,
                   stain_colour=None if grey else stain_colour(read), purple_only=purple, too_dark=dim,
-                  faint=not grey and strength < FAINT_CHROMA, unlike_tones=ruler is not None, cells_seen=seen)
+                  faint=not grey and strength < FAINT_CHROMA, unlike_tones=ruler is not None, cells_seen=seen or None)
 
 
 def frame_source(source, spec, px_per_um: float | RunScale | None = None, name: str | None = None) -> Framed:
