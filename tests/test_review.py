@@ -144,8 +144,11 @@ def test_a_name_guessed_at_is_refused_for_a_while(db, monkeypatch):
             authenticate(s, "ana", "ana-password")
         assert authenticate(s, "ben", "ben-password").name == "ben"
         assert s.scalar(sa.select(sa.func.count()).select_from(AccountEvent).where(AccountEvent.name == "ana")) == MAX_FAILURES
+        lately = {u["name"]: u["wrong_passwords_lately"] for u in users.list_users(s)}  # what `wbc review users list` shows
+        assert lately["ana"] == MAX_FAILURES and lately["ben"] == 0
     monkeypatch.setattr(users, "now", lambda: now() + WINDOW + timedelta(seconds=1))  # a quarter of an hour on
     with Session.begin() as s:
+        assert {u["name"]: u["wrong_passwords_lately"] for u in users.list_users(s)}["ana"] == 0
         assert authenticate(s, "ana", "ana-password").name == "ana"
 
 

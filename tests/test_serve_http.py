@@ -75,6 +75,9 @@ def test_web_page_in_chromium(server, tmp_path):
     json_model = httpx.get(server + "/api/v1/model").json()
     bad = tmp_path / "notes.jpeg"
     bad.write_text("this is not a picture")
+    formula = tmp_path / "=1+1.jpeg"  # a file name a spreadsheet would run as a formula
+    formula.write_bytes(cells[0].read_bytes())
+    cells[0] = formula
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1200, "height": 900}, accept_downloads=True)
@@ -129,6 +132,7 @@ def test_web_page_in_chromium(server, tmp_path):
         lines = Path(dl.value.path()).read_text().splitlines()
         assert lines[0].startswith("filename,class,probability") and lines[0].endswith(",cells_seen") and len(lines) == 5
         assert sorted(line.rsplit(",", 1)[1] for line in lines[1:]) == ["", "", "1", "1"]  # two cells; the blank and the speck: none answered
+        assert any(line.startswith('"\'=1+1.jpeg",') for line in lines), lines  # kept as text (OWASP's CSV injection advice)
         # ten files go as one run; a bad one among them spoils the request, so each is sent again alone
         good = [*kaggle_images("TEST_SIMPLE", "MONOCYTE", 5), *kaggle_images("TEST_SIMPLE", "EOSINOPHIL", 5)][:9]
         assert len(good) == 9

@@ -145,7 +145,9 @@ function reasonOf(r) {
 
 function csv() {
   const head = ["filename", "class", "probability", ...state.classes.map((k) => `p_${k}`), "review", "white_cell", "review_reason", "cells_seen"];
-  const quote = (s) => `"${String(s).replace(/"/g, '""')}"`;
+  // quoted, and a leading = + - @ tab or CR made text (OWASP's advice on CSV injection): a file named "=HYPERLINK(...).png"
+  // opens in a spreadsheet as its name, not as a formula
+  const quote = (s) => `"${String(s).replace(/^[=+\-@\t\r]/, "'$&").replace(/"/g, '""')}"`;
   const lines = state.rows.map((r) => [quote(r.filename), r.class, r.probability.toFixed(4), ...state.classes.map((k) => r.probabilities[k].toFixed(4)), flagged(r) ? 1 : 0, r.white_cell === false ? 0 : 1, quote(reasonOf(r)), r.cells_seen ?? ""].join(","));
   return [head.join(","), ...lines].join("\n") + "\n";
 }
