@@ -26,10 +26,11 @@ demo: $(STAMP)
 	else echo "no PBC data at $(PBC): its evaluation skipped (make demo PBC=DIR)"; fi
 
 # Test files run two at a time (pytest-xdist, a file to a process); the fuzzers after, alone (their request counts).
+# The 25 slowest tests are listed: CI must stay well under 30 minutes on 2 cores.
 WORKERS ?= 2
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile -m "not serial"
+	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile -m "not serial" --durations=25
 	$(BIN)/python -m pytest -q -m serial
 
 clean:
