@@ -100,3 +100,44 @@ def test_bench_short_mode_prints_every_row(tmp_path, wbc_cache):
     onnx = next(row for row in r["inference"] if row["path"] == "onnx-fp32")
     assert v["onnx_fp32_batch32_images_per_s"] == pytest.approx(onnx["batch32_images_per_s"] / v["passes_per_image"])
     assert "asked again in each training lab's colours" in p.stderr
+
+
+WHICH = """import sys
+from wbc.cli import main
+sys.argv = ["wbc", *sys.argv[1:]]
+try:
+    main()
+finally:
+    print("timm imported" if "timm" in sys.modules else "timm not imported", file=sys.stderr)
+"""
+
+
+def test_a_few_images_run_on_the_export_an_earlier_run_left(fp32, tmp_path, monkeypatch):
+    """A one-image `wbc predict` built the PyTorch model (timm's import alone about 2 s of its 5) even when a run of
+    200 files had left the model's ONNX export in the cache: now it runs on that export, the same answer, and never
+    imports timm; with `--engine pytorch`, or no export yet, it builds the PyTorch model as before."""
+    import shutil
+    import subprocess
+    import sys
+
+    from wbc.infer.predictor import shipped_model_path
+    from wbc.models.io import export_path
+
+    cell = str(kaggle_images("TEST_SIMPLE", "EOSINOPHIL", 1)[0])
+    monkeypatch.setenv("WBC_CACHE", str(tmp_path))
+
+    def run(*extra: str) -> tuple[dict, str]:
+        p = subprocess.run([sys.executable, "-c", WHICH, "predict", cell, "--format", "json", *extra], capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr
+        return json.loads(p.stdout)[0], p.stderr.strip().splitlines()[-1]
+
+    before, imported = run()
+    assert imported == "timm imported"
+    cached = export_path(shipped_model_path())
+    cached.parent.mkdir(parents=True)
+    shutil.copy(fp32, cached)  # what `fastest` leaves: the shipped model's export, under its file's hash
+    after, imported = run()
+    assert imported == "timm not imported"
+    assert after["class"] == before["class"] and abs(after["probability"] - before["probability"]) < 1e-4
+    assert after["review_reason"] == before["review_reason"] and after["cells_seen"] == before["cells_seen"]
+    assert run("--engine", "pytorch")[1] == "timm imported"

