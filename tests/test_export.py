@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import BLOOD, CLASSES, kaggle_images, run_cli
+from conftest import BCCD, BLOOD, CLASSES, kaggle_images, run_cli
 
 import wbc
 from wbc.models.export import calibration_images, compare, export_onnx
@@ -141,3 +141,15 @@ def test_a_few_images_run_on_the_export_an_earlier_run_left(fp32, tmp_path, monk
     assert after["class"] == before["class"] and abs(after["probability"] - before["probability"]) < 1e-4
     assert after["review_reason"] == before["review_reason"] and after["cells_seen"] == before["cells_seen"]
     assert run("--engine", "pytorch")[1] == "timm imported"
+    field = str(BCCD / "JPEGImages" / "BloodImage_00010.jpg")  # BCCD train: a neutrophil and an eosinophil
+
+    def count() -> tuple[str, str]:
+        p = subprocess.run([sys.executable, "-c", WHICH, "count", field, "--out", str(tmp_path / "count")], capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr
+        said = p.stderr.strip().splitlines()
+        return next(line for line in said if "BloodImage_00010.jpg" in line), said[-1]  # the field's row of counts
+
+    first, imported = count()  # the detector's export is made now, so PyTorch's detector is built once
+    assert imported == "timm imported"
+    again, imported = count()
+    assert imported == "timm not imported" and again == first and "EOSINOPHIL" in again, (first, again)

@@ -115,9 +115,9 @@ def count(images: list[str] = typer.Argument(..., help="smear field images, fold
     # torch and the models load only now: a mistake above is said in a second, not after seven
     from wbc.count.count import field_summary
     from wbc.count.detector import default_detector
-    from wbc.infer.predictor import fastest, flag_run, lab_check, load_model
+    from wbc.infer.predictor import flag_run, lab_check, load_fastest
 
-    predictor = fastest(load_model(model))
+    predictor = load_fastest(model)
     fields, failures = _count_fields(predictor, found.files, px_per_um, default_detector(detector), out)
     failures = list(found.problems) + failures
     labels = [w["class"] for fc in fields for w in fc.wbc]
@@ -210,7 +210,7 @@ def evaluate_count(data: Optional[str] = typer.Option(None, "--data", help="BCCD
     require_detector(detector)
     from wbc._util.io import atomic_write_text
     from wbc.count.evaluate import evaluate_count as run
-    from wbc.infer.predictor import fastest, load_model
+    from wbc.infer.predictor import load_fastest
 
     test_simple = None
     if labels is None:
@@ -223,7 +223,7 @@ def evaluate_count(data: Optional[str] = typer.Option(None, "--data", help="BCCD
             pass
     from wbc.count.detector import default_detector
 
-    predictor = fastest(load_model(model))
+    predictor = load_fastest(model)
     with bar() as p:
         r = run(predictor, root, split, labels, test_simple, progress=p, detector=default_detector(detector), px_per_um=px_per_um)
     scale = f"{px_per_um:g} px/um" if px_per_um else "scale measured per field"

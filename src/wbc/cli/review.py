@@ -147,10 +147,10 @@ def review_import(case: str = typer.Argument(..., help="a case id, or a new samp
     from wbc.data.collect import collect_images
 
     found = collect_images(images).require("import")  # before torch and the model load
-    from wbc.infer.predictor import fastest, load_model
+    from wbc.infer.predictor import load_fastest
     from wbc.review.cases import create_case, get_case, import_cells, import_fields
 
-    predictor = fastest(load_model(model))
+    predictor = load_fastest(model)
     Session = _open(data_dir, db)
     root = data_dir or "."
     with Session.begin() as s:

@@ -13,7 +13,6 @@ import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -59,6 +58,8 @@ class CellDetector(nn.Module):
 
             if spec.backbone in OFFLINE_PACKAGES:
                 kw = {"pretrained": True, "pretrained_cfg_overlay": dict(file=str(offline_weights(spec.backbone)))}
+        import timm  # here: its import is ~2 s, which a count on the detector's ONNX export never needs
+
         self.backbone = timm.create_model(spec.backbone, features_only=True, out_indices=(1, 2, 3, 4), **kw)
         chans = self.backbone.feature_info.channels()
         n = spec.neck

@@ -51,13 +51,26 @@ def save_detector(model: CellDetector, path, info: dict | None = None) -> None:
 
 
 def load_detector_file(path) -> tuple[CellDetector, dict]:
+    meta = detector_metadata(path)
+    try:
+        model = load_weights(CellDetector(DetectorSpec.from_dict(meta["spec"]), pretrained=False), path)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise _unreadable(path, e) from None
+    return model.eval(), meta
+
+
+def detector_metadata(path) -> dict:
+    """A native detector file's spec, info and version, without building the network (its ONNX export runs it)."""
     meta = file_metadata(path, FORMAT, "detector", TRAIN_DETECTOR)
     try:
         spec = DetectorSpec.from_dict(meta["spec"])
-        model = load_weights(CellDetector(spec, pretrained=False), path)
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
-        raise WbcError(f"{path} is not a readable wbc detector ({str(e).splitlines()[0][:120]}); re-train or re-download it") from None
-    return model.eval(), {"spec": spec.to_dict(), "info": meta["info"], "wbc_version": meta["wbc_version"]}
+    except (ValueError, KeyError, TypeError) as e:
+        raise _unreadable(path, e) from None
+    return {"spec": spec.to_dict(), "info": meta["info"], "wbc_version": meta["wbc_version"]}
+
+
+def _unreadable(path, e: Exception) -> WbcError:
+    return WbcError(f"{path} is not a readable wbc detector ({str(e).splitlines()[0][:120]}); re-train or re-download it")
 
 
 class Detector:
@@ -198,7 +211,7 @@ def load_detector(path=None, engine: str = "auto", threads: int | None = None) -
         import onnxruntime  # noqa: F401
 
         fast = Detector(cached_detector_onnx(p), threads)
-        fast.path, fast.meta = p, load_detector_file(p)[1]
+        fast.path, fast.meta = p, detector_metadata(p)
         return fast
     except ImportError:
         return Detector(p, threads)

@@ -678,6 +678,11 @@ def exported(path: str | os.PathLike | None = None, threads: int | None = None) 
     return fast
 
 
+def load_fastest(path: str | os.PathLike | None = None, threads: int | None = None) -> Predictor:
+    """The model on ONNX Runtime: its cached export as it is (`exported`), else the native file loaded and exported."""
+    return exported(path, threads) or fastest(load_model(path, threads=threads), threads)
+
+
 def default_manifest(predictor: Predictor) -> str | None:
     """The split manifest shipped beside the model, when its hash is the one the model was trained with."""
     from wbc.data.split import manifest_hash
