@@ -91,10 +91,13 @@ def make_corpus(dest: Path, cell: Path, model: Path | None = None) -> list[Case]
     frames = [rgb.convert("P"), rgb.rotate(90).convert("P")]
     buf = io.BytesIO()
     frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
-    add("animated.gif", buf.getvalue(), "ok")
+    add("animated.gif", buf.getvalue(), "error")  # several images of one size: answering the first dropped the rest
     buf = io.BytesIO()
     rgb.save(buf, format="TIFF", save_all=True, append_images=[rgb.rotate(180)])
-    add("multipage.tif", buf.getvalue(), "ok")
+    add("multipage.tif", buf.getvalue(), "error")
+    buf = io.BytesIO()  # a scan's pyramid: the full image, then its halves; the first is the image
+    rgb.save(buf, format="TIFF", save_all=True, append_images=[rgb.reduce(2), rgb.reduce(4)])
+    add("pyramid.tif", buf.getvalue(), "ok")
     add("webp.webp", _save(rgb, "WEBP", quality=85), "ok")
     add("bitmap.bmp", _save(rgb, "BMP"), "ok")
     add("trailing_garbage.jpg", jpeg + os.urandom(2000), "ok")

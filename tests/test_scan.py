@@ -27,6 +27,8 @@ def planted(tmp_path):
     (d / "fake.jpeg").write_text("plain text with an image name")
     Image.new("RGB", (640, 480), "white").save(d / "big.png")  # odd size: used, but listed
     Image.new("RGB", (8, 8), "white").save(d / "tiny.png")
+    cell = Image.open(kaggle_images("TRAIN", "EOSINOPHIL", 7)[6]).convert("RGB")  # two cells in one file: not one image
+    cell.save(d / "stack.tif", save_all=True, append_images=[Image.open(kaggle_images("TRAIN", "EOSINOPHIL", 8)[7]).convert("RGB")])
     return tmp_path
 
 
@@ -38,6 +40,7 @@ def test_scan_reports_each_bad_file_with_reason(planted):
     assert reasons["notes.txt"].startswith("not an image file")
     assert reasons["fake.jpeg"].startswith("not an image")
     assert "too small" in reasons["tiny.png"]
+    assert reasons["stack.tif"].startswith("2 images of one size in one file")
     assert [b.path.name for b in s.odd_size] == ["big.png"]
     assert s.counts() == {"ALL": {"EOSINOPHIL": 6, "LYMPHOCYTE": 5}}
 
@@ -46,10 +49,10 @@ def test_check_cli_lists_bad_files_and_counts(planted):
     p = run_cli("data", "check", str(planted), check=False)
     assert p.returncode == 1, "a check that finds bad files fails, so a script can stop on it"
     out = p.stdout + p.stderr
-    for name in ("empty.jpeg", "truncated.jpeg", "notes.txt", "fake.jpeg", "tiny.png", "big.png"):
+    for name in ("empty.jpeg", "truncated.jpeg", "notes.txt", "fake.jpeg", "tiny.png", "stack.tif", "big.png"):
         assert name in out
-    assert "11 good images, 5 bad, 1 odd-sized" in out and "check failed: 5 bad file(s)" in out
-    for name in ("empty.jpeg", "truncated.jpeg", "notes.txt", "fake.jpeg", "tiny.png"):  # an odd size alone passes
+    assert "11 good images, 6 bad, 1 odd-sized" in out and "check failed: 6 bad file(s)" in out
+    for name in ("empty.jpeg", "truncated.jpeg", "notes.txt", "fake.jpeg", "tiny.png", "stack.tif"):  # an odd size alone passes
         (planted / "EOSINOPHIL" / name).unlink()
     p = run_cli("data", "check", str(planted))
     assert "1 odd-sized" in p.stdout + p.stderr and "check failed" not in p.stdout + p.stderr

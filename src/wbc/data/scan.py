@@ -18,7 +18,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from wbc.errors import WbcError
-from wbc.image.decode import MAX_PIXELS, MIN_SIDE
+from wbc.image.decode import MAX_PIXELS, MIN_SIDE, several_images
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 KAGGLE_SUBDIR = Path("dataset2-master") / "images"
@@ -132,6 +132,8 @@ def check_image(path: Path) -> tuple[str | None, tuple[int, int] | None]:
                 return f"image too large ({size[0]}x{size[1]} pixels, limit {MAX_PIXELS:,})", size
             if min(size) < MIN_SIDE:
                 return f"image too small ({size[0]}x{size[1]}, need >= {MIN_SIDE} px a side)", size
+            if stack := several_images(im):
+                return f"{stack} images of one size in one file (a stack, a series or an animation): save each as its own file", size
             im.load()  # decodes every pixel: finds truncated files
         return None, size
     except UnidentifiedImageError:

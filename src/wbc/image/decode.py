@@ -30,6 +30,10 @@ def _pil_decode(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.ndar
         with Image.open(io.BytesIO(data)) as im:
             if im.width * im.height > max_pixels:
                 raise ImageTooLarge(f"{name} is {im.width}x{im.height} pixels, over the {max_pixels:,}-pixel limit: downscale it first")
+            stack = several_images(im)
+            if stack:
+                raise BadImage(f"{name} holds {stack} images of one size (a stack, a series or an animation), and wbc reads one a "
+                               f"file: save each as its own file (ImageMagick: magick {Path(name).name} page-%d.png)")
             sixteen = _sixteen_bit_colour(im)  # before the EXIF read, which may load a PNG and drop what this reads
             turn = _orientation(im)
             if im.mode.startswith("I") or im.mode == "F":  # 16/32-bit or float greyscale: Pillow's RGB conversion would clip
@@ -39,7 +43,7 @@ def _pil_decode(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.ndar
                 if deep is not None:
                     return upright(_to_uint8(deep), turn)
             return upright(np.asarray(im.convert("RGB")), turn)
-    except ImageTooLarge:
+    except (ImageTooLarge, BadImage):
         raise
     except Image.DecompressionBombError:
         raise ImageTooLarge(f"{name} is over the {max_pixels:,}-pixel limit (a decompression bomb?): downscale it first") from None
@@ -50,6 +54,23 @@ def _pil_decode(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.ndar
         raise BadImage(f"cannot read image {name}: {msg} (is it a complete image file?)") from None
     except Exception as e:  # a decoder tripping over a hostile file is still the file's fault
         raise BadImage(f"cannot read image {name}: the decoder failed ({type(e).__name__}); is it a damaged image file?") from None
+
+
+def several_images(im: Image.Image) -> int | None:
+    """How many images a multi-page file (TIFF, GIF, WebP, MPO) holds when two or more are of the first one's size, else
+    None. Only the first was read: a stack of cells, or of fields, was answered for its first page in silence. A
+    pyramid (a scan's lower resolutions) or a camera's preview is smaller than the first page and is read as before."""
+    frames = getattr(im, "n_frames", 1)
+    if frames < 2:
+        return None
+    size, same = im.size, 1
+    try:
+        for i in range(1, min(frames, 64)):
+            im.seek(i)
+            same += im.size == size
+    finally:
+        im.seek(0)
+    return frames if same > 1 else None
 
 
 EXIF_ORIENTATION = 0x0112
