@@ -133,6 +133,19 @@ def _forked(args, cwd, env, timeout) -> subprocess.CompletedProcess | None:
     return _zygote.run(args, cwd, env, timeout)
 
 
+def cli_telling(module: str) -> str:
+    """A `python -c` script running `wbc ARGS` in a fresh interpreter that ends its stderr with "<module> imported" or
+    "<module> not imported": what a command loads, seen from outside (the zygote's children have torch and timm)."""
+    return f"""import sys
+from wbc.cli import main
+sys.argv = ["wbc", *sys.argv[1:]]
+try:
+    main()
+finally:
+    print("{module} imported" if "{module}" in sys.modules else "{module} not imported", file=sys.stderr)
+"""
+
+
 def run_cli(*args: str, cwd: Path | None = None, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the real `wbc` command in its own process, as a user would: forked from a process that has imported
     torch, timm and wbc already (tests/zygote.py), or a fresh interpreter with WBC_TEST_FRESH=1."""

@@ -10,7 +10,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import BCCD, BLOOD, DATA, kaggle_images, run_cli
+from conftest import BCCD, BLOOD, DATA, cli_telling, kaggle_images, run_cli
 from corpus import make_corpus
 from fastapi.testclient import TestClient
 
@@ -161,14 +161,7 @@ def test_a_scientific_cameras_deep_files_read_like_their_8_bit_originals(tmp_pat
         assert abs(d.probabilities[first.label] - first.probabilities[first.label]) < 0.01, d.source
 
 
-WHY_NOT = """import sys
-from wbc.cli import main
-sys.argv = ["wbc", *sys.argv[1:]]
-try:
-    main()
-finally:
-    print("torch imported" if "torch" in sys.modules else "torch not imported", file=sys.stderr)
-"""
+WHY_NOT = cli_telling("torch")
 
 
 def test_wrong_paths_are_said_before_torch_loads(tmp_path):

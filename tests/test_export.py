@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import BCCD, BLOOD, CLASSES, kaggle_images, run_cli
+from conftest import BCCD, BLOOD, CLASSES, cli_telling, kaggle_images, run_cli
 
 import wbc
 from wbc.models.export import calibration_images, compare, export_onnx
@@ -102,14 +102,7 @@ def test_bench_short_mode_prints_every_row(tmp_path, wbc_cache):
     assert "asked again in each training lab's colours" in p.stderr
 
 
-WHICH = """import sys
-from wbc.cli import main
-sys.argv = ["wbc", *sys.argv[1:]]
-try:
-    main()
-finally:
-    print("timm imported" if "timm" in sys.modules else "timm not imported", file=sys.stderr)
-"""
+WHICH = cli_telling("timm")
 
 
 def test_a_few_images_run_on_the_export_an_earlier_run_left(fp32, tmp_path, monkeypatch):
