@@ -2,7 +2,11 @@
 
 import csv
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 from conftest import CLASSES, run_cli
@@ -110,6 +114,17 @@ def test_predict_formats(tiny_run):
     assert p.stdout.splitlines()[0].startswith("path,class,probability") and len(p.stdout.splitlines()) == 4
     bad = run_cli("predict", str(data / "nope.jpeg"), "--model", str(run / "model.safetensors"), check=False)
     assert bad.returncode == 2 and "nope.jpeg" in bad.stderr and "Traceback" not in bad.stderr
+    # an 80-column terminal (a fresh interpreter: the console reads its width once): class, runner-up, reason, and where the
+    # rest is; before, a column a class folded each path over four lines
+    env = {**os.environ, "COLUMNS": "80", "TTY_COMPATIBLE": "1", "NO_COLOR": "1"}
+    narrow = subprocess.run([sys.executable, "-m", "wbc.cli", "predict", *map(str, imgs), "--model", str(run / "model.safetensors")],
+                            capture_output=True, text=True, env=env, timeout=300)
+    said = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", narrow.stderr)  # a terminal's bold and cursor codes
+    head = next(line for line in said.splitlines() if "image" in line and "class" in line)
+    assert "next" in head and "EOSIN" not in head and len(head) <= 80, said
+    assert "every class's probability: --format csv or json" in said
+    wide = run_cli("predict", *map(str, imgs), "--model", str(run / "model.safetensors")).stderr  # 200 columns
+    assert "EOSIN" in next(line for line in wide.splitlines() if "image" in line and "class" in line)
 
 
 def test_training_killed_mid_epoch_resumes_to_the_same_model(tiny_run, tmp_path, caplog):

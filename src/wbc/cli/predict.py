@@ -96,7 +96,7 @@ def predict(inputs: list[str] = typer.Argument(..., help="single-cell images, fo
     if fmt == "json":
         print(json.dumps([o.prediction.to_dict() if o.prediction else {"source": o.path, "error": o.error} for o in rows], indent=2))
     elif fmt == "table":
-        console.print(_table(rows, predictor.classes))
+        console.print(_table(rows, predictor.classes, console.width))
     _report([*found.problems, *summary.failures], summary, out)
 
 
@@ -124,20 +124,36 @@ def _measured_once(files: list[str]) -> float:
     return s["px_per_um"]
 
 
-def _table(rows: list, classes: list[str]) -> Table:
-    t = Table()
+WIDE = 160  # columns a terminal needs for a probability column a class; a narrower one gets the runner-up instead
+
+
+def _table(rows: list, classes: list[str], width: int) -> Table:
+    """One row an image. On a terminal narrower than WIDE (80 columns: a path folded over four lines between nine
+    probability columns) the class and its runner-up only; the csv and json keep every probability."""
+    every = width >= WIDE
+    t = Table(caption=None if every else f"every class's probability: --format csv or json (or a terminal {WIDE} columns wide)")
     t.add_column("image", overflow="fold")  # a path folds onto a second line rather than losing its file name
-    for col in ("class", "p", *[c[:5] for c in classes], "px/um"):
+    for col in ("class", "p", *([c[:5] for c in classes] if every else ["next"]), "px/um"):
         t.add_column(col)
     t.add_column("review: why", overflow="fold", min_width=12, max_width=48)  # the reason, as in the csv's review_reason and note
     for o in rows:
         q = o.prediction
+        probs = ([f"{q.probabilities[c]:.3f}" for c in classes] if every else [_next(q)]) if q else [""] * (len(classes) if every else 1)
         if q is None:
-            t.add_row(Text(o.path), "[red]unreadable[/red]", "", *[""] * len(classes), "", "")
+            t.add_row(Text(o.path), "[red]unreadable[/red]", "", *probs, "", "")
             continue
-        t.add_row(Text(str(q.source)), _label(q), f"{q.probability:.3f}", *[f"{q.probabilities[c]:.3f}" for c in classes],
+        t.add_row(Text(str(q.source)), _label(q), f"{q.probability:.3f}", *probs,
                   f"{q.px_per_um:.1f}" + ("?" if q.scale in ("assumed", "cell", "run") else ""), _why(q))
     return t
+
+
+def _next(q) -> str:
+    """The most probable class after the answer's (after the top one for UNIDENTIFIED); none for no white cell."""
+    if not q.to_dict()["white_cell"]:
+        return ""
+    others = sorted(((p, c) for c, p in q.probabilities.items() if c != q.label), reverse=True)
+    p, c = others[0] if q.label in q.probabilities else others[1]
+    return f"{c} {p:.3f}"
 
 
 def _why(q) -> str:
