@@ -150,6 +150,14 @@ def test_a_name_guessed_at_is_refused_for_a_while(db, monkeypatch):
     with Session.begin() as s:
         assert {u["name"]: u["wrong_passwords_lately"] for u in users.list_users(s)}["ana"] == 0
         assert authenticate(s, "ana", "ana-password").name == "ana"
+    monkeypatch.undo()  # the clock back: the ten wrong passwords lie within the window again, and lock the name
+    with Session.begin() as s:  # an admin's new password lifts the lock at once (before, the user waited it out)
+        with pytest.raises(Locked):
+            authenticate(s, "ana", "ana-password")
+        users.set_password(s, "ana", "a-new-password", "ben")
+    with Session.begin() as s:
+        assert authenticate(s, "ana", "a-new-password").name == "ana"
+        assert {u["name"]: u["wrong_passwords_lately"] for u in users.list_users(s)}["ana"] == 0
 
 
 def test_a_database_of_the_first_schema_is_migrated_and_keeps_its_rows(tmp_path):

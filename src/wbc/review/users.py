@@ -9,7 +9,7 @@ from datetime import timedelta
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from wbc.errors import WbcError
 from wbc.review.db import AccountEvent, Login, User, aware, now
@@ -21,7 +21,7 @@ MIN_PASSWORD = 8
 # A name given this many wrong passwords within the window is refused until the oldest of them leaves it: a password
 # cannot be guessed at speed, and a user who mistypes a few times is never stopped.
 MAX_FAILURES, WINDOW = 10, timedelta(minutes=15)
-WRONG = "wrong password"
+WRONG, CHANGED = "wrong password", "password changed"
 _hasher = PasswordHasher()
 
 
@@ -70,8 +70,8 @@ def set_password(session, name: str, password: str, by: str) -> User:
     user = named(session, name)
     _check_password(name, password)
     user.password_hash = _hasher.hash(password)
-    _end_logins(session, user, "password changed")
-    return _changed(session, user, "password changed", by)
+    _end_logins(session, user, CHANGED)
+    return _changed(session, user, CHANGED, by)
 
 
 def set_active(session, name: str, active: bool, by: str) -> User:
@@ -104,7 +104,10 @@ def _changed(session, user: User, event: str, by: str) -> User:
 def list_users(session) -> list[dict]:
     """Every account with its role, whether it is open, its last login, and its wrong passwords within the
     throttle's window (MAX_FAILURES lock the name)."""
-    wrong = dict(session.execute(select(AccountEvent.name, func.count()).where(AccountEvent.event == WRONG, AccountEvent.at > now() - WINDOW)
+    reset = aliased(AccountEvent)
+    since_reset = AccountEvent.id > func.coalesce(select(func.max(reset.id)).where(reset.name == AccountEvent.name, reset.event == CHANGED)
+                                                  .correlate(AccountEvent).scalar_subquery(), 0)
+    wrong = dict(session.execute(select(AccountEvent.name, func.count()).where(AccountEvent.event == WRONG, AccountEvent.at > now() - WINDOW, since_reset)
                                  .group_by(AccountEvent.name)).all())
     last = dict(session.execute(select(Login.user_id, func.max(Login.started_at)).group_by(Login.user_id)).all())
     return [{"name": u.name, "role": u.role, "active": u.active, "created_at": aware(u.created_at).isoformat(),
@@ -138,12 +141,15 @@ def _refuse_if_locked(session, name: str) -> None:
     if len(last) == MAX_FAILURES and now() - aware(last[-1]) < WINDOW:
         seconds = math.ceil((aware(last[-1]) + WINDOW - now()).total_seconds())
         raise Locked(f"{MAX_FAILURES} wrong passwords for {name} within {WINDOW.seconds // 60} minutes: "
-                     f"try again in {math.ceil(seconds / 60)} minute(s), or ask an admin if this was not you", seconds)
+                     f"try again in {math.ceil(seconds / 60)} minute(s), or ask an admin for a new password", seconds)
 
 
 def _wrong_passwords(session, name: str) -> list:
-    """When the name's last MAX_FAILURES wrong passwords were given, newest first."""
-    return session.scalars(select(AccountEvent.at).where(AccountEvent.name == name[:80], AccountEvent.event == WRONG)
+    """When the name's last MAX_FAILURES wrong passwords since its password was last set were given, newest first: an
+    admin's new password lifts the lock (the user who forgot theirs, or a name someone guessed at, need not wait)."""
+    reset = select(func.max(AccountEvent.id)).where(AccountEvent.name == name[:80], AccountEvent.event == CHANGED).scalar_subquery()
+    return session.scalars(select(AccountEvent.at).where(AccountEvent.name == name[:80], AccountEvent.event == WRONG,
+                                                         AccountEvent.id > func.coalesce(reset, 0))
                            .order_by(AccountEvent.id.desc()).limit(MAX_FAILURES)).all()
 
 
