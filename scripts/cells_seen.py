@@ -21,8 +21,28 @@ SOURCES = [("Kaggle", "split_manifest.csv", DATA / "blood-cells" / "dataset2-mas
            ("PBC", "split_pbc.csv", DATA / "pbc"), ("Munich", "split_munich.csv", DATA / "munich-aml")]
 
 
+def under_shifts(model) -> None:
+    """How many cells each validation image is counted to show, under each of wbc.data.shifts' shifts, per source."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from colour_constancy import val_cells
+
+    from wbc.data.shifts import SHIFTS, shifted
+    from wbc.image.decode import decode
+
+    cells = val_cells(model, 15)
+    images = [decode(r.path) for r, _ in cells]
+    for how in SHIFTS:
+        by = collections.defaultdict(collections.Counter)
+        for (r, _), x in zip(cells, images):
+            by[r.source][str(model.predict(shifted(x, how))[0].cells_seen)] += 1
+        print(how, {src: dict(sorted(c.items())) for src, c in sorted(by.items())}, flush=True)
+
+
 def main() -> None:
-    model = load_model(sys.argv[1] if len(sys.argv) > 1 else None)
+    args = [a for a in sys.argv[1:] if a != "--shifts"]
+    model = load_model(args[0] if args else None)
+    if "--shifts" in sys.argv:
+        return under_shifts(model)
     for name, manifest, root in SOURCES:
         with open(asset_path(manifest)) as f:
             rows = [r for r in csv.DictReader(f) if r["split"] == "val"]

@@ -140,7 +140,7 @@ def check_image(path: Path) -> tuple[str | None, tuple[int, int] | None]:
         return "not an image (cannot be decoded)", None
     except Image.DecompressionBombError as e:
         return f"image too large ({e})", None
-    except (OSError, SyntaxError, ValueError) as e:
+    except (OSError, SyntaxError, ValueError, EOFError) as e:  # EOFError: a multi-frame file cut short
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         if "truncated" in msg.lower():
             return f"truncated image ({msg})", None

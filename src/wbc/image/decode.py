@@ -68,6 +68,8 @@ def several_images(im: Image.Image) -> int | None:
         for i in range(1, min(frames, 64)):
             im.seek(i)
             same += im.size == size
+    except EOFError:  # fewer pages than the file said: those read decide
+        pass
     finally:
         im.seek(0)
     return frames if same > 1 else None
