@@ -84,11 +84,12 @@ def cached_export(path: str | os.PathLike, export: Callable[[Path], object]) -> 
 
 
 def export_path(path: str | os.PathLike) -> Path:
-    """Where the wbc cache keeps the ONNX export of this native file (keyed by its hash: a changed file misses it)."""
+    """Where the wbc cache keeps the ONNX export of this native file, keyed by its hash and wbc's version: a changed
+    file, or an upgraded wbc whose export differs, never meets a stale export."""
     from wbc.models.weights import cache_dir
 
     path = Path(path)
-    return cache_dir() / "onnx" / f"{path.stem}-{sha256(path)[:16]}.onnx"
+    return cache_dir() / "onnx" / f"{path.stem}-{sha256(path)[:16]}-wbc{__version__}.onnx"
 
 
 def save_model(model: CellClassifier, path: str | os.PathLike, info: dict | None = None) -> None:
