@@ -34,6 +34,7 @@ def test_serves_with_onnx_runtime_and_reports_the_model(client, served):
     m = client.get("/api/v1/model").json()
     assert m["engine"] == "onnx-fp32" and m["classes"] == sorted([*PBC_CLASSES, "BLAST"]) and m["explain"] is True
     assert m["file"] == "wbc_lite0.safetensors" and "kaggle_test" in m["metrics"] and m["sources"] == ["kaggle", "munich", "pbc"]
+    assert m["metrics_measured"].startswith("when the model was trained")  # README has the figures of this wbc
     assert m["always_reviewed"] == {"NEUTROPHIL": [2, 6]}  # the ONNX session's file carries the rule with its evidence
     assert m["sha256"] == hashlib.sha256(shipped_model_path().read_bytes()).hexdigest()  # the file it was exported from
     assert client.get("/healthz").json() == {"status": "ok"}

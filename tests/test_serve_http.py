@@ -85,6 +85,7 @@ def test_web_page_in_chromium(server, tmp_path):
         page.on("console", lambda m: m.type == "error" and "Content Security Policy" in m.text and refused.append(m.text))
         page.goto(server)
         expect(page.get_by_test_id("model-info")).to_contain_text("tf_efficientnet_lite0")
+        expect(page.get_by_test_id("model-info")).to_contain_text("when trained: Kaggle official TEST")  # not today's figures
         page.get_by_test_id("file-input").set_input_files([str(p) for p in cells])
         labels = page.get_by_test_id("label")
         expect(labels).to_have_count(2, timeout=120_000)

@@ -35,6 +35,7 @@ def model_info(predictor, explain: bool) -> dict:
             "engine": predictor.engine.name, "file": predictor.path.name, "wbc_version": predictor.meta.get("wbc_version"),
             "sha256": predictor.sha256,
             "temperature": spec.temperature, "review_threshold": spec.review_threshold, "always_reviewed": spec.always_review, "metrics": info.get("metrics", {}),
+            "metrics_measured": "when the model was trained, by that day's wbc (`wbc evaluate` measures them with this one)",
             "near_distance": spec.near_distance or None, "far_distance": spec.far_distance or None,
             "explain": explain}
 

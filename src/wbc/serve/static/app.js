@@ -14,7 +14,8 @@ async function loadModel() {
     const pct = (r) => `${(100 * r.accuracy).toFixed(1)}%`;
     const met = m.metrics || {};
     const kt = met.kaggle_test || met.test;
-    const acc = (kt ? `; Kaggle official TEST ${pct(kt)}` : "") + (met.pbc_test ? `, PBC test ${pct(met.pbc_test)}` : "")
+    // the figures the model file carries were measured when it was trained; README has today's (make demo)
+    const acc = (kt ? `; when trained: Kaggle official TEST ${pct(kt)}` : "") + (met.pbc_test ? `, PBC test ${pct(met.pbc_test)}` : "")
       + (m.adapted ? `; adapted to ${m.adapted}` : "");
     $("model-info").textContent = `${m.backbone} (${m.engine}), classes: ${m.classes.join(", ")}${acc}`;
     if (!m.explain) { $("explain").checked = false; $("explain").disabled = true; }
