@@ -189,3 +189,13 @@ def test_a_run_that_measures_each_scale_frames_on_a_core_of_its_own(folder, wbc_
     next(stream)
     stream.close()  # a consumer that stops after one batch
     assert not [t for t in threading.enumerate() if t.name.startswith("wbc-framing")]
+
+
+def test_a_long_run_printed_at_its_end_points_to_out(folder, wbc_cache):
+    """240 images to the terminal printed nothing until all were done, and an interrupted run kept none: the run now
+    says so first and points to --out and --resume; the JSON on stdout stays whole."""
+    p = run_cli("predict", str(folder), "--px-per-um", "7", "--format", "json", check=False)
+    assert "note: 242 images, and the json prints when all are done: `--out results.csv`" in " ".join(p.stderr.split())
+    assert len(json.loads(p.stdout)) == 242
+    few = run_cli("predict", str(folder / "slide0" / "eosinophil"), "--px-per-um", "7", "--format", "json")
+    assert "prints when all are done" not in few.stderr

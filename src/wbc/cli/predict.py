@@ -37,6 +37,9 @@ def _parse_scale(value: Optional[str]):
     return v
 
 
+LONG_RUN = 200  # images past which a run printed at its end is pointed to --out
+
+
 def _engine_for(model: str | None, engine: str, n_files: int):
     """auto: ONNX Runtime for collections (>= 200 files: its export pays back) or where an earlier run exported the
     model already, PyTorch for a few images otherwise. A bad model file is said here, before any image is looked at."""
@@ -72,6 +75,9 @@ def predict(inputs: list[str] = typer.Argument(..., help="single-cell images, fo
                  ("--workers", workers, workers is None or workers >= 0, "at least 0 (0: one framing thread)"))
     fmt = format or (format_of(out, None) if out else "table")
     _check_options(fmt, out, resume, engine)
+    if fmt in ("table", "json") and len(found.files) > LONG_RUN:
+        console.print(f"note: {len(found.files)} images, and the {fmt} prints when all are done: `--out results.csv` writes each row "
+                      "as it is made, and `--resume` carries an interrupted run on", highlight=False, markup=False)
     from wbc.infer.batch import default_workers, run_to_file
     from wbc.infer.predictor import flag_run
 
