@@ -430,3 +430,23 @@ def test_a_field_through_another_cameras_tone_curves_is_counted_as_at_home(predi
             assert abs(fc.counts["RBC"] - home.counts["RBC"]) <= 4, (i, fc.counts, home.counts)  # the count's MAE at home: 3.2
             assert abs(fc.px_per_um / home.px_per_um - 1) < 0.15, (i, fc.px_per_um, home.px_per_um)
             assert home.tones == "as is" and fc.tones == "mapped" and fc.to_dict()["tones"] == "mapped", i
+
+
+def test_fields_of_one_name_are_told_apart_on_a_narrow_terminal(tmp_path):
+    """On an 80-column terminal the field's name was cut ("BloodImage_0001…" for 00010 and 00011 alike), and two fields
+    of one name in two folders were named alike: names now fold, and such fields show their paths."""
+    import os
+    import re
+    import shutil
+    import subprocess
+    import sys
+
+    for sub, i in (("a", 10), ("b", 99)):  # BCCD train and val fields
+        (tmp_path / sub).mkdir()
+        shutil.copy(DATA / "bccd" / "JPEGImages" / f"BloodImage_{i:05d}.jpg", tmp_path / sub / "field.jpg")
+    env = {**os.environ, "COLUMNS": "80", "TTY_COMPATIBLE": "1", "NO_COLOR": "1"}
+    p = subprocess.run([sys.executable, "-m", "wbc.cli", "count", str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
+    said = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", p.stderr)
+    names = "".join(line.split("│")[1].strip() for line in said.splitlines() if line.startswith("│"))  # the folded first column
+    assert p.returncode == 0 and "…" not in said, said
+    assert "a/field.jpg" in names and "b/field.jpg" in names, said

@@ -85,11 +85,15 @@ def _print_field_warnings(fields: list) -> None:
 
 def _fields_table(fields: list, totals: dict) -> Table:
     t = Table(title="cells per field")
-    for col in ("image", "px/um", "RBC", "WBC", "platelets", "WBC classes"):
+    t.add_column("image", overflow="fold")  # folded, never cut: BloodImage_0001… named two fields of an 80-column terminal alike
+    for col in ("px/um", "RBC", "WBC", "platelets", "WBC classes"):
         t.add_column(col)
-    for fc in fields:
+    names = [Path(fc.source).name for fc in fields]
+    if len(set(names)) < len(names):  # one name in two folders: the paths tell them apart
+        names = [str(fc.source) for fc in fields]
+    for fc, name in zip(fields, names):
         c = fc.counts
-        t.add_row(Text(Path(fc.source).name), f"{fc.px_per_um:.1f} {fc.scale}" + (", tones mapped" if fc.tones == "mapped" else ""), str(c["RBC"]), str(c["WBC"]), str(c["Platelets"]),
+        t.add_row(Text(name), f"{fc.px_per_um:.1f} {fc.scale}" + (", tones mapped" if fc.tones == "mapped" else ""), str(c["RBC"]), str(c["WBC"]), str(c["Platelets"]),
                   ", ".join(f"{w['class']} {w['probability']:.2f}" + (" (review)" if w["review"] else "") for w in fc.wbc) or "-")
     if len(fields) > 1:
         t.add_row("total", "", str(totals["RBC"]), str(totals["WBC"]), str(totals["Platelets"]), "")
