@@ -15,11 +15,11 @@ from rich.text import Text
 from wbc.cli import USE, ModelOpt, app
 from wbc.cli.render import bar, console
 from wbc.errors import WbcError, check_ranges
-from wbc.infer.answers import fault_warning, format_of
+from wbc.infer.answers import NO_WHITE_CELL, fault_warning, format_of
 
 
 def _label(p) -> str:
-    if not p.to_dict()["white_cell"]:
+    if p.label == NO_WHITE_CELL:
         return "no white cell found"
     return f"[bold red]{p.label}[/bold red]" if p.label in ("UNIDENTIFIED", "BLAST") else p.label
 
@@ -43,13 +43,13 @@ LONG_RUN = 200  # images past which a run printed at its end is pointed to --out
 def _engine_for(model: str | None, engine: str, n_files: int):
     """auto: ONNX Runtime for collections (>= 200 files: its export pays back) or where an earlier run exported the
     model already, PyTorch for a few images otherwise. A bad model file is said here, before any image is looked at."""
-    from wbc.infer.predictor import exported, fastest, load_model
+    from wbc.infer.predictor import exported, load_fastest, load_model
 
-    ready = exported(model) if engine in ("auto", "onnx", "ray") else None
-    if ready is not None:
-        return ready
-    native = load_model(model)
-    return fastest(native) if engine in ("onnx", "ray") or (engine == "auto" and n_files >= 200) else native
+    if engine == "pytorch":
+        return load_model(model)
+    if engine != "auto" or n_files >= 200:  # onnx, ray, or a collection
+        return load_fastest(model)
+    return exported(model) or load_model(model)
 
 
 @app.command(rich_help_panel=USE)
@@ -144,10 +144,10 @@ def _table(rows: list, classes: list[str], width: int) -> Table:
     t.add_column("review: why", overflow="fold", min_width=12, max_width=48)  # the reason, as in the csv's review_reason and note
     for o in rows:
         q = o.prediction
-        probs = ([f"{q.probabilities[c]:.3f}" for c in classes] if every else [_next(q)]) if q else [""] * (len(classes) if every else 1)
         if q is None:
-            t.add_row(Text(o.path), "[red]unreadable[/red]", "", *probs, "", "")
+            t.add_row(Text(o.path), "[red]unreadable[/red]", "", *[""] * (len(classes) if every else 1), "", "")
             continue
+        probs = [f"{q.probabilities[c]:.3f}" for c in classes] if every else [_next(q)]
         t.add_row(Text(str(q.source)), _label(q), f"{q.probability:.3f}", *probs,
                   f"{q.px_per_um:.1f}" + ("?" if q.scale in ("assumed", "cell", "run") else ""), _why(q))
     return t
@@ -155,7 +155,7 @@ def _table(rows: list, classes: list[str], width: int) -> Table:
 
 def _next(q) -> str:
     """The most probable class after the answer's (after the top one for UNIDENTIFIED); none for no white cell."""
-    if not q.to_dict()["white_cell"]:
+    if q.label == NO_WHITE_CELL:
         return ""
     others = sorted(((p, c) for c, p in q.probabilities.items() if c != q.label), reverse=True)
     p, c = others[0] if q.label in q.probabilities else others[1]

@@ -104,10 +104,8 @@ def _changed(session, user: User, event: str, by: str) -> User:
 def list_users(session) -> list[dict]:
     """Every account with its role, whether it is open, its last login, and its wrong passwords within the
     throttle's window (MAX_FAILURES lock the name)."""
-    reset = aliased(AccountEvent)
-    since_reset = AccountEvent.id > func.coalesce(select(func.max(reset.id)).where(reset.name == AccountEvent.name, reset.event == CHANGED)
-                                                  .correlate(AccountEvent).scalar_subquery(), 0)
-    wrong = dict(session.execute(select(AccountEvent.name, func.count()).where(AccountEvent.event == WRONG, AccountEvent.at > now() - WINDOW, since_reset)
+    wrong = dict(session.execute(select(AccountEvent.name, func.count())
+                                 .where(AccountEvent.event == WRONG, AccountEvent.at > now() - WINDOW, _since_password_set(AccountEvent.name))
                                  .group_by(AccountEvent.name)).all())
     last = dict(session.execute(select(Login.user_id, func.max(Login.started_at)).group_by(Login.user_id)).all())
     return [{"name": u.name, "role": u.role, "active": u.active, "created_at": aware(u.created_at).isoformat(),
@@ -147,10 +145,17 @@ def _refuse_if_locked(session, name: str) -> None:
 def _wrong_passwords(session, name: str) -> list:
     """When the name's last MAX_FAILURES wrong passwords since its password was last set were given, newest first: an
     admin's new password lifts the lock (the user who forgot theirs, or a name someone guessed at, need not wait)."""
-    reset = select(func.max(AccountEvent.id)).where(AccountEvent.name == name[:80], AccountEvent.event == CHANGED).scalar_subquery()
     return session.scalars(select(AccountEvent.at).where(AccountEvent.name == name[:80], AccountEvent.event == WRONG,
-                                                         AccountEvent.id > func.coalesce(reset, 0))
+                                                         _since_password_set(name[:80]))
                            .order_by(AccountEvent.id.desc()).limit(MAX_FAILURES)).all()
+
+
+def _since_password_set(name):
+    """Account events after the name's last new password (`name`: a name, or the outer query's name column): the one
+    rule by which a new password lifts the lock, for the lock and for the users list alike."""
+    reset = aliased(AccountEvent)
+    last = select(func.max(reset.id)).where(reset.name == name, reset.event == CHANGED).correlate(AccountEvent).scalar_subquery()
+    return AccountEvent.id > func.coalesce(last, 0)
 
 
 def _failed(session, name: str) -> None:
